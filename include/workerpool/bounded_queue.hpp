@@ -1,0 +1,219 @@
+#pragma once
+
+#include <workerpool/detail/cache_line.hpp>
+#include <workerpool/status.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <new>
+#include <stdexcept>
+#include <type_traits>
+#include <utility>
+
+namespace workerpool {
+
+/// A bounded multi-producer multi-consumer FIFO ring with per-slot sequence numbers
+/// (after Dmitry Vyukov's design).
+///
+/// Elements live in place in a fixed array of cache-line-sized slots allocated once by the
+/// constructor: pushing and popping never allocate. The capacity is exact (not rounded to a
+/// power of two). The queue can be closed: later pushes return `submit_status::closed`, while
+/// pops go on until the queue is empty, and every push that was accepted before the close is
+/// visible to consumers.
+///
+/// Progress: a push or pop that finds its slot being written or read by a thread that was
+/// preempted mid-operation reports empty (or full) rather than waiting; callers retry.
+template <class T>
+class bounded_queue {
+    static_assert(std::is_nothrow_move_constructible_v<T>,
+                  "bounded_queue<T>: T must be nothrow move-constructible, so that a push or a pop "
+                  "can never fail halfway; mark T's move constructor noexcept");
+    static_assert(std::is_nothrow_destructible_v<T>,
+                  "bounded_queue<T>: T's destructor must not throw");
+
+public:
+    /// Creates an empty queue holding at most `capacity` elements.
+    /// Throws: `std::invalid_argument` if `capacity` is 0 or absurdly large; `std::bad_alloc`.
+    explicit bounded_queue(std::size_t capacity)
+        : capacity_(capacity), slots_(allocate(capacity)) {}
+
+    bounded_queue(const bounded_queue&) = delete;
+    bounded_queue& operator=(const bounded_queue&) = delete;
+
+    /// Destroys the elements still queued. Pre: no other thread uses the queue.
+    ~bounded_queue() {
+        std::uint64_t head = dequeue_pos_.value.load(std::memory_order_relaxed);
+        const std::uint64_t tail = enqueue_pos_.value.load(std::memory_order_relaxed) & ~closed_bit;
+        for (; head != tail; ++head) {
+            slot& s = slots_[index(head)];
+            if (s.seq.load(std::memory_order_relaxed) == head + 1) {
+                s.ptr()->~T();
+            }
+        }
+        for (std::size_t i = 0; i < capacity_; ++i) {
+            slots_[i].~slot();
+        }
+        ::operator delete(slots_, std::align_val_t{alignof(slot)});
+    }
+
+    /// Moves `v` into the queue if a slot is free and the queue is open.
+    /// Returns `accepted` (and moves from `v`), `full` or `closed`; on refusal `v` is untouched.
+    /// Thread safety: any thread. Never blocks, never allocates.
+    [[nodiscard]] submit_status try_push(T&& v) noexcept { return try_emplace(std::move(v)); }
+
+    /// Constructs an element in place from `args` if a slot is free and the queue is open.
+    /// Returns `accepted`, `full` or `closed`. Thread safety: any thread. Never blocks.
+    template <class... Args>
+    [[nodiscard]] submit_status try_emplace(Args&&... args) noexcept {
+        static_assert(std::is_nothrow_constructible_v<T, Args&&...>,
+                      "bounded_queue::try_emplace: constructing T from these arguments may throw");
+        std::uint64_t pos = enqueue_pos_.value.load(std::memory_order_relaxed);  // a hint; the CAS checks it
+        for (;;) {
+            if ((pos & closed_bit) != 0) {
+                return submit_status::closed;
+            }
+            slot& s = slots_[index(pos)];
+            // [Q3-acq] sees the consumer's move-out and destruction that preceded [Q3-rel].
+            const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
+            const auto diff = static_cast<std::int64_t>(seq - pos);
+            if (diff == 0) {
+                // seq_cst: this claim and the dispatcher's idle-worker count form a Dekker pair
+                // (a producer sees a sleeper, or the sleeper sees this item); see dispatcher.hpp [W1].
+                if (enqueue_pos_.value.compare_exchange_weak(pos, pos + 1, std::memory_order_seq_cst,
+                                                             std::memory_order_relaxed)) {
+                    ::new (static_cast<void*>(s.storage)) T(std::forward<Args>(args)...);
+                    s.seq.store(pos + 1, std::memory_order_release);  // [Q1] publishes the element; pairs with [Q2]
+                    return submit_status::accepted;
+                }
+            } else if (diff < 0) {
+                return submit_status::full;
+            } else {
+                pos = enqueue_pos_.value.load(std::memory_order_relaxed);  // another producer won; retry
+            }
+        }
+    }
+
+    /// Moves the oldest element into `out` and returns true, or returns false if none is ready.
+    /// Thread safety: any thread. Never blocks, never allocates.
+    [[nodiscard]] bool try_pop(T& out) noexcept {
+        static_assert(std::is_nothrow_move_assignable_v<T>,
+                      "bounded_queue::try_pop(T&) needs a noexcept move assignment");
+        return consume([&out](T&& v) noexcept { out = std::move(v); });
+    }
+
+    /// Removes the oldest element and passes it, as an rvalue, to `f`; returns whether there was
+    /// one. `f` must not throw and must not touch this queue. Thread safety: any thread.
+    template <class F>
+    [[nodiscard]] bool consume(F&& f) noexcept {
+        std::uint64_t pos = dequeue_pos_.value.load(std::memory_order_relaxed);  // a hint; the CAS checks it
+        for (;;) {
+            slot& s = slots_[index(pos)];
+            const std::uint64_t seq = s.seq.load(std::memory_order_acquire);  // [Q2] sees the element written before [Q1]
+            const auto diff = static_cast<std::int64_t>(seq - (pos + 1));
+            if (diff == 0) {
+                // seq_cst: this claim and the dispatcher's blocked-producer count form a Dekker pair
+                // (a consumer sees a waiting producer, or the producer sees the free slot); see [W3].
+                if (dequeue_pos_.value.compare_exchange_weak(pos, pos + 1, std::memory_order_seq_cst,
+                                                             std::memory_order_relaxed)) {
+                    T* p = s.ptr();
+                    std::forward<F>(f)(std::move(*p));
+                    p->~T();
+                    s.seq.store(pos + capacity_, std::memory_order_release);  // [Q3-rel] frees the slot; pairs with [Q3-acq]
+                    return true;
+                }
+            } else if (diff < 0) {
+                return false;
+            } else {
+                pos = dequeue_pos_.value.load(std::memory_order_relaxed);  // another consumer won; retry
+            }
+        }
+    }
+
+    /// Closes the queue: every later push returns `closed`. Idempotent.
+    /// Returns the total number of pushes ever accepted; exactly those elements can still be popped.
+    /// Thread safety: any thread.
+    std::uint64_t close() noexcept {
+        // seq_cst RMW on the same word as the producers' claim: a push is either before the close
+        // (and counted in the result) or after it (and refused); nothing falls in between.
+        return enqueue_pos_.value.fetch_or(closed_bit, std::memory_order_seq_cst) & ~closed_bit;
+    }
+
+    /// Returns whether `close()` has been called. Thread safety: any thread.
+    [[nodiscard]] bool is_closed() const noexcept {
+        return (enqueue_pos_.value.load(std::memory_order_acquire) & closed_bit) != 0;  // pairs with close()
+    }
+
+    /// Returns the number of elements at one recent moment; racy by nature (may be stale).
+    [[nodiscard]] std::size_t approx_size() const noexcept {
+        const std::uint64_t head = dequeue_pos_.value.load(std::memory_order_relaxed);  // a racy estimate, no ordering needed
+        const std::uint64_t tail = enqueue_pos_.value.load(std::memory_order_relaxed) & ~closed_bit;
+        if (tail <= head) {
+            return 0;
+        }
+        const std::uint64_t n = tail - head;
+        return n > capacity_ ? capacity_ : static_cast<std::size_t>(n);
+    }
+
+    /// Returns whether some push has been claimed that no pop has claimed yet (the element may
+    /// still be being written). seq_cst: this is the reading side of the Dekker pairs above.
+    [[nodiscard]] bool has_claimed_elements() const noexcept {
+        const std::uint64_t tail = enqueue_pos_.value.load(std::memory_order_seq_cst) & ~closed_bit;
+        const std::uint64_t head = dequeue_pos_.value.load(std::memory_order_seq_cst);
+        return tail > head;
+    }
+
+    /// Returns the number of free slots at one recent moment (seq_cst, see [W3]).
+    [[nodiscard]] std::size_t free_slots() const noexcept {
+        const std::uint64_t head = dequeue_pos_.value.load(std::memory_order_seq_cst);
+        const std::uint64_t tail = enqueue_pos_.value.load(std::memory_order_seq_cst) & ~closed_bit;
+        const std::uint64_t used = tail > head ? tail - head : 0;
+        return used >= capacity_ ? 0 : capacity_ - static_cast<std::size_t>(used);
+    }
+
+    /// Returns the total number of pushes accepted so far (including popped ones).
+    [[nodiscard]] std::uint64_t pushed_count() const noexcept {
+        return enqueue_pos_.value.load(std::memory_order_relaxed) & ~closed_bit;  // statistics only
+    }
+
+    /// Returns the exact maximum number of elements.
+    [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
+
+private:
+    struct alignas(detail::cache_line) slot {
+        std::atomic<std::uint64_t> seq;  // turn counter: pos when free for push, pos+1 when full
+        alignas(T) unsigned char storage[sizeof(T)];
+        T* ptr() noexcept { return std::launder(reinterpret_cast<T*>(storage)); }
+    };
+
+    static constexpr std::uint64_t closed_bit = std::uint64_t{1} << 63;
+
+    static slot* allocate(std::size_t capacity) {
+        if (capacity == 0) {
+            throw std::invalid_argument("workerpool: bounded_queue capacity must be > 0");
+        }
+        if (capacity > (std::size_t{1} << 40) / sizeof(slot)) {
+            throw std::invalid_argument("workerpool: bounded_queue capacity is too large");
+        }
+        auto* slots = static_cast<slot*>(
+            ::operator new(capacity * sizeof(slot), std::align_val_t{alignof(slot)}));
+        for (std::size_t i = 0; i < capacity; ++i) {
+            auto* s = ::new (static_cast<void*>(slots + i)) slot;
+            s->seq.store(i, std::memory_order_relaxed);  // published by the constructor's completion
+        }
+        return slots;
+    }
+
+    [[nodiscard]] std::size_t index(std::uint64_t pos) const noexcept {
+        return static_cast<std::size_t>(pos % capacity_);
+    }
+
+    const std::size_t capacity_;
+    slot* const slots_;
+    // Producers and consumers each own a line, so claims on one side never slow the other.
+    detail::padded_atomic<std::uint64_t> enqueue_pos_;  // next push position; bit 63 = closed
+    detail::padded_atomic<std::uint64_t> dequeue_pos_;  // next pop position
+};
+
+}  // namespace workerpool

@@ -1,0 +1,1508 @@
+#pragma once
+
+#include <workerpool/bounded_queue.hpp>
+#include <workerpool/detail/cache_line.hpp>
+#include <workerpool/options.hpp>
+#include <workerpool/retry.hpp>
+#include <workerpool/scaler.hpp>
+#include <workerpool/stats.hpp>
+#include <workerpool/status.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#if defined(__linux__)
+#include <pthread.h>
+#endif
+
+namespace workerpool {
+
+/// What `dispatcher::shutdown` hands back.
+template <class Request>
+struct shutdown_report {
+    /// Every request that was accepted but never finished: still queued when the drain ended, or
+    /// waiting out a retry backoff, or failed an attempt during shutdown with attempts left.
+    /// Moved out of the pool; the caller owns them.
+    std::vector<Request> unprocessed;
+    /// True if the queue emptied and every handler returned within the grace (nothing was cancelled).
+    bool drained = false;
+    /// Workers whose handler ignored its stopped token and was still running when shutdown
+    /// returned. The destructor waits for them (it never detaches a thread).
+    std::size_t stuck_workers = 0;
+    /// True when called from one of the pool's own handlers: intake is closed, and the rest of the
+    /// shutdown is left to a later call from another thread or to the destructor.
+    bool deferred = false;
+};
+
+/// True when `H` can serve as a handler for `Request`: callable as `h(Request&, std::stop_token)`
+/// or as `h(Request&)`.
+template <class H, class Request>
+concept request_handler =
+    std::is_invocable_v<H&, Request&, std::stop_token> || std::is_invocable_v<H&, Request&>;
+
+namespace detail {
+
+/// Nanoseconds on the steady clock; the currency of every deadline in the pool.
+[[nodiscard]] inline std::int64_t now_ns() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+[[nodiscard]] inline std::chrono::steady_clock::time_point to_time_point(std::int64_t ns) noexcept {
+    return std::chrono::steady_clock::time_point(
+        std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::nanoseconds(ns)));
+}
+
+/// The pool whose worker is running on this thread, if any (for self-call detection).
+inline thread_local const void* current_pool = nullptr;
+
+/// A request with the bookkeeping that travels with it through the queue and the retry delay
+/// queue. Stored in place in the ring: no allocation per request.
+template <class Request>
+struct envelope {
+    Request request;
+    std::int64_t timeout_ns;      // per-attempt timeout; 0 = none
+    std::int64_t expires_ns;      // absolute expiry; 0 = none
+    unsigned max_attempts;        // total attempts allowed
+    unsigned attempts = 0;        // attempts made so far
+    std::exception_ptr last_error; // the last attempt's exception, for the dead-letter record
+
+    envelope(Request&& r, std::int64_t timeout, std::int64_t expires, unsigned max) noexcept
+        : request(std::move(r)), timeout_ns(timeout), expires_ns(expires), max_attempts(max) {}
+};
+
+/// A type-erased handler: one indirect call per request, one allocation per pool.
+template <class Request>
+class erased_handler {
+public:
+    template <class H>
+    explicit erased_handler(H h)
+        : object_(new H(std::move(h)), [](void* p) noexcept { delete static_cast<H*>(p); }),
+          call_([](void* p, Request& r, const std::stop_token& st) {
+              if constexpr (std::is_invocable_v<H&, Request&, std::stop_token>) {
+                  (*static_cast<H*>(p))(r, st);
+              } else {
+                  (*static_cast<H*>(p))(r);
+              }
+          }) {}
+
+    void operator()(Request& r, const std::stop_token& st) const { call_(object_.get(), r, st); }
+
+private:
+    std::unique_ptr<void, void (*)(void*) noexcept> object_;
+    void (*call_)(void*, Request&, const std::stop_token&);
+};
+
+// Values of worker_slot::attempt besides deadlines (deadlines are steady-clock ns, far below).
+inline constexpr std::uint64_t attempt_none = 0;  // no attempt in flight
+inline constexpr std::uint64_t attempt_unbounded = std::numeric_limits<std::uint64_t>::max() - 2;
+inline constexpr std::uint64_t attempt_stopping = std::numeric_limits<std::uint64_t>::max() - 1;
+inline constexpr std::uint64_t attempt_stopped = std::numeric_limits<std::uint64_t>::max();
+
+enum class stop_cause : std::uint8_t { none, deadline, shutdown };
+
+/// A counter with a single writer: plain load + store, no locked instruction on the hot path.
+struct owned_counter {
+    std::atomic<std::uint64_t> value{0};
+    void bump() noexcept {
+        // relaxed: statistics only; only the owning worker writes, readers tolerate staleness
+        value.store(value.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    }
+    [[nodiscard]] std::uint64_t get() const noexcept {
+        return value.load(std::memory_order_relaxed);  // statistics only
+    }
+};
+
+}  // namespace detail
+
+/// A bounded, self-scaling pool of worker threads that runs a handler on each submitted `Request`
+/// under a per-attempt timeout with retries, and never loses an accepted request.
+///
+/// Lifecycle: construct (starts `min_workers` workers and the supervisor thread) → submit from
+/// any threads → `shutdown(grace)` (closes intake, drains until the grace is over, then stops
+/// the tokens of running handlers, joins, and hands back every request it did not process) →
+/// destroy. The destructor runs `shutdown(options.destructor_grace)` if nobody did, passes what it
+/// could not process to `on_failure` as `cancelled` with 0 attempts, and then joins every thread,
+/// waiting for a stuck handler if it must: it never detaches a thread that touches the pool.
+///
+/// Threads: the queue is a fixed ring (`bounded_queue`); each worker is a `std::jthread` with
+/// its own stop state; one supervisor `std::jthread` scales the workers, stops attempts whose
+/// deadline passed, spots stuck workers, and re-enqueues retries when their backoff is over.
+///
+/// Accounting: every accepted request ends exactly once — completed (its handler returned),
+/// failed (handed to `on_failure`), or returned in `shutdown_report::unprocessed`.
+template <class Request>
+class dispatcher {
+    static_assert(std::is_object_v<Request> && !std::is_const_v<Request>,
+                  "dispatcher<Request>: Request must be a non-const object type");
+    static_assert(std::is_nothrow_move_constructible_v<Request>,
+                  "dispatcher<Request>: Request must be nothrow move-constructible (a request "
+                  "moves into the queue and out of it, and neither move may fail); give it a "
+                  "noexcept move constructor, or submit a std::unique_ptr<Request>");
+    static_assert(std::is_nothrow_destructible_v<Request>,
+                  "dispatcher<Request>: Request's destructor must not throw");
+
+    using envelope = detail::envelope<Request>;
+    using clock = std::chrono::steady_clock;
+
+public:
+    /// The request type.
+    using request_type = Request;
+
+    /// Starts a pool of `o.min_workers` workers running `handler`.
+    /// `handler` is called as `handler(Request&, std::stop_token)` (or `handler(Request&)`), on
+    /// worker threads, concurrently; it signals failure by throwing. The token is stopped when the
+    /// attempt's deadline passes or shutdown cancels it.
+    /// Throws: `std::invalid_argument` naming the bad field of `o`; `std::system_error` if a
+    /// thread cannot be started; `std::bad_alloc`.
+    template <class Handler>
+    explicit dispatcher(Handler handler, options<Request> o = {})
+        : options_((detail::validate(o), std::move(o))), handler_(check_handler(std::move(handler))),
+          queue_(options_.capacity),
+          producer_batch_(std::max<std::size_t>(1, std::min<std::size_t>(options_.capacity / 2, 64))),
+          min_workers_(options_.min_workers), max_workers_(options_.max_workers),
+          rng_seed_(std::random_device{}()) {
+        if (options_.policy) {
+            policy_ = options_.policy;
+        } else {
+            policy_ = depth_policy({options_.scale_up_depth, options_.scale_down_ratio,
+                                    options_.scale_down_cooldown});
+        }
+        workers_.reserve(options_.max_workers + options_.stuck_allowance);
+        idle_stack_.reserve(options_.max_workers + options_.stuck_allowance);
+        try {
+            std::lock_guard lock(workers_mutex_);
+            for (std::size_t i = 0; i < options_.min_workers; ++i) {
+                spawn_worker_locked(/*count_as_scale_up=*/false);
+            }
+            supervisor_ = std::jthread([this](std::stop_token st) { supervise(st); });
+        } catch (...) {
+            abandon_construction();
+            throw;
+        }
+    }
+
+    dispatcher(const dispatcher&) = delete;
+    dispatcher& operator=(const dispatcher&) = delete;
+    dispatcher(dispatcher&&) = delete;
+    dispatcher& operator=(dispatcher&&) = delete;
+
+    /// Shuts down with `options.destructor_grace` if `shutdown()` was not called, hands what it
+    /// could not process to `on_failure` (reason `cancelled`, 0 attempts if it never ran), and
+    /// joins every thread. Blocks while a stuck handler runs; never terminates, never detaches.
+    /// Pre: not called from one of this pool's handlers.
+    ~dispatcher() {
+        shutdown_report<Request> report = shutdown(options_.destructor_grace);
+        for (Request& r : report.unprocessed) {
+            dead_letter_unowned(std::move(r));
+        }
+        join_all_workers();
+        std::vector<envelope> late;
+        {
+            std::lock_guard lock(retry_mutex_);
+            late.swap(handed_back_);
+        }
+        for (envelope& e : late) {
+            dead_letter_unowned(std::move(e.request), e.attempts, e.last_error);
+        }
+    }
+
+    /// Enqueues `r` without blocking.
+    /// Returns `accepted` (and moves from `r`), `full`, or `closed`; on refusal `r` is untouched.
+    /// A zero (or negative) `jo.timeout` / `jo.max_attempts` means the pool's default.
+    /// Thread safety: any thread, including a handler of this pool. Never blocks, never allocates.
+    [[nodiscard]] submit_status try_submit(Request&& r, job_options jo = {}) noexcept {
+        const submit_status s = queue_.try_emplace(std::move(r), resolve_timeout(jo),
+                                                   resolve_expiry(jo), resolve_attempts(jo));
+        if (s == submit_status::accepted) {
+            after_push();
+        } else if (s == submit_status::full) {
+            rejected_.fetch_add(1, std::memory_order_relaxed);  // statistics only
+        }
+        return s;
+    }
+
+    /// Enqueues `r`, blocking while the queue is full (back-pressure).
+    /// Returns `accepted` (and moves from `r`) or `closed` (shutdown began, maybe while waiting;
+    /// `r` is untouched). Called from a handler of this same pool it does not block: it returns
+    /// `full` instead of waiting for a slot that only its own pool could free.
+    /// Thread safety: any thread. Blocks: while the queue is full.
+    [[nodiscard]] submit_status submit(Request&& r, job_options jo = {}) noexcept {
+        return submit_until(r, jo, std::nullopt);
+    }
+
+    /// Enqueues `r`, blocking up to `timeout` while the queue is full.
+    /// Returns `accepted` (moves from `r`), `full` when the time ran out, or `closed`; on refusal
+    /// `r` is untouched. From a handler of this pool it does not block (see `submit`).
+    /// Thread safety: any thread. Blocks: up to `timeout`.
+    template <class Rep, class Period>
+    [[nodiscard]] submit_status submit_for(Request&& r, std::chrono::duration<Rep, Period> timeout,
+                                           job_options jo = {}) noexcept {
+        const auto until = clock::now() + std::chrono::ceil<clock::duration>(
+                                              std::max(timeout, std::chrono::duration<Rep, Period>::zero()));
+        return submit_until(r, jo, until);
+    }
+
+    /// Stops intake, drains the queue for up to `grace`, then stops the token of every running
+    /// handler, joins the workers, and returns every request it did not process.
+    ///
+    /// Step by step: later submits return `closed` and blocked submitters wake with `closed`;
+    /// requests waiting out a retry backoff are handed back at once; workers keep running queued
+    /// requests until the queue is empty or `grace` is over; then each running attempt's token is
+    /// stopped (a handler that then throws reaches `on_failure` as `cancelled`), cooperative
+    /// handlers are waited for up to `options.stuck_grace`, the queue's remainder is moved into
+    /// the report, and the supervisor is joined. Handlers that ignore their token are counted in
+    /// `stuck_workers`; their threads are joined by the destructor.
+    ///
+    /// Idempotent: a second call returns at once with an empty report. Called from one of this
+    /// pool's own handlers it only closes intake and returns a report with `deferred == true`.
+    /// Thread safety: any thread; concurrent calls serialise. Blocks: up to about
+    /// `grace + stuck_grace`.
+    shutdown_report<Request> shutdown(std::chrono::nanoseconds grace) {
+        shutdown_report<Request> report;
+        if (detail::current_pool == this) {
+            close_intake();
+            report.deferred = true;
+            return report;
+        }
+        std::lock_guard shutdown_lock(shutdown_mutex_);
+        if (shut_down_) {
+            return report;
+        }
+        const std::int64_t grace_end = detail::now_ns() + std::max<std::int64_t>(0, grace.count());
+        emit(event_kind::shutdown_begin, "shutdown");
+        close_intake();
+        {
+            std::lock_guard lock(retry_mutex_);
+            retry_closed_ = true;
+            for (auto& [due, e] : retry_queue_) {
+                report.unprocessed.push_back(std::move(e.request));
+            }
+            retry_queue_.clear();
+            retry_pending_.store(0, std::memory_order_relaxed);  // statistics only
+        }
+        draining_.store(true, std::memory_order_seq_cst);  // seq_cst: read by sleepers' re-check [W1]
+        wake_all_idle();
+        {
+            std::lock_guard lock(workers_mutex_);
+            if (worker_count_.load(std::memory_order_relaxed) == 0 && queue_.has_claimed_elements()) {
+                try_spawn_locked(false);  // someone must drain a pool with min_workers == 0
+            }
+        }
+        report.drained = wait_threads_exit_until(grace_end);
+        if (!report.drained) {
+            emit(event_kind::shutdown_grace_over, "grace over");
+            cancel_.store(true, std::memory_order_seq_cst);  // seq_cst: read by sleepers' re-check [W1]
+            wake_all_idle();
+            const std::int64_t cancel_end = detail::now_ns() + std::max<std::int64_t>(
+                                                                   options_.stuck_grace.count(),
+                                                                   std::chrono::nanoseconds(std::chrono::milliseconds(10)).count());
+            for (;;) {
+                stop_all_attempts();
+                const std::int64_t step = std::min(cancel_end, detail::now_ns() + 1'000'000);
+                if (wait_threads_exit_until(step) || detail::now_ns() >= cancel_end) {
+                    break;
+                }
+            }
+            // A handler that returned after its last pass may still have been stopped late; one
+            // more pass leaves no unstopped attempt behind.
+            stop_all_attempts();
+        }
+        supervisor_.request_stop();
+        kick_supervisor();
+        if (supervisor_.joinable()) {
+            supervisor_.join();
+        }
+        {
+            std::lock_guard lock(workers_mutex_);
+            reap_exited_locked();
+            report.stuck_workers = workers_.size();
+        }
+        drain_queue_into(report.unprocessed);
+        {
+            std::lock_guard lock(retry_mutex_);
+            for (envelope& e : handed_back_) {
+                report.unprocessed.push_back(std::move(e.request));
+            }
+            handed_back_.clear();
+        }
+        shut_down_ = true;
+        emit(event_kind::shutdown_done, "shutdown");
+        return report;
+    }
+
+    /// Returns a snapshot of the counters and gauges (see `stats_snapshot`).
+    /// Thread safety: any thread, also during shutdown; takes a short internal lock.
+    [[nodiscard]] stats_snapshot stats() const {
+        stats_snapshot s;
+        {
+            std::lock_guard lock(workers_mutex_);
+            s.completed = retired_.completed;
+            s.failed = retired_.failed;
+            s.retried = retired_.retried;
+            s.timed_out = retired_.timed_out;
+            s.late = retired_.late;
+            s.cancelled = retired_.cancelled;
+            s.expired = retired_.expired;
+            for (const auto& w : workers_) {
+                s.completed += w->completed.get();
+                s.failed += w->failed.get();
+                s.retried += w->retried.get();
+                s.timed_out += w->timed_out.get();
+                s.late += w->late.get();
+                s.cancelled += w->cancelled.get();
+                s.expired += w->expired.get();
+                // relaxed: a racy gauge
+                if (w->attempt.load(std::memory_order_relaxed) != detail::attempt_none) {
+                    ++s.in_flight;
+                }
+            }
+            s.workers = worker_count_.load(std::memory_order_relaxed);
+            s.stuck = stuck_count_;
+            s.peak_workers = peak_workers_;
+            s.scale_ups = scale_ups_;
+            s.scale_downs = scale_downs_;
+            s.stuck_total = stuck_total_;
+        }
+        // Counters kept outside the worker slots; all relaxed: statistics only.
+        s.failed += pool_failed_.load(std::memory_order_relaxed);
+        s.submitted = queue_.pushed_count() - requeued_.load(std::memory_order_relaxed);
+        s.rejected = rejected_.load(std::memory_order_relaxed);
+        s.callback_errors = callback_errors_.load(std::memory_order_relaxed);
+        s.queue_depth = queue_.approx_size();
+        s.capacity = queue_.capacity();
+        s.retry_pending = retry_pending_.load(std::memory_order_relaxed);
+        s.idle = idle_count_.load(std::memory_order_relaxed);
+        return s;
+    }
+
+    /// Returns the number of live workers (not retiring; stuck ones and their replacements
+    /// included). Exact right after `add_worker`, `remove_worker` or `set_worker_limits` return on
+    /// the calling thread. Thread safety: any thread.
+    [[nodiscard]] std::size_t worker_count() const noexcept {
+        return worker_count_.load(std::memory_order_relaxed);  // a gauge; writers hold workers_mutex_
+    }
+
+    /// Starts one more worker if the pool is below `max_workers`; returns whether it did.
+    /// Thread safety: any thread. Throws: nothing (a thread that cannot start returns false).
+    bool add_worker() {
+        std::vector<event> events;
+        bool added = false;
+        {
+            std::lock_guard lock(workers_mutex_);
+            if (!closing_.load(std::memory_order_relaxed) && capacity_locked() < max_workers_) {
+                const std::size_t before = worker_count_.load(std::memory_order_relaxed);
+                added = try_spawn_locked(true);
+                if (added) {
+                    events.push_back(make_event(event_kind::scale_up, "add_worker", before));
+                }
+            }
+        }
+        emit_all(events);
+        return added;
+    }
+
+    /// Retires one worker if the pool is above `min_workers`; returns whether it did. An idle
+    /// worker is retired first; a busy one finishes its current request before it exits.
+    /// Thread safety: any thread.
+    bool remove_worker() {
+        std::vector<event> events;
+        bool removed = false;
+        {
+            std::lock_guard lock(workers_mutex_);
+            if (capacity_locked() > min_workers_) {
+                const std::size_t before = worker_count_.load(std::memory_order_relaxed);
+                removed = retire_one_locked();
+                if (removed) {
+                    events.push_back(make_event(event_kind::scale_down, "remove_worker", before));
+                }
+            }
+        }
+        emit_all(events);
+        return removed;
+    }
+
+    /// Changes the worker limits at run time and moves the worker count into them at once.
+    /// Throws: `std::invalid_argument` if `max_workers == 0` or `min_workers > max_workers`
+    /// (the limits are then unchanged). Thread safety: any thread.
+    void set_worker_limits(std::size_t min_workers, std::size_t max_workers) {
+        detail::require(max_workers > 0, "max_workers", "must be > 0");
+        detail::require(min_workers <= max_workers, "min_workers", "must be <= options.max_workers");
+        std::vector<event> events;
+        {
+            std::lock_guard lock(workers_mutex_);
+            min_workers_ = min_workers;
+            max_workers_ = max_workers;
+            const std::size_t before = worker_count_.load(std::memory_order_relaxed);
+            if (!closing_.load(std::memory_order_relaxed)) {
+                while (capacity_locked() < min_workers_ && try_spawn_locked(true)) {
+                }
+            }
+            while (capacity_locked() > max_workers_ && retire_one_locked()) {
+            }
+            const std::size_t after = worker_count_.load(std::memory_order_relaxed);
+            if (after != before) {
+                events.push_back(make_event(after > before ? event_kind::scale_up
+                                                           : event_kind::scale_down,
+                                            "set_worker_limits", before));
+            }
+        }
+        emit_all(events);
+    }
+
+    /// Returns the queue's exact capacity.
+    [[nodiscard]] std::size_t capacity() const noexcept { return queue_.capacity(); }
+
+private:
+    // ---------------------------------------------------------------- worker state
+
+    struct worker_slot {
+        // The attempt handshake between this worker and whoever stops its attempt (the supervisor
+        // for deadlines, shutdown for cancellation): none → deadline | unbounded → (stopping →
+        // stopped) → none. Only the stopper that wins the CAS into `stopping` touches the source.
+        alignas(detail::cache_line) std::atomic<std::uint64_t> attempt{detail::attempt_none};
+        std::atomic<detail::stop_cause> cause{detail::stop_cause::none};  // published by [A2]
+        std::stop_source source;  // the attempt's; replaced by the worker only after it was stopped
+        std::stop_token token;    // source.get_token(), cached so a call costs no extra refcount
+        // The futex the worker sleeps on: 0 = asleep or awake, 1 = woken.
+        alignas(detail::cache_line) std::atomic<std::uint32_t> wake{0};
+        bool in_idle_stack = false;     // guarded by idle_mutex_
+        std::int64_t idle_since_ns = 0; // guarded by idle_mutex_
+        bool retiring = false;          // guarded by workers_mutex_
+        bool stuck = false;             // guarded by workers_mutex_
+        std::int64_t stopped_at_ns = 0; // guarded by workers_mutex_ (supervisor)
+        std::atomic<bool> exited{false};  // set by the worker last; see [X1]
+        std::size_t id = 0;
+        std::jthread thread;            // guarded by workers_mutex_
+        // Single-writer counters, on their own line so stats() readers never slow the worker.
+        alignas(detail::cache_line) detail::owned_counter completed;
+        detail::owned_counter failed;
+        detail::owned_counter retried;
+        detail::owned_counter timed_out;
+        detail::owned_counter late;
+        detail::owned_counter cancelled;
+        detail::owned_counter expired;
+    };
+
+    struct totals {
+        std::uint64_t completed = 0, failed = 0, retried = 0, timed_out = 0, late = 0,
+                      cancelled = 0, expired = 0;
+    };
+
+    template <class Handler>
+    static detail::erased_handler<Request> check_handler(Handler&& h) {
+        using H = std::decay_t<Handler>;
+        static_assert(request_handler<H, Request>,
+                      "dispatcher<Request>: the handler must be callable as "
+                      "handler(Request&, std::stop_token) or handler(Request&); "
+                      "take the request by non-const reference");
+        return detail::erased_handler<Request>(H(std::forward<Handler>(h)));
+    }
+
+    // ---------------------------------------------------------------- submission
+
+    [[nodiscard]] std::int64_t resolve_timeout(const job_options& jo) const noexcept {
+        return jo.timeout.count() > 0 ? jo.timeout.count() : options_.default_timeout.count();
+    }
+    [[nodiscard]] static std::int64_t resolve_expiry(const job_options& jo) noexcept {
+        return jo.deadline == clock::time_point{}
+                   ? 0
+                   : std::max<std::int64_t>(
+                         1, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                jo.deadline.time_since_epoch())
+                                .count());
+    }
+    [[nodiscard]] unsigned resolve_attempts(const job_options& jo) const noexcept {
+        return jo.max_attempts > 0 ? jo.max_attempts : options_.retry.max_attempts;
+    }
+
+    void after_push() noexcept {
+        // [W1] Dekker with a worker going to sleep: our claim (the queue's seq_cst CAS) precedes
+        // this load; the sleeper's seq_cst increment precedes its re-check of the queue. One of
+        // the two sees the other, so an item is never left with every worker asleep.
+        if (idle_count_.load(std::memory_order_seq_cst) != 0) {
+            wake_one_idle();
+        } else if (worker_count_.load(std::memory_order_relaxed) == 0) {
+            kick_supervisor();  // min_workers == 0 and nobody is running: start one now
+        }
+    }
+
+    submit_status submit_until(Request& r, const job_options& jo,
+                               std::optional<clock::time_point> until) noexcept {
+        for (;;) {
+            const submit_status s = queue_.try_emplace(std::move(r), resolve_timeout(jo),
+                                                       resolve_expiry(jo), resolve_attempts(jo));
+            if (s == submit_status::accepted) {
+                after_push();
+                return s;
+            }
+            if (s == submit_status::closed) {
+                return s;
+            }
+            if (detail::current_pool == this || (until && clock::now() >= *until)) {
+                rejected_.fetch_add(1, std::memory_order_relaxed);  // statistics only
+                return submit_status::full;
+            }
+            if (!wait_for_free_slot(until)) {
+                if (queue_.is_closed()) {
+                    return submit_status::closed;
+                }
+                rejected_.fetch_add(1, std::memory_order_relaxed);  // statistics only
+                return submit_status::full;
+            }
+        }
+    }
+
+    // Returns false if the wait timed out; true if a slot may be free (or the queue closed).
+    bool wait_for_free_slot(std::optional<clock::time_point> until) noexcept {
+        std::unique_lock lock(producer_mutex_);
+        // [W3] Dekker with consumers: our increment precedes our check of the free slots; a
+        // consumer's pop (seq_cst CAS) precedes its load of this count. seq_cst on all four.
+        blocked_producers_.fetch_add(1, std::memory_order_seq_cst);
+        producer_wake_pending_.store(false, std::memory_order_seq_cst);  // let the next pop notify us
+        bool ok = true;
+        while (queue_.free_slots() == 0 && !queue_.is_closed()) {
+            if (until) {
+                if (producer_cv_.wait_until(lock, *until) == std::cv_status::timeout) {
+                    ok = queue_.free_slots() != 0 || queue_.is_closed();
+                    break;
+                }
+            } else {
+                producer_cv_.wait(lock);
+            }
+            producer_wake_pending_.store(false, std::memory_order_seq_cst);
+        }
+        blocked_producers_.fetch_sub(1, std::memory_order_relaxed);  // only a hint for consumers
+        return ok;
+    }
+
+    void after_pop() noexcept {
+        // [W3] consumer side: the pop's seq_cst CAS precedes this seq_cst load.
+        if (blocked_producers_.load(std::memory_order_seq_cst) != 0 &&
+            queue_.free_slots() >= producer_batch_ &&
+            !producer_wake_pending_.exchange(true, std::memory_order_seq_cst)) {
+            // Wake producers once per batch of freed slots, not once per slot: a blocked producer
+            // woken per slot costs a context switch per request.
+            { std::lock_guard lock(producer_mutex_); }
+            producer_cv_.notify_all();
+        }
+    }
+
+    void close_intake() noexcept {
+        queue_.close();
+        closing_.store(true, std::memory_order_seq_cst);  // seq_cst: re-checked by retry scheduling
+        { std::lock_guard lock(producer_mutex_); }
+        producer_cv_.notify_all();
+    }
+
+    // ---------------------------------------------------------------- idle workers
+
+    void wake_one_idle() noexcept {
+        worker_slot* w = nullptr;
+        {
+            std::lock_guard lock(idle_mutex_);
+            if (!idle_stack_.empty()) {
+                w = idle_stack_.back();  // the most recently active: its caches are warm
+                idle_stack_.pop_back();
+                w->in_idle_stack = false;
+                idle_count_.fetch_sub(1, std::memory_order_relaxed);  // guarded by idle_mutex_; a hint for producers
+            }
+        }
+        if (w != nullptr) {
+            signal(*w);
+        }
+    }
+
+    void wake_all_idle() noexcept {
+        std::vector<worker_slot*> woken;
+        {
+            std::lock_guard lock(idle_mutex_);
+            woken.swap(idle_stack_);
+            idle_stack_.reserve(woken.capacity());
+            for (worker_slot* w : woken) {
+                w->in_idle_stack = false;
+            }
+            idle_count_.store(0, std::memory_order_relaxed);  // guarded by idle_mutex_
+        }
+        for (worker_slot* w : woken) {
+            signal(*w);
+        }
+    }
+
+    // Wakes `w` if it sleeps; otherwise it will notice its stop request before it sleeps.
+    void wake_specific(worker_slot& w) noexcept {
+        bool was_idle = false;
+        {
+            std::lock_guard lock(idle_mutex_);
+            if (w.in_idle_stack) {
+                idle_stack_.erase(std::find(idle_stack_.begin(), idle_stack_.end(), &w));
+                w.in_idle_stack = false;
+                idle_count_.fetch_sub(1, std::memory_order_relaxed);  // guarded by idle_mutex_
+                was_idle = true;
+            }
+        }
+        if (was_idle) {
+            signal(w);
+        }
+    }
+
+    static void signal(worker_slot& w) noexcept {
+        w.wake.store(1, std::memory_order_release);  // [S1] pairs with [S2]: the sleeper wakes after it
+        w.wake.notify_one();
+    }
+
+    // Returns when there may be work, or the worker must look at its stop conditions.
+    void sleep_until_work(worker_slot& w, const std::stop_token& st) noexcept {
+        {
+            std::lock_guard lock(idle_mutex_);
+            w.in_idle_stack = true;
+            w.idle_since_ns = detail::now_ns();
+            idle_stack_.push_back(&w);  // never allocates: reserved for every worker
+            idle_count_.fetch_add(1, std::memory_order_seq_cst);  // [W1] sleeper side of the Dekker pair
+        }
+        const bool must_look = queue_.has_claimed_elements() || st.stop_requested() ||
+                               draining_.load(std::memory_order_seq_cst) ||
+                               cancel_.load(std::memory_order_seq_cst);
+        if (must_look) {
+            bool still_listed = false;
+            {
+                std::lock_guard lock(idle_mutex_);
+                if (w.in_idle_stack) {
+                    idle_stack_.erase(std::find(idle_stack_.begin(), idle_stack_.end(), &w));
+                    w.in_idle_stack = false;
+                    idle_count_.fetch_sub(1, std::memory_order_relaxed);  // guarded by idle_mutex_
+                    still_listed = true;
+                }
+            }
+            if (still_listed) {
+                return;
+            }
+            // Someone took us off the stack and is about to signal: consume that signal.
+        }
+        w.wake.wait(0, std::memory_order_acquire);  // [S2] pairs with [S1]
+        w.wake.store(0, std::memory_order_relaxed);  // only this worker waits on it
+    }
+
+    // ---------------------------------------------------------------- workers
+
+    void run_worker(const std::stop_token& st, worker_slot& w) noexcept {
+        detail::current_pool = this;
+        name_thread(w.id);
+        std::minstd_rand rng(static_cast<std::uint_fast32_t>(rng_seed_ + w.id * 7919));
+        std::optional<envelope> current;
+        for (;;) {
+            if (st.stop_requested() || cancel_.load(std::memory_order_acquire)) {  // pairs with shutdown's store
+                break;
+            }
+            const bool popped =
+                queue_.consume([&current](envelope&& e) noexcept { current.emplace(std::move(e)); });
+            if (popped) {
+                after_pop();
+                process(w, *current, rng);
+                current.reset();
+                continue;
+            }
+            if (draining_.load(std::memory_order_acquire)) {  // pairs with shutdown's store
+                if (!queue_.has_claimed_elements()) {
+                    break;  // closed and empty: nothing more can arrive
+                }
+                std::this_thread::yield();  // a producer is still writing the last element
+                continue;
+            }
+            if (!spin_for_work(st)) {
+                sleep_until_work(w, st);
+            }
+        }
+        finish_worker(w);
+    }
+
+    // Polls briefly before sleeping; returns true if there may be work (or a reason to look).
+    bool spin_for_work(const std::stop_token& st) const noexcept {
+        const std::int64_t budget = options_.spin_before_sleep.count();
+        if (budget <= 0) {
+            return false;
+        }
+        std::int64_t end = 0;
+        for (unsigned i = 0;; ++i) {
+            if (queue_.has_claimed_elements()) {
+                return true;
+            }
+            if (i < 64) {
+                detail::cpu_relax();
+                continue;
+            }
+            if ((i & 7) == 0) {
+                if (st.stop_requested() || draining_.load(std::memory_order_relaxed)) {  // a hint; re-read with order later
+                    return true;
+                }
+                const std::int64_t now = detail::now_ns();
+                if (end == 0) {
+                    end = now + budget;
+                } else if (now >= end) {
+                    return false;
+                }
+            }
+            std::this_thread::yield();  // let a producer sharing our core run
+        }
+    }
+
+    void process(worker_slot& w, envelope& e, std::minstd_rand& rng) noexcept {
+        if (e.expires_ns != 0 && detail::now_ns() >= e.expires_ns) {
+            w.expired.bump();
+            dead_letter(w, e, failure_reason::expired);
+            return;
+        }
+        ++e.attempts;
+        if (e.attempts > 1) {
+            w.retried.bump();
+        }
+        // Publish the attempt. [A1] release: a source replaced after the last stop is visible to
+        // a stopper whose CAS reads this value (pairs with the stopper's acquire CAS).
+        std::int64_t deadline = 0;
+        if (e.timeout_ns > 0) {
+            deadline = detail::now_ns() + e.timeout_ns;
+            // [D1] seq_cst: Dekker with the supervisor's publication of its wake-up time [D2].
+            w.attempt.store(static_cast<std::uint64_t>(deadline), std::memory_order_seq_cst);
+            if (deadline < next_wake_ns_.load(std::memory_order_seq_cst)) {
+                kick_supervisor();  // the supervisor sleeps past our deadline: wake it
+            }
+        } else {
+            w.attempt.store(detail::attempt_unbounded, std::memory_order_release);
+        }
+        std::exception_ptr error;
+        try {
+            handler_(e.request, w.token);
+        } catch (...) {
+            error = std::current_exception();
+        }
+        const detail::stop_cause cause = end_attempt(w);
+        if (!error) {
+            w.completed.bump();
+            if (cause == detail::stop_cause::deadline) {
+                w.late.bump();
+            }
+            return;
+        }
+        e.last_error = error;
+        if (cause == detail::stop_cause::shutdown) {
+            w.cancelled.bump();
+            dead_letter(w, e, failure_reason::cancelled);
+            return;
+        }
+        const failure_reason reason =
+            cause == detail::stop_cause::deadline ? failure_reason::timed_out : failure_reason::error;
+        if (reason == failure_reason::timed_out) {
+            w.timed_out.bump();
+        }
+        if (e.attempts < e.max_attempts && should_retry(error, e.attempts)) {
+            schedule_retry(w, e, rng);
+        } else {
+            dead_letter(w, e, reason);
+        }
+    }
+
+    // Ends the attempt; returns why its token was stopped, if it was.
+    detail::stop_cause end_attempt(worker_slot& w) noexcept {
+        std::uint64_t s = w.attempt.load(std::memory_order_acquire);  // [A3] pairs with [A2]
+        for (;;) {
+            if (s == detail::attempt_stopping) {
+                std::this_thread::yield();  // a stopper is inside request_stop(); it finishes soon
+                s = w.attempt.load(std::memory_order_acquire);  // [A3]
+                continue;
+            }
+            // acq_rel: acquire pairs with [A2] (sees `cause`); release orders our attempt's end
+            // before a later stopper's CAS fails on `none`.
+            if (w.attempt.compare_exchange_weak(s, detail::attempt_none, std::memory_order_acq_rel,
+                                                std::memory_order_acquire)) {
+                break;
+            }
+        }
+        if (s != detail::attempt_stopped) {
+            return detail::stop_cause::none;
+        }
+        const detail::stop_cause cause = w.cause.load(std::memory_order_relaxed);  // ordered by [A3]
+        // The source is spent: make a fresh one (the only allocation, and only after a stop).
+        try {
+            w.source = std::stop_source();
+            w.token = w.source.get_token();
+        } catch (...) {
+            // Out of memory: keep the stopped source; later attempts see a stopped token at once
+            // and fail fast rather than the pool aborting.
+        }
+        {
+            std::lock_guard lock(workers_mutex_);
+            if (w.stuck) {
+                w.stuck = false;
+                --stuck_count_;
+                pending_events_.push_back(make_event(event_kind::worker_recovered, "handler returned",
+                                                     worker_count_.load(std::memory_order_relaxed)));
+                if (replacements_ > 0 && !w.retiring) {
+                    --replacements_;  // our replacement keeps running; we are surplus now
+                    retire_locked(w);
+                }
+            }
+        }
+        flush_pending_events();
+        return cause;
+    }
+
+    // Claims `w`'s attempt if it still holds `expected`, and stops its token.
+    // Pre: workers_mutex_ held (the slot stays alive).
+    static bool try_stop(worker_slot& w, std::uint64_t expected, detail::stop_cause cause) noexcept {
+        // acquire pairs with [A1]: we see the worker's current source object.
+        if (!w.attempt.compare_exchange_strong(expected, detail::attempt_stopping,
+                                               std::memory_order_acquire, std::memory_order_relaxed)) {
+            return false;
+        }
+        w.cause.store(cause, std::memory_order_relaxed);  // published by [A2]
+        w.source.request_stop();  // runs the handler's stop callbacks on this thread
+        w.attempt.store(detail::attempt_stopped, std::memory_order_release);  // [A2] pairs with [A3]
+        return true;
+    }
+
+    [[nodiscard]] bool should_retry(const std::exception_ptr& error, unsigned attempts) noexcept {
+        if (!options_.retry.retry_if) {
+            return default_retry_if(error);
+        }
+        try {
+            return options_.retry.retry_if(error, attempts);
+        } catch (...) {
+            callback_errors_.fetch_add(1, std::memory_order_relaxed);  // statistics only
+            return false;
+        }
+    }
+
+    void schedule_retry(worker_slot& w, envelope& e, std::minstd_rand& rng) noexcept {
+        const double unit = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+        const auto delay = backoff_delay(options_.retry, e.attempts, unit);
+        const std::int64_t due = detail::now_ns() + delay.count();
+        if (e.expires_ns != 0 && due >= e.expires_ns) {
+            w.expired.bump();
+            dead_letter(w, e, failure_reason::expired);  // a retry never waits past the deadline
+            return;
+        }
+        bool queued = false;
+        try {
+            std::lock_guard lock(retry_mutex_);
+            if (retry_closed_) {
+                handed_back_.push_back(std::move(e));  // shutdown began: hand it back unprocessed
+            } else {
+                retry_queue_.emplace(due, std::move(e));
+                retry_pending_.fetch_add(1, std::memory_order_relaxed);  // statistics and scaling only
+                queued = true;
+            }
+        } catch (...) {
+            dead_letter(w, e, failure_reason::error);  // out of memory for the delay queue
+            return;
+        }
+        if (queued) {
+            emit(event_kind::retry_scheduled, "handler threw", e.attempts);
+            // [D1]-like: the delay queue is read under retry_mutex_ after the supervisor publishes
+            // its wake-up time, so either it sees this entry or we see its time here.
+            if (due < next_wake_ns_.load(std::memory_order_seq_cst)) {
+                kick_supervisor();
+            }
+        }
+    }
+
+    void dead_letter(worker_slot& w, envelope& e, failure_reason reason) noexcept {
+        w.failed.bump();
+        emit(event_kind::dead_letter, to_string(reason), e.attempts);
+        deliver_failure(std::move(e.request), reason, e.attempts, e.last_error);
+    }
+
+    void deliver_failure(Request&& r, failure_reason reason, unsigned attempts,
+                         std::exception_ptr error) noexcept {
+        if (!options_.on_failure) {
+            return;
+        }
+        try {
+            options_.on_failure(failure<Request>{std::move(r), reason, attempts, std::move(error)});
+        } catch (...) {
+            callback_errors_.fetch_add(1, std::memory_order_relaxed);  // statistics only
+        }
+    }
+
+    // For requests that the destructor must discard: counted failed, reason `cancelled`.
+    void dead_letter_unowned(Request&& r, unsigned attempts = 0, std::exception_ptr error = {}) noexcept {
+        pool_failed_.fetch_add(1, std::memory_order_relaxed);        // statistics only
+        emit(event_kind::dead_letter, "cancelled", attempts);
+        deliver_failure(std::move(r), failure_reason::cancelled, attempts, std::move(error));
+    }
+
+    void finish_worker(worker_slot& w) noexcept {
+        detail::current_pool = nullptr;
+        {
+            std::lock_guard lock(exit_mutex_);
+            w.exited.store(true, std::memory_order_release);  // [X1] pairs with the reaper's acquire
+            threads_alive_ -= 1;
+        }
+        exit_cv_.notify_all();
+        kick_supervisor();  // so the exited thread is joined promptly
+    }
+
+    static void name_thread(std::size_t id) noexcept {
+#if defined(__linux__)
+        const std::string name = "workerpool-" + std::to_string(id % 10000);
+        pthread_setname_np(pthread_self(), name.c_str());
+#else
+        (void)id;
+#endif
+    }
+
+    // ---------------------------------------------------------------- worker set (workers_mutex_)
+
+    [[nodiscard]] std::size_t capacity_locked() const noexcept {
+        return worker_count_.load(std::memory_order_relaxed) - stuck_count_;
+    }
+
+    // Starts a worker. Pre: workers_mutex_ held. Throws std::system_error / std::bad_alloc.
+    void spawn_worker_locked(bool count_as_scale_up) {
+        auto slot = std::make_unique<worker_slot>();
+        slot->id = next_worker_id_++;
+        slot->token = slot->source.get_token();
+        worker_slot* w = slot.get();
+        workers_.push_back(std::move(slot));
+        {
+            std::lock_guard lock(idle_mutex_);
+            idle_stack_.reserve(workers_.size());
+        }
+        {
+            std::lock_guard lock(exit_mutex_);
+            threads_alive_ += 1;
+        }
+        try {
+            w->thread = std::jthread([this, w](std::stop_token st) { run_worker(st, *w); });
+        } catch (...) {
+            {
+                std::lock_guard lock(exit_mutex_);
+                threads_alive_ -= 1;
+            }
+            workers_.pop_back();
+            throw;
+        }
+        const std::size_t n = worker_count_.load(std::memory_order_relaxed) + 1;
+        worker_count_.store(n, std::memory_order_relaxed);  // written under workers_mutex_ only
+        peak_workers_ = std::max(peak_workers_, n);
+        if (count_as_scale_up) {
+            ++scale_ups_;
+        }
+    }
+
+    bool try_spawn_locked(bool count_as_scale_up) noexcept {
+        try {
+            spawn_worker_locked(count_as_scale_up);
+            return true;
+        } catch (...) {
+            return false;
+        }
+    }
+
+    // Marks `w` retiring and wakes it; it exits after its current request.
+    void retire_locked(worker_slot& w) noexcept {
+        w.retiring = true;
+        worker_count_.store(worker_count_.load(std::memory_order_relaxed) - 1,
+                            std::memory_order_relaxed);  // written under workers_mutex_ only
+        ++scale_downs_;
+        w.thread.request_stop();
+        wake_specific(w);
+    }
+
+    // Retires the longest-idle worker, else a busy one that is not stuck.
+    bool retire_one_locked() noexcept {
+        worker_slot* victim = nullptr;
+        {
+            std::lock_guard lock(idle_mutex_);
+            if (!idle_stack_.empty()) {
+                victim = idle_stack_.front();  // the coldest: asleep the longest
+            }
+        }
+        if (victim == nullptr || victim->retiring) {
+            victim = nullptr;
+            for (auto it = workers_.rbegin(); it != workers_.rend(); ++it) {
+                if (!(*it)->retiring && !(*it)->stuck) {
+                    victim = it->get();
+                    break;
+                }
+            }
+        }
+        if (victim == nullptr) {
+            return false;
+        }
+        retire_locked(*victim);
+        return true;
+    }
+
+    // Joins exited workers and folds their counters into retired_. Pre: workers_mutex_ held.
+    void reap_exited_locked() noexcept {
+        auto keep = workers_.begin();
+        for (auto it = workers_.begin(); it != workers_.end(); ++it) {
+            worker_slot& w = **it;
+            if (!w.exited.load(std::memory_order_acquire)) {  // [X1]
+                if (keep != it) {
+                    *keep = std::move(*it);
+                }
+                ++keep;
+                continue;
+            }
+            if (w.thread.joinable()) {
+                w.thread.join();  // it has left run_worker: returns at once
+            }
+            if (!w.retiring) {  // exited without retiring (drain or cancel): no longer live
+                worker_count_.store(worker_count_.load(std::memory_order_relaxed) - 1,
+                                    std::memory_order_relaxed);  // under workers_mutex_ only
+            }
+            if (w.stuck) {
+                --stuck_count_;
+            }
+            retired_.completed += w.completed.get();
+            retired_.failed += w.failed.get();
+            retired_.retried += w.retried.get();
+            retired_.timed_out += w.timed_out.get();
+            retired_.late += w.late.get();
+            retired_.cancelled += w.cancelled.get();
+            retired_.expired += w.expired.get();
+        }
+        workers_.erase(keep, workers_.end());
+    }
+
+    void join_all_workers() noexcept {
+        std::vector<std::unique_ptr<worker_slot>> all;
+        {
+            std::lock_guard lock(workers_mutex_);
+            for (auto& w : workers_) {
+                w->thread.request_stop();
+                wake_specific(*w);
+            }
+        }
+        // Join without the lock: a stuck handler may take long, and it may call stats().
+        std::vector<worker_slot*> pending;
+        {
+            std::lock_guard lock(workers_mutex_);
+            for (auto& w : workers_) {
+                pending.push_back(w.get());
+            }
+        }
+        for (worker_slot* w : pending) {
+            if (w->thread.joinable()) {
+                w->thread.join();
+            }
+        }
+        std::lock_guard lock(workers_mutex_);
+        reap_exited_locked();
+    }
+
+    void abandon_construction() noexcept {
+        close_intake();
+        cancel_.store(true, std::memory_order_seq_cst);
+        draining_.store(true, std::memory_order_seq_cst);
+        wake_all_idle();
+        if (supervisor_.joinable()) {
+            supervisor_.request_stop();
+            kick_supervisor();
+            supervisor_.join();
+        }
+        join_all_workers();
+        shut_down_ = true;
+    }
+
+    // ---------------------------------------------------------------- shutdown helpers
+
+    bool wait_threads_exit_until(std::int64_t until_ns) {
+        std::unique_lock lock(exit_mutex_);
+        return exit_cv_.wait_until(lock, detail::to_time_point(until_ns),
+                                   [this] { return threads_alive_ == 0; });
+    }
+
+    void stop_all_attempts() noexcept {
+        std::lock_guard lock(workers_mutex_);
+        for (auto& w : workers_) {
+            const std::uint64_t s = w->attempt.load(std::memory_order_acquire);  // pairs with [A1]
+            if (s != detail::attempt_none && s != detail::attempt_stopping &&
+                s != detail::attempt_stopped) {
+                try_stop(*w, s, detail::stop_cause::shutdown);
+            }
+        }
+    }
+
+    void drain_queue_into(std::vector<Request>& out) {
+        // The queue is closed, so it holds at most `capacity` more: reserving that much keeps the
+        // noexcept callback below from ever allocating.
+        out.reserve(out.size() + queue_.capacity());
+        for (;;) {
+            const bool popped =
+                queue_.consume([&out](envelope&& e) noexcept {
+                    out.push_back(std::move(e.request));
+                });
+            if (popped) {
+                continue;
+            }
+            if (!queue_.has_claimed_elements()) {
+                return;
+            }
+            std::this_thread::yield();  // a producer that won a slot before close is still writing
+        }
+    }
+
+    // ---------------------------------------------------------------- supervisor
+
+    void kick_supervisor() noexcept {
+        {
+            std::lock_guard lock(supervisor_mutex_);
+            supervisor_kicked_ = true;
+        }
+        supervisor_cv_.notify_one();
+    }
+
+    void supervise(const std::stop_token& st) noexcept {
+        std::int64_t next_tick = detail::now_ns();
+        std::uint64_t last_popped = queue_.pushed_count() - queue_.approx_size();
+        std::int64_t last_progress = detail::now_ns();
+        while (!st.stop_requested()) {
+            std::int64_t now = detail::now_ns();
+            std::int64_t wake_at = std::numeric_limits<std::int64_t>::max();
+            {
+                std::lock_guard lock(workers_mutex_);
+                reap_exited_locked();
+                wake_at = std::min(wake_at, sweep_deadlines_locked(now));
+                if (now >= next_tick) {
+                    const std::size_t depth = queue_.approx_size();
+                    const std::uint64_t popped = queue_.pushed_count() - depth;
+                    std::chrono::nanoseconds wait{0};
+                    if (popped != last_popped) {
+                        const auto window = std::max<std::int64_t>(1, now - last_progress);
+                        wait = std::chrono::nanoseconds(static_cast<std::int64_t>(
+                            static_cast<double>(depth) * static_cast<double>(window) /
+                            static_cast<double>(popped - last_popped)));
+                        last_popped = popped;
+                        last_progress = now;
+                    } else if (depth > 0) {
+                        wait = std::chrono::nanoseconds(now - last_progress);
+                    } else {
+                        last_progress = now;
+                    }
+                    scale_locked(now, depth, wait);
+                    next_tick = now + std::chrono::nanoseconds(options_.scale_interval).count();
+                } else if (worker_count_.load(std::memory_order_relaxed) == 0 &&
+                           queue_.has_claimed_elements() && !closing_.load(std::memory_order_relaxed)) {
+                    try_spawn_locked(true);  // kicked by a submit to an empty pool
+                }
+                wake_at = std::min(wake_at, next_tick);
+            }
+            flush_pending_events();
+            wake_at = std::min(wake_at, release_due_retries(now));
+            wake_at = plan_sleep(wake_at);
+            std::unique_lock lock(supervisor_mutex_);
+            if (!supervisor_kicked_) {
+                supervisor_cv_.wait_until(lock, detail::to_time_point(wake_at), [&] {
+                    return supervisor_kicked_ || st.stop_requested();
+                });
+            }
+            supervisor_kicked_ = false;
+        }
+    }
+
+    // [D2] Publishes when the supervisor will wake, then re-reads what workers publish, so a
+    // deadline or retry that is earlier than the planned wake-up is never slept through.
+    std::int64_t plan_sleep(std::int64_t wake_at) noexcept {
+        next_wake_ns_.store(wake_at, std::memory_order_seq_cst);  // [D2] pairs with [D1]
+        std::int64_t earliest = wake_at;
+        {
+            std::lock_guard lock(workers_mutex_);
+            for (auto& w : workers_) {
+                const std::uint64_t s = w->attempt.load(std::memory_order_seq_cst);  // [D2]
+                if (s != detail::attempt_none && s < detail::attempt_unbounded) {
+                    earliest = std::min(earliest, static_cast<std::int64_t>(s));
+                }
+            }
+        }
+        {
+            std::lock_guard lock(retry_mutex_);
+            if (!retry_queue_.empty()) {
+                earliest = std::min(earliest, retry_queue_.begin()->first);
+            }
+        }
+        if (earliest != wake_at) {
+            next_wake_ns_.store(earliest, std::memory_order_seq_cst);
+        }
+        return earliest;
+    }
+
+    // Stops overdue attempts, declares stuck workers; returns the next time worth waking for.
+    std::int64_t sweep_deadlines_locked(std::int64_t now) noexcept {
+        std::int64_t next = std::numeric_limits<std::int64_t>::max();
+        const std::int64_t grace = options_.stuck_grace.count();
+        for (auto& slot : workers_) {
+            worker_slot& w = *slot;
+            const std::uint64_t s = w.attempt.load(std::memory_order_acquire);  // pairs with [A1]
+            if (s != detail::attempt_none && s < detail::attempt_unbounded) {
+                const auto deadline = static_cast<std::int64_t>(s);
+                if (deadline > now) {
+                    next = std::min(next, deadline);
+                } else if (try_stop(w, s, detail::stop_cause::deadline)) {
+                    w.stopped_at_ns = now;
+                    next = std::min(next, now + grace);
+                    pending_events_.push_back(make_event(event_kind::attempt_timed_out, "deadline",
+                                                         worker_count_.load(std::memory_order_relaxed)));
+                }
+            } else if (s == detail::attempt_stopped && !w.stuck && !w.retiring &&
+                       w.cause.load(std::memory_order_relaxed) == detail::stop_cause::deadline &&
+                       w.stopped_at_ns != 0) {
+                if (now - w.stopped_at_ns >= grace) {
+                    declare_stuck_locked(w);
+                } else {
+                    next = std::min(next, w.stopped_at_ns + grace);
+                }
+            }
+        }
+        return next;
+    }
+
+    void declare_stuck_locked(worker_slot& w) noexcept {
+        w.stuck = true;
+        ++stuck_count_;
+        ++stuck_total_;
+        const std::size_t before = worker_count_.load(std::memory_order_relaxed);
+        pending_events_.push_back(make_event(event_kind::worker_stuck, "deadline + stuck grace", before));
+        // A stuck worker is lost capacity, not load: replace it at once, within the allowance.
+        const std::size_t threads = workers_.size();
+        if (!closing_.load(std::memory_order_relaxed) &&
+            threads < max_workers_ + options_.stuck_allowance && try_spawn_locked(false)) {
+            ++replacements_;
+            pending_events_.push_back(make_event(event_kind::scale_up, "replace stuck worker", before));
+        }
+    }
+
+    void scale_locked(std::int64_t now, std::size_t depth, std::chrono::nanoseconds wait) noexcept {
+        if (closing_.load(std::memory_order_relaxed)) {
+            return;
+        }
+        std::size_t idle = 0;
+        std::vector<worker_slot*> expired_idle;
+        {
+            std::lock_guard lock(idle_mutex_);
+            idle = idle_stack_.size();
+            for (worker_slot* w : idle_stack_) {  // oldest first
+                if (now - w->idle_since_ns >= options_.idle_keep_alive.count()) {
+                    expired_idle.push_back(w);
+                }
+            }
+        }
+        const std::size_t live = capacity_locked();
+        scale_metrics m;
+        m.now = detail::to_time_point(now);
+        m.queue_depth = depth + retry_pending_.load(std::memory_order_relaxed);
+        m.workers = live;
+        m.idle_workers = std::min(idle, live);
+        m.busy_workers = live - m.idle_workers;
+        m.min_workers = min_workers_;
+        m.max_workers = max_workers_;
+        m.queue_wait = wait;
+        std::size_t target = live;
+        try {
+            target = policy_(m);
+        } catch (...) {
+            callback_errors_.fetch_add(1, std::memory_order_relaxed);  // statistics only
+        }
+        target = std::clamp(target, min_workers_, max_workers_);
+        if (target == 0 && m.queue_depth > 0) {
+            target = 1;  // min_workers == 0: someone must serve a non-empty queue
+        }
+        const std::size_t before = worker_count_.load(std::memory_order_relaxed);
+        if (target > live) {
+            std::size_t added = 0;
+            while (capacity_locked() < target && try_spawn_locked(true)) {
+                ++added;
+            }
+            if (added > 0) {
+                pending_events_.push_back(make_event(event_kind::scale_up, "backlog", before));
+            }
+            return;
+        }
+        if (target < live) {
+            std::size_t removed = 0;
+            while (capacity_locked() > target && retire_one_locked()) {
+                ++removed;
+            }
+            if (removed > 0) {
+                pending_events_.push_back(make_event(event_kind::scale_down, "quiet", before));
+            }
+            return;
+        }
+        // Keep-alive: idle workers past their time retire, down to min_workers.
+        std::size_t retired = 0;
+        for (worker_slot* w : expired_idle) {
+            if (capacity_locked() <= min_workers_ || w->retiring) {
+                continue;
+            }
+            retire_locked(*w);
+            ++retired;
+        }
+        if (retired > 0) {
+            pending_events_.push_back(make_event(event_kind::scale_down, "idle keep-alive", before));
+        }
+    }
+
+    // Moves due retries into the queue; returns when the next one is due.
+    std::int64_t release_due_retries(std::int64_t now) noexcept {
+        std::int64_t next = std::numeric_limits<std::int64_t>::max();
+        std::size_t pushed = 0;
+        {
+            std::lock_guard lock(retry_mutex_);
+            while (!retry_queue_.empty()) {
+                auto it = retry_queue_.begin();
+                if (it->first > now) {
+                    next = it->first;
+                    break;
+                }
+                const submit_status s = queue_.try_emplace(std::move(it->second));
+                if (s == submit_status::full) {
+                    next = now + 1'000'000;  // a retry is never dropped: try again in 1 ms
+                    break;
+                }
+                if (s == submit_status::closed) {
+                    break;  // shutdown collects what is left
+                }
+                requeued_.fetch_add(1, std::memory_order_relaxed);       // statistics only
+                retry_pending_.fetch_sub(1, std::memory_order_relaxed);  // statistics only
+                retry_queue_.erase(it);
+                ++pushed;
+            }
+        }
+        for (; pushed > 0 && idle_count_.load(std::memory_order_seq_cst) != 0; --pushed) {
+            wake_one_idle();  // [W1] as after_push()
+        }
+        return next;
+    }
+
+    // ---------------------------------------------------------------- events
+
+    [[nodiscard]] event make_event(event_kind kind, const char* reason, std::size_t before,
+                                   unsigned attempts = 0) const noexcept {
+        event e{kind, clock::now()};
+        e.workers_before = before;
+        e.workers_after = worker_count_.load(std::memory_order_relaxed);
+        e.queue_depth = queue_.approx_size();
+        e.attempts = attempts;
+        e.reason = reason;
+        return e;
+    }
+
+    void emit(event_kind kind, const char* reason, unsigned attempts = 0) noexcept {
+        if (options_.on_event) {
+            const std::size_t n = worker_count_.load(std::memory_order_relaxed);
+            deliver(make_event(kind, reason, n, attempts));
+        }
+    }
+
+    void deliver(const event& e) noexcept {
+        try {
+            options_.on_event(e);
+        } catch (...) {
+            callback_errors_.fetch_add(1, std::memory_order_relaxed);  // statistics only
+        }
+    }
+
+    void emit_all(const std::vector<event>& events) noexcept {
+        if (options_.on_event) {
+            for (const event& e : events) {
+                deliver(e);
+            }
+        }
+    }
+
+    // Delivers events recorded under workers_mutex_, outside it. Any thread.
+    void flush_pending_events() noexcept {
+        std::vector<event> events;
+        {
+            std::lock_guard lock(workers_mutex_);
+            if (pending_events_.empty()) {
+                return;
+            }
+            events.swap(pending_events_);
+        }
+        emit_all(events);
+    }
+
+    // ---------------------------------------------------------------- data
+
+    const options<Request> options_;
+    const detail::erased_handler<Request> handler_;
+    bounded_queue<envelope> queue_;
+    const std::size_t producer_batch_;  // slots to free before blocked producers are woken
+    scale_policy policy_;               // called by the supervisor only
+
+    // Hot, shared, read-mostly words, each on its own line.
+    alignas(detail::cache_line) std::atomic<std::size_t> idle_count_{0};  // sleepers; see [W1]
+    alignas(detail::cache_line) std::atomic<std::size_t> blocked_producers_{0};  // see [W3]
+    std::atomic<bool> producer_wake_pending_{false};  // one notify per batch; see after_pop()
+    alignas(detail::cache_line) std::atomic<std::int64_t> next_wake_ns_{0};  // see [D1]/[D2]
+    alignas(detail::cache_line) std::atomic<std::size_t> worker_count_{0};  // written under workers_mutex_
+    std::atomic<bool> closing_{false};   // intake closed
+    std::atomic<bool> draining_{false};  // workers exit once the closed queue is empty
+    std::atomic<bool> cancel_{false};    // workers exit after their current attempt
+    alignas(detail::cache_line) std::atomic<std::uint64_t> rejected_{0};  // statistics only
+    std::atomic<std::uint64_t> requeued_{0};           // retries pushed back; statistics only
+    std::atomic<std::size_t> retry_pending_{0};        // statistics and scaling only
+    std::atomic<std::uint64_t> callback_errors_{0};    // statistics only
+    std::atomic<std::uint64_t> pool_failed_{0};        // dead letters outside workers; statistics
+
+    mutable std::mutex workers_mutex_;
+    std::vector<std::unique_ptr<worker_slot>> workers_;  // guarded by workers_mutex_
+    std::vector<event> pending_events_;                  // guarded by workers_mutex_
+    totals retired_;                                     // guarded by workers_mutex_
+    std::size_t min_workers_;                            // guarded by workers_mutex_
+    std::size_t max_workers_;                            // guarded by workers_mutex_
+    std::size_t stuck_count_ = 0;                        // guarded by workers_mutex_
+    std::size_t replacements_ = 0;                       // guarded by workers_mutex_
+    std::size_t peak_workers_ = 0;                       // guarded by workers_mutex_
+    std::uint64_t scale_ups_ = 0;                        // guarded by workers_mutex_
+    std::uint64_t scale_downs_ = 0;                      // guarded by workers_mutex_
+    std::uint64_t stuck_total_ = 0;                      // guarded by workers_mutex_
+    std::size_t next_worker_id_ = 0;                     // guarded by workers_mutex_
+
+    std::mutex idle_mutex_;
+    std::vector<worker_slot*> idle_stack_;  // guarded by idle_mutex_; top = most recently active
+
+    std::mutex producer_mutex_;
+    std::condition_variable producer_cv_;  // blocked submitters; notified under producer_mutex_
+
+    std::mutex exit_mutex_;
+    std::condition_variable exit_cv_;
+    std::size_t threads_alive_ = 0;  // guarded by exit_mutex_
+
+    std::mutex retry_mutex_;
+    std::multimap<std::int64_t, envelope> retry_queue_;  // guarded by retry_mutex_; by due time
+    std::vector<envelope> handed_back_;                  // guarded by retry_mutex_
+    bool retry_closed_ = false;                          // guarded by retry_mutex_
+
+    std::mutex supervisor_mutex_;
+    std::condition_variable supervisor_cv_;
+    bool supervisor_kicked_ = false;  // guarded by supervisor_mutex_
+
+    std::mutex shutdown_mutex_;
+    bool shut_down_ = false;  // guarded by shutdown_mutex_
+
+    const unsigned rng_seed_;
+    std::jthread supervisor_;  // last: started after everything above exists
+};
+
+}  // namespace workerpool

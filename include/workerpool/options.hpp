@@ -1,0 +1,120 @@
+#pragma once
+
+#include <workerpool/retry.hpp>
+#include <workerpool/scaler.hpp>
+#include <workerpool/stats.hpp>
+#include <workerpool/status.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+namespace workerpool {
+
+/// Per-request overrides, given to a submit call. Zero fields mean "the pool's default".
+struct job_options {
+    /// Deadline of each attempt, counted from the attempt's start; zero (or negative) =
+    /// `options::default_timeout`.
+    std::chrono::nanoseconds timeout{0};
+    /// Total attempts allowed, the first included; zero = `options::retry.max_attempts`.
+    unsigned max_attempts = 0;
+    /// Absolute expiry: a request still queued (or waiting to retry) past it goes to `on_failure`
+    /// with `failure_reason::expired` without running again. The epoch (default) means none.
+    std::chrono::steady_clock::time_point deadline{};
+};
+
+/// Returns the default upper bound of workers: the hardware concurrency, or 4 if unknown.
+[[nodiscard]] inline std::size_t default_max_workers() noexcept {
+    const unsigned n = std::thread::hardware_concurrency();
+    return n == 0 ? 4 : static_cast<std::size_t>(n);
+}
+
+/// The configuration of a `dispatcher<Request>`. Every field has a default that works as is;
+/// `dispatcher`'s constructor validates all of them and throws `std::invalid_argument` naming the
+/// first bad field.
+template <class Request>
+struct options {
+    /// Exact bound of the queue (requests waiting to start). Must be > 0.
+    std::size_t capacity = 1024;
+    /// Workers kept even when idle; the pool starts with this many. Must be <= `max_workers`.
+    std::size_t min_workers = 1;
+    /// Upper bound of live workers (plus `stuck_allowance` replacements). Must be > 0.
+    std::size_t max_workers = default_max_workers();
+    /// Queue depth above which the default policy adds workers. Must be > 0.
+    std::size_t scale_up_depth = 16;
+    /// The default policy sheds workers once depth stays at or below
+    /// `scale_down_ratio * scale_up_depth` for `scale_down_cooldown`. In (0, 1].
+    double scale_down_ratio = 0.75;
+    /// How long the load must stay low (and how long after a growth) before a shrink.
+    std::chrono::nanoseconds scale_down_cooldown = std::chrono::seconds(1);
+    /// Period of the scaler's tick. An idle pool wakes no more often than this. Must be > 0.
+    std::chrono::milliseconds scale_interval{50};
+    /// A worker asleep for longer than this retires, down to `min_workers`. Must be > 0.
+    std::chrono::nanoseconds idle_keep_alive = std::chrono::seconds(10);
+    /// Deadline of each attempt unless the request sets its own; zero = none. Must be >= 0.
+    std::chrono::nanoseconds default_timeout{0};
+    /// How long past its deadline an attempt may run before its worker is declared stuck and
+    /// stops counting as capacity. Must be >= 0.
+    std::chrono::nanoseconds stuck_grace = std::chrono::milliseconds(100);
+    /// How many replacement workers may run above `max_workers` while others are stuck.
+    std::size_t stuck_allowance = 2;
+    /// How long a worker that found the queue empty keeps polling (pausing and yielding) before it
+    /// sleeps. Trades a little CPU after a burst for much less wake-up cost. Must be >= 0.
+    std::chrono::nanoseconds spin_before_sleep = std::chrono::microseconds(50);
+    /// The grace the destructor gives `shutdown()` when the user did not call it. Must be >= 0.
+    std::chrono::nanoseconds destructor_grace = std::chrono::seconds(1);
+    /// Attempts, backoff and which errors are retried.
+    retry_policy retry{};
+    /// Dead-letter sink: receives every request that will not be processed after all (its
+    /// attempts exhausted, its deadline passed, or cancelled by shutdown). Called on a pool thread;
+    /// if it throws, the exception is swallowed and counted in `stats().callback_errors`.
+    /// Empty: such requests are destroyed (and still counted as failed).
+    std::function<void(failure<Request>&&)> on_failure{};
+    /// Observer of scale, retry, timeout, stuck, dead-letter and shutdown events. Called on pool
+    /// threads (often under the pool's internal locks: keep it short, and never call back into
+    /// the pool). Exceptions are swallowed and counted. Empty: no cost.
+    std::function<void(const event&)> on_event{};
+    /// Scaling policy. Empty: `depth_policy` built from the fields above.
+    scale_policy policy{};
+};
+
+namespace detail {
+
+inline void require(bool ok, const char* field, const char* what) {
+    if (!ok) {
+        throw std::invalid_argument(std::string("workerpool: options.") + field + " " + what);
+    }
+}
+
+template <class Rep, class Period>
+void require_non_negative(std::chrono::duration<Rep, Period> d, const char* field) {
+    require(d.count() >= 0, field, "must not be negative");
+}
+
+/// Throws `std::invalid_argument` naming the first field of `o` that is out of range.
+template <class Request>
+void validate(const options<Request>& o) {
+    require(o.capacity > 0, "capacity", "must be > 0");
+    require(o.max_workers > 0, "max_workers", "must be > 0");
+    require(o.min_workers <= o.max_workers, "min_workers", "must be <= options.max_workers");
+    require(o.scale_up_depth > 0, "scale_up_depth", "must be > 0");
+    require(o.scale_down_ratio > 0.0 && o.scale_down_ratio <= 1.0, "scale_down_ratio",
+            "must be in (0, 1]");
+    require_non_negative(o.scale_down_cooldown, "scale_down_cooldown");
+    require(o.scale_interval.count() > 0, "scale_interval", "must be > 0");
+    require(o.idle_keep_alive.count() > 0, "idle_keep_alive", "must be > 0");
+    require_non_negative(o.default_timeout, "default_timeout");
+    require_non_negative(o.stuck_grace, "stuck_grace");
+    require_non_negative(o.spin_before_sleep, "spin_before_sleep");
+    require_non_negative(o.destructor_grace, "destructor_grace");
+    validate(o.retry, "workerpool: options.retry.");
+}
+
+}  // namespace detail
+
+}  // namespace workerpool

@@ -1,0 +1,121 @@
+#pragma once
+
+#include <workerpool/status.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <stdexcept>
+#include <string>
+
+namespace workerpool {
+
+/// An exception type that a handler throws for an error that no retry can fix (bad input, an
+/// unknown route). The default retry rule never retries it; it goes straight to `on_failure`.
+class permanent_error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/// How a backoff delay is randomised, so that many failing requests do not retry in lock-step.
+enum class jitter_mode {
+    none,   ///< Exactly the exponential delay.
+    full,   ///< Uniform in [0, delay] (the AWS "full jitter" scheme; the default).
+    equal,  ///< Uniform in [delay/2, delay].
+};
+
+/// What the pool does when a handler throws.
+///
+/// Attempt `n` (1-based) that fails is followed, if `n < max_attempts` and `retry_if` agrees, by
+/// attempt `n + 1` after a backoff of `min(max_backoff, initial_backoff * multiplier^(n-1))`,
+/// randomised by `jitter`. The waiting request holds no worker: it sits in the supervisor's delay
+/// queue and is re-enqueued when due.
+struct retry_policy {
+    /// Total calls allowed per request, the first included (1 = no retry). Must be >= 1.
+    unsigned max_attempts = 1;
+    /// Backoff before the first retry. Zero retries at once (still through the queue).
+    std::chrono::nanoseconds initial_backoff = std::chrono::milliseconds(10);
+    /// Growth factor of the backoff per retry. Must be >= 1.
+    double multiplier = 2.0;
+    /// Upper bound of any single backoff. Must be >= 0.
+    std::chrono::nanoseconds max_backoff = std::chrono::seconds(5);
+    /// Randomisation of each delay.
+    jitter_mode jitter = jitter_mode::full;
+    /// Decides whether the attempt numbered `attempt` (1-based) that threw `error` may be retried.
+    /// Empty: retry everything except `permanent_error`. Called on a pool thread; must be
+    /// thread-safe. If it throws, the request is not retried.
+    std::function<bool(const std::exception_ptr& error, unsigned attempt)> retry_if;
+};
+
+/// Returns the un-jittered backoff after `failed_attempts` failures (>= 1):
+/// `min(max_backoff, initial_backoff * multiplier^(failed_attempts - 1))`. Pure; never throws.
+[[nodiscard]] inline std::chrono::nanoseconds backoff_ceiling(const retry_policy& p,
+                                                              unsigned failed_attempts) noexcept {
+    const double cap = static_cast<double>(p.max_backoff.count());
+    double d = static_cast<double>(p.initial_backoff.count());
+    for (unsigned i = 1; i < failed_attempts && d < cap; ++i) {
+        d *= p.multiplier;
+    }
+    d = std::min(d, cap);
+    return std::chrono::nanoseconds(static_cast<std::int64_t>(std::max(0.0, d)));
+}
+
+/// Returns the backoff after `failed_attempts` failures with the policy's jitter applied, where
+/// `unit_random` is a uniform draw from [0, 1) supplied by the caller (inject a seeded generator
+/// in tests). Pure; never throws.
+[[nodiscard]] inline std::chrono::nanoseconds
+backoff_delay(const retry_policy& p, unsigned failed_attempts, double unit_random) noexcept {
+    const auto ceiling = static_cast<double>(backoff_ceiling(p, failed_attempts).count());
+    const double u = std::clamp(unit_random, 0.0, 1.0);
+    double d = ceiling;
+    switch (p.jitter) {
+    case jitter_mode::none:
+        break;
+    case jitter_mode::full:
+        d = ceiling * u;
+        break;
+    case jitter_mode::equal:
+        d = ceiling / 2 + ceiling / 2 * u;
+        break;
+    }
+    return std::chrono::nanoseconds(static_cast<std::int64_t>(d));
+}
+
+/// Returns whether the default rule (no `retry_if`) retries `error`: everything but a
+/// `permanent_error`.
+[[nodiscard]] inline bool default_retry_if(const std::exception_ptr& error) noexcept {
+    if (!error) {
+        return true;
+    }
+    try {
+        std::rethrow_exception(error);
+    } catch (const permanent_error&) {
+        return false;
+    } catch (...) {
+        return true;
+    }
+}
+
+namespace detail {
+
+inline void validate(const retry_policy& p, const std::string& prefix) {
+    if (p.max_attempts < 1) {
+        throw std::invalid_argument(prefix + "max_attempts must be >= 1");
+    }
+    if (p.initial_backoff.count() < 0) {
+        throw std::invalid_argument(prefix + "initial_backoff must not be negative");
+    }
+    if (p.max_backoff.count() < 0) {
+        throw std::invalid_argument(prefix + "max_backoff must not be negative");
+    }
+    if (!(p.multiplier >= 1.0) || !std::isfinite(p.multiplier)) {
+        throw std::invalid_argument(prefix + "multiplier must be a finite number >= 1");
+    }
+}
+
+}  // namespace detail
+
+}  // namespace workerpool

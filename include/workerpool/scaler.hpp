@@ -1,0 +1,148 @@
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <functional>
+
+namespace workerpool {
+
+/// What the scaler knows at one tick, handed to a scaling policy.
+struct scale_metrics {
+    std::chrono::steady_clock::time_point now; ///< The tick's time (injected in tests).
+    std::size_t queue_depth = 0;  ///< Requests queued plus requests waiting out a retry backoff.
+    std::size_t workers = 0;      ///< Workers that count as capacity (live, not retiring, not stuck).
+    std::size_t busy_workers = 0; ///< Of those, how many are running a handler.
+    std::size_t idle_workers = 0; ///< Of those, how many are asleep waiting for work.
+    std::size_t min_workers = 0;  ///< The current lower limit.
+    std::size_t max_workers = 0;  ///< The current upper limit.
+    /// Estimated queue wait of a request arriving now, by Little's law: depth divided by the
+    /// dequeue rate over the last tick. If nothing was dequeued while requests waited, the time
+    /// since the last dequeue. Zero when the queue is empty.
+    std::chrono::nanoseconds queue_wait{0};
+};
+
+/// A scaling policy: returns the worker count it wants, given the metrics of this tick.
+/// The pool clamps the answer to [min_workers, max_workers]. Called only from the scaler thread,
+/// so it may keep state without locks. It must not call back into the pool.
+using scale_policy = std::function<std::size_t(const scale_metrics&)>;
+
+namespace detail {
+
+/// The hysteresis both built-in policies share: remembers when the signal fell under the low mark
+/// and when the pool last grew, and allows a shrink only after a quiet cool-down.
+class shrink_gate {
+public:
+    void note_growth(std::chrono::steady_clock::time_point now) noexcept {
+        below_ = false;
+        grew_ = true;
+        last_growth_ = now;
+    }
+    void note_between_marks() noexcept { below_ = false; }
+
+    /// Records that the signal is at or below the low mark now; returns whether to shed a worker.
+    bool below_low_mark(const scale_metrics& m, std::chrono::nanoseconds cooldown) noexcept {
+        if (!below_) {
+            below_ = true;
+            below_since_ = m.now;
+        }
+        const bool quiet_long_enough = m.now - below_since_ >= cooldown;
+        const bool grown_recently = grew_ && m.now - last_growth_ < cooldown;
+        return quiet_long_enough && !grown_recently && m.idle_workers > 0 &&
+               m.workers > m.min_workers;
+    }
+
+private:
+    bool below_ = false;
+    bool grew_ = false;
+    std::chrono::steady_clock::time_point below_since_{};
+    std::chrono::steady_clock::time_point last_growth_{};
+};
+
+}  // namespace detail
+
+/// The default policy: scales on queue depth, with hysteresis and a cool-down.
+///
+/// - Grows when `queue_depth > scale_up_depth`, by one worker per `scale_up_depth` queued
+///   requests (so a burst of 10x the mark adds 10 workers at once instead of one per tick).
+/// - Shrinks by one worker per tick when the depth has stayed at or below
+///   `scale_down_ratio * scale_up_depth` for a whole `cooldown`, at least one worker is idle, and
+///   no growth happened within the last `cooldown`. Between the two marks nothing changes, so a
+///   steady load does not flap.
+class depth_policy {
+public:
+    /// The thresholds; the dispatcher fills them from its `options`.
+    struct config {
+        std::size_t scale_up_depth = 16;
+        double scale_down_ratio = 0.75;
+        std::chrono::nanoseconds cooldown = std::chrono::seconds(1);
+    };
+
+    /// Creates the policy. Pre: `c.scale_up_depth > 0`, `0 < c.scale_down_ratio <= 1`.
+    explicit depth_policy(config c) noexcept : config_(c) {}
+
+    /// Returns the wanted worker count for this tick (see the class comment).
+    std::size_t operator()(const scale_metrics& m) noexcept {
+        const std::size_t current = std::clamp(m.workers, m.min_workers, m.max_workers);
+        if (m.queue_depth > config_.scale_up_depth && m.workers < m.max_workers) {
+            gate_.note_growth(m.now);
+            const std::size_t add = std::max<std::size_t>(1, m.queue_depth / config_.scale_up_depth);
+            return std::min(m.max_workers, m.workers + add);
+        }
+        const auto low = static_cast<double>(config_.scale_up_depth) * config_.scale_down_ratio;
+        if (static_cast<double>(m.queue_depth) > low) {
+            gate_.note_between_marks();
+            return current;
+        }
+        return gate_.below_low_mark(m, config_.cooldown) ? m.workers - 1 : current;
+    }
+
+private:
+    config config_;
+    detail::shrink_gate gate_;
+};
+
+/// A policy that scales on estimated queue wait instead of depth, which tracks latency better
+/// when handlers vary in cost (ten slow requests can hurt more than a thousand quick ones).
+///
+/// - Grows when `queue_wait > target_wait`: by one worker, or by doubling the workers when the
+///   wait exceeds twice the target.
+/// - Shrinks by one worker per tick when the wait has stayed at or below
+///   `scale_down_ratio * target_wait` for a whole `cooldown`, with an idle worker and no growth
+///   within the last `cooldown`.
+class wait_time_policy {
+public:
+    /// The thresholds.
+    struct config {
+        std::chrono::nanoseconds target_wait = std::chrono::milliseconds(10);
+        double scale_down_ratio = 0.5;
+        std::chrono::nanoseconds cooldown = std::chrono::seconds(1);
+    };
+
+    /// Creates the policy. Pre: `c.target_wait > 0`, `0 < c.scale_down_ratio <= 1`.
+    explicit wait_time_policy(config c) noexcept : config_(c) {}
+
+    /// Returns the wanted worker count for this tick (see the class comment).
+    std::size_t operator()(const scale_metrics& m) noexcept {
+        const std::size_t current = std::clamp(m.workers, m.min_workers, m.max_workers);
+        if (m.queue_wait > config_.target_wait && m.workers < m.max_workers) {
+            gate_.note_growth(m.now);
+            const std::size_t add =
+                m.queue_wait > 2 * config_.target_wait ? std::max<std::size_t>(1, m.workers) : 1;
+            return std::min(m.max_workers, m.workers + add);
+        }
+        const auto low = std::chrono::duration<double, std::nano>(config_.target_wait) *
+                         config_.scale_down_ratio;
+        if (std::chrono::duration<double, std::nano>(m.queue_wait) > low) {
+            gate_.note_between_marks();
+            return current;
+        }
+        return gate_.below_low_mark(m, config_.cooldown) ? m.workers - 1 : current;
+    }
+
+private:
+    config config_;
+    detail::shrink_gate gate_;
+};
+
+}  // namespace workerpool
