@@ -852,11 +852,13 @@ private:
             if (w.stuck) {
                 w.stuck = false;
                 --stuck_count_;
-                pending_events_.push_back(make_event(event_kind::worker_recovered, "handler returned",
-                                                     worker_count_.load(std::memory_order_relaxed)));
+                const std::size_t before = worker_count_.load(std::memory_order_relaxed);
+                pending_events_.push_back(make_event(event_kind::worker_recovered, "handler returned", before));
                 if (replacements_ > 0 && !w.retiring) {
                     --replacements_;  // our replacement keeps running; we are surplus now
                     retire_locked(w);
+                    pending_events_.push_back(
+                        make_event(event_kind::scale_down, "stuck worker recovered, surplus", before));
                 }
             }
         }
