@@ -113,9 +113,25 @@ private:
 
 // Values of worker_slot::attempt besides deadlines (deadlines are steady-clock ns, far below).
 inline constexpr std::uint64_t attempt_none = 0;  // no attempt in flight
+// A timed attempt whose deadline the supervisor has not stamped yet; the low 32 bits carry the
+// worker's attempt number so that a stamp meant for one attempt can never land on the next.
+inline constexpr std::uint64_t attempt_unstamped = std::uint64_t{1} << 62;
 inline constexpr std::uint64_t attempt_unbounded = std::numeric_limits<std::uint64_t>::max() - 2;
 inline constexpr std::uint64_t attempt_stopping = std::numeric_limits<std::uint64_t>::max() - 1;
 inline constexpr std::uint64_t attempt_stopped = std::numeric_limits<std::uint64_t>::max();
+
+[[nodiscard]] constexpr bool is_deadline(std::uint64_t s) noexcept {
+    return s != attempt_none && s < attempt_unstamped;
+}
+[[nodiscard]] constexpr bool is_unstamped(std::uint64_t s) noexcept {
+    return s >= attempt_unstamped && s < attempt_unstamped + (std::uint64_t{1} << 32);
+}
+
+/// How soon after it starts a timed attempt must get its deadline stamped: 5 % of its timeout,
+/// within [1 ms, scale interval]. This bounds how late a deadline can fire.
+[[nodiscard]] inline std::int64_t stamp_period(std::int64_t timeout_ns, std::int64_t interval_ns) noexcept {
+    return std::clamp<std::int64_t>(timeout_ns / 20, 1'000'000, std::max<std::int64_t>(interval_ns, 1'000'000));
+}
 
 enum class stop_cause : std::uint8_t { none, deadline, shutdown };
 
@@ -479,6 +495,8 @@ private:
         // for deadlines, shutdown for cancellation): none → deadline | unbounded → (stopping →
         // stopped) → none. Only the stopper that wins the CAS into `stopping` touches the source.
         alignas(detail::cache_line) std::atomic<std::uint64_t> attempt{detail::attempt_none};
+        std::atomic<std::int64_t> timeout_ns{0};  // the timed attempt's timeout; published by [A1]
+        std::uint64_t attempt_number = 0;         // the worker's own; tags unstamped attempts
         std::atomic<detail::stop_cause> cause{detail::stop_cause::none};  // published by [A2]
         std::stop_source source;  // the attempt's; replaced by the worker only after it was stopped
         std::stop_token token;    // source.get_token(), cached so a call costs no extra refcount
@@ -774,15 +792,20 @@ private:
         if (e.attempts > 1) {
             w.retried.bump();
         }
-        // Publish the attempt. [A1] release: a source replaced after the last stop is visible to
-        // a stopper whose CAS reads this value (pairs with the stopper's acquire CAS).
-        std::int64_t deadline = 0;
+        // Publish the attempt. [A1] release: a source replaced after the last stop (and the
+        // timeout below) are visible to a stopper or stamper whose CAS reads this value.
         if (e.timeout_ns > 0) {
-            deadline = detail::now_ns() + e.timeout_ns;
-            // [D1] seq_cst: Dekker with the supervisor's publication of its wake-up time [D2].
-            w.attempt.store(static_cast<std::uint64_t>(deadline), std::memory_order_seq_cst);
-            if (deadline < next_wake_ns_.load(std::memory_order_seq_cst)) {
-                kick_supervisor();  // the supervisor sleeps past our deadline: wake it
+            // No clock read here (40 ns on a VM): the supervisor stamps the deadline when it first
+            // sees the attempt, which it does within detail::stamp_period of the start.
+            w.timeout_ns.store(e.timeout_ns, std::memory_order_relaxed);  // published by [A1]
+            w.attempt_number = (w.attempt_number + 1) & 0xffff'ffffU;
+            // [D1] seq_cst: Dekker with the supervisor's publication of its stamp horizon [D2].
+            w.attempt.store(detail::attempt_unstamped | w.attempt_number, std::memory_order_seq_cst);
+            // The supervisor never sleeps past a tick, so the horizon is at most the scale
+            // interval, and stamp_period(timeout) < horizon reduces to this (no division):
+            const std::int64_t horizon = stamp_horizon_ns_.load(std::memory_order_seq_cst);
+            if (horizon > 1'000'000 && e.timeout_ns < 20 * horizon) {
+                kick_supervisor();  // the supervisor sleeps too long to stamp us in time: wake it
             }
         } else {
             w.attempt.store(detail::attempt_unbounded, std::memory_order_release);
@@ -1140,7 +1163,7 @@ private:
             const std::uint64_t s = w->attempt.load(std::memory_order_acquire);  // pairs with [A1]
             if (s != detail::attempt_none && s != detail::attempt_stopping &&
                 s != detail::attempt_stopped) {
-                try_stop(*w, s, detail::stop_cause::shutdown);
+                try_stop(*w, s, detail::stop_cause::shutdown);  // stamped or not
             }
         }
     }
@@ -1211,7 +1234,7 @@ private:
             }
             flush_pending_events();
             wake_at = std::min(wake_at, release_due_retries(now));
-            wake_at = plan_sleep(wake_at);
+            wake_at = plan_sleep(now, wake_at);
             std::unique_lock lock(supervisor_mutex_);
             if (!supervisor_kicked_) {
                 supervisor_cv_.wait_until(lock, detail::to_time_point(wake_at), [&] {
@@ -1224,15 +1247,18 @@ private:
 
     // [D2] Publishes when the supervisor will wake, then re-reads what workers publish, so a
     // deadline or retry that is earlier than the planned wake-up is never slept through.
-    std::int64_t plan_sleep(std::int64_t wake_at) noexcept {
-        next_wake_ns_.store(wake_at, std::memory_order_seq_cst);  // [D2] pairs with [D1]
+    std::int64_t plan_sleep(std::int64_t now, std::int64_t wake_at) noexcept {
+        next_wake_ns_.store(wake_at, std::memory_order_seq_cst);  // pairs with schedule_retry's load
+        stamp_horizon_ns_.store(wake_at - now, std::memory_order_seq_cst);  // [D2] pairs with [D1]
         std::int64_t earliest = wake_at;
         {
             std::lock_guard lock(workers_mutex_);
             for (auto& w : workers_) {
                 const std::uint64_t s = w->attempt.load(std::memory_order_seq_cst);  // [D2]
-                if (s != detail::attempt_none && s < detail::attempt_unbounded) {
+                if (detail::is_deadline(s)) {
                     earliest = std::min(earliest, static_cast<std::int64_t>(s));
+                } else if (detail::is_unstamped(s)) {
+                    earliest = now;  // started after our sweep: go round once more and stamp it
                 }
             }
         }
@@ -1248,14 +1274,29 @@ private:
         return earliest;
     }
 
-    // Stops overdue attempts, declares stuck workers; returns the next time worth waking for.
+    // Stamps new timed attempts, stops overdue ones, declares stuck workers; returns the next
+    // time worth waking for.
     std::int64_t sweep_deadlines_locked(std::int64_t now) noexcept {
         std::int64_t next = std::numeric_limits<std::int64_t>::max();
         const std::int64_t grace = options_.stuck_grace.count();
+        const std::int64_t interval = std::chrono::nanoseconds(options_.scale_interval).count();
         for (auto& slot : workers_) {
             worker_slot& w = *slot;
-            const std::uint64_t s = w.attempt.load(std::memory_order_acquire);  // pairs with [A1]
-            if (s != detail::attempt_none && s < detail::attempt_unbounded) {
+            std::uint64_t s = w.attempt.load(std::memory_order_acquire);  // pairs with [A1]
+            if (detail::is_unstamped(s)) {
+                // The attempt started at most one stamp period ago; its deadline counts from now.
+                const std::int64_t timeout = w.timeout_ns.load(std::memory_order_relaxed);  // ordered by [A1]
+                const auto deadline = static_cast<std::uint64_t>(now + timeout);
+                // relaxed: the worker's end-of-attempt CAS only needs the value.
+                if (w.attempt.compare_exchange_strong(s, deadline, std::memory_order_relaxed,
+                                                      std::memory_order_relaxed)) {
+                    s = deadline;
+                }
+            }
+            if (detail::is_deadline(s)) {
+                // Come back soon enough to stamp the next attempts of this kind in time.
+                next = std::min(next, now + detail::stamp_period(
+                                                w.timeout_ns.load(std::memory_order_relaxed), interval));
                 const auto deadline = static_cast<std::int64_t>(s);
                 if (deadline > now) {
                     next = std::min(next, deadline);
@@ -1456,7 +1497,8 @@ private:
     alignas(detail::cache_line) std::atomic<std::size_t> idle_count_{0};  // sleepers; see [W1]
     alignas(detail::cache_line) std::atomic<std::size_t> blocked_producers_{0};  // see [W3]
     std::atomic<bool> producer_wake_pending_{false};  // one notify per batch; see after_pop()
-    alignas(detail::cache_line) std::atomic<std::int64_t> next_wake_ns_{0};  // see [D1]/[D2]
+    alignas(detail::cache_line) std::atomic<std::int64_t> next_wake_ns_{0};  // the supervisor's next wake-up; see schedule_retry
+    std::atomic<std::int64_t> stamp_horizon_ns_{0};  // how long the supervisor sleeps; see [D1]/[D2]
     alignas(detail::cache_line) std::atomic<std::size_t> worker_count_{0};  // written under workers_mutex_
     std::atomic<bool> closing_{false};   // intake closed
     std::atomic<bool> draining_{false};  // workers exit once the closed queue is empty
