@@ -193,7 +193,7 @@ public:
     explicit dispatcher(Handler handler, options<Request> o = {})
         : options_((detail::validate(o), std::move(o))), handler_(check_handler(std::move(handler))),
           queue_(options_.capacity),
-          producer_batch_(std::max<std::size_t>(1, std::min<std::size_t>(options_.capacity / 2, 64))),
+          producer_batch_(std::max<std::size_t>(1, options_.capacity / 2)),
           min_workers_(options_.min_workers), max_workers_(options_.max_workers),
           rng_seed_(std::random_device{}()) {
         if (options_.policy) {
@@ -579,6 +579,10 @@ private:
                 rejected_.fetch_add(1, std::memory_order_relaxed);  // statistics only
                 return submit_status::full;
             }
+            // Workers free slots fast: poll a moment before paying for a sleep and a wake-up.
+            if (spin_until([this](bool) { return queue_.free_slots() != 0 || queue_.is_closed(); })) {
+                continue;
+            }
             if (!wait_for_free_slot(until)) {
                 if (queue_.is_closed()) {
                     return submit_status::closed;
@@ -754,23 +758,33 @@ private:
 
     // Polls briefly before sleeping; returns true if there may be work (or a reason to look).
     bool spin_for_work(const std::stop_token& st) const noexcept {
+        return spin_until([&](bool slow_check) {
+            return queue_.has_claimed_elements() ||
+                   (slow_check && (st.stop_requested() ||
+                                   draining_.load(std::memory_order_relaxed)));  // a hint; re-read with order later
+        });
+    }
+
+    // Polls `ready(slow_check)` for up to `spin_before_sleep`: 64 pauses, then yields so that a
+    // thread sharing our core can make the progress we wait for. `slow_check` is true every 8th
+    // poll, for conditions too costly to test each time. Returns whether `ready` became true.
+    template <class Ready>
+    bool spin_until(Ready&& ready) const noexcept {
         const std::int64_t budget = options_.spin_before_sleep.count();
         if (budget <= 0) {
             return false;
         }
         std::int64_t end = 0;
         for (unsigned i = 0;; ++i) {
-            if (queue_.has_claimed_elements()) {
+            const bool slow_check = (i & 7) == 0;
+            if (ready(slow_check)) {
                 return true;
             }
             if (i < 64) {
                 detail::cpu_relax();
                 continue;
             }
-            if ((i & 7) == 0) {
-                if (st.stop_requested() || draining_.load(std::memory_order_relaxed)) {  // a hint; re-read with order later
-                    return true;
-                }
+            if (slow_check) {
                 const std::int64_t now = detail::now_ns();
                 if (end == 0) {
                     end = now + budget;
@@ -778,7 +792,7 @@ private:
                     return false;
                 }
             }
-            std::this_thread::yield();  // let a producer sharing our core run
+            std::this_thread::yield();
         }
     }
 
@@ -1490,7 +1504,7 @@ private:
     const options<Request> options_;
     const detail::erased_handler<Request> handler_;
     bounded_queue<envelope> queue_;
-    const std::size_t producer_batch_;  // slots to free before blocked producers are woken
+    const std::size_t producer_batch_;  // free slots before blocked producers are woken: half the queue
     scale_policy policy_;               // called by the supervisor only
 
     // Hot, shared, read-mostly words, each on its own line.
