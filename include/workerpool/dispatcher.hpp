@@ -139,11 +139,15 @@ enum class stop_cause : std::uint8_t { none, deadline, shutdown };
 struct owned_counter {
     std::atomic<std::uint64_t> value{0};
     void bump() noexcept {
-        // relaxed: statistics only; only the owning worker writes, readers tolerate staleness
-        value.store(value.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        // release: [C1] publishes the request's outcome (the handler's effects) to wait_idle's
+        // acquire read [C2]; a plain store on x86. Only the owning worker writes.
+        value.store(value.load(std::memory_order_relaxed) + 1, std::memory_order_release);
     }
     [[nodiscard]] std::uint64_t get() const noexcept {
         return value.load(std::memory_order_relaxed);  // statistics only
+    }
+    [[nodiscard]] std::uint64_t get_acquire() const noexcept {
+        return value.load(std::memory_order_acquire);  // [C2] pairs with [C1]
     }
 };
 
@@ -360,7 +364,9 @@ public:
             }
             handed_back_.clear();
         }
+        returned_.fetch_add(report.unprocessed.size(), std::memory_order_release);  // pairs with outstanding()
         shut_down_ = true;
+        notify_idle_waiters();
         emit(event_kind::shutdown_done, "shutdown");
         return report;
     }
@@ -484,10 +490,72 @@ public:
         emit_all(events);
     }
 
+    /// Blocks until every request submitted before the call has ended — completed, failed, or
+    /// handed back by a shutdown — so the queue is empty, no handler runs and no retry waits.
+    /// Does not stop intake: requests submitted meanwhile by other threads may keep it waiting.
+    /// After it returns, the effects of those requests' handlers are visible to the caller.
+    /// Thread safety: any thread but a handler of this pool (which would wait for itself).
+    /// Blocks: until idle.
+    void wait_idle() { (void)wait_idle_until(std::nullopt); }
+
+    /// As `wait_idle()`, for at most `timeout`; returns whether the pool became idle.
+    template <class Rep, class Period>
+    bool wait_idle_for(std::chrono::duration<Rep, Period> timeout) {
+        return wait_idle_until(clock::now() + std::chrono::ceil<clock::duration>(timeout));
+    }
+
     /// Returns the queue's exact capacity.
     [[nodiscard]] std::size_t capacity() const noexcept { return queue_.capacity(); }
 
 private:
+    // ---------------------------------------------------------------- idle waiting
+
+    // Requests accepted and not yet ended; never under-estimates. Reads the ended counts first
+    // and the accepted count last, so a request that ends meanwhile can only make it larger.
+    [[nodiscard]] std::uint64_t outstanding() const {
+        std::uint64_t ended = returned_.load(std::memory_order_acquire);  // pairs with shutdown's release
+        {
+            std::lock_guard lock(workers_mutex_);
+            ended += retired_.completed + retired_.failed;
+            for (const auto& w : workers_) {
+                ended += w->completed.get_acquire() + w->failed.get_acquire();  // [C2]
+            }
+        }
+        ended += pool_failed_.load(std::memory_order_relaxed);  // destructor only; no waiter then
+        const std::uint64_t requeued = requeued_.load(std::memory_order_acquire);  // pairs with release_due_retries
+        const std::uint64_t accepted = queue_.pushed_count() - requeued;
+        return accepted > ended ? accepted - ended : 0;
+    }
+
+    bool wait_idle_until(std::optional<clock::time_point> until) {
+        idle_waiters_.fetch_add(1, std::memory_order_relaxed);  // a hint for workers; we also poll
+        std::unique_lock lock(idle_wait_mutex_);
+        bool idle = false;
+        for (;;) {
+            if (outstanding() == 0) {
+                idle = true;
+                break;
+            }
+            const auto now = clock::now();
+            if (until && now >= *until) {
+                break;
+            }
+            // Workers notify when a request ends while someone waits; the 1 ms cap covers a
+            // notification that raced with our registration.
+            auto step = now + std::chrono::milliseconds(1);
+            idle_wait_cv_.wait_until(lock, until ? std::min(step, *until) : step);
+        }
+        idle_waiters_.fetch_sub(1, std::memory_order_relaxed);
+        return idle;
+    }
+
+    void notify_idle_waiters() noexcept {
+        if (idle_waiters_.load(std::memory_order_relaxed) != 0) {  // a hint; waiters also poll
+            { std::lock_guard lock(idle_wait_mutex_); }
+            idle_wait_cv_.notify_all();
+        }
+    }
+
     // ---------------------------------------------------------------- worker state
 
     struct worker_slot {
@@ -728,6 +796,13 @@ private:
     void run_worker(const std::stop_token& st, worker_slot& w) noexcept {
         detail::current_pool = this;
         name_thread(w.id);
+        if (options_.on_worker_start) {
+            try {
+                options_.on_worker_start(w.id);
+            } catch (...) {
+                callback_errors_.fetch_add(1, std::memory_order_relaxed);  // statistics only
+            }
+        }
         std::minstd_rand rng(static_cast<std::uint_fast32_t>(rng_seed_ + w.id * 7919));
         std::optional<envelope> current;
         for (;;) {
@@ -740,6 +815,7 @@ private:
                 after_pop();
                 process(w, *current, rng);
                 current.reset();
+                notify_idle_waiters();
                 continue;
             }
             if (draining_.load(std::memory_order_acquire)) {  // pairs with shutdown's store
@@ -832,10 +908,17 @@ private:
         }
         const detail::stop_cause cause = end_attempt(w);
         if (!error) {
-            w.completed.bump();
             if (cause == detail::stop_cause::deadline) {
                 w.late.bump();
             }
+            if (options_.on_success) {
+                try {
+                    options_.on_success(e.request);
+                } catch (...) {
+                    callback_errors_.fetch_add(1, std::memory_order_relaxed);  // statistics only
+                }
+            }
+            w.completed.bump();  // [C1] last: the request's whole outcome is published
             return;
         }
         e.last_error = error;
@@ -963,9 +1046,9 @@ private:
     }
 
     void dead_letter(worker_slot& w, envelope& e, failure_reason reason) noexcept {
-        w.failed.bump();
         emit(event_kind::dead_letter, to_string(reason), e.attempts);
         deliver_failure(std::move(e.request), reason, e.attempts, e.last_error);
+        w.failed.bump();  // [C1] after the sink ran: wait_idle returns after on_failure did
     }
 
     void deliver_failure(Request&& r, failure_reason reason, unsigned attempts,
@@ -988,6 +1071,13 @@ private:
     }
 
     void finish_worker(worker_slot& w) noexcept {
+        if (options_.on_worker_stop) {
+            try {
+                options_.on_worker_stop(w.id);
+            } catch (...) {
+                callback_errors_.fetch_add(1, std::memory_order_relaxed);  // statistics only
+            }
+        }
         detail::current_pool = nullptr;
         {
             std::lock_guard lock(exit_mutex_);
@@ -1438,7 +1528,7 @@ private:
                 if (s == submit_status::closed) {
                     break;  // shutdown collects what is left
                 }
-                requeued_.fetch_add(1, std::memory_order_relaxed);       // statistics only
+                requeued_.fetch_add(1, std::memory_order_release);  // pairs with outstanding()
                 retry_pending_.fetch_sub(1, std::memory_order_relaxed);  // statistics only
                 retry_queue_.erase(it);
                 ++pushed;
@@ -1522,6 +1612,11 @@ private:
     std::atomic<std::size_t> retry_pending_{0};        // statistics and scaling only
     std::atomic<std::uint64_t> callback_errors_{0};    // statistics only
     std::atomic<std::uint64_t> pool_failed_{0};        // dead letters outside workers; statistics
+    std::atomic<std::uint64_t> returned_{0};           // requests handed back by shutdown
+    std::atomic<std::size_t> idle_waiters_{0};         // threads in wait_idle; a hint for workers
+
+    std::mutex idle_wait_mutex_;
+    std::condition_variable idle_wait_cv_;  // wait_idle sleeps here; notified when requests end
 
     mutable std::mutex workers_mutex_;
     std::vector<std::unique_ptr<worker_slot>> workers_;  // guarded by workers_mutex_

@@ -79,6 +79,16 @@ struct options {
     /// threads (often under the pool's internal locks: keep it short, and never call back into
     /// the pool). Exceptions are swallowed and counted. Empty: no cost.
     std::function<void(const event&)> on_event{};
+    /// Called with each request whose handler returned normally (late ones too), on the worker
+    /// thread, right after the handler. Lets callers collect results without wrapping every
+    /// handler. Exceptions are swallowed and counted. Empty: no cost.
+    std::function<void(Request&)> on_success{};
+    /// Called on each worker thread when it starts and before it exits, with the worker's id
+    /// (per-thread set-up: a connection, a thread-local cache). Exceptions are swallowed and
+    /// counted. Worker threads are named "workerpool-<id>" on Linux.
+    std::function<void(std::size_t worker_id)> on_worker_start{};
+    /// See `on_worker_start`.
+    std::function<void(std::size_t worker_id)> on_worker_stop{};
     /// Scaling policy. Empty: `depth_policy` built from the fields above.
     scale_policy policy{};
 };
