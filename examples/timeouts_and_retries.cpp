@@ -100,14 +100,7 @@ int main() {
         (void)pool.submit(request{kind::flaky, i});
     }
 
-    // Wait until the queue is empty, nothing is waiting to retry, and nothing runs.
-    while (true) {
-        const auto s = pool.stats();
-        if (s.queue_depth == 0 && s.retry_pending == 0 && s.in_flight == 0) {
-            break;
-        }
-        std::this_thread::sleep_for(5ms);
-    }
+    pool.wait_idle();  // every request has ended: completed, or in the dead-letter sink
     const auto report = pool.shutdown(1s);
     const auto s = pool.stats();
     std::printf("%5lld ms  done: completed %llu, failed %llu, retried %llu, timed out %llu, stuck "
