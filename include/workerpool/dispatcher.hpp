@@ -2,6 +2,7 @@
 
 #include <workerpool/bounded_queue.hpp>
 #include <workerpool/detail/cache_line.hpp>
+#include <workerpool/detail/histogram.hpp>
 #include <workerpool/options.hpp>
 #include <workerpool/retry.hpp>
 #include <workerpool/scaler.hpp>
@@ -74,6 +75,9 @@ namespace detail {
 /// The pool whose worker is running on this thread, if any (for self-call detection).
 inline thread_local const void* current_pool = nullptr;
 
+/// Counts down this thread's submits to the next one that is timed for latency statistics.
+inline thread_local unsigned latency_countdown = 1;
+
 /// A request with the bookkeeping that travels with it through the queue and the retry delay
 /// queue. Stored in place in the ring: no allocation per request.
 template <class Request>
@@ -84,9 +88,12 @@ struct envelope {
     unsigned max_attempts;        // total attempts allowed
     unsigned attempts = 0;        // attempts made so far
     std::exception_ptr last_error; // the last attempt's exception, for the dead-letter record
+    std::int64_t enqueued_ns;     // when it became runnable, if sampled for latency; else 0
 
-    envelope(Request&& r, std::int64_t timeout, std::int64_t expires, unsigned max) noexcept
-        : request(std::move(r)), timeout_ns(timeout), expires_ns(expires), max_attempts(max) {}
+    envelope(Request&& r, std::int64_t timeout, std::int64_t expires, unsigned max,
+             std::int64_t enqueued) noexcept
+        : request(std::move(r)), timeout_ns(timeout), expires_ns(expires), max_attempts(max),
+          enqueued_ns(enqueued) {}
 };
 
 /// A type-erased handler: one indirect call per request, one allocation per pool.
@@ -251,7 +258,8 @@ public:
     /// Thread safety: any thread, including a handler of this pool. Never blocks, never allocates.
     [[nodiscard]] submit_status try_submit(Request&& r, job_options jo = {}) noexcept {
         const submit_status s = queue_.try_emplace(std::move(r), resolve_timeout(jo),
-                                                   resolve_expiry(jo), resolve_attempts(jo));
+                                                   resolve_expiry(jo), resolve_attempts(jo),
+                                                   sample_enqueue_time());
         if (s == submit_status::accepted) {
             after_push();
         } else if (s == submit_status::full) {
@@ -403,6 +411,10 @@ public:
             s.scale_ups = scale_ups_;
             s.scale_downs = scale_downs_;
             s.stuck_total = stuck_total_;
+            detail::histogram_counts wait, run;
+            merge_latency_locked(wait, run);
+            s.queue_wait = wait.since(window_base_wait_).summary();
+            s.run_time = run.since(window_base_run_).summary();
         }
         // Counters kept outside the worker slots; all relaxed: statistics only.
         s.failed += pool_failed_.load(std::memory_order_relaxed);
@@ -586,6 +598,8 @@ private:
         detail::owned_counter late;
         detail::owned_counter cancelled;
         detail::owned_counter expired;
+        detail::owned_histogram wait_time;  // sampled queue waits; single writer
+        detail::owned_histogram run_time;   // sampled attempt run times; single writer
     };
 
     struct totals {
@@ -619,6 +633,15 @@ private:
     [[nodiscard]] unsigned resolve_attempts(const job_options& jo) const noexcept {
         return jo.max_attempts > 0 ? jo.max_attempts : options_.retry.max_attempts;
     }
+    // Returns the time now for one submit in `latency_sample_every` on this thread, else 0.
+    [[nodiscard]] std::int64_t sample_enqueue_time() const noexcept {
+        const unsigned every = options_.latency_sample_every;
+        if (every == 0 || --detail::latency_countdown != 0) {
+            return 0;
+        }
+        detail::latency_countdown = every;
+        return detail::now_ns();
+    }
 
     void after_push() noexcept {
         // [W1] Dekker with a worker going to sleep: our claim (the queue's seq_cst CAS) precedes
@@ -635,7 +658,8 @@ private:
                                std::optional<clock::time_point> until) noexcept {
         for (;;) {
             const submit_status s = queue_.try_emplace(std::move(r), resolve_timeout(jo),
-                                                       resolve_expiry(jo), resolve_attempts(jo));
+                                                       resolve_expiry(jo), resolve_attempts(jo),
+                                                       sample_enqueue_time());
             if (s == submit_status::accepted) {
                 after_push();
                 return s;
@@ -882,6 +906,10 @@ private:
         if (e.attempts > 1) {
             w.retried.bump();
         }
+        const std::int64_t started = e.enqueued_ns != 0 ? detail::now_ns() : 0;
+        if (started != 0) {
+            w.wait_time.record(started - e.enqueued_ns);
+        }
         // Publish the attempt. [A1] release: a source replaced after the last stop (and the
         // timeout below) are visible to a stopper or stamper whose CAS reads this value.
         if (e.timeout_ns > 0) {
@@ -907,6 +935,9 @@ private:
             error = std::current_exception();
         }
         const detail::stop_cause cause = end_attempt(w);
+        if (started != 0) {
+            w.run_time.record(detail::now_ns() - started);
+        }
         if (!error) {
             if (cause == detail::stop_cause::deadline) {
                 w.late.bump();
@@ -1180,6 +1211,28 @@ private:
         return true;
     }
 
+    // Adds every worker's latency counts, retired ones included. Pre: workers_mutex_ held.
+    void merge_latency_locked(detail::histogram_counts& wait, detail::histogram_counts& run) const noexcept {
+        wait = retired_wait_;
+        run = retired_run_;
+        for (const auto& w : workers_) {
+            w->wait_time.add_to(wait);
+            w->run_time.add_to(run);
+        }
+    }
+
+    // Moves the latency window on every 5 s. Pre: workers_mutex_ held.
+    void rotate_latency_window_locked(std::int64_t now) noexcept {
+        constexpr std::int64_t period = 5'000'000'000;
+        if (now - window_rotated_ns_ < period) {
+            return;
+        }
+        window_rotated_ns_ = now;
+        window_base_wait_ = window_last_wait_;
+        window_base_run_ = window_last_run_;
+        merge_latency_locked(window_last_wait_, window_last_run_);
+    }
+
     // Joins exited workers and folds their counters into retired_. Pre: workers_mutex_ held.
     void reap_exited_locked() noexcept {
         auto keep = workers_.begin();
@@ -1209,6 +1262,8 @@ private:
             retired_.late += w.late.get();
             retired_.cancelled += w.cancelled.get();
             retired_.expired += w.expired.get();
+            w.wait_time.add_to(retired_wait_);
+            w.run_time.add_to(retired_run_);
         }
         workers_.erase(keep, workers_.end());
     }
@@ -1311,6 +1366,7 @@ private:
             {
                 std::lock_guard lock(workers_mutex_);
                 reap_exited_locked();
+                rotate_latency_window_locked(now);
                 wake_at = std::min(wake_at, sweep_deadlines_locked(now));
                 if (now >= next_tick) {
                     const std::size_t depth = queue_.approx_size();
@@ -1520,6 +1576,9 @@ private:
                     next = it->first;
                     break;
                 }
+                if (it->second.enqueued_ns != 0) {
+                    it->second.enqueued_ns = now;  // sampled: its queue wait starts again now
+                }
                 const submit_status s = queue_.try_emplace(std::move(it->second));
                 if (s == submit_status::full) {
                     next = now + 1'000'000;  // a retry is never dropped: try again in 1 ms
@@ -1622,6 +1681,12 @@ private:
     std::vector<std::unique_ptr<worker_slot>> workers_;  // guarded by workers_mutex_
     std::vector<event> pending_events_;                  // guarded by workers_mutex_
     totals retired_;                                     // guarded by workers_mutex_
+    detail::histogram_counts retired_wait_, retired_run_;  // guarded by workers_mutex_
+    // Latency window: stats() reports counts since window_base_, which the supervisor moves up
+    // to the previous rotation's totals every 5 s (so the window spans 5 to 10 s).
+    detail::histogram_counts window_base_wait_, window_base_run_;  // guarded by workers_mutex_
+    detail::histogram_counts window_last_wait_, window_last_run_;  // guarded by workers_mutex_
+    std::int64_t window_rotated_ns_ = 0;                           // guarded by workers_mutex_
     std::size_t min_workers_;                            // guarded by workers_mutex_
     std::size_t max_workers_;                            // guarded by workers_mutex_
     std::size_t stuck_count_ = 0;                        // guarded by workers_mutex_

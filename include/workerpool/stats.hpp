@@ -6,6 +6,16 @@
 
 namespace workerpool {
 
+/// Percentiles of a duration over a recent window of sampled requests. Each figure is the upper
+/// edge of a log-linear bucket, so it over-states the true value by at most 12.5 %.
+struct latency_summary {
+    std::chrono::nanoseconds p50{0};  ///< Median.
+    std::chrono::nanoseconds p90{0};  ///< 90th percentile.
+    std::chrono::nanoseconds p99{0};  ///< 99th percentile.
+    std::chrono::nanoseconds max{0};  ///< Largest sample in the window.
+    std::uint64_t samples = 0;        ///< How many requests the window holds (0: no data).
+};
+
 /// A snapshot of a pool's counters and gauges, read without stopping the pool.
 ///
 /// Counters are monotonic totals since construction. Each field is read on its own, so fields
@@ -35,6 +45,11 @@ struct stats_snapshot {
     std::uint64_t scale_ups = 0;       ///< Workers added (by the scaler or `add_worker`).
     std::uint64_t scale_downs = 0;     ///< Workers retired (scaler, keep-alive, `remove_worker`).
     std::uint64_t stuck_total = 0;     ///< Times a worker was declared stuck.
+    /// Time sampled requests waited in the queue, from submit (or retry due time) to the start of
+    /// their attempt; over the last 5 to 10 seconds. See `options::latency_sample_every`.
+    latency_summary queue_wait;
+    /// Run time of sampled attempts (handler call), over the same window.
+    latency_summary run_time;
 };
 
 /// What an `event` reports.
