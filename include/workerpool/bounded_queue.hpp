@@ -14,8 +14,8 @@
 
 namespace workerpool {
 
-/// A bounded multi-producer multi-consumer FIFO ring with per-slot sequence numbers
-/// (after Dmitry Vyukov's design).
+/// A bounded multi-producer multi-consumer FIFO ring with per-slot turn numbers (after Dmitry
+/// Vyukov's design, with even/odd turns so that a capacity of 1 works too).
 ///
 /// Elements live in place in a fixed array of cache-line-sized slots allocated once by the
 /// constructor: pushing and popping never allocate. The capacity is exact (not rounded to a
@@ -48,7 +48,7 @@ public:
         const std::uint64_t tail = enqueue_pos_.value.load(std::memory_order_relaxed) & ~closed_bit;
         for (; head != tail; ++head) {
             slot& s = slots_[index(head)];
-            if (s.seq.load(std::memory_order_relaxed) == head + 1) {
+            if (s.seq.load(std::memory_order_relaxed) == full_turn(head)) {
                 s.ptr()->~T();
             }
         }
@@ -77,14 +77,14 @@ public:
             slot& s = slots_[index(pos)];
             // [Q3-acq] sees the consumer's move-out and destruction that preceded [Q3-rel].
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
-            const auto diff = static_cast<std::int64_t>(seq - pos);
+            const auto diff = static_cast<std::int64_t>(seq - empty_turn(pos));
             if (diff == 0) {
                 // seq_cst: this claim and the dispatcher's idle-worker count form a Dekker pair
                 // (a producer sees a sleeper, or the sleeper sees this item); see dispatcher.hpp [W1].
                 if (enqueue_pos_.value.compare_exchange_weak(pos, pos + 1, std::memory_order_seq_cst,
                                                              std::memory_order_relaxed)) {
                     ::new (static_cast<void*>(s.storage)) T(std::forward<Args>(args)...);
-                    s.seq.store(pos + 1, std::memory_order_release);  // [Q1] publishes the element; pairs with [Q2]
+                    s.seq.store(full_turn(pos), std::memory_order_release);  // [Q1] publishes the element; pairs with [Q2]
                     return submit_status::accepted;
                 }
             } else if (diff < 0) {
@@ -111,7 +111,7 @@ public:
         for (;;) {
             slot& s = slots_[index(pos)];
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);  // [Q2] sees the element written before [Q1]
-            const auto diff = static_cast<std::int64_t>(seq - (pos + 1));
+            const auto diff = static_cast<std::int64_t>(seq - full_turn(pos));
             if (diff == 0) {
                 // seq_cst: this claim and the dispatcher's blocked-producer count form a Dekker pair
                 // (a consumer sees a waiting producer, or the producer sees the free slot); see [W3].
@@ -120,7 +120,7 @@ public:
                     T* p = s.ptr();
                     std::forward<F>(f)(std::move(*p));
                     p->~T();
-                    s.seq.store(pos + capacity_, std::memory_order_release);  // [Q3-rel] frees the slot; pairs with [Q3-acq]
+                    s.seq.store(empty_turn(pos + capacity_), std::memory_order_release);  // [Q3-rel] frees the slot; pairs with [Q3-acq]
                     return true;
                 }
             } else if (diff < 0) {
@@ -182,7 +182,10 @@ public:
 
 private:
     struct alignas(detail::cache_line) slot {
-        std::atomic<std::uint64_t> seq;  // turn counter: pos when free for push, pos+1 when full
+        // 2t when free for the push of turn t (position t * capacity + index), 2t + 1 once that
+        // push has written its element. Distinct values for "full at turn t" and "free for turn
+        // t + 1" are what make a single-slot queue safe.
+        std::atomic<std::uint64_t> seq;
         alignas(T) unsigned char storage[sizeof(T)];
         T* ptr() noexcept { return std::launder(reinterpret_cast<T*>(storage)); }
     };
@@ -200,13 +203,22 @@ private:
             ::operator new(capacity * sizeof(slot), std::align_val_t{alignof(slot)}));
         for (std::size_t i = 0; i < capacity; ++i) {
             auto* s = ::new (static_cast<void*>(slots + i)) slot;
-            s->seq.store(i, std::memory_order_relaxed);  // published by the constructor's completion
+            s->seq.store(0, std::memory_order_relaxed);  // free for turn 0; published by the constructor's completion
         }
         return slots;
     }
 
     [[nodiscard]] std::size_t index(std::uint64_t pos) const noexcept {
         return static_cast<std::size_t>(pos % capacity_);
+    }
+    // The slot's sequence value while position `pos` may be pushed (the compiler folds the
+    // division with the modulo in index() into one instruction).
+    [[nodiscard]] std::uint64_t empty_turn(std::uint64_t pos) const noexcept {
+        return 2 * (pos / capacity_);
+    }
+    // The slot's sequence value once position `pos` holds its element.
+    [[nodiscard]] std::uint64_t full_turn(std::uint64_t pos) const noexcept {
+        return 2 * (pos / capacity_) + 1;
     }
 
     const std::size_t capacity_;

@@ -1440,8 +1440,9 @@ private:
         std::int64_t next = std::numeric_limits<std::int64_t>::max();
         const std::int64_t grace = options_.stuck_grace.count();
         const std::int64_t interval = std::chrono::nanoseconds(options_.scale_interval).count();
-        for (auto& slot : workers_) {
-            worker_slot& w = *slot;
+        // By index: declaring a worker stuck starts a replacement, which grows workers_.
+        for (std::size_t i = 0; i < workers_.size(); ++i) {
+            worker_slot& w = *workers_[i];
             std::uint64_t s = w.attempt.load(std::memory_order_acquire);  // pairs with [A1]
             if (detail::is_unstamped(s)) {
                 // The attempt started at most one stamp period ago; its deadline counts from now.
