@@ -205,6 +205,13 @@ public:
         : options_((detail::validate(o), std::move(o))), handler_(check_handler(std::move(handler))),
           queue_(options_.capacity),
           producer_batch_(std::max<std::size_t>(1, options_.capacity / 2)),
+          covered_timeout_ns_(options_.default_timeout.count() > 0
+                                  ? options_.default_timeout.count()
+                                  : std::numeric_limits<std::int64_t>::max()),
+          awake_period_ns_(options_.default_timeout.count() > 0
+                               ? detail::stamp_period(options_.default_timeout.count(),
+                                                      std::chrono::nanoseconds(options_.scale_interval).count())
+                               : 0),
           min_workers_(options_.min_workers), max_workers_(options_.max_workers),
           rng_seed_(std::random_device{}()) {
         if (options_.policy) {
@@ -335,6 +342,7 @@ public:
                 try_spawn_locked(false);  // someone must drain a pool with min_workers == 0
             }
         }
+        note_worker_awake();
         report.drained = wait_threads_exit_until(grace_end);
         if (!report.drained) {
             emit(event_kind::shutdown_grace_over, "grace over");
@@ -451,6 +459,9 @@ public:
             }
         }
         emit_all(events);
+        if (added) {
+            note_worker_awake();  // a new worker is awake
+        }
         return added;
     }
 
@@ -500,6 +511,7 @@ public:
             }
         }
         emit_all(events);
+        note_worker_awake();  // workers may have started
     }
 
     /// Blocks until every request submitted before the call has ended — completed, failed, or
@@ -737,11 +749,23 @@ private:
                 w = idle_stack_.back();  // the most recently active: its caches are warm
                 idle_stack_.pop_back();
                 w->in_idle_stack = false;
-                idle_count_.fetch_sub(1, std::memory_order_relaxed);  // guarded by idle_mutex_; a hint for producers
+                idle_count_.fetch_sub(1, std::memory_order_seq_cst);  // [D3] a worker wakes
             }
         }
         if (w != nullptr) {
             signal(*w);
+            note_worker_awake();
+        }
+    }
+
+    // [D3] After a worker became awake (its idle_count_ decrement, seq_cst, came first): if the
+    // supervisor plans to sleep longer than the pool's default timeout allows, wake it, since the
+    // worker's timed attempts publish without a fence. Pairs with plan_sleep's store of the
+    // horizon then load of idle_count_: one of the two sides sees the other.
+    void note_worker_awake() noexcept {
+        if (awake_period_ns_ != 0 &&
+            stamp_horizon_ns_.load(std::memory_order_seq_cst) > awake_period_ns_) {
+            kick_supervisor();
         }
     }
 
@@ -754,11 +778,12 @@ private:
             for (worker_slot* w : woken) {
                 w->in_idle_stack = false;
             }
-            idle_count_.store(0, std::memory_order_relaxed);  // guarded by idle_mutex_
+            idle_count_.store(0, std::memory_order_seq_cst);  // [D3] workers wake
         }
         for (worker_slot* w : woken) {
             signal(*w);
         }
+        note_worker_awake();
     }
 
     // Wakes `w` if it sleeps; otherwise it will notice its stop request before it sleeps.
@@ -802,11 +827,12 @@ private:
                 if (w.in_idle_stack) {
                     idle_stack_.erase(std::find(idle_stack_.begin(), idle_stack_.end(), &w));
                     w.in_idle_stack = false;
-                    idle_count_.fetch_sub(1, std::memory_order_relaxed);  // guarded by idle_mutex_
+                    idle_count_.fetch_sub(1, std::memory_order_seq_cst);  // [D3] awake again
                     still_listed = true;
                 }
             }
             if (still_listed) {
+                note_worker_awake();
                 return;
             }
             // Someone took us off the stack and is about to signal: consume that signal.
@@ -917,13 +943,21 @@ private:
             // sees the attempt, which it does within detail::stamp_period of the start.
             w.timeout_ns.store(e.timeout_ns, std::memory_order_relaxed);  // published by [A1]
             w.attempt_number = (w.attempt_number + 1) & 0xffff'ffffU;
-            // [D1] seq_cst: Dekker with the supervisor's publication of its stamp horizon [D2].
-            w.attempt.store(detail::attempt_unstamped | w.attempt_number, std::memory_order_seq_cst);
-            // The supervisor never sleeps past a tick, so the horizon is at most the scale
-            // interval, and stamp_period(timeout) < horizon reduces to this (no division):
-            const std::int64_t horizon = stamp_horizon_ns_.load(std::memory_order_seq_cst);
-            if (horizon > 1'000'000 && e.timeout_ns < 20 * horizon) {
-                kick_supervisor();  // the supervisor sleeps too long to stamp us in time: wake it
+            const std::uint64_t value = detail::attempt_unstamped | w.attempt_number;
+            if (e.timeout_ns >= covered_timeout_ns_) {
+                // The common case, a timeout no shorter than the pool's default: while this
+                // worker is awake the supervisor comes round at least every awake_period_ns_
+                // ([D3]), which is soon enough. No fence on the hot path.
+                w.attempt.store(value, std::memory_order_release);  // [A1]
+            } else {
+                // [D1] seq_cst: Dekker with the supervisor's publication of its horizon [D2].
+                w.attempt.store(value, std::memory_order_seq_cst);
+                // The supervisor never sleeps past a tick, so the horizon is at most the scale
+                // interval, and stamp_period(timeout) < horizon reduces to this (no division):
+                const std::int64_t horizon = stamp_horizon_ns_.load(std::memory_order_seq_cst);
+                if (horizon > 1'000'000 && e.timeout_ns < 20 * horizon) {
+                    kick_supervisor();  // the supervisor sleeps too long to stamp us in time
+                }
             }
         } else {
             w.attempt.store(detail::attempt_unbounded, std::memory_order_release);
@@ -1421,6 +1455,15 @@ private:
                     earliest = now;  // started after our sweep: go round once more and stamp it
                 }
             }
+            // [D3] While any worker is awake it may start timed attempts without a fence: come
+            // round every awake_period_ns_ to stamp them.
+            if (awake_period_ns_ != 0 &&
+                workers_.size() > idle_count_.load(std::memory_order_seq_cst)) {
+                earliest = std::min(earliest, now + awake_period_ns_);
+            }
+        }
+        if (earliest != wake_at) {
+            stamp_horizon_ns_.store(earliest - now, std::memory_order_seq_cst);
         }
         {
             std::lock_guard lock(retry_mutex_);
@@ -1656,6 +1699,10 @@ private:
     bounded_queue<envelope> queue_;
     const std::size_t producer_batch_;  // free slots before blocked producers are woken: half the queue
     scale_policy policy_;               // called by the supervisor only
+    // Timed attempts with a timeout of at least this publish without a fence; see [D3].
+    const std::int64_t covered_timeout_ns_;
+    // While any worker is awake, the supervisor comes round this often (0: no default timeout).
+    const std::int64_t awake_period_ns_;
 
     // Hot, shared, read-mostly words, each on its own line.
     alignas(detail::cache_line) std::atomic<std::size_t> idle_count_{0};  // sleepers; see [W1]
