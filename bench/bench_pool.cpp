@@ -1,0 +1,212 @@
+// Whole-pool benchmarks: our dispatcher against the pools a user would pick instead, in one
+// binary, through one adapter interface (bench/peers/*.hpp).
+//
+// Names are BM_<workload>_<shape>/<pool>, for example BM_noop_1p2w/asio (one producer, two
+// workers). Every throughput benchmark submits WORKERPOOL_BENCH_REQUESTS requests per iteration
+// (default 200'000) and times from the first submit to the moment the producer sees that the last
+// handler has returned, so items_per_second is requests per second through the whole pool.
+// Every pool must run every request exactly once; the benchmark aborts otherwise.
+
+#include "peers/mutex_pool.hpp"
+#include "support.hpp"
+
+#ifdef WORKERPOOL_BENCH_HAVE_ASIO
+#include "peers/asio_pool.hpp"
+#endif
+#ifdef WORKERPOOL_BENCH_HAVE_TBB
+#include "peers/tbb_pool.hpp"
+#endif
+#ifdef WORKERPOOL_BENCH_HAVE_MOODYCAMEL
+#include "peers/moodycamel_pool.hpp"
+#endif
+#if __has_include(<workerpool/workerpool.hpp>)
+#define WORKERPOOL_BENCH_HAVE_DISPATCHER 1
+#include "peers/workerpool_pool.hpp"
+#endif
+
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace wb = workerpool_bench;
+
+namespace {
+
+struct shape {
+    unsigned producers;
+    unsigned workers;
+    std::size_t capacity;  // 0: the pool's natural mode
+};
+
+/// Throughput: N requests per iteration from `producers` threads into a pool of `workers`.
+/// Counters: items_per_second; cpu_ns_per_req (process CPU, all threads, per request: shows
+/// spinning); for the spin workload, efficiency = (N x unit cost / workers) / elapsed.
+template <class Pool>
+void bm_throughput(benchmark::State& state, shape s, wb::work_kind kind) {
+    const std::uint64_t n = wb::requests_per_iteration();
+    wb::bench_context ctx(kind);
+    Pool pool(wb::pool_config{s.workers, s.capacity}, wb::bench_handler{&ctx});
+    const std::uint64_t per_producer = n / s.producers;
+    const std::uint64_t total_per_round = per_producer * s.producers;
+    wb::producer_team team(s.producers, [&pool, per_producer](unsigned) {
+        for (std::uint64_t i = 0; i < per_producer; ++i) {
+            pool.submit(wb::job{i});
+        }
+    });
+
+    std::uint64_t target = 0;
+    double elapsed_total = 0;
+    const std::uint64_t cpu0 = wb::process_cpu_ns();
+    for (auto _ : state) {
+        target += total_per_round;
+        const auto t0 = wb::clock_type::now();
+        team.run();
+        ctx.done.wait_for(target);
+        const auto t1 = wb::clock_type::now();
+        const double seconds = std::chrono::duration<double>(t1 - t0).count();
+        elapsed_total += seconds;
+        state.SetIterationTime(seconds);
+    }
+    const std::uint64_t cpu1 = wb::process_cpu_ns();
+    if (ctx.done.was_sum() != target) {
+        wb::die(std::string(Pool::name) + ": completion count mismatch after the run");
+    }
+    const auto items = static_cast<double>(target);
+    state.SetItemsProcessed(static_cast<std::int64_t>(target));
+    state.counters["cpu_ns_per_req"] = static_cast<double>(cpu1 - cpu0) / items;
+    if (kind == wb::work_kind::spin) {
+        const double ideal = items * wb::work_unit::one_microsecond().ns * 1e-9 / s.workers;
+        state.counters["efficiency"] = ideal / elapsed_total;
+        state.counters["unit_ns"] = wb::work_unit::one_microsecond().ns;
+    }
+}
+
+double percentile(std::vector<double>& sorted, double p) {
+    if (sorted.empty()) {
+        return 0;
+    }
+    const auto last = static_cast<double>(sorted.size() - 1);
+    const auto index = static_cast<std::size_t>(p * last + 0.5);
+    return sorted[std::min(index, sorted.size() - 1)];
+}
+
+/// Idle wake-up latency: one request into an idle pool, time from just before submit to the
+/// start of its handler; the pool is left idle for 200 µs between samples, so workers that spin
+/// before sleeping have gone to sleep. Reports p50/p99/max in µs; the iteration time is the
+/// latency itself.
+template <class Pool>
+void bm_wakeup(benchmark::State& state, unsigned workers) {
+    wb::bench_context ctx(wb::work_kind::wake_probe);
+    Pool pool(wb::pool_config{workers, 0}, wb::bench_handler{&ctx});
+    std::vector<double> samples_us;
+    samples_us.reserve(static_cast<std::size_t>(state.max_iterations));
+    std::uint64_t seq = 0;
+    for (auto _ : state) {
+        std::this_thread::sleep_for(std::chrono::microseconds(200));  // outside the manual time
+        const std::uint64_t t0 = wb::now_ns();
+        pool.submit(wb::job{t0});
+        ++seq;
+        for (;;) {
+            // [P2] sees the latency stored before [P1]
+            const std::uint64_t seen = ctx.probe_seq.load(std::memory_order_acquire);
+            if (seen == seq) {
+                break;
+            }
+            ctx.probe_seq.wait(seen, std::memory_order_acquire);  // [P2]
+        }
+        const auto latency_ns =
+            static_cast<double>(ctx.probe_latency_ns.load(std::memory_order_relaxed));
+        samples_us.push_back(latency_ns / 1000.0);
+        state.SetIterationTime(latency_ns * 1e-9);
+    }
+    ctx.done.wait_for(seq);
+    std::sort(samples_us.begin(), samples_us.end());
+    state.counters["p50_us"] = percentile(samples_us, 0.50);
+    state.counters["p99_us"] = percentile(samples_us, 0.99);
+    state.counters["max_us"] = samples_us.empty() ? 0.0 : samples_us.back();
+}
+
+/// Idle CPU: a pool that has run a small burst and is then left alone for
+/// WORKERPOOL_BENCH_IDLE_MS (default 1000 ms). Reports the process CPU it burnt, as a percentage
+/// of one core (idle_cpu_pct) and in ms per idle second.
+template <class Pool>
+void bm_idle_cpu(benchmark::State& state, unsigned workers) {
+    wb::bench_context ctx(wb::work_kind::noop);
+    Pool pool(wb::pool_config{workers, 0}, wb::bench_handler{&ctx});
+    constexpr std::uint64_t warmup = 1000;
+    for (std::uint64_t i = 0; i < warmup; ++i) {
+        pool.submit(wb::job{i});
+    }
+    ctx.done.wait_for(warmup);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // let spinning workers settle
+    double cpu_ms = 0;
+    double wall_ms = 0;
+    for (auto _ : state) {
+        const std::uint64_t cpu0 = wb::process_cpu_ns();
+        const auto t0 = wb::clock_type::now();
+        std::this_thread::sleep_for(std::chrono::milliseconds(wb::idle_window_ms()));
+        const auto t1 = wb::clock_type::now();
+        const std::uint64_t cpu1 = wb::process_cpu_ns();
+        const double wall = std::chrono::duration<double>(t1 - t0).count();
+        state.SetIterationTime(wall);
+        cpu_ms += static_cast<double>(cpu1 - cpu0) / 1e6;
+        wall_ms += wall * 1e3;
+    }
+    state.counters["idle_cpu_pct"] = 100.0 * cpu_ms / wall_ms;
+}
+
+template <template <class> class PoolTemplate>
+void register_pool() {
+    using pool = PoolTemplate<wb::bench_handler>;
+    const std::string tag = std::string("/") + pool::name;
+    const auto throughput = [&tag](const char* workload, shape s, wb::work_kind kind) {
+        benchmark::RegisterBenchmark(
+            (std::string("BM_") + workload + tag).c_str(),
+            [s, kind](benchmark::State& st) { bm_throughput<pool>(st, s, kind); })
+            ->UseManualTime()
+            ->Unit(benchmark::kMillisecond)
+            ->MeasureProcessCPUTime();
+    };
+    throughput("noop_1p1w", shape{1, 1, 0}, wb::work_kind::noop);
+    throughput("noop_1p2w", shape{1, 2, 0}, wb::work_kind::noop);
+    throughput("noop_2p2w", shape{2, 2, 0}, wb::work_kind::noop);
+    throughput("work1us_1p2w", shape{1, 2, 0}, wb::work_kind::spin);
+    throughput("full64_noop_1p2w", shape{1, 2, 64}, wb::work_kind::noop);
+    throughput("full64_work1us_1p2w", shape{1, 2, 64}, wb::work_kind::spin);
+
+    benchmark::RegisterBenchmark((std::string("BM_wakeup_1p2w") + tag).c_str(),
+                                 [](benchmark::State& st) { bm_wakeup<pool>(st, 2); })
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond)
+        ->Iterations(static_cast<benchmark::IterationCount>(wb::wakeup_samples()));
+    benchmark::RegisterBenchmark((std::string("BM_idle_cpu_2w") + tag).c_str(),
+                                 [](benchmark::State& st) { bm_idle_cpu<pool>(st, 2); })
+        ->UseManualTime()
+        ->Unit(benchmark::kMillisecond)
+        ->Iterations(1);
+}
+
+const bool registered = [] {
+#ifdef WORKERPOOL_BENCH_HAVE_DISPATCHER
+    register_pool<wb::workerpool_pool>();
+    register_pool<wb::workerpool_no_timeout_pool>();
+#endif
+    register_pool<wb::mutex_pool>();
+#ifdef WORKERPOOL_BENCH_HAVE_ASIO
+    register_pool<wb::asio_pool>();
+#endif
+#ifdef WORKERPOOL_BENCH_HAVE_MOODYCAMEL
+    register_pool<wb::moodycamel_pool>();
+#endif
+#ifdef WORKERPOOL_BENCH_HAVE_TBB
+    register_pool<wb::tbb_pool>();  // last: oneTBB's global worker threads outlive its pool
+#endif
+    return true;
+}();
+
+}  // namespace
