@@ -178,6 +178,17 @@ void register_pool() {
     throughput("work1us_1p2w", shape{1, 2, 0}, wb::work_kind::spin);
     throughput("full64_noop_1p2w", shape{1, 2, 64}, wb::work_kind::noop);
     throughput("full64_work1us_1p2w", shape{1, 2, 64}, wb::work_kind::spin);
+    if (wb::env_knob("WORKERPOOL_BENCH_MANYCORE", 0) != 0) {
+        // For machines with many cores: n producers feeding n workers, one producer feeding 15
+        // workers, and twice as many threads as a 16-core machine has.
+        for (const unsigned n : {1U, 2U, 4U, 8U, 16U}) {
+            const std::string name = "many_noop_" + std::to_string(n) + "p" + std::to_string(n) + "w";
+            throughput(name.c_str(), shape{n, n, 0}, wb::work_kind::noop);
+        }
+        throughput("many_noop_1p15w", shape{1, 15, 0}, wb::work_kind::noop);
+        throughput("many_noop_32p32w", shape{32, 32, 0}, wb::work_kind::noop);
+        throughput("many_work1us_1p15w", shape{1, 15, 0}, wb::work_kind::spin);
+    }
 
     benchmark::RegisterBenchmark((std::string("BM_wakeup_1p2w") + tag).c_str(),
                                  [](benchmark::State& st) { bm_wakeup<pool>(st, 2); })

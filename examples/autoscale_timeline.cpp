@@ -48,7 +48,7 @@ int main() {
 
     // An I/O-bound handler: 2 ms of waiting (a remote call) per request.
     workerpool::dispatcher<request> pool{
-        [](request&, std::stop_token) { std::this_thread::sleep_for(2ms); }, opts};
+        [](request&, const std::stop_token&) { std::this_thread::sleep_for(2ms); }, opts};
 
     auto sample = [&] {
         const auto s = pool.stats();

@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
     workerpool::handler_map<request, kind> routes{[](const request& r) { return r.type; }};
     routes
         .on(kind::fetch,
-            [&](request& r, std::stop_token st) {
+            [&](request& r, const std::stop_token& st) {
                 work_for(std::chrono::microseconds(50 + r.id % 200), st);
                 if (r.id % 97 == 0) {
                     throw std::runtime_error("upstream returned 503");  // transient: retried
@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
                 fetched.fetch_add(1, std::memory_order_relaxed);
             })
         .on(kind::parse,
-            [&](request& r, std::stop_token st) {
+            [&](request& r, const std::stop_token& st) {
                 // Every 500th document is pathological and blows its 20 ms budget every time.
                 work_for(r.id % 500 == 1 ? 40ms : 30us, st);
                 parsed.fetch_add(1, std::memory_order_relaxed);

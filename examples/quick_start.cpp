@@ -18,7 +18,7 @@ int main() {
     opts.on_failure = [](workerpool::failure<fetch>&& f) {
         std::printf("gave up on %s: %s\n", f.request.url.c_str(), workerpool::to_string(f.reason));
     };
-    workerpool::dispatcher<fetch> pool{[](fetch& job, std::stop_token stop) {
+    workerpool::dispatcher<fetch> pool{[](fetch& job, const std::stop_token& stop) {
         if (stop.stop_requested()) {  // look at the token in long loops and blocking waits
             throw std::runtime_error("stopped");
         }

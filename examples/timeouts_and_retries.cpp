@@ -71,7 +71,7 @@ int main() {
     };
 
     workerpool::dispatcher<request> pool{
-        [&](request& r, std::stop_token st) {
+        [&](request& r, const std::stop_token& st) {
             switch (r.type) {
             case kind::flaky:
                 // Every third request fails on its first two calls, then succeeds.

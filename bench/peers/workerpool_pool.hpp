@@ -2,7 +2,7 @@
 
 // Our dispatcher behind the same adapter as the peers. Two flavours:
 //   workerpool            default_timeout = 10 s: every attempt publishes a deadline for the
-//                         supervisor ("the timeout wrapper on"); the handler takes a stop_token.
+//                         supervisor ("the timeout wrapper on"); the handler takes the stop_token by const&.
 //   workerpool_no_timeout default_timeout = 0: no deadline is published; plain handler(Request&).
 // min_workers == max_workers, so the scaler never changes the worker count during a benchmark.
 
@@ -52,7 +52,7 @@ public:
     static constexpr const char* name = "workerpool";
 
     workerpool_pool(pool_config config, Handler handler)
-        : pool_([handler](job& j, std::stop_token) { handler(j); },
+        : pool_([handler](job& j, const std::stop_token&) { handler(j); },
                 detail::make_options(config, std::chrono::seconds(10))) {}
 
     /// Drains and joins through shutdown(), then checks completed == submitted.

@@ -25,7 +25,7 @@ public:
 ///
 /// ```cpp
 /// workerpool::handler_map<job, job_kind> routes{[](const job& j) { return j.kind; }};
-/// routes.on(job_kind::resize, [](job& j, std::stop_token st) { resize(j, st); })
+/// routes.on(job_kind::resize, [](job& j, const std::stop_token& st) { resize(j, st); })
 ///       .on(job_kind::email, [](job& j) { send(j); });
 /// workerpool::dispatcher<job> pool{std::move(routes), opts};
 /// ```
@@ -36,7 +36,7 @@ template <class Request, class Key>
 class handler_map {
 public:
     /// The type every route is stored as.
-    using route = std::function<void(Request&, std::stop_token)>;
+    using route = std::function<void(Request&, const std::stop_token&)>;
 
     /// Creates an empty map that takes keys from requests with `key_of`.
     template <class KeyOf>
@@ -55,7 +55,7 @@ public:
                           "std::stop_token) or h(Request&)");
             routes_.insert_or_assign(
                 std::move(key),
-                route([fn = std::move(h)](Request& r, std::stop_token) mutable { fn(r); }));
+                route([fn = std::move(h)](Request& r, const std::stop_token&) mutable { fn(r); }));
         }
         return *this;
     }
@@ -68,12 +68,12 @@ public:
 
     /// Runs the handler registered for `r`'s key. Throws `unknown_route` if there is none, and
     /// whatever the handler throws.
-    void operator()(Request& r, std::stop_token st) const {
+    void operator()(Request& r, const std::stop_token& st) const {
         const auto it = routes_.find(key_of_(static_cast<const Request&>(r)));
         if (it == routes_.end()) {
             throw unknown_route(describe_missing(key_of_(static_cast<const Request&>(r))));
         }
-        it->second(r, std::move(st));
+        it->second(r, st);
     }
 
 private:
