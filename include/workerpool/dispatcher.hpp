@@ -67,6 +67,28 @@ namespace detail {
         .count();
 }
 
+/// Returns `a + b` for `b >= 0`, or the largest value where that would overflow ("never").
+[[nodiscard]] constexpr std::int64_t add_saturated(std::int64_t a, std::int64_t b) noexcept {
+    return b > std::numeric_limits<std::int64_t>::max() - a ? std::numeric_limits<std::int64_t>::max()
+                                                            : a + b;
+}
+
+/// Returns when a wait of `d` that starts now ends, or nothing if it is too long to represent
+/// (a century or more: as good as for ever). Never overflows, whatever the duration's type.
+template <class Rep, class Period>
+[[nodiscard]] std::optional<std::chrono::steady_clock::time_point>
+end_of_wait(std::chrono::duration<Rep, Period> d) noexcept {
+    const auto now = std::chrono::steady_clock::now();
+    if (d <= std::chrono::duration<Rep, Period>::zero()) {
+        return now;
+    }
+    constexpr auto century = std::chrono::hours(24 * 365 * 100);
+    if (std::chrono::duration<double>(d) >= std::chrono::duration<double>(century)) {
+        return std::nullopt;
+    }
+    return now + std::chrono::ceil<std::chrono::steady_clock::duration>(d);
+}
+
 [[nodiscard]] inline std::chrono::steady_clock::time_point to_time_point(std::int64_t ns) noexcept {
     return std::chrono::steady_clock::time_point(
         std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::nanoseconds(ns)));
@@ -204,7 +226,6 @@ public:
     explicit dispatcher(Handler handler, options<Request> o = {})
         : options_((detail::validate(o), std::move(o))), handler_(check_handler(std::move(handler))),
           queue_(options_.capacity),
-          producer_batch_(std::max<std::size_t>(1, options_.capacity / 2)),
           covered_timeout_ns_(options_.default_timeout.count() > 0
                                   ? options_.default_timeout.count()
                                   : std::numeric_limits<std::int64_t>::max()),
@@ -244,9 +265,14 @@ public:
     /// joins every thread. Blocks while a stuck handler runs; never terminates, never detaches.
     /// Pre: not called from one of this pool's handlers.
     ~dispatcher() {
-        shutdown_report<Request> report = shutdown(options_.destructor_grace);
-        for (Request& r : report.unprocessed) {
-            dead_letter_unowned(std::move(r));
+        std::vector<envelope> left;
+        try {
+            (void)shutdown_into(options_.destructor_grace, left);
+        } catch (...) {
+            // Out of memory while collecting: what was collected is still dead-lettered below.
+        }
+        for (envelope& e : left) {
+            dead_letter_unowned(std::move(e.request), e.attempts, e.last_error);
         }
         join_all_workers();
         std::vector<envelope> late;
@@ -291,9 +317,7 @@ public:
     template <class Rep, class Period>
     [[nodiscard]] submit_status submit_for(Request&& r, std::chrono::duration<Rep, Period> timeout,
                                            job_options jo = {}) noexcept {
-        const auto until = clock::now() + std::chrono::ceil<clock::duration>(
-                                              std::max(timeout, std::chrono::duration<Rep, Period>::zero()));
-        return submit_until(r, jo, until);
+        return submit_until(r, jo, detail::end_of_wait(timeout));
     }
 
     /// Stops intake, drains the queue for up to `grace`, then stops the token of every running
@@ -312,78 +336,12 @@ public:
     /// Thread safety: any thread; concurrent calls serialise. Blocks: up to about
     /// `grace + stuck_grace`.
     shutdown_report<Request> shutdown(std::chrono::nanoseconds grace) {
-        shutdown_report<Request> report;
-        if (detail::current_pool == this) {
-            close_intake();
-            report.deferred = true;
-            return report;
+        std::vector<envelope> left;
+        shutdown_report<Request> report = shutdown_into(grace, left);
+        report.unprocessed.reserve(left.size());
+        for (envelope& e : left) {
+            report.unprocessed.push_back(std::move(e.request));
         }
-        std::lock_guard shutdown_lock(shutdown_mutex_);
-        if (shut_down_) {
-            return report;
-        }
-        const std::int64_t grace_end = detail::now_ns() + std::max<std::int64_t>(0, grace.count());
-        emit(event_kind::shutdown_begin, "shutdown");
-        close_intake();
-        {
-            std::lock_guard lock(retry_mutex_);
-            retry_closed_ = true;
-            for (auto& [due, e] : retry_queue_) {
-                report.unprocessed.push_back(std::move(e.request));
-            }
-            retry_queue_.clear();
-            retry_pending_.store(0, std::memory_order_relaxed);  // statistics only
-        }
-        draining_.store(true, std::memory_order_seq_cst);  // seq_cst: read by sleepers' re-check [W1]
-        wake_all_idle();
-        {
-            std::lock_guard lock(workers_mutex_);
-            if (worker_count_.load(std::memory_order_relaxed) == 0 && queue_.has_claimed_elements()) {
-                try_spawn_locked(false);  // someone must drain a pool with min_workers == 0
-            }
-        }
-        note_worker_awake();
-        report.drained = wait_threads_exit_until(grace_end);
-        if (!report.drained) {
-            emit(event_kind::shutdown_grace_over, "grace over");
-            cancel_.store(true, std::memory_order_seq_cst);  // seq_cst: read by sleepers' re-check [W1]
-            wake_all_idle();
-            const std::int64_t cancel_end = detail::now_ns() + std::max<std::int64_t>(
-                                                                   options_.stuck_grace.count(),
-                                                                   std::chrono::nanoseconds(std::chrono::milliseconds(10)).count());
-            for (;;) {
-                stop_all_attempts();
-                const std::int64_t step = std::min(cancel_end, detail::now_ns() + 1'000'000);
-                if (wait_threads_exit_until(step) || detail::now_ns() >= cancel_end) {
-                    break;
-                }
-            }
-            // A handler that returned after its last pass may still have been stopped late; one
-            // more pass leaves no unstopped attempt behind.
-            stop_all_attempts();
-        }
-        supervisor_.request_stop();
-        kick_supervisor();
-        if (supervisor_.joinable()) {
-            supervisor_.join();
-        }
-        {
-            std::lock_guard lock(workers_mutex_);
-            reap_exited_locked();
-            report.stuck_workers = workers_.size();
-        }
-        drain_queue_into(report.unprocessed);
-        {
-            std::lock_guard lock(retry_mutex_);
-            for (envelope& e : handed_back_) {
-                report.unprocessed.push_back(std::move(e.request));
-            }
-            handed_back_.clear();
-        }
-        returned_.fetch_add(report.unprocessed.size(), std::memory_order_release);  // pairs with outstanding()
-        shut_down_ = true;
-        notify_idle_waiters();
-        emit(event_kind::shutdown_done, "shutdown");
         return report;
     }
 
@@ -426,7 +384,12 @@ public:
         }
         // Counters kept outside the worker slots; all relaxed: statistics only.
         s.failed += pool_failed_.load(std::memory_order_relaxed);
-        s.submitted = queue_.pushed_count() - requeued_.load(std::memory_order_relaxed);
+        {
+            // Retries are re-enqueued under retry_mutex_, so this pair never counts one as a
+            // new submission: `submitted` never goes back.
+            std::lock_guard lock(retry_mutex_);
+            s.submitted = queue_.pushed_count() - requeued_.load(std::memory_order_relaxed);
+        }
         s.rejected = rejected_.load(std::memory_order_relaxed);
         s.callback_errors = callback_errors_.load(std::memory_order_relaxed);
         s.queue_depth = queue_.approx_size();
@@ -525,13 +488,96 @@ public:
     /// As `wait_idle()`, for at most `timeout`; returns whether the pool became idle.
     template <class Rep, class Period>
     bool wait_idle_for(std::chrono::duration<Rep, Period> timeout) {
-        return wait_idle_until(clock::now() + std::chrono::ceil<clock::duration>(timeout));
+        return wait_idle_until(detail::end_of_wait(timeout));
     }
 
     /// Returns the queue's exact capacity.
     [[nodiscard]] std::size_t capacity() const noexcept { return queue_.capacity(); }
 
 private:
+    // ---------------------------------------------------------------- shutdown
+
+    // The whole shutdown; what it did not process goes to `left` with its attempt history (the
+    // destructor dead-letters it with that history; shutdown() hands back the bare requests).
+    shutdown_report<Request> shutdown_into(std::chrono::nanoseconds grace, std::vector<envelope>& left) {
+        shutdown_report<Request> report;
+        if (detail::current_pool == this) {
+            close_intake();
+            report.deferred = true;
+            return report;
+        }
+        std::lock_guard shutdown_lock(shutdown_mutex_);
+        if (shut_down_) {
+            return report;
+        }
+        const std::int64_t grace_end =
+            detail::add_saturated(detail::now_ns(), std::max<std::int64_t>(0, grace.count()));
+        emit(event_kind::shutdown_begin, "shutdown");
+        close_intake();
+        {
+            std::lock_guard lock(retry_mutex_);
+            retry_closed_ = true;
+            left.reserve(retry_queue_.size() + queue_.capacity());
+            for (auto& [due, e] : retry_queue_) {
+                left.push_back(std::move(e));
+            }
+            retry_queue_.clear();
+            retry_pending_.store(0, std::memory_order_relaxed);  // statistics only
+        }
+        draining_.store(true, std::memory_order_seq_cst);  // seq_cst: read by sleepers' re-check [W1]
+        wake_all_idle();
+        {
+            std::lock_guard lock(workers_mutex_);
+            if (worker_count_.load(std::memory_order_relaxed) == 0 && queue_.has_claimed_elements()) {
+                try_spawn_locked(false);  // someone must drain a pool with min_workers == 0
+            }
+        }
+        note_worker_awake();
+        report.drained = wait_threads_exit_until(grace_end);
+        if (!report.drained) {
+            emit(event_kind::shutdown_grace_over, "grace over");
+            cancel_.store(true, std::memory_order_seq_cst);  // seq_cst: read by sleepers' re-check [W1]
+            wake_all_idle();
+            const std::int64_t cancel_end = detail::now_ns() + std::max<std::int64_t>(
+                                                                   options_.stuck_grace.count(),
+                                                                   std::chrono::nanoseconds(std::chrono::milliseconds(10)).count());
+            for (;;) {
+                stop_all_attempts();
+                const std::int64_t step = std::min(cancel_end, detail::now_ns() + 1'000'000);
+                if (wait_threads_exit_until(step) || detail::now_ns() >= cancel_end) {
+                    break;
+                }
+            }
+            // A handler that returned after its last pass may still have been stopped late; one
+            // more pass leaves no unstopped attempt behind.
+            stop_all_attempts();
+        }
+        supervisor_.request_stop();
+        kick_supervisor();
+        if (supervisor_.joinable()) {
+            supervisor_.join();
+        }
+        {
+            std::lock_guard lock(workers_mutex_);
+            reap_exited_locked();
+            report.stuck_workers = workers_.size();
+        }
+        drain_queue_into(left);
+        {
+            std::lock_guard lock(retry_mutex_);
+            for (envelope& e : handed_back_) {
+                left.push_back(std::move(e));
+            }
+            handed_back_.clear();
+        }
+        returned_.fetch_add(left.size(), std::memory_order_release);  // pairs with outstanding()
+        shut_down_ = true;
+        notify_idle_waiters();
+        emit(event_kind::shutdown_done, "shutdown");
+        return report;
+    }
+
+
     // ---------------------------------------------------------------- idle waiting
 
     // Requests accepted and not yet ended; never under-estimates. Reads the ended counts first
@@ -546,8 +592,11 @@ private:
             }
         }
         ended += pool_failed_.load(std::memory_order_relaxed);  // destructor only; no waiter then
-        const std::uint64_t requeued = requeued_.load(std::memory_order_acquire);  // pairs with release_due_retries
-        const std::uint64_t accepted = queue_.pushed_count() - requeued;
+        std::uint64_t accepted = 0;
+        {
+            std::lock_guard lock(retry_mutex_);  // requeues happen under it: a consistent pair
+            accepted = queue_.pushed_count() - requeued_.load(std::memory_order_relaxed);
+        }
         return accepted > ended ? accepted - ended : 0;
     }
 
@@ -624,8 +673,8 @@ private:
         using H = std::decay_t<Handler>;
         static_assert(request_handler<H, Request>,
                       "dispatcher<Request>: the handler must be callable as "
-                      "handler(Request&, std::stop_token) or handler(Request&); "
-                      "take the request by non-const reference");
+                      "handler(Request&, const std::stop_token&) or handler(Request&); "
+                      "check the request type and the parameter order");
         return detail::erased_handler<Request>(H(std::forward<Handler>(h)));
     }
 
@@ -723,10 +772,10 @@ private:
     void after_pop() noexcept {
         // [W3] consumer side: the pop's seq_cst CAS precedes this seq_cst load.
         if (blocked_producers_.load(std::memory_order_seq_cst) != 0 &&
-            queue_.free_slots() >= producer_batch_ &&
             !producer_wake_pending_.exchange(true, std::memory_order_seq_cst)) {
-            // Wake producers once per batch of freed slots, not once per slot: a blocked producer
-            // woken per slot costs a context switch per request.
+            // One notification per sleep of the producers, not one per freed slot: a woken
+            // producer refills the queue, then polls for spin_before_sleep before it sleeps
+            // again, so it sleeps (and costs a wake-up) only when the workers are slow.
             { std::lock_guard lock(producer_mutex_); }
             producer_cv_.notify_all();
         }
@@ -1080,7 +1129,7 @@ private:
     void schedule_retry(worker_slot& w, envelope& e, std::minstd_rand& rng) noexcept {
         const double unit = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
         const auto delay = backoff_delay(options_.retry, e.attempts, unit);
-        const std::int64_t due = detail::now_ns() + delay.count();
+        const std::int64_t due = detail::add_saturated(detail::now_ns(), delay.count());
         if (e.expires_ns != 0 && due >= e.expires_ns) {
             w.expired.bump();
             dead_letter(w, e, failure_reason::expired);  // a retry never waits past the deadline
@@ -1346,6 +1395,10 @@ private:
 
     bool wait_threads_exit_until(std::int64_t until_ns) {
         std::unique_lock lock(exit_mutex_);
+        if (until_ns == std::numeric_limits<std::int64_t>::max()) {
+            exit_cv_.wait(lock, [this] { return threads_alive_ == 0; });  // a grace of "for ever"
+            return true;
+        }
         return exit_cv_.wait_until(lock, detail::to_time_point(until_ns),
                                    [this] { return threads_alive_ == 0; });
     }
@@ -1361,15 +1414,13 @@ private:
         }
     }
 
-    void drain_queue_into(std::vector<Request>& out) {
+    void drain_queue_into(std::vector<envelope>& out) {
         // The queue is closed, so it holds at most `capacity` more: reserving that much keeps the
         // noexcept callback below from ever allocating.
         out.reserve(out.size() + queue_.capacity());
         for (;;) {
             const bool popped =
-                queue_.consume([&out](envelope&& e) noexcept {
-                    out.push_back(std::move(e.request));
-                });
+                queue_.consume([&out](envelope&& e) noexcept { out.push_back(std::move(e)); });
             if (popped) {
                 continue;
             }
@@ -1490,7 +1541,10 @@ private:
             if (detail::is_unstamped(s)) {
                 // The attempt started at most one stamp period ago; its deadline counts from now.
                 const std::int64_t timeout = w.timeout_ns.load(std::memory_order_relaxed);  // ordered by [A1]
-                const auto deadline = static_cast<std::uint64_t>(now + timeout);
+                // A timeout too long to add to now (or to tell from the markers) means "never".
+                const auto deadline = static_cast<std::uint64_t>(std::min<std::int64_t>(
+                    detail::add_saturated(now, timeout),
+                    static_cast<std::int64_t>(detail::attempt_unstamped - 1)));
                 // relaxed: the worker's end-of-attempt CAS only needs the value.
                 if (w.attempt.compare_exchange_strong(s, deadline, std::memory_order_relaxed,
                                                       std::memory_order_relaxed)) {
@@ -1631,7 +1685,7 @@ private:
                 if (s == submit_status::closed) {
                     break;  // shutdown collects what is left
                 }
-                requeued_.fetch_add(1, std::memory_order_release);  // pairs with outstanding()
+                requeued_.fetch_add(1, std::memory_order_relaxed);  // read under retry_mutex_
                 retry_pending_.fetch_sub(1, std::memory_order_relaxed);  // statistics only
                 retry_queue_.erase(it);
                 ++pushed;
@@ -1697,7 +1751,6 @@ private:
     const options<Request> options_;
     const detail::erased_handler<Request> handler_;
     bounded_queue<envelope> queue_;
-    const std::size_t producer_batch_;  // free slots before blocked producers are woken: half the queue
     scale_policy policy_;               // called by the supervisor only
     // Timed attempts with a timeout of at least this publish without a fence; see [D3].
     const std::int64_t covered_timeout_ns_;
@@ -1715,7 +1768,7 @@ private:
     std::atomic<bool> draining_{false};  // workers exit once the closed queue is empty
     std::atomic<bool> cancel_{false};    // workers exit after their current attempt
     alignas(detail::cache_line) std::atomic<std::uint64_t> rejected_{0};  // statistics only
-    std::atomic<std::uint64_t> requeued_{0};           // retries pushed back; statistics only
+    std::atomic<std::uint64_t> requeued_{0};           // retries pushed back; written under retry_mutex_
     std::atomic<std::size_t> retry_pending_{0};        // statistics and scaling only
     std::atomic<std::uint64_t> callback_errors_{0};    // statistics only
     std::atomic<std::uint64_t> pool_failed_{0};        // dead letters outside workers; statistics
@@ -1755,7 +1808,7 @@ private:
     std::condition_variable exit_cv_;
     std::size_t threads_alive_ = 0;  // guarded by exit_mutex_
 
-    std::mutex retry_mutex_;
+    mutable std::mutex retry_mutex_;
     std::multimap<std::int64_t, envelope> retry_queue_;  // guarded by retry_mutex_; by due time
     std::vector<envelope> handed_back_;                  // guarded by retry_mutex_
     bool retry_closed_ = false;                          // guarded by retry_mutex_

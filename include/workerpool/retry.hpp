@@ -50,6 +50,23 @@ struct retry_policy {
     std::function<bool(const std::exception_ptr& error, unsigned attempt)> retry_if;
 };
 
+namespace detail {
+
+/// Converts a count of nanoseconds held in a double to a duration: negative and NaN give 0, and
+/// values from 2^63 up saturate at `nanoseconds::max()` instead of overflowing.
+[[nodiscard]] inline std::chrono::nanoseconds saturating_nanoseconds(double ns) noexcept {
+    constexpr double limit = 9.2e18;  // just below 2^63, which does not fit in an int64
+    if (!(ns > 0.0)) {
+        return std::chrono::nanoseconds(0);
+    }
+    if (ns >= limit) {
+        return std::chrono::nanoseconds::max();
+    }
+    return std::chrono::nanoseconds(static_cast<std::int64_t>(ns));
+}
+
+}  // namespace detail
+
 /// Returns the un-jittered backoff after `failed_attempts` failures (>= 1):
 /// `min(max_backoff, initial_backoff * multiplier^(failed_attempts - 1))`. Pure; never throws.
 [[nodiscard]] inline std::chrono::nanoseconds backoff_ceiling(const retry_policy& p,
@@ -60,7 +77,7 @@ struct retry_policy {
         d *= p.multiplier;
     }
     d = std::min(d, cap);
-    return std::chrono::nanoseconds(static_cast<std::int64_t>(std::max(0.0, d)));
+    return detail::saturating_nanoseconds(d);
 }
 
 /// Returns the backoff after `failed_attempts` failures with the policy's jitter applied, where
@@ -81,7 +98,7 @@ backoff_delay(const retry_policy& p, unsigned failed_attempts, double unit_rando
         d = ceiling / 2 + ceiling / 2 * u;
         break;
     }
-    return std::chrono::nanoseconds(static_cast<std::int64_t>(d));
+    return detail::saturating_nanoseconds(d);
 }
 
 /// Returns whether the default rule (no `retry_if`) retries `error`: everything but a

@@ -18,10 +18,12 @@
 #define WORKERPOOL_DETAIL_STRINGIFY(x) WORKERPOOL_DETAIL_STRINGIFY_IMPL(x)
 
 /// The version as a string literal, "MAJOR.MINOR.PATCH".
+// clang-format off
 #define WORKERPOOL_VERSION_STRING                                                                  \
-    WORKERPOOL_DETAIL_STRINGIFY(WORKERPOOL_VERSION_MAJOR)                                          \
-    "." WORKERPOOL_DETAIL_STRINGIFY(WORKERPOOL_VERSION_MINOR) "." WORKERPOOL_DETAIL_STRINGIFY(     \
-        WORKERPOOL_VERSION_PATCH)
+    WORKERPOOL_DETAIL_STRINGIFY(WORKERPOOL_VERSION_MAJOR) "."                                      \
+    WORKERPOOL_DETAIL_STRINGIFY(WORKERPOOL_VERSION_MINOR) "."                                      \
+    WORKERPOOL_DETAIL_STRINGIFY(WORKERPOOL_VERSION_PATCH)
+// clang-format on
 
 namespace workerpool {
 
