@@ -1,0 +1,344 @@
+// Zero heap allocations per request on the hot path (issue 4 / DESIGN "Performance"): with a
+// timeout set and a warmed-up pool, requests that complete normally allocate nothing.
+//
+// This file replaces the global operator new / delete (every form: plain, array, nothrow,
+// aligned, sized) for the whole unit-test executable. The replacements forward to malloc/free and
+// count only while a measuring window is open: outside it they cost one relaxed load.
+//
+// Debugging a failure: run with WORKERPOOL_ALLOC_TRAP=1 under gdb; every allocation counted
+// inside a window raises SIGTRAP, so `bt` shows who allocates.
+
+#include <workerpool/dispatcher.hpp>
+
+#include "support/catch.hpp"
+#include "support/test_util.hpp"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+// All relaxed: plain event counters; the window is opened and closed by the test thread, and the
+// counts are read after the threads that allocate have been synchronised with (see measure()).
+std::atomic<bool> counting{false};
+std::atomic<std::uint64_t> allocations{0};
+std::atomic<std::uint64_t> allocated_bytes{0};
+std::atomic<std::uint64_t> deallocations{0};
+std::array<std::atomic<std::uint64_t>, 40> by_size_class{};  // index: bit width of the size
+bool trap_on_alloc = false;
+
+int bit_width(std::size_t n) noexcept {
+    int w = 0;
+    while (n != 0) {
+        ++w;
+        n >>= 1;
+    }
+    return w;
+}
+
+void note_alloc(std::size_t n) noexcept {
+    if (counting.load(std::memory_order_relaxed)) {
+        allocations.fetch_add(1, std::memory_order_relaxed);
+        allocated_bytes.fetch_add(n, std::memory_order_relaxed);
+        by_size_class[static_cast<std::size_t>(std::min(bit_width(n), 39))].fetch_add(
+            1, std::memory_order_relaxed);
+        if (trap_on_alloc) {
+            std::raise(SIGTRAP);
+        }
+    }
+}
+
+void note_free(void* p) noexcept {
+    if (p != nullptr && counting.load(std::memory_order_relaxed)) {
+        deallocations.fetch_add(1, std::memory_order_relaxed);
+    }
+}
+
+void* alloc_or_null(std::size_t n) noexcept {
+    note_alloc(n);
+    return std::malloc(n == 0 ? 1 : n);
+}
+
+void* aligned_or_null(std::size_t n, std::align_val_t al) noexcept {
+    note_alloc(n);
+    const auto a = std::max(static_cast<std::size_t>(al), sizeof(void*));
+    void* p = nullptr;
+    return posix_memalign(&p, a, n == 0 ? 1 : n) == 0 ? p : nullptr;
+}
+
+void* alloc_or_throw(std::size_t n) {
+    if (void* p = alloc_or_null(n)) {
+        return p;
+    }
+    throw std::bad_alloc();
+}
+
+void* aligned_or_throw(std::size_t n, std::align_val_t al) {
+    if (void* p = aligned_or_null(n, al)) {
+        return p;
+    }
+    throw std::bad_alloc();
+}
+
+void release(void* p) noexcept {
+    note_free(p);
+    std::free(p);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ replaceable allocation functions
+
+void* operator new(std::size_t n) { return alloc_or_throw(n); }
+void* operator new[](std::size_t n) { return alloc_or_throw(n); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return alloc_or_null(n); }
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return alloc_or_null(n); }
+void* operator new(std::size_t n, std::align_val_t a) { return aligned_or_throw(n, a); }
+void* operator new[](std::size_t n, std::align_val_t a) { return aligned_or_throw(n, a); }
+void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+    return aligned_or_null(n, a);
+}
+void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+    return aligned_or_null(n, a);
+}
+
+void operator delete(void* p) noexcept { release(p); }
+void operator delete[](void* p) noexcept { release(p); }
+void operator delete(void* p, std::size_t) noexcept { release(p); }
+void operator delete[](void* p, std::size_t) noexcept { release(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { release(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { release(p); }
+void operator delete(void* p, std::align_val_t) noexcept { release(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { release(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { release(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { release(p); }
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { release(p); }
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { release(p); }
+
+namespace {
+
+using namespace std::chrono_literals;
+using workerpool::dispatcher;
+using workerpool::job_options;
+using workerpool::submit_status;
+
+struct counts {
+    std::uint64_t allocations = 0;
+    std::uint64_t bytes = 0;
+    std::uint64_t deallocations = 0;
+    std::string by_size;  // "<=2^k bytes: n" for each size class seen
+};
+
+// Runs `body` with counting on. `body` must synchronise with every thread whose allocations it
+// wants counted before it returns (join them, or observe their completion through an acquire).
+template <class Body>
+counts measure(Body&& body) {
+    for (auto& c : by_size_class) {
+        c.store(0, std::memory_order_relaxed);
+    }
+    allocations.store(0, std::memory_order_relaxed);
+    allocated_bytes.store(0, std::memory_order_relaxed);
+    deallocations.store(0, std::memory_order_relaxed);
+    const char* trap = std::getenv("WORKERPOOL_ALLOC_TRAP");
+    trap_on_alloc = trap != nullptr && trap[0] == '1';
+    counting.store(true, std::memory_order_seq_cst);  // seq_cst: a fence-free "on" for every thread
+    body();
+    counting.store(false, std::memory_order_seq_cst);
+    trap_on_alloc = false;
+    counts c;
+    c.allocations = allocations.load(std::memory_order_relaxed);
+    c.bytes = allocated_bytes.load(std::memory_order_relaxed);
+    c.deallocations = deallocations.load(std::memory_order_relaxed);
+    for (std::size_t i = 0; i < by_size_class.size(); ++i) {
+        if (const auto n = by_size_class[i].load(std::memory_order_relaxed); n != 0) {
+            c.by_size += " <=" + std::to_string(i == 0 ? 0 : std::uint64_t{1} << i) + "B:" +
+                         std::to_string(n);
+        }
+    }
+    return c;
+}
+
+// Waits without allocating (no Catch macro, no std::function) until `done()` or 60 s.
+template <class Pred>
+bool wait_quietly(Pred done) {
+    const auto end = std::chrono::steady_clock::now() + 60s;
+    while (!done()) {
+        if (std::chrono::steady_clock::now() > end) {
+            return false;
+        }
+        std::this_thread::sleep_for(100us);
+    }
+    return true;
+}
+
+struct payload {
+    std::uint64_t id = 0;
+    std::array<char, 48> bytes{};
+};
+
+workerpool::options<payload> alloc_options() {
+    workerpool::options<payload> o;
+    o.capacity = 512;
+    o.min_workers = 2;
+    o.max_workers = 2;  // no scaling in the window: starting a thread allocates, by design
+    o.default_timeout = 10s;
+    o.scale_interval = 5ms;  // many supervisor ticks inside the window
+    return o;
+}
+
+}  // namespace
+
+TEST_CASE("the counting allocator counts every form of operator new", "[alloc][unit]") {
+    const counts c = measure([] {
+        void* a = ::operator new(24);
+        void* b = ::operator new[](40);
+        void* d = ::operator new(8, std::nothrow);
+        void* e = ::operator new(64, std::align_val_t{64});
+        void* f = ::operator new[](128, std::align_val_t{128}, std::nothrow);
+        ::operator delete(a);
+        ::operator delete[](b);
+        ::operator delete(d, std::nothrow);
+        ::operator delete(e, std::align_val_t{64});
+        ::operator delete[](f, std::align_val_t{128}, std::nothrow);
+        std::vector<int> v(10);  // through std::allocator
+        v.push_back(1);
+    });
+    CHECK(c.allocations == 7u);  // five direct calls, then the vector's block and its regrowth
+    CHECK(c.deallocations == 7u);
+    CHECK(c.bytes == 24u + 40u + 8u + 64u + 128u + 10 * sizeof(int) + 20 * sizeof(int));
+}
+
+TEST_CASE("requests that complete normally allocate nothing, with a timeout set",
+          "[alloc][timeout][unit]") {
+    constexpr std::uint64_t warmup = 5000;
+    constexpr std::uint64_t measured = 20'000;
+    std::atomic<std::uint64_t> handled{0};
+    dispatcher<payload> pool(
+        [&handled](payload& p, std::stop_token st) {
+            p.bytes[0] = static_cast<char>(p.id);
+            if (!st.stop_requested()) {
+                handled.fetch_add(1, std::memory_order_release);  // pairs with the waits below
+            }
+        },
+        alloc_options());
+
+    auto submit_many = [&pool](std::uint64_t from, std::uint64_t n, int how) {
+        for (std::uint64_t i = from; i < from + n; ++i) {
+            payload p;
+            p.id = i;
+            submit_status s = submit_status::full;
+            while (s != submit_status::accepted) {
+                switch (how) {
+                case 0:
+                    s = pool.try_submit(std::move(p));
+                    break;
+                case 1:
+                    s = pool.submit(std::move(p));
+                    break;
+                case 2:
+                    s = pool.submit_for(std::move(p), 1s);
+                    break;
+                default:
+                    s = pool.try_submit(std::move(p), job_options{.timeout = 5s});
+                    break;
+                }
+                if (s == submit_status::full) {
+                    std::this_thread::yield();
+                }
+            }
+        }
+    };
+
+    // Warm-up: every path at least once, so lazily reserved storage exists.
+    for (int how = 0; how < 4; ++how) {
+        submit_many(static_cast<std::uint64_t>(how) * warmup, warmup, how);
+    }
+    REQUIRE(wait_quietly([&] { return handled.load(std::memory_order_acquire) == 4 * warmup; }));
+
+    SECTION("one producer, try_submit") {
+        const counts c = measure([&] {
+            submit_many(0, measured, 0);
+            (void)wait_quietly(
+                [&] { return handled.load(std::memory_order_acquire) == 4 * warmup + measured; });
+        });
+        INFO("allocations: " << c.allocations << " (" << c.bytes << " bytes; by size:"
+                             << c.by_size << "), deallocations: " << c.deallocations);
+        CHECK(handled.load() == 4 * warmup + measured);
+        CHECK(c.allocations == 0u);
+        CHECK(c.bytes == 0u);
+        CHECK(c.deallocations == 0u);
+    }
+    SECTION("two producers, submit, submit_for and per-request timeouts") {
+        // Producers start before the window and end after it: starting a thread allocates and
+        // ending one frees its state, neither of which is the pool's doing.
+        std::atomic<int> go{0};
+        std::atomic<int> finished{0};
+        std::atomic<bool> may_exit{false};
+        std::vector<std::thread> producers;
+        for (int how = 1; how <= 3; ++how) {
+            producers.emplace_back([&, how] {
+                while (go.load(std::memory_order_acquire) == 0) {
+                    std::this_thread::yield();
+                }
+                submit_many(static_cast<std::uint64_t>(how) * measured, measured, how);
+                finished.fetch_add(1, std::memory_order_release);
+                while (!may_exit.load(std::memory_order_acquire)) {
+                    std::this_thread::yield();
+                }
+            });
+        }
+        const counts c = measure([&] {
+            go.store(1, std::memory_order_release);
+            (void)wait_quietly([&] { return finished.load(std::memory_order_acquire) == 3; });
+            (void)wait_quietly([&] {
+                return handled.load(std::memory_order_acquire) == 4 * warmup + 3 * measured;
+            });
+        });
+        may_exit.store(true, std::memory_order_release);
+        for (auto& t : producers) {
+            t.join();
+        }
+        INFO("allocations: " << c.allocations << " (" << c.bytes << " bytes; by size:"
+                             << c.by_size << "), deallocations: " << c.deallocations);
+        CHECK(handled.load() == 4 * warmup + 3 * measured);
+        CHECK(c.allocations == 0u);
+        CHECK(c.deallocations == 0u);
+    }
+    const auto s = pool.stats();
+    CHECK(s.timed_out == 0u);
+    CHECK(s.failed == 0u);
+}
+
+TEST_CASE("an idle warmed-up pool with a timeout allocates nothing while it ticks",
+          "[alloc][unit]") {
+    std::atomic<std::uint64_t> handled{0};
+    dispatcher<payload> pool(
+        [&handled](payload&) { handled.fetch_add(1, std::memory_order_release); }, alloc_options());
+    for (std::uint64_t i = 0; i < 100; ++i) {
+        REQUIRE(pool.submit(payload{i, {}}) == submit_status::accepted);
+    }
+    REQUIRE(wait_quietly([&] { return handled.load(std::memory_order_acquire) == 100; }));
+    std::atomic<std::uint64_t> ticks{0};
+    const counts c = measure([&] {
+        // 40 supervisor ticks of 5 ms, observed through stats() (which must not allocate either).
+        const auto end = std::chrono::steady_clock::now() + 200ms;
+        while (std::chrono::steady_clock::now() < end) {
+            ticks.fetch_add(pool.stats().workers, std::memory_order_relaxed);
+            std::this_thread::sleep_for(1ms);
+        }
+    });
+    INFO("allocations: " << c.allocations << " (" << c.bytes << " bytes; by size:" << c.by_size
+                         << ")");
+    CHECK(ticks.load() > 0u);
+    CHECK(c.allocations == 0u);
+}

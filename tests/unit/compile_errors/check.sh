@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Checks that misuse of the dispatcher fails to compile with a message that says what to write:
+# each case must fail, and its diagnostics must contain the static_assert's phrase. Each file also
+# has a control build that must compile, so a broken compiler or include path cannot pass.
+#
+# Usage: check.sh [compiler] [include-dir]
+#   compiler     default: $CXX, else g++
+#   include-dir  default: the repository's include/ (found from this script's location)
+set -u
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cxx="${1:-${CXX:-g++}}"
+include="${2:-$here/../../../include}"
+flags=(-std=c++20 -fsyntax-only -I"$include")
+failures=0
+
+# expect_success <file> <extra flags...>
+expect_success() {
+    local file=$1
+    shift
+    local out
+    if ! out=$("$cxx" "${flags[@]}" "$@" "$here/$file" 2>&1); then
+        echo "FAIL: control build of $file $* did not compile:"
+        echo "$out" | head -20
+        failures=$((failures + 1))
+    else
+        echo "ok:   $file $* compiles (control)"
+    fi
+}
+
+# expect_error <file> <phrase> <extra flags...>
+expect_error() {
+    local file=$1 phrase=$2
+    shift 2
+    local out
+    if out=$("$cxx" "${flags[@]}" "$@" "$here/$file" 2>&1); then
+        echo "FAIL: $file $* compiled, but it must not"
+        failures=$((failures + 1))
+    elif ! grep -qF -- "$phrase" <<<"$out"; then
+        echo "FAIL: $file $* failed to compile without the message \"$phrase\":"
+        echo "$out" | grep -E "error" | head -10
+        failures=$((failures + 1))
+    else
+        echo "ok:   $file $* fails with \"$phrase\""
+    fi
+}
+
+handler_phrase="the handler must be callable as handler(Request&, const std::stop_token&) or handler(Request&)"
+move_phrase="Request must be nothrow move-constructible"
+
+expect_success bad_handler.cpp -DVARIANT=0
+expect_error bad_handler.cpp "$handler_phrase" -DVARIANT=1
+expect_error bad_handler.cpp "$handler_phrase" -DVARIANT=2
+expect_error bad_handler.cpp "$handler_phrase" -DVARIANT=3
+expect_success not_nothrow_movable.cpp -DCONTROL
+expect_error not_nothrow_movable.cpp "$move_phrase"
+
+if [ "$failures" -ne 0 ]; then
+    echo "$failures compile-error check(s) failed"
+    exit 1
+fi
+echo "all compile-error checks passed"

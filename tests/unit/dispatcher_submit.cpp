@@ -1,0 +1,601 @@
+// Submission (issue 2): try_submit / submit / submit_for answers, refused requests left untouched,
+// back-pressure that blocks and releases, blocked submitters woken by shutdown, and the stats
+// that submission and a held pool make exact. Handlers only record; assertions run on the test
+// thread, after a gate or a shutdown has ordered what the handlers wrote.
+
+#include <workerpool/dispatcher.hpp>
+
+#include "support/catch.hpp"
+#include "support/test_util.hpp"
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+using workerpool::dispatcher;
+using workerpool::submit_status;
+using workerpool::test::eventually;
+
+// A move-only request: `payload` is null once the request was moved from, so a test can tell an
+// untouched request from one the pool took.
+struct job {
+    int id = 0;
+    std::unique_ptr<int> payload;
+    explicit job(int i) : id(i), payload(std::make_unique<int>(i * 10)) {}
+};
+
+// Whether `j` still holds what `job(id)` gave it (it was not moved from).
+bool untouched(const job& j, int id) {
+    return j.id == id && j.payload != nullptr && *j.payload == id * 10;
+}
+
+// Thrown by a handler whose permit wait was cut short by its stop token.
+struct stopped_by_token {};
+
+// Permits that hold handlers: `acquire` blocks until a permit is released or the handler's token
+// is stopped, so a pool can always be shut down even when a test fails half-way.
+class permits {
+public:
+    // Returns true with a permit, false if `st` was stopped first.
+    bool acquire(const std::stop_token& st) {
+        std::unique_lock lock(mutex_);
+        ++waiting_;
+        const bool got = cv_.wait(lock, st, [this] { return available_ > 0; });
+        --waiting_;
+        if (got) {
+            --available_;
+        }
+        return got;
+    }
+    void release(int n = 1) {
+        {
+            std::lock_guard lock(mutex_);
+            available_ += n;
+        }
+        cv_.notify_all();
+    }
+    void release_all() { release(1'000'000); }
+    int waiting() {
+        std::lock_guard lock(mutex_);
+        return waiting_;
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable_any cv_;
+    int available_ = 0;  // guarded by mutex_
+    int waiting_ = 0;    // guarded by mutex_
+};
+
+// Records the ids that handlers saw, in order.
+class recorder {
+public:
+    void add(int id) {
+        std::lock_guard lock(mutex_);
+        ids_.push_back(id);
+    }
+    std::vector<int> ids() {
+        std::lock_guard lock(mutex_);
+        return ids_;
+    }
+    std::size_t size() {
+        std::lock_guard lock(mutex_);
+        return ids_.size();
+    }
+
+private:
+    std::mutex mutex_;
+    std::vector<int> ids_;  // guarded by mutex_
+};
+
+// Runs `f` when the scope ends, also when a REQUIRE unwinds it: used to release held handlers
+// and shut the pool down before a submitter thread is joined.
+template <class F>
+class finally {
+public:
+    explicit finally(F f) : f_(std::move(f)) {}
+    finally(const finally&) = delete;
+    finally& operator=(const finally&) = delete;
+    ~finally() { f_(); }
+
+private:
+    F f_;
+};
+
+// The calling thread's kernel id (Linux), or 1 elsewhere.
+long this_tid() {
+#if defined(__linux__)
+    return ::syscall(SYS_gettid);
+#else
+    return 1;
+#endif
+}
+
+// Returns whether thread `tid` of this process is asleep in the kernel (state S): for a submitter
+// thread, that it is blocked waiting for a free slot. Reads /proc, so it never disturbs the
+// thread. Elsewhere it cannot tell and answers true, which only makes the tests weaker.
+bool is_asleep(long tid) {
+#if defined(__linux__)
+    std::ifstream stat("/proc/self/task/" + std::to_string(tid) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    const auto paren = line.rfind(')');
+    return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'S';
+#else
+    (void)tid;
+    return true;
+#endif
+}
+
+struct submitter {
+    std::atomic<long> tid{0};
+    std::atomic<bool> done{false};
+    std::atomic<submit_status> result{submit_status::full};
+    std::atomic<bool> request_untouched{false};
+
+    // Waits until the thread has started and is asleep inside the submit call.
+    bool blocked() {
+        return eventually([this] {
+                   const long t = tid.load();
+                   return done.load() || (t != 0 && is_asleep(t));
+               }) &&
+               !done.load();
+    }
+};
+
+template <class Request = job>
+workerpool::options<Request> held_options(std::size_t capacity, std::size_t workers) {
+    workerpool::options<Request> o;
+    o.capacity = capacity;
+    o.min_workers = workers;
+    o.max_workers = workers;
+    o.destructor_grace = 0ns;  // a failing test must not wait out a grace per pool
+    return o;
+}
+
+}  // namespace
+
+TEST_CASE("a new dispatcher starts exactly min_workers workers", "[dispatcher][unit]") {
+    auto o = held_options(8, 3);
+    o.max_workers = 6;
+    dispatcher<job> pool([](job&) {}, o);
+    CHECK(pool.worker_count() == 3u);
+    CHECK(pool.stats().workers == 3u);
+    CHECK(pool.capacity() == 8u);
+    CHECK(pool.stats().capacity == 8u);
+}
+
+TEST_CASE("try_submit with room returns accepted, moves the request and runs it",
+          "[dispatcher][unit]") {
+    recorder seen;
+    dispatcher<job> pool([&](job& j, std::stop_token) { seen.add(*j.payload); },
+                         held_options(4, 1));
+    job j{7};
+    REQUIRE(pool.try_submit(std::move(j)) == submit_status::accepted);
+    CHECK(j.payload == nullptr);  // NOLINT(bugprone-use-after-move): moved from when accepted
+    const auto report = pool.shutdown(10s);
+    CHECK(report.drained);
+    CHECK(report.unprocessed.empty());
+    CHECK(seen.ids() == std::vector<int>{70});
+    CHECK(pool.stats().completed == 1u);
+    CHECK(pool.stats().submitted == 1u);
+}
+
+TEST_CASE("try_submit on a full queue returns full and leaves the request untouched",
+          "[dispatcher][unit]") {
+    permits hold;
+    recorder seen;
+    dispatcher<job> pool(
+        [&](job& j, std::stop_token st) {
+            if (!hold.acquire(st)) {
+                throw stopped_by_token{};
+            }
+            seen.add(j.id);
+        },
+        held_options(2, 1));
+    finally release([&] { hold.release_all(); });
+    REQUIRE(pool.try_submit(job{0}) == submit_status::accepted);
+    REQUIRE(eventually([&] { return hold.waiting() == 1; }));  // the worker holds request 0
+    REQUIRE(pool.try_submit(job{1}) == submit_status::accepted);
+    REQUIRE(pool.try_submit(job{2}) == submit_status::accepted);
+
+    job refused{3};
+    CHECK(pool.try_submit(std::move(refused)) == submit_status::full);
+    CHECK(untouched(refused, 3));  // NOLINT(bugprone-use-after-move): refused, so untouched
+    CHECK(pool.try_submit(std::move(refused)) == submit_status::full);
+    CHECK(untouched(refused, 3));  // NOLINT(bugprone-use-after-move)
+    CHECK(pool.stats().rejected == 2u);
+    CHECK(pool.stats().submitted == 3u);
+
+    hold.release_all();
+    const auto report = pool.shutdown(10s);
+    CHECK(report.drained);
+    CHECK(seen.ids() == std::vector<int>{0, 1, 2});
+    CHECK(pool.stats().completed == 3u);
+}
+
+TEST_CASE("every submit variant returns closed after shutdown and leaves the request untouched",
+          "[dispatcher][shutdown][unit]") {
+    std::atomic<int> calls{0};
+    dispatcher<job> pool([&](job&) { calls.fetch_add(1); }, held_options(4, 1));
+    (void)pool.shutdown(1s);
+    // NOLINTBEGIN(bugprone-use-after-move): a refused request is untouched, so reuse is fine
+    job j{5};
+    CHECK(pool.try_submit(std::move(j)) == submit_status::closed);
+    CHECK(untouched(j, 5));
+    CHECK(pool.submit(std::move(j)) == submit_status::closed);
+    CHECK(untouched(j, 5));
+    CHECK(pool.submit_for(std::move(j), 1s) == submit_status::closed);
+    CHECK(untouched(j, 5));
+    // NOLINTEND(bugprone-use-after-move)
+    const auto s = pool.stats();
+    CHECK(s.submitted == 0u);
+    CHECK(s.rejected == 0u);  // `closed` is not a rejection for lack of room
+    CHECK(calls.load() == 0);
+}
+
+TEST_CASE("submit blocks while the queue is full and is accepted once a worker frees slots",
+          "[dispatcher][backpressure][unit]") {
+    permits hold;
+    recorder seen;
+    dispatcher<job> pool(
+        [&](job& j, std::stop_token st) {
+            if (!hold.acquire(st)) {
+                throw stopped_by_token{};
+            }
+            seen.add(j.id);
+        },
+        held_options(2, 1));
+    REQUIRE(pool.try_submit(job{0}) == submit_status::accepted);
+    REQUIRE(eventually([&] { return hold.waiting() == 1; }));
+    REQUIRE(pool.try_submit(job{1}) == submit_status::accepted);
+    REQUIRE(pool.try_submit(job{2}) == submit_status::accepted);  // exactly full now
+
+    submitter sub;
+    std::jthread thread([&] {
+        sub.tid = this_tid();
+        job j{3};
+        sub.result = pool.submit(std::move(j));
+        sub.request_untouched = untouched(j, 3);  // NOLINT(bugprone-use-after-move)
+        sub.done = true;
+    });
+    finally cleanup([&] {
+        hold.release_all();
+        (void)pool.shutdown(0s);  // wakes the submitter with `closed` if a REQUIRE failed
+    });
+
+    REQUIRE(sub.blocked());  // asleep in submit: the queue is full
+    CHECK(pool.stats().queue_depth == 2u);
+
+    hold.release_all();  // the worker drains, freeing slots
+    REQUIRE(eventually([&] { return sub.done.load(); }));
+    CHECK(sub.result.load() == submit_status::accepted);
+    CHECK_FALSE(sub.request_untouched.load());  // accepted, so moved from
+
+    const auto report = pool.shutdown(10s);
+    CHECK(report.drained);
+    CHECK(seen.ids() == std::vector<int>{0, 1, 2, 3});
+    CHECK(pool.stats().rejected == 0u);
+}
+
+TEST_CASE("submit_for on a full queue returns full after its timeout with the request untouched",
+          "[dispatcher][backpressure][unit]") {
+    permits hold;
+    dispatcher<job> pool(
+        [&](job&, std::stop_token st) {
+            if (!hold.acquire(st)) {
+                throw stopped_by_token{};
+            }
+        },
+        held_options(2, 1));
+    finally release([&] { hold.release_all(); });
+    REQUIRE(pool.try_submit(job{0}) == submit_status::accepted);
+    REQUIRE(eventually([&] { return hold.waiting() == 1; }));
+    REQUIRE(pool.try_submit(job{1}) == submit_status::accepted);
+    REQUIRE(pool.try_submit(job{2}) == submit_status::accepted);
+
+    job j{3};
+    const auto start = clock_type::now();
+    const submit_status s = pool.submit_for(std::move(j), 30ms);
+    const auto waited = clock_type::now() - start;
+    CHECK(s == submit_status::full);
+    CHECK(untouched(j, 3));  // NOLINT(bugprone-use-after-move): refused, so untouched
+    CHECK(waited >= 30ms);
+    CHECK(waited < 5s);
+    CHECK(pool.stats().rejected == 1u);
+
+    // A zero or negative timeout tries once and does not wait.
+    CHECK(pool.submit_for(std::move(j), 0ms) == submit_status::full);
+    CHECK(pool.submit_for(std::move(j), -5ms) == submit_status::full);
+    CHECK(untouched(j, 3));  // NOLINT(bugprone-use-after-move)
+    CHECK(pool.stats().rejected == 3u);
+
+    hold.release_all();
+    CHECK(pool.shutdown(10s).drained);
+    CHECK(pool.stats().completed == 3u);
+}
+
+TEST_CASE("submit_for is accepted when a slot frees before its timeout",
+          "[dispatcher][backpressure][unit]") {
+    permits hold;
+    dispatcher<job> pool(
+        [&](job&, std::stop_token st) {
+            if (!hold.acquire(st)) {
+                throw stopped_by_token{};
+            }
+        },
+        held_options(2, 1));
+    REQUIRE(pool.try_submit(job{0}) == submit_status::accepted);
+    REQUIRE(eventually([&] { return hold.waiting() == 1; }));
+    REQUIRE(pool.try_submit(job{1}) == submit_status::accepted);
+    REQUIRE(pool.try_submit(job{2}) == submit_status::accepted);
+
+    submitter sub;
+    std::jthread thread([&] {
+        sub.tid = this_tid();
+        job j{3};
+        sub.result = pool.submit_for(std::move(j), 60s);
+        sub.done = true;
+    });
+    finally cleanup([&] {
+        hold.release_all();
+        (void)pool.shutdown(0s);
+    });
+    REQUIRE(sub.blocked());
+    hold.release_all();
+    REQUIRE(eventually([&] { return sub.done.load(); }));
+    CHECK(sub.result.load() == submit_status::accepted);
+    CHECK(pool.shutdown(10s).drained);
+    CHECK(pool.stats().completed == 4u);
+}
+
+TEST_CASE("blocked submitters wake with closed when shutdown starts, requests untouched",
+          "[dispatcher][backpressure][shutdown][unit]") {
+    permits hold;
+    std::atomic<int> completed{0};
+    dispatcher<job> pool(
+        [&](job&, std::stop_token st) {
+            if (!hold.acquire(st)) {
+                throw stopped_by_token{};
+            }
+            completed.fetch_add(1);
+        },
+        held_options(2, 1));
+    REQUIRE(pool.try_submit(job{0}) == submit_status::accepted);
+    REQUIRE(eventually([&] { return hold.waiting() == 1; }));
+    REQUIRE(pool.try_submit(job{1}) == submit_status::accepted);
+    REQUIRE(pool.try_submit(job{2}) == submit_status::accepted);
+
+    submitter blocking;
+    submitter timed;
+    std::jthread t1([&] {
+        blocking.tid = this_tid();
+        job j{10};
+        blocking.result = pool.submit(std::move(j));
+        blocking.request_untouched = untouched(j, 10);  // NOLINT(bugprone-use-after-move)
+        blocking.done = true;
+    });
+    std::jthread t2([&] {
+        timed.tid = this_tid();
+        job j{11};
+        timed.result = pool.submit_for(std::move(j), 60s);
+        timed.request_untouched = untouched(j, 11);  // NOLINT(bugprone-use-after-move)
+        timed.done = true;
+    });
+    std::atomic<bool> shutdown_done{false};
+    workerpool::shutdown_report<job> report;
+    std::jthread closer;
+    finally cleanup([&] {
+        hold.release_all();
+        if (!closer.joinable()) {
+            (void)pool.shutdown(0s);
+        }
+    });
+    REQUIRE(blocking.blocked());
+    REQUIRE(timed.blocked());
+
+    // The worker stays held, so this shutdown waits out its (long) grace: the submitters must be
+    // woken by the start of shutdown, not by its end.
+    closer = std::jthread([&] {
+        report = pool.shutdown(60s);
+        shutdown_done = true;
+    });
+    REQUIRE(eventually([&] { return blocking.done.load() && timed.done.load(); }));
+    CHECK_FALSE(shutdown_done.load());
+    CHECK(blocking.result.load() == submit_status::closed);
+    CHECK(timed.result.load() == submit_status::closed);
+    CHECK(blocking.request_untouched.load());
+    CHECK(timed.request_untouched.load());
+
+    hold.release_all();
+    closer.join();
+    CHECK(report.drained);
+    CHECK(report.unprocessed.empty());
+    CHECK(completed.load() == 3);
+    const auto s = pool.stats();
+    CHECK(s.submitted == 3u);
+    CHECK(s.completed == 3u);
+    CHECK(s.rejected == 0u);
+}
+
+TEST_CASE("submit from a handler of the same pool returns full instead of blocking on itself",
+          "[dispatcher][backpressure][unit]") {
+    std::atomic<int> inner_result{-1};
+    std::atomic<int> inner_untouched{0};
+    std::atomic<int> outer_done{0};
+    permits hold;
+    dispatcher<job>* self = nullptr;
+    dispatcher<job> pool(
+        [&](job& j, std::stop_token st) {
+            if (j.id == 0) {
+                // Request 0 runs while 1 and 2 fill the queue, then submits to its own pool.
+                if (!hold.acquire(st)) {
+                    throw stopped_by_token{};
+                }
+                job inner{99};
+                inner_result = static_cast<int>(self->submit(std::move(inner)));
+                inner_untouched = untouched(inner, 99) ? 1 : 0;  // NOLINT(bugprone-use-after-move)
+                outer_done = 1;
+            }
+        },
+        held_options(2, 1));
+    self = &pool;  // published to the worker by the queue's push (release) / pop (acquire)
+    finally release([&] { hold.release_all(); });
+    REQUIRE(pool.try_submit(job{0}) == submit_status::accepted);
+    REQUIRE(eventually([&] { return hold.waiting() == 1; }));
+    REQUIRE(pool.try_submit(job{1}) == submit_status::accepted);
+    REQUIRE(pool.try_submit(job{2}) == submit_status::accepted);
+    hold.release(1);
+    REQUIRE(eventually([&] { return outer_done.load() == 1; }));
+    CHECK(inner_result.load() == static_cast<int>(submit_status::full));
+    CHECK(inner_untouched.load() == 1);
+    CHECK(pool.shutdown(10s).drained);
+    CHECK(pool.stats().completed == 3u);
+}
+
+TEST_CASE("stats are exact while a gate holds the workers", "[dispatcher][stats][unit]") {
+    permits hold;
+    auto o = held_options(8, 2);
+    o.scale_up_depth = 64;  // the scaler has no reason to act
+    dispatcher<job> pool(
+        [&](job&, std::stop_token st) {
+            if (!hold.acquire(st)) {
+                throw stopped_by_token{};
+            }
+        },
+        o);
+    finally release([&] { hold.release_all(); });
+    REQUIRE(pool.try_submit(job{0}) == submit_status::accepted);
+    REQUIRE(pool.try_submit(job{1}) == submit_status::accepted);
+    REQUIRE(eventually([&] { return hold.waiting() == 2; }));  // both workers busy
+
+    for (int i = 2; i < 7; ++i) {
+        REQUIRE(pool.submit(job{i}) == submit_status::accepted);
+    }
+    auto s = pool.stats();
+    CHECK(s.submitted == 7u);
+    CHECK(s.queue_depth == 5u);
+    CHECK(s.in_flight == 2u);
+    CHECK(s.workers == 2u);
+    CHECK(s.idle == 0u);
+    CHECK(s.completed == 0u);
+    CHECK(s.failed == 0u);
+    CHECK(s.rejected == 0u);
+    CHECK(s.capacity == 8u);
+
+    for (int i = 7; i < 10; ++i) {
+        REQUIRE(pool.try_submit(job{i}) == submit_status::accepted);
+    }
+    CHECK(pool.try_submit(job{10}) == submit_status::full);
+    CHECK(pool.submit_for(job{11}, 1ms) == submit_status::full);
+    s = pool.stats();
+    CHECK(s.queue_depth == 8u);
+    CHECK(s.submitted == 10u);
+    CHECK(s.rejected == 2u);
+
+    hold.release(3);  // exactly three requests finish; then two workers hold again
+    REQUIRE(eventually([&] { return pool.stats().completed == 3u && hold.waiting() == 2; }));
+    s = pool.stats();
+    CHECK(s.completed == 3u);
+    CHECK(s.queue_depth == 5u);
+    CHECK(s.in_flight == 2u);
+
+    hold.release_all();
+    CHECK(pool.shutdown(10s).drained);
+    s = pool.stats();
+    CHECK(s.completed == 10u);
+    CHECK(s.failed == 0u);
+    CHECK(s.retried == 0u);
+    CHECK(s.queue_depth == 0u);
+    CHECK(s.in_flight == 0u);
+    CHECK(s.workers == 0u);
+    CHECK(pool.worker_count() == 0u);
+}
+
+TEST_CASE("a handler taking only Request& is called once per request", "[dispatcher][unit]") {
+    std::atomic<int> sum{0};
+    std::atomic<int> calls{0};
+    dispatcher<int> pool(
+        [&](int& v) {
+            sum.fetch_add(v);
+            calls.fetch_add(1);
+        },
+        [] {
+            workerpool::options<int> o;
+            o.capacity = 16;
+            o.min_workers = 2;
+            o.max_workers = 2;
+            return o;
+        }());
+    for (int i = 1; i <= 10; ++i) {
+        REQUIRE(pool.submit(int{i}) == submit_status::accepted);
+    }
+    CHECK(pool.shutdown(10s).drained);
+    CHECK(calls.load() == 10);
+    CHECK(sum.load() == 55);
+}
+
+TEST_CASE("a function object with a const call operator serves as a handler",
+          "[dispatcher][unit]") {
+    struct counting_handler {
+        std::atomic<int>* calls;
+        void operator()(int&, std::stop_token) const { calls->fetch_add(1); }
+    };
+    std::atomic<int> calls{0};
+    workerpool::options<int> o;
+    o.min_workers = 1;
+    o.max_workers = 1;
+    dispatcher<int> pool(counting_handler{&calls}, o);
+    REQUIRE(pool.try_submit(1) == submit_status::accepted);
+    CHECK(pool.shutdown(10s).drained);
+    CHECK(calls.load() == 1);
+}
+
+TEST_CASE("requests submitted from several threads each run exactly once",
+          "[dispatcher][backpressure][unit]") {
+    constexpr int producers = 4;
+    constexpr int per_producer = 500;
+    std::vector<std::atomic<int>> runs(producers * per_producer);
+    auto o = held_options<int>(8, 2);  // a small queue, so submitters block often
+    dispatcher<int> pool([&](int& id) { runs[static_cast<std::size_t>(id)].fetch_add(1); }, o);
+    std::atomic<int> not_accepted{0};
+    {
+        std::vector<std::jthread> threads;
+        for (int p = 0; p < producers; ++p) {
+            threads.emplace_back([&, p] {
+                for (int i = 0; i < per_producer; ++i) {
+                    if (pool.submit(p * per_producer + i) != submit_status::accepted) {
+                        not_accepted.fetch_add(1);
+                    }
+                }
+            });
+        }
+    }
+    const auto report = pool.shutdown(30s);
+    CHECK(report.drained);
+    CHECK(not_accepted.load() == 0);
+    const auto s = pool.stats();
+    CHECK(s.submitted == std::uint64_t{producers * per_producer});
+    CHECK(s.completed == std::uint64_t{producers * per_producer});
+    CHECK(std::all_of(runs.begin(), runs.end(), [](const std::atomic<int>& n) { return n == 1; }));
+}

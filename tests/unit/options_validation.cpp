@@ -1,0 +1,161 @@
+// Options validation (issue 2): every out-of-range field makes the dispatcher's constructor throw
+// std::invalid_argument whose message names that field, before any thread starts; values on the
+// edge of each range are accepted.
+
+#include <workerpool/dispatcher.hpp>
+
+#include "support/catch.hpp"
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+using workerpool::dispatcher;
+using opts = workerpool::options<int>;
+
+struct bad_case {
+    const char* what;                 // a description for the report
+    std::function<void(opts&)> edit;  // makes one field bad
+    const char* field;                // what the message must name
+};
+
+// Returns the message of the std::invalid_argument that constructing a pool with `o` throws, or
+// a description of what happened instead.
+std::string construction_error(const opts& o) {
+    try {
+        dispatcher<int> pool([](int&) {}, o);
+    } catch (const std::invalid_argument& e) {
+        return e.what();
+    } catch (const std::exception& e) {
+        return std::string("<wrong exception type: ") + e.what() + ">";
+    }
+    return "<no exception>";
+}
+
+constexpr double not_a_number = std::numeric_limits<double>::quiet_NaN();
+constexpr double infinite = std::numeric_limits<double>::infinity();
+
+}  // namespace
+
+TEST_CASE("each bad option throws invalid_argument naming its field", "[options][unit]") {
+    const std::vector<bad_case> cases{
+        {"capacity 0", [](opts& o) { o.capacity = 0; }, "options.capacity"},
+        {"max_workers 0",
+         [](opts& o) {
+             o.min_workers = 0;
+             o.max_workers = 0;
+         },
+         "options.max_workers"},
+        {"min_workers > max_workers",
+         [](opts& o) {
+             o.min_workers = 3;
+             o.max_workers = 2;
+         },
+         "options.min_workers"},
+        {"scale_up_depth 0", [](opts& o) { o.scale_up_depth = 0; }, "options.scale_up_depth"},
+        {"scale_down_ratio 0", [](opts& o) { o.scale_down_ratio = 0.0; },
+         "options.scale_down_ratio"},
+        {"scale_down_ratio 1.5", [](opts& o) { o.scale_down_ratio = 1.5; },
+         "options.scale_down_ratio"},
+        {"scale_down_ratio negative", [](opts& o) { o.scale_down_ratio = -0.5; },
+         "options.scale_down_ratio"},
+        {"scale_down_ratio NaN", [](opts& o) { o.scale_down_ratio = not_a_number; },
+         "options.scale_down_ratio"},
+        {"scale_down_cooldown negative", [](opts& o) { o.scale_down_cooldown = -1ns; },
+         "options.scale_down_cooldown"},
+        {"scale_interval 0", [](opts& o) { o.scale_interval = 0ms; }, "options.scale_interval"},
+        {"scale_interval negative", [](opts& o) { o.scale_interval = -5ms; },
+         "options.scale_interval"},
+        {"idle_keep_alive 0", [](opts& o) { o.idle_keep_alive = 0ns; }, "options.idle_keep_alive"},
+        {"idle_keep_alive negative", [](opts& o) { o.idle_keep_alive = -1s; },
+         "options.idle_keep_alive"},
+        {"default_timeout negative", [](opts& o) { o.default_timeout = -1ms; },
+         "options.default_timeout"},
+        {"stuck_grace negative", [](opts& o) { o.stuck_grace = -1ms; }, "options.stuck_grace"},
+        {"spin_before_sleep negative", [](opts& o) { o.spin_before_sleep = -1us; },
+         "options.spin_before_sleep"},
+        {"destructor_grace negative", [](opts& o) { o.destructor_grace = -1s; },
+         "options.destructor_grace"},
+        {"retry.max_attempts 0", [](opts& o) { o.retry.max_attempts = 0; },
+         "options.retry.max_attempts"},
+        {"retry.initial_backoff negative", [](opts& o) { o.retry.initial_backoff = -1ms; },
+         "options.retry.initial_backoff"},
+        {"retry.max_backoff negative", [](opts& o) { o.retry.max_backoff = -1ms; },
+         "options.retry.max_backoff"},
+        {"retry.multiplier 0.5", [](opts& o) { o.retry.multiplier = 0.5; },
+         "options.retry.multiplier"},
+        {"retry.multiplier 0", [](opts& o) { o.retry.multiplier = 0.0; },
+         "options.retry.multiplier"},
+        {"retry.multiplier NaN", [](opts& o) { o.retry.multiplier = not_a_number; },
+         "options.retry.multiplier"},
+        {"retry.multiplier infinite", [](opts& o) { o.retry.multiplier = infinite; },
+         "options.retry.multiplier"},
+    };
+    for (const bad_case& c : cases) {
+        DYNAMIC_SECTION(c.what) {
+            opts o;
+            c.edit(o);
+            const std::string message = construction_error(o);
+            INFO("message: " << message);
+            CHECK(message.find(c.field) != std::string::npos);
+            // ... as the first field it mentions (min_workers' message also names max_workers).
+            CHECK(message.find("options.") == message.find(c.field));
+            CHECK(message.rfind("workerpool: ", 0) == 0);
+        }
+    }
+}
+
+TEST_CASE("values on the edge of each range are accepted", "[options][unit]") {
+    opts o;
+    o.capacity = 1;
+    o.min_workers = 2;
+    o.max_workers = 2;
+    o.scale_up_depth = 1;
+    o.scale_down_ratio = 1.0;
+    o.scale_down_cooldown = 0ns;
+    o.scale_interval = 1ms;
+    o.idle_keep_alive = 1ns;
+    o.default_timeout = 0ns;
+    o.stuck_grace = 0ns;
+    o.spin_before_sleep = 0ns;
+    o.destructor_grace = 0ns;
+    o.retry.max_attempts = 1;
+    o.retry.initial_backoff = 0ns;
+    o.retry.max_backoff = 0ns;
+    o.retry.multiplier = 1.0;
+    SECTION("min_workers == max_workers") {}
+    SECTION("min_workers == 0") {
+        o.min_workers = 0;
+    }
+    CHECK(construction_error(o) == "<no exception>");
+}
+
+TEST_CASE("set_worker_limits rejects bad limits naming the field and keeps the old ones",
+          "[options][unit]") {
+    opts o;
+    o.min_workers = 1;
+    o.max_workers = 2;
+    dispatcher<int> pool([](int&) {}, o);
+    std::string message;
+    try {
+        pool.set_worker_limits(3, 2);
+    } catch (const std::invalid_argument& e) {
+        message = e.what();
+    }
+    CHECK(message.find("min_workers") != std::string::npos);
+    message.clear();
+    try {
+        pool.set_worker_limits(0, 0);
+    } catch (const std::invalid_argument& e) {
+        message = e.what();
+    }
+    CHECK(message.find("max_workers") != std::string::npos);
+    CHECK(pool.worker_count() == 1u);
+}

@@ -1,0 +1,345 @@
+// Regressions: one test per bug found in the core API, named after the behaviour the contract
+// (issue 2) promises. Each comment says what was wrong. Handlers only record; assertions run on
+// the test thread.
+
+#include <workerpool/bounded_queue.hpp>
+#include <workerpool/dispatcher.hpp>
+
+#include "support/catch.hpp"
+#include "support/test_util.hpp"
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <exception>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+using workerpool::dispatcher;
+using workerpool::event;
+using workerpool::event_kind;
+using workerpool::failure;
+using workerpool::failure_reason;
+using workerpool::submit_status;
+using workerpool::test::eventually;
+
+struct job {
+    int id = 0;
+    std::unique_ptr<int> payload;
+    explicit job(int i) : id(i), payload(std::make_unique<int>(i * 10)) {}
+};
+
+bool untouched(const job& j, int id) {
+    return j.id == id && j.payload != nullptr && *j.payload == id * 10;
+}
+
+struct stopped_by_token {};
+
+// Permits that hold handlers; `acquire` gives up when the handler's token is stopped.
+class permits {
+public:
+    bool acquire(const std::stop_token& st) {
+        std::unique_lock lock(mutex_);
+        ++waiting_;
+        const bool got = cv_.wait(lock, st, [this] { return available_ > 0; });
+        --waiting_;
+        if (got) {
+            --available_;
+        }
+        return got;
+    }
+    void release(int n = 1) {
+        {
+            std::lock_guard lock(mutex_);
+            available_ += n;
+        }
+        cv_.notify_all();
+    }
+    void release_all() { release(1'000'000); }
+    int waiting() {
+        std::lock_guard lock(mutex_);
+        return waiting_;
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable_any cv_;
+    int available_ = 0;  // guarded by mutex_
+    int waiting_ = 0;    // guarded by mutex_
+};
+
+template <class F>
+class finally {
+public:
+    explicit finally(F f) : f_(std::move(f)) {}
+    finally(const finally&) = delete;
+    finally& operator=(const finally&) = delete;
+    ~finally() { f_(); }
+
+private:
+    F f_;
+};
+
+// The calling thread's kernel id (Linux), or 1 elsewhere.
+long this_tid() {
+#if defined(__linux__)
+    return ::syscall(SYS_gettid);
+#else
+    return 1;
+#endif
+}
+
+// Returns whether thread `tid` of this process is asleep in the kernel (state S): for a submitter
+// thread, that it is blocked waiting for a free slot. Reads /proc, so it never disturbs the
+// thread. Elsewhere it cannot tell and answers true, which only makes the tests weaker.
+bool is_asleep(long tid) {
+#if defined(__linux__)
+    std::ifstream stat("/proc/self/task/" + std::to_string(tid) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    const auto paren = line.rfind(')');
+    return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'S';
+#else
+    (void)tid;
+    return true;
+#endif
+}
+
+struct submitter {
+    std::atomic<long> tid{0};
+    std::atomic<bool> done{false};
+    std::atomic<submit_status> result{submit_status::full};
+    std::atomic<bool> request_untouched{false};
+
+    // Waits until the thread is asleep inside its submit call; false if the call returned.
+    bool blocked() {
+        return eventually([this] {
+                   const long t = tid.load();
+                   return done.load() || (t != 0 && is_asleep(t));
+               }) &&
+               !done.load();
+    }
+};
+
+workerpool::options<job> held_options(std::size_t capacity, std::size_t workers) {
+    workerpool::options<job> o;
+    o.capacity = capacity;
+    o.min_workers = workers;
+    o.max_workers = workers;
+    o.destructor_grace = 0ns;
+    return o;
+}
+
+auto held_handler(permits& hold, std::atomic<int>& completed) {
+    return [&hold, &completed](job&, std::stop_token st) {
+        if (!hold.acquire(st)) {
+            throw stopped_by_token{};
+        }
+        completed.fetch_add(1);
+    };
+}
+
+}  // namespace
+
+TEST_CASE("a bounded_queue of capacity 1 holds exactly one element",
+          "[bounded_queue][regression][unit]") {
+    // Bug (fixed in 66f484b, also found by the fuzzer): with one slot, Vyukov's "full" mark
+    // (pos + 1) equalled the "free for the next lap" mark (pos + capacity), so a second push
+    // overwrote the queued element, and the next pop spun for ever. A dispatcher with
+    // options.capacity = 1 lost requests and hung its workers.
+    workerpool::bounded_queue<int> q{1};
+    REQUIRE(q.try_push(1) == submit_status::accepted);
+    REQUIRE(q.try_push(2) == submit_status::full);  // REQUIRE: a pop after a bad push spins
+    CHECK(q.approx_size() == 1u);
+    int out = 0;
+    REQUIRE(q.try_pop(out));
+    CHECK(out == 1);
+    CHECK_FALSE(q.try_pop(out));
+    for (int i = 0; i < 5; ++i) {  // and it keeps working lap after lap
+        REQUIRE(q.try_push(int{i}) == submit_status::accepted);
+        REQUIRE(q.try_push(int{i + 100}) == submit_status::full);
+        REQUIRE(q.try_pop(out));
+        CHECK(out == i);
+    }
+}
+
+TEST_CASE("a blocked submit is accepted as soon as one slot frees, even while handlers hold on",
+          "[dispatcher][backpressure][regression][unit]") {
+    // Bug: consumers woke blocked submitters only once `producer_batch_` (capacity / 2, up to 64)
+    // slots were free. When the workers then held their next requests, a submitter stayed
+    // blocked although the queue was not full, for as long as the handlers ran.
+    permits hold;
+    std::atomic<int> completed{0};
+    dispatcher<job> pool(held_handler(hold, completed), held_options(4, 1));
+    REQUIRE(pool.try_submit(job{0}) == submit_status::accepted);
+    REQUIRE(eventually([&] { return hold.waiting() == 1; }));
+    for (int i = 1; i <= 4; ++i) {
+        REQUIRE(pool.try_submit(job{i}) == submit_status::accepted);  // full: 4 of 4
+    }
+    submitter sub;
+    std::jthread thread([&] {
+        sub.tid = this_tid();
+        sub.result = pool.submit(job{5});
+        sub.done = true;
+    });
+    finally cleanup([&] {
+        hold.release_all();
+        (void)pool.shutdown(0s);
+    });
+    REQUIRE(sub.blocked());
+
+    hold.release(1);  // request 0 ends; the worker takes request 1 and holds it: 3 of 4 queued
+    REQUIRE(eventually([&] { return completed.load() == 1 && hold.waiting() == 1; }));
+    CHECK(eventually([&] { return sub.done.load(); }, 3s));
+    CHECK(sub.result.load() == submit_status::accepted);
+    CHECK(pool.stats().queue_depth == 4u);  // requests 2, 3, 4 and 5; 1 is held
+}
+
+TEST_CASE("submit_for with a timeout too long to add to now blocks instead of failing at once",
+          "[dispatcher][backpressure][regression][unit]") {
+    // Bug: `clock::now() + ceil<nanoseconds>(timeout)` overflowed (undefined behaviour) for
+    // timeouts such as hours::max() or nanoseconds::max(); the end time came out in the past and
+    // submit_for returned `full` at once instead of waiting.
+    bool in_hours = true;
+    SECTION("hours::max()") {
+        in_hours = true;
+    }
+    SECTION("nanoseconds::max()") {
+        in_hours = false;
+    }
+    permits hold;
+    std::atomic<int> completed{0};
+    dispatcher<job> pool(held_handler(hold, completed), held_options(2, 1));
+    REQUIRE(pool.try_submit(job{0}) == submit_status::accepted);
+    REQUIRE(eventually([&] { return hold.waiting() == 1; }));
+    REQUIRE(pool.try_submit(job{1}) == submit_status::accepted);
+    REQUIRE(pool.try_submit(job{2}) == submit_status::accepted);
+
+    submitter sub;
+    std::jthread thread([&] {
+        sub.tid = this_tid();
+        job j{3};
+        sub.result = in_hours ? pool.submit_for(std::move(j), std::chrono::hours::max())
+                              : pool.submit_for(std::move(j), std::chrono::nanoseconds::max());
+        sub.request_untouched = untouched(j, 3);  // NOLINT(bugprone-use-after-move)
+        sub.done = true;
+    });
+    finally cleanup([&] {
+        hold.release_all();
+        (void)pool.shutdown(0s);
+    });
+    CHECK(sub.blocked());
+    hold.release_all();
+    REQUIRE(eventually([&] { return sub.done.load(); }));
+    CHECK(sub.result.load() == submit_status::accepted);
+}
+
+TEST_CASE("a shutdown grace too long to add to now waits for the handlers instead of "
+          "cancelling them",
+          "[dispatcher][shutdown][regression][unit]") {
+    // Bug: `now_ns() + grace.count()` overflowed (undefined behaviour) for nanoseconds::max(),
+    // the grace's end came out in the past, and shutdown cancelled running handlers and handed
+    // back the queue at once: "wait as long as it takes" meant "do not wait at all".
+    bool by_destructor = false;
+    SECTION("shutdown(nanoseconds::max())") {
+        by_destructor = false;
+    }
+    SECTION("the destructor with destructor_grace = nanoseconds::max()") {
+        by_destructor = true;
+    }
+    permits hold;
+    std::atomic<int> completed{0};
+    std::atomic<int> failed{0};
+    std::atomic<int> grace_over{0};
+    auto o = held_options(8, 1);
+    o.on_failure = [&](failure<job>&&) { failed.fetch_add(1); };
+    // The handlers may go on once shutdown has begun: a correct pool then drains the queue.
+    o.on_event = [&](const event& e) {
+        if (e.kind == event_kind::shutdown_begin) {
+            hold.release_all();
+        } else if (e.kind == event_kind::shutdown_grace_over) {
+            grace_over.fetch_add(1);
+        }
+    };
+    std::optional<dispatcher<job>> pool;
+    if (by_destructor) {
+        o.destructor_grace = std::chrono::nanoseconds::max();
+    }
+    pool.emplace(held_handler(hold, completed), o);
+    finally release([&] { hold.release_all(); });
+    for (int i = 0; i < 4; ++i) {
+        REQUIRE(pool->try_submit(job{i}) == submit_status::accepted);
+    }
+    REQUIRE(eventually([&] { return hold.waiting() == 1; }));
+    std::size_t unprocessed = 0;
+    bool drained = true;
+    if (by_destructor) {
+        pool.reset();
+    } else {
+        auto report = pool->shutdown(std::chrono::nanoseconds::max());
+        unprocessed = report.unprocessed.size();
+        drained = report.drained;
+    }
+    CHECK(grace_over.load() == 0);
+    CHECK(drained);
+    CHECK(unprocessed == 0u);
+    CHECK(failed.load() == 0);
+    CHECK(completed.load() == 4);
+}
+
+TEST_CASE("the destructor reports a request waiting out a retry backoff with its attempts and "
+          "last error",
+          "[dispatcher][shutdown][destructor][regression][unit]") {
+    // Bug: the destructor took the retry queue through shutdown(), whose report keeps only the
+    // requests, so on_failure got `attempts == 0` and no error for a request that had run and
+    // thrown: failure::attempts says "0 if it never ran", and the class comment promises it.
+    std::mutex mutex;
+    std::vector<failure<int>> failures;
+    workerpool::options<int> o;
+    o.min_workers = 1;
+    o.max_workers = 1;
+    o.destructor_grace = 0ns;
+    o.retry.max_attempts = 3;
+    o.retry.initial_backoff = 1h;  // the retry waits longer than the test
+    o.retry.max_backoff = 1h;
+    o.retry.jitter = workerpool::jitter_mode::none;
+    o.on_failure = [&](failure<int>&& f) {
+        std::lock_guard lock(mutex);
+        failures.push_back(std::move(f));
+    };
+    {
+        dispatcher<int> pool([](int&) { throw std::runtime_error("boom"); }, o);
+        REQUIRE(pool.try_submit(1) == submit_status::accepted);
+        REQUIRE(eventually([&] { return pool.stats().retry_pending == 1u; }));
+    }
+    REQUIRE(failures.size() == 1u);
+    CHECK(failures[0].request == 1);
+    CHECK(failures[0].reason == failure_reason::cancelled);
+    CHECK(failures[0].attempts == 1u);
+    REQUIRE(failures[0].error != nullptr);
+    std::string message;
+    try {
+        std::rethrow_exception(failures[0].error);
+    } catch (const std::exception& e) {
+        message = e.what();
+    }
+    CHECK(message == "boom");
+}
