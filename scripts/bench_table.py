@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Turns Google Benchmark JSON from bench_pool (and optionally its latency run) into Markdown
+tables: median million requests per second with min-max per pool and workload, and the ratio of
+the dispatcher to the best peer. Usage: scripts/bench_table.py pool.json [latency.json]"""
+import collections
+import json
+import statistics
+import sys
+
+POOLS = ["workerpool", "workerpool_no_timeout", "mutex_cv", "asio", "moodycamel", "onetbb"]
+PEERS = POOLS[2:]
+
+
+def throughput(path):
+    runs = collections.defaultdict(list)
+    for b in json.load(open(path))["benchmarks"]:
+        if b.get("run_type") != "iteration" or "items_per_second" not in b:
+            continue
+        workload, pool = b["name"].split("/process_time")[0].split("/")[:2]
+        runs[(workload.removeprefix("BM_"), pool)].append(b["items_per_second"] / 1e6)
+    workloads = sorted({w for w, _ in runs}, key=lambda w: (not w.startswith("many"), w))
+    print("| workload | " + " | ".join(f"`{p}`" for p in POOLS) + " | `workerpool` / best peer |")
+    print("|---" * (len(POOLS) + 2) + "|")
+    for w in workloads:
+        cells, med = [], {}
+        for p in POOLS:
+            v = runs.get((w, p))
+            if v:
+                med[p] = statistics.median(v)
+                cells.append(f"**{med[p]:.2f}** ({min(v):.2f}–{max(v):.2f})")
+            else:
+                cells.append("–")
+        best = max((med[p], p) for p in PEERS if p in med)
+        print(f"| `{w}` | " + " | ".join(cells) + f" | {med['workerpool'] / best[0]:.2f}× (`{best[1]}`) |")
+
+
+def latency(path):
+    print("\n| pool | wake-up p50 (µs) | p99 (µs) | max (µs) | idle CPU (% of a core) |")
+    print("|---|---|---|---|---|")
+    rows = collections.defaultdict(dict)
+    for b in json.load(open(path))["benchmarks"]:
+        pool = b["name"].split("/")[1]
+        for k in ("p50_us", "p99_us", "max_us", "idle_cpu_pct"):
+            if k in b:
+                rows[pool][k] = b[k]
+    for p in POOLS:
+        r = rows.get(p, {})
+        print(f"| `{p}` | {r.get('p50_us', 0):.1f} | {r.get('p99_us', 0):.1f} | {r.get('max_us', 0):.1f} "
+              f"| {r.get('idle_cpu_pct', 0):.3f} |")
+
+
+if __name__ == "__main__":
+    throughput(sys.argv[1])
+    if len(sys.argv) > 2:
+        latency(sys.argv[2])
