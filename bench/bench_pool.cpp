@@ -182,7 +182,8 @@ void register_pool() {
         // For machines with many cores: n producers feeding n workers, one producer feeding 15
         // workers, and twice as many threads as a 16-core machine has.
         for (const unsigned n : {1U, 2U, 4U, 8U, 16U}) {
-            const std::string name = "many_noop_" + std::to_string(n) + "p" + std::to_string(n) + "w";
+            const std::string name =
+                "many_noop_" + std::to_string(n) + "p" + std::to_string(n) + "w";
             throughput(name.c_str(), shape{n, n, 0}, wb::work_kind::noop);
         }
         throughput("many_noop_1p15w", shape{1, 15, 0}, wb::work_kind::noop);

@@ -20,7 +20,8 @@ struct request {
 };
 
 long long ms_since(clock_type::time_point t0, clock_type::time_point t) {
-    return static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(t - t0).count());
+    return static_cast<long long>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(t - t0).count());
 }
 
 }  // namespace
@@ -38,7 +39,8 @@ int main() {
     opts.scale_down_cooldown = 200ms;
     opts.idle_keep_alive = 400ms;
     opts.on_event = [&](const workerpool::event& e) {
-        if (e.kind == workerpool::event_kind::scale_up || e.kind == workerpool::event_kind::scale_down) {
+        if (e.kind == workerpool::event_kind::scale_up ||
+            e.kind == workerpool::event_kind::scale_down) {
             std::lock_guard lock(out);
             std::printf("%6lld ms   event %-10s %2zu -> %2zu workers (%s, depth %zu)\n",
                         ms_since(t0, e.when), workerpool::to_string(e.kind), e.workers_before,

@@ -106,7 +106,8 @@ int main(int argc, char** argv) {
     const workerpool::stats_snapshot s = pool.stats();
     const auto elapsed = std::chrono::steady_clock::now() - start;
     const auto ms = [](auto d) {
-        return static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+        return static_cast<long long>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
     };
 
     std::printf("workerpool: %d requests routed by type through a pool of %zu..%zu workers\n",
@@ -131,7 +132,7 @@ int main(int argc, char** argv) {
 
     const auto ended = s.completed + s.failed + report.unprocessed.size();
     const bool ok = ended == static_cast<unsigned long long>(accepted);
-    std::printf("  accounting  accepted %d == completed + failed + unprocessed %llu: %s\n", accepted,
-                static_cast<unsigned long long>(ended), ok ? "yes" : "NO");
+    std::printf("  accounting  accepted %d == completed + failed + unprocessed %llu: %s\n",
+                accepted, static_cast<unsigned long long>(ended), ok ? "yes" : "NO");
     return ok ? 0 : 1;
 }

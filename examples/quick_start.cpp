@@ -18,12 +18,14 @@ int main() {
     opts.on_failure = [](workerpool::failure<fetch>&& f) {
         std::printf("gave up on %s: %s\n", f.request.url.c_str(), workerpool::to_string(f.reason));
     };
-    workerpool::dispatcher<fetch> pool{[](fetch& job, const std::stop_token& stop) {
-        if (stop.stop_requested()) {  // look at the token in long loops and blocking waits
-            throw std::runtime_error("stopped");
-        }
-        std::printf("fetched %s\n", job.url.c_str());
-    }, opts};
+    workerpool::dispatcher<fetch> pool{
+        [](fetch& job, const std::stop_token& stop) {
+            if (stop.stop_requested()) {  // look at the token in long loops and blocking waits
+                throw std::runtime_error("stopped");
+            }
+            std::printf("fetched %s\n", job.url.c_str());
+        },
+        opts};
 
     for (int i = 0; i < 10; ++i) {
         (void)pool.submit(fetch{"https://example.com/" + std::to_string(i)});  // blocks while full

@@ -56,8 +56,8 @@ int main() {
     opts.retry.max_backoff = 40ms;
     opts.on_failure = [&](workerpool::failure<request>&& f) {
         std::lock_guard lock(out);
-        std::printf("%5lld ms  dead letter: request %d, %s after %u attempt(s)\n", ms(), f.request.id,
-                    workerpool::to_string(f.reason), f.attempts);
+        std::printf("%5lld ms  dead letter: request %d, %s after %u attempt(s)\n", ms(),
+                    f.request.id, workerpool::to_string(f.reason), f.attempts);
     };
     opts.on_event = [&](const workerpool::event& e) {
         using workerpool::event_kind;
@@ -95,7 +95,8 @@ int main() {
         opts};
 
     (void)pool.submit(request{kind::legacy, 100});
-    (void)pool.submit(request{kind::slow, 200}, workerpool::job_options{.timeout = 30ms, .max_attempts = 2});
+    (void)pool.submit(request{kind::slow, 200},
+                      workerpool::job_options{.timeout = 30ms, .max_attempts = 2});
     for (int i = 0; i < 12; ++i) {
         (void)pool.submit(request{kind::flaky, i});
     }
@@ -106,7 +107,8 @@ int main() {
     std::printf("%5lld ms  done: completed %llu, failed %llu, retried %llu, timed out %llu, stuck "
                 "%llu time(s), unprocessed %zu\n",
                 ms(), static_cast<unsigned long long>(s.completed),
-                static_cast<unsigned long long>(s.failed), static_cast<unsigned long long>(s.retried),
+                static_cast<unsigned long long>(s.failed),
+                static_cast<unsigned long long>(s.retried),
                 static_cast<unsigned long long>(s.timed_out),
                 static_cast<unsigned long long>(s.stuck_total), report.unprocessed.size());
     return s.completed + s.failed == 14 ? 0 : 1;

@@ -2,7 +2,8 @@
 
 // Our dispatcher behind the same adapter as the peers. Two flavours:
 //   workerpool            default_timeout = 10 s: every attempt publishes a deadline for the
-//                         supervisor ("the timeout wrapper on"); the handler takes the stop_token by const&.
+//                         supervisor ("the timeout wrapper on"); the handler takes the stop_token
+//                         by const&.
 //   workerpool_no_timeout default_timeout = 0: no deadline is published; plain handler(Request&).
 // min_workers == max_workers, so the scaler never changes the worker count during a benchmark.
 

@@ -55,7 +55,7 @@ public:
         for (std::size_t i = 0; i < capacity_; ++i) {
             slots_[i].~slot();
         }
-        ::operator delete(slots_, std::align_val_t{alignof(slot)});
+        ::operator delete (slots_, std::align_val_t{alignof(slot)});
     }
 
     /// Moves `v` into the queue if a slot is free and the queue is open.
@@ -69,7 +69,8 @@ public:
     [[nodiscard]] submit_status try_emplace(Args&&... args) noexcept {
         static_assert(std::is_nothrow_constructible_v<T, Args&&...>,
                       "bounded_queue::try_emplace: constructing T from these arguments may throw");
-        std::uint64_t pos = enqueue_pos_.value.load(std::memory_order_relaxed);  // a hint; the CAS checks it
+        std::uint64_t pos =
+            enqueue_pos_.value.load(std::memory_order_relaxed);  // a hint; the CAS checks it
         for (;;) {
             if ((pos & closed_bit) != 0) {
                 return submit_status::closed;
@@ -80,17 +81,21 @@ public:
             const auto diff = static_cast<std::int64_t>(seq - empty_turn(pos));
             if (diff == 0) {
                 // seq_cst: this claim and the dispatcher's idle-worker count form a Dekker pair
-                // (a producer sees a sleeper, or the sleeper sees this item); see dispatcher.hpp [W1].
-                if (enqueue_pos_.value.compare_exchange_weak(pos, pos + 1, std::memory_order_seq_cst,
-                                                             std::memory_order_relaxed)) {
+                // (a producer sees a sleeper, or the sleeper sees this item); see dispatcher.hpp
+                // [W1].
+                if (enqueue_pos_.value.compare_exchange_weak(
+                        pos, pos + 1, std::memory_order_seq_cst, std::memory_order_relaxed)) {
                     ::new (static_cast<void*>(s.storage)) T(std::forward<Args>(args)...);
-                    s.seq.store(full_turn(pos), std::memory_order_release);  // [Q1] publishes the element; pairs with [Q2]
+                    s.seq.store(
+                        full_turn(pos),
+                        std::memory_order_release);  // [Q1] publishes the element; pairs with [Q2]
                     return submit_status::accepted;
                 }
             } else if (diff < 0) {
                 return submit_status::full;
             } else {
-                pos = enqueue_pos_.value.load(std::memory_order_relaxed);  // another producer won; retry
+                pos = enqueue_pos_.value.load(
+                    std::memory_order_relaxed);  // another producer won; retry
             }
         }
     }
@@ -107,33 +112,39 @@ public:
     /// one. `f` must not throw and must not touch this queue. Thread safety: any thread.
     template <class F>
     [[nodiscard]] bool consume(F&& f) noexcept {
-        std::uint64_t pos = dequeue_pos_.value.load(std::memory_order_relaxed);  // a hint; the CAS checks it
+        std::uint64_t pos =
+            dequeue_pos_.value.load(std::memory_order_relaxed);  // a hint; the CAS checks it
         for (;;) {
             slot& s = slots_[index(pos)];
-            const std::uint64_t seq = s.seq.load(std::memory_order_acquire);  // [Q2] sees the element written before [Q1]
+            const std::uint64_t seq =
+                s.seq.load(std::memory_order_acquire);  // [Q2] sees the element written before [Q1]
             const auto diff = static_cast<std::int64_t>(seq - full_turn(pos));
             if (diff == 0) {
-                // seq_cst: this claim and the dispatcher's blocked-producer count form a Dekker pair
-                // (a consumer sees a waiting producer, or the producer sees the free slot); see [W3].
-                if (dequeue_pos_.value.compare_exchange_weak(pos, pos + 1, std::memory_order_seq_cst,
-                                                             std::memory_order_relaxed)) {
+                // seq_cst: this claim and the dispatcher's blocked-producer count form a Dekker
+                // pair (a consumer sees a waiting producer, or the producer sees the free slot);
+                // see [W3].
+                if (dequeue_pos_.value.compare_exchange_weak(
+                        pos, pos + 1, std::memory_order_seq_cst, std::memory_order_relaxed)) {
                     T* p = s.ptr();
                     std::forward<F>(f)(std::move(*p));
                     p->~T();
-                    s.seq.store(empty_turn(pos + capacity_), std::memory_order_release);  // [Q3-rel] frees the slot; pairs with [Q3-acq]
+                    s.seq.store(
+                        empty_turn(pos + capacity_),
+                        std::memory_order_release);  // [Q3-rel] frees the slot; pairs with [Q3-acq]
                     return true;
                 }
             } else if (diff < 0) {
                 return false;
             } else {
-                pos = dequeue_pos_.value.load(std::memory_order_relaxed);  // another consumer won; retry
+                pos = dequeue_pos_.value.load(
+                    std::memory_order_relaxed);  // another consumer won; retry
             }
         }
     }
 
     /// Closes the queue: every later push returns `closed`. Idempotent.
-    /// Returns the total number of pushes ever accepted; exactly those elements can still be popped.
-    /// Thread safety: any thread.
+    /// Returns the total number of pushes ever accepted; exactly those elements can still be
+    /// popped. Thread safety: any thread.
     std::uint64_t close() noexcept {
         // seq_cst RMW on the same word as the producers' claim: a push is either before the close
         // (and counted in the result) or after it (and refused); nothing falls in between.
@@ -142,12 +153,14 @@ public:
 
     /// Returns whether `close()` has been called. Thread safety: any thread.
     [[nodiscard]] bool is_closed() const noexcept {
-        return (enqueue_pos_.value.load(std::memory_order_acquire) & closed_bit) != 0;  // pairs with close()
+        return (enqueue_pos_.value.load(std::memory_order_acquire) & closed_bit) !=
+               0;  // pairs with close()
     }
 
     /// Returns the number of elements at one recent moment; racy by nature (may be stale).
     [[nodiscard]] std::size_t approx_size() const noexcept {
-        const std::uint64_t head = dequeue_pos_.value.load(std::memory_order_relaxed);  // a racy estimate, no ordering needed
+        const std::uint64_t head = dequeue_pos_.value.load(
+            std::memory_order_relaxed);  // a racy estimate, no ordering needed
         const std::uint64_t tail = enqueue_pos_.value.load(std::memory_order_relaxed) & ~closed_bit;
         if (tail <= head) {
             return 0;
@@ -200,10 +213,11 @@ private:
             throw std::invalid_argument("workerpool: bounded_queue capacity is too large");
         }
         auto* slots = static_cast<slot*>(
-            ::operator new(capacity * sizeof(slot), std::align_val_t{alignof(slot)}));
+            ::operator new (capacity * sizeof(slot), std::align_val_t{alignof(slot)}));
         for (std::size_t i = 0; i < capacity; ++i) {
             auto* s = ::new (static_cast<void*>(slots + i)) slot;
-            s->seq.store(0, std::memory_order_relaxed);  // free for turn 0; published by the constructor's completion
+            s->seq.store(0, std::memory_order_relaxed);  // free for turn 0; published by the
+                                                         // constructor's completion
         }
         return slots;
     }

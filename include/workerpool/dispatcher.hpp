@@ -42,7 +42,8 @@ struct shutdown_report {
     /// waiting out a retry backoff, or failed an attempt during shutdown with attempts left.
     /// Moved out of the pool; the caller owns them.
     std::vector<Request> unprocessed;
-    /// True if the queue emptied and every handler returned within the grace (nothing was cancelled).
+    /// True if the queue emptied and every handler returned within the grace (nothing was
+    /// cancelled).
     bool drained = false;
     /// Workers whose handler ignored its stopped token and was still running when shutdown
     /// returned. The destructor waits for them (it never detaches a thread).
@@ -69,8 +70,9 @@ namespace detail {
 
 /// Returns `a + b` for `b >= 0`, or the largest value where that would overflow ("never").
 [[nodiscard]] constexpr std::int64_t add_saturated(std::int64_t a, std::int64_t b) noexcept {
-    return b > std::numeric_limits<std::int64_t>::max() - a ? std::numeric_limits<std::int64_t>::max()
-                                                            : a + b;
+    return b > std::numeric_limits<std::int64_t>::max() - a
+               ? std::numeric_limits<std::int64_t>::max()
+               : a + b;
 }
 
 /// Returns when a wait of `d` that starts now ends, or nothing if it is too long to represent
@@ -91,7 +93,8 @@ end_of_wait(std::chrono::duration<Rep, Period> d) noexcept {
 
 [[nodiscard]] inline std::chrono::steady_clock::time_point to_time_point(std::int64_t ns) noexcept {
     return std::chrono::steady_clock::time_point(
-        std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::nanoseconds(ns)));
+        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+            std::chrono::nanoseconds(ns)));
 }
 
 /// The pool whose worker is running on this thread, if any (for self-call detection).
@@ -105,12 +108,12 @@ inline thread_local unsigned latency_countdown = 1;
 template <class Request>
 struct envelope {
     Request request;
-    std::int64_t timeout_ns;      // per-attempt timeout; 0 = none
-    std::int64_t expires_ns;      // absolute expiry; 0 = none
-    unsigned max_attempts;        // total attempts allowed
-    unsigned attempts = 0;        // attempts made so far
-    std::exception_ptr last_error; // the last attempt's exception, for the dead-letter record
-    std::int64_t enqueued_ns;     // when it became runnable, if sampled for latency; else 0
+    std::int64_t timeout_ns;        // per-attempt timeout; 0 = none
+    std::int64_t expires_ns;        // absolute expiry; 0 = none
+    unsigned max_attempts;          // total attempts allowed
+    unsigned attempts = 0;          // attempts made so far
+    std::exception_ptr last_error;  // the last attempt's exception, for the dead-letter record
+    std::int64_t enqueued_ns;       // when it became runnable, if sampled for latency; else 0
 
     envelope(Request&& r, std::int64_t timeout, std::int64_t expires, unsigned max,
              std::int64_t enqueued) noexcept
@@ -158,8 +161,10 @@ inline constexpr std::uint64_t attempt_stopped = std::numeric_limits<std::uint64
 
 /// How soon after it starts a timed attempt must get its deadline stamped: 5 % of its timeout,
 /// within [1 ms, scale interval]. This bounds how late a deadline can fire.
-[[nodiscard]] inline std::int64_t stamp_period(std::int64_t timeout_ns, std::int64_t interval_ns) noexcept {
-    return std::clamp<std::int64_t>(timeout_ns / 20, 1'000'000, std::max<std::int64_t>(interval_ns, 1'000'000));
+[[nodiscard]] inline std::int64_t stamp_period(std::int64_t timeout_ns,
+                                               std::int64_t interval_ns) noexcept {
+    return std::clamp<std::int64_t>(timeout_ns / 20, 1'000'000,
+                                    std::max<std::int64_t>(interval_ns, 1'000'000));
 }
 
 enum class stop_cause : std::uint8_t { none, deadline, shutdown };
@@ -224,22 +229,23 @@ public:
     /// thread cannot be started; `std::bad_alloc`.
     template <class Handler>
     explicit dispatcher(Handler handler, options<Request> o = {})
-        : options_((detail::validate(o), std::move(o))), handler_(check_handler(std::move(handler))),
-          queue_(options_.capacity),
+        : options_((detail::validate(o), std::move(o))),
+          handler_(check_handler(std::move(handler))), queue_(options_.capacity),
           covered_timeout_ns_(options_.default_timeout.count() > 0
                                   ? options_.default_timeout.count()
                                   : std::numeric_limits<std::int64_t>::max()),
-          awake_period_ns_(options_.default_timeout.count() > 0
-                               ? detail::stamp_period(options_.default_timeout.count(),
-                                                      std::chrono::nanoseconds(options_.scale_interval).count())
-                               : 0),
+          awake_period_ns_(
+              options_.default_timeout.count() > 0
+                  ? detail::stamp_period(options_.default_timeout.count(),
+                                         std::chrono::nanoseconds(options_.scale_interval).count())
+                  : 0),
           min_workers_(options_.min_workers), max_workers_(options_.max_workers),
           rng_seed_(std::random_device{}()) {
         if (options_.policy) {
             policy_ = options_.policy;
         } else {
-            policy_ = depth_policy({options_.scale_up_depth, options_.scale_down_ratio,
-                                    options_.scale_down_cooldown});
+            policy_ = depth_policy(
+                {options_.scale_up_depth, options_.scale_down_ratio, options_.scale_down_cooldown});
         }
         workers_.reserve(options_.max_workers + options_.stuck_allowance);
         idle_stack_.reserve(options_.max_workers + options_.stuck_allowance);
@@ -290,9 +296,9 @@ public:
     /// A zero (or negative) `jo.timeout` / `jo.max_attempts` means the pool's default.
     /// Thread safety: any thread, including a handler of this pool. Never blocks, never allocates.
     [[nodiscard]] submit_status try_submit(Request&& r, job_options jo = {}) noexcept {
-        const submit_status s = queue_.try_emplace(std::move(r), resolve_timeout(jo),
-                                                   resolve_expiry(jo), resolve_attempts(jo),
-                                                   sample_enqueue_time());
+        const submit_status s =
+            queue_.try_emplace(std::move(r), resolve_timeout(jo), resolve_expiry(jo),
+                               resolve_attempts(jo), sample_enqueue_time());
         if (s == submit_status::accepted) {
             after_push();
         } else if (s == submit_status::full) {
@@ -403,7 +409,8 @@ public:
     /// included). Exact right after `add_worker`, `remove_worker` or `set_worker_limits` return on
     /// the calling thread. Thread safety: any thread.
     [[nodiscard]] std::size_t worker_count() const noexcept {
-        return worker_count_.load(std::memory_order_relaxed);  // a gauge; writers hold workers_mutex_
+        return worker_count_.load(
+            std::memory_order_relaxed);  // a gauge; writers hold workers_mutex_
     }
 
     /// Starts one more worker if the pool is below `max_workers`; returns whether it did.
@@ -453,7 +460,8 @@ public:
     /// (the limits are then unchanged). Thread safety: any thread.
     void set_worker_limits(std::size_t min_workers, std::size_t max_workers) {
         detail::require(max_workers > 0, "max_workers", "must be > 0");
-        detail::require(min_workers <= max_workers, "min_workers", "must be <= options.max_workers");
+        detail::require(min_workers <= max_workers, "min_workers",
+                        "must be <= options.max_workers");
         std::vector<event> events;
         {
             std::lock_guard lock(workers_mutex_);
@@ -468,9 +476,9 @@ public:
             }
             const std::size_t after = worker_count_.load(std::memory_order_relaxed);
             if (after != before) {
-                events.push_back(make_event(after > before ? event_kind::scale_up
-                                                           : event_kind::scale_down,
-                                            "set_worker_limits", before));
+                events.push_back(
+                    make_event(after > before ? event_kind::scale_up : event_kind::scale_down,
+                               "set_worker_limits", before));
             }
         }
         emit_all(events);
@@ -499,7 +507,8 @@ private:
 
     // The whole shutdown; what it did not process goes to `left` with its attempt history (the
     // destructor dead-letters it with that history; shutdown() hands back the bare requests).
-    shutdown_report<Request> shutdown_into(std::chrono::nanoseconds grace, std::vector<envelope>& left) {
+    shutdown_report<Request> shutdown_into(std::chrono::nanoseconds grace,
+                                           std::vector<envelope>& left) {
         shutdown_report<Request> report;
         if (detail::current_pool == this) {
             close_intake();
@@ -524,11 +533,13 @@ private:
             retry_queue_.clear();
             retry_pending_.store(0, std::memory_order_relaxed);  // statistics only
         }
-        draining_.store(true, std::memory_order_seq_cst);  // seq_cst: read by sleepers' re-check [W1]
+        draining_.store(true,
+                        std::memory_order_seq_cst);  // seq_cst: read by sleepers' re-check [W1]
         wake_all_idle();
         {
             std::lock_guard lock(workers_mutex_);
-            if (worker_count_.load(std::memory_order_relaxed) == 0 && queue_.has_claimed_elements()) {
+            if (worker_count_.load(std::memory_order_relaxed) == 0 &&
+                queue_.has_claimed_elements()) {
                 try_spawn_locked(false);  // someone must drain a pool with min_workers == 0
             }
         }
@@ -536,11 +547,14 @@ private:
         report.drained = wait_threads_exit_until(grace_end);
         if (!report.drained) {
             emit(event_kind::shutdown_grace_over, "grace over");
-            cancel_.store(true, std::memory_order_seq_cst);  // seq_cst: read by sleepers' re-check [W1]
+            cancel_.store(true,
+                          std::memory_order_seq_cst);  // seq_cst: read by sleepers' re-check [W1]
             wake_all_idle();
-            const std::int64_t cancel_end = detail::now_ns() + std::max<std::int64_t>(
-                                                                   options_.stuck_grace.count(),
-                                                                   std::chrono::nanoseconds(std::chrono::milliseconds(10)).count());
+            const std::int64_t cancel_end =
+                detail::now_ns() +
+                std::max<std::int64_t>(
+                    options_.stuck_grace.count(),
+                    std::chrono::nanoseconds(std::chrono::milliseconds(10)).count());
             for (;;) {
                 stop_all_attempts();
                 const std::int64_t step = std::min(cancel_end, detail::now_ns() + 1'000'000);
@@ -577,13 +591,13 @@ private:
         return report;
     }
 
-
     // ---------------------------------------------------------------- idle waiting
 
     // Requests accepted and not yet ended; never under-estimates. Reads the ended counts first
     // and the accepted count last, so a request that ends meanwhile can only make it larger.
     [[nodiscard]] std::uint64_t outstanding() const {
-        std::uint64_t ended = returned_.load(std::memory_order_acquire);  // pairs with shutdown's release
+        std::uint64_t ended =
+            returned_.load(std::memory_order_acquire);  // pairs with shutdown's release
         {
             std::lock_guard lock(workers_mutex_);
             ended += retired_.completed + retired_.failed;
@@ -643,14 +657,14 @@ private:
         std::stop_token token;    // source.get_token(), cached so a call costs no extra refcount
         // The futex the worker sleeps on: 0 = asleep or awake, 1 = woken.
         alignas(detail::cache_line) std::atomic<std::uint32_t> wake{0};
-        bool in_idle_stack = false;     // guarded by idle_mutex_
-        std::int64_t idle_since_ns = 0; // guarded by idle_mutex_
-        bool retiring = false;          // guarded by workers_mutex_
-        bool stuck = false;             // guarded by workers_mutex_
-        std::int64_t stopped_at_ns = 0; // guarded by workers_mutex_ (supervisor)
+        bool in_idle_stack = false;       // guarded by idle_mutex_
+        std::int64_t idle_since_ns = 0;   // guarded by idle_mutex_
+        bool retiring = false;            // guarded by workers_mutex_
+        bool stuck = false;               // guarded by workers_mutex_
+        std::int64_t stopped_at_ns = 0;   // guarded by workers_mutex_ (supervisor)
         std::atomic<bool> exited{false};  // set by the worker last; see [X1]
         std::size_t id = 0;
-        std::jthread thread;            // guarded by workers_mutex_
+        std::jthread thread;  // guarded by workers_mutex_
         // Single-writer counters, on their own line so stats() readers never slow the worker.
         alignas(detail::cache_line) detail::owned_counter completed;
         detail::owned_counter failed;
@@ -686,10 +700,9 @@ private:
     [[nodiscard]] static std::int64_t resolve_expiry(const job_options& jo) noexcept {
         return jo.deadline == clock::time_point{}
                    ? 0
-                   : std::max<std::int64_t>(
-                         1, std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                jo.deadline.time_since_epoch())
-                                .count());
+                   : std::max<std::int64_t>(1, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                   jo.deadline.time_since_epoch())
+                                                   .count());
     }
     [[nodiscard]] unsigned resolve_attempts(const job_options& jo) const noexcept {
         return jo.max_attempts > 0 ? jo.max_attempts : options_.retry.max_attempts;
@@ -718,9 +731,9 @@ private:
     submit_status submit_until(Request& r, const job_options& jo,
                                std::optional<clock::time_point> until) noexcept {
         for (;;) {
-            const submit_status s = queue_.try_emplace(std::move(r), resolve_timeout(jo),
-                                                       resolve_expiry(jo), resolve_attempts(jo),
-                                                       sample_enqueue_time());
+            const submit_status s =
+                queue_.try_emplace(std::move(r), resolve_timeout(jo), resolve_expiry(jo),
+                                   resolve_attempts(jo), sample_enqueue_time());
             if (s == submit_status::accepted) {
                 after_push();
                 return s;
@@ -733,7 +746,8 @@ private:
                 return submit_status::full;
             }
             // Workers free slots fast: poll a moment before paying for a sleep and a wake-up.
-            if (spin_until([this](bool) { return queue_.free_slots() != 0 || queue_.is_closed(); })) {
+            if (spin_until(
+                    [this](bool) { return queue_.free_slots() != 0 || queue_.is_closed(); })) {
                 continue;
             }
             if (!wait_for_free_slot(until)) {
@@ -752,7 +766,8 @@ private:
         // [W3] Dekker with consumers: our increment precedes our check of the free slots; a
         // consumer's pop (seq_cst CAS) precedes its load of this count. seq_cst on all four.
         blocked_producers_.fetch_add(1, std::memory_order_seq_cst);
-        producer_wake_pending_.store(false, std::memory_order_seq_cst);  // let the next pop notify us
+        producer_wake_pending_.store(false,
+                                     std::memory_order_seq_cst);  // let the next pop notify us
         bool ok = true;
         while (queue_.free_slots() == 0 && !queue_.is_closed()) {
             if (until) {
@@ -853,7 +868,8 @@ private:
     }
 
     static void signal(worker_slot& w) noexcept {
-        w.wake.store(1, std::memory_order_release);  // [S1] pairs with [S2]: the sleeper wakes after it
+        w.wake.store(
+            1, std::memory_order_release);  // [S1] pairs with [S2]: the sleeper wakes after it
         w.wake.notify_one();
     }
 
@@ -864,7 +880,8 @@ private:
             w.in_idle_stack = true;
             w.idle_since_ns = detail::now_ns();
             idle_stack_.push_back(&w);  // never allocates: reserved for every worker
-            idle_count_.fetch_add(1, std::memory_order_seq_cst);  // [W1] sleeper side of the Dekker pair
+            idle_count_.fetch_add(
+                1, std::memory_order_seq_cst);  // [W1] sleeper side of the Dekker pair
         }
         const bool must_look = queue_.has_claimed_elements() || st.stop_requested() ||
                                draining_.load(std::memory_order_seq_cst) ||
@@ -886,7 +903,7 @@ private:
             }
             // Someone took us off the stack and is about to signal: consume that signal.
         }
-        w.wake.wait(0, std::memory_order_acquire);  // [S2] pairs with [S1]
+        w.wake.wait(0, std::memory_order_acquire);   // [S2] pairs with [S1]
         w.wake.store(0, std::memory_order_relaxed);  // only this worker waits on it
     }
 
@@ -905,11 +922,12 @@ private:
         std::minstd_rand rng(static_cast<std::uint_fast32_t>(rng_seed_ + w.id * 7919));
         std::optional<envelope> current;
         for (;;) {
-            if (st.stop_requested() || cancel_.load(std::memory_order_acquire)) {  // pairs with shutdown's store
+            if (st.stop_requested() ||
+                cancel_.load(std::memory_order_acquire)) {  // pairs with shutdown's store
                 break;
             }
-            const bool popped =
-                queue_.consume([&current](envelope&& e) noexcept { current.emplace(std::move(e)); });
+            const bool popped = queue_.consume(
+                [&current](envelope&& e) noexcept { current.emplace(std::move(e)); });
             if (popped) {
                 after_pop();
                 process(w, *current, rng);
@@ -935,8 +953,10 @@ private:
     bool spin_for_work(const std::stop_token& st) const noexcept {
         return spin_until([&](bool slow_check) {
             return queue_.has_claimed_elements() ||
-                   (slow_check && (st.stop_requested() ||
-                                   draining_.load(std::memory_order_relaxed)));  // a hint; re-read with order later
+                   (slow_check &&
+                    (st.stop_requested() ||
+                     draining_.load(
+                         std::memory_order_relaxed)));  // a hint; re-read with order later
         });
     }
 
@@ -1041,8 +1061,9 @@ private:
             dead_letter(w, e, failure_reason::cancelled);
             return;
         }
-        const failure_reason reason =
-            cause == detail::stop_cause::deadline ? failure_reason::timed_out : failure_reason::error;
+        const failure_reason reason = cause == detail::stop_cause::deadline
+                                          ? failure_reason::timed_out
+                                          : failure_reason::error;
         if (reason == failure_reason::timed_out) {
             w.timed_out.bump();
         }
@@ -1072,7 +1093,8 @@ private:
         if (s != detail::attempt_stopped) {
             return detail::stop_cause::none;
         }
-        const detail::stop_cause cause = w.cause.load(std::memory_order_relaxed);  // ordered by [A3]
+        const detail::stop_cause cause =
+            w.cause.load(std::memory_order_relaxed);  // ordered by [A3]
         // The source is spent: make a fresh one (the only allocation, and only after a stop).
         try {
             w.source = std::stop_source();
@@ -1087,12 +1109,13 @@ private:
                 w.stuck = false;
                 --stuck_count_;
                 const std::size_t before = worker_count_.load(std::memory_order_relaxed);
-                pending_events_.push_back(make_event(event_kind::worker_recovered, "handler returned", before));
+                pending_events_.push_back(
+                    make_event(event_kind::worker_recovered, "handler returned", before));
                 if (replacements_ > 0 && !w.retiring) {
                     --replacements_;  // our replacement keeps running; we are surplus now
                     retire_locked(w);
-                    pending_events_.push_back(
-                        make_event(event_kind::scale_down, "stuck worker recovered, surplus", before));
+                    pending_events_.push_back(make_event(
+                        event_kind::scale_down, "stuck worker recovered, surplus", before));
                 }
             }
         }
@@ -1102,15 +1125,18 @@ private:
 
     // Claims `w`'s attempt if it still holds `expected`, and stops its token.
     // Pre: workers_mutex_ held (the slot stays alive).
-    static bool try_stop(worker_slot& w, std::uint64_t expected, detail::stop_cause cause) noexcept {
+    static bool try_stop(worker_slot& w, std::uint64_t expected,
+                         detail::stop_cause cause) noexcept {
         // acquire pairs with [A1]: we see the worker's current source object.
         if (!w.attempt.compare_exchange_strong(expected, detail::attempt_stopping,
-                                               std::memory_order_acquire, std::memory_order_relaxed)) {
+                                               std::memory_order_acquire,
+                                               std::memory_order_relaxed)) {
             return false;
         }
         w.cause.store(cause, std::memory_order_relaxed);  // published by [A2]
         w.source.request_stop();  // runs the handler's stop callbacks on this thread
-        w.attempt.store(detail::attempt_stopped, std::memory_order_release);  // [A2] pairs with [A3]
+        w.attempt.store(detail::attempt_stopped,
+                        std::memory_order_release);  // [A2] pairs with [A3]
         return true;
     }
 
@@ -1142,7 +1168,8 @@ private:
                 handed_back_.push_back(std::move(e));  // shutdown began: hand it back unprocessed
             } else {
                 retry_queue_.emplace(due, std::move(e));
-                retry_pending_.fetch_add(1, std::memory_order_relaxed);  // statistics and scaling only
+                retry_pending_.fetch_add(1,
+                                         std::memory_order_relaxed);  // statistics and scaling only
                 queued = true;
             }
         } catch (...) {
@@ -1178,8 +1205,9 @@ private:
     }
 
     // For requests that the destructor must discard: counted failed, reason `cancelled`.
-    void dead_letter_unowned(Request&& r, unsigned attempts = 0, std::exception_ptr error = {}) noexcept {
-        pool_failed_.fetch_add(1, std::memory_order_relaxed);        // statistics only
+    void dead_letter_unowned(Request&& r, unsigned attempts = 0,
+                             std::exception_ptr error = {}) noexcept {
+        pool_failed_.fetch_add(1, std::memory_order_relaxed);  // statistics only
         emit(event_kind::dead_letter, "cancelled", attempts);
         deliver_failure(std::move(r), failure_reason::cancelled, attempts, std::move(error));
     }
@@ -1195,7 +1223,8 @@ private:
         detail::current_pool = nullptr;
         {
             std::lock_guard lock(exit_mutex_);
-            w.exited.store(true, std::memory_order_release);  // [X1] pairs with the reaper's acquire
+            w.exited.store(true,
+                           std::memory_order_release);  // [X1] pairs with the reaper's acquire
             threads_alive_ -= 1;
         }
         exit_cv_.notify_all();
@@ -1295,7 +1324,8 @@ private:
     }
 
     // Adds every worker's latency counts, retired ones included. Pre: workers_mutex_ held.
-    void merge_latency_locked(detail::histogram_counts& wait, detail::histogram_counts& run) const noexcept {
+    void merge_latency_locked(detail::histogram_counts& wait,
+                              detail::histogram_counts& run) const noexcept {
         wait = retired_wait_;
         run = retired_run_;
         for (const auto& w : workers_) {
@@ -1472,7 +1502,8 @@ private:
                     scale_locked(now, depth, wait);
                     next_tick = now + std::chrono::nanoseconds(options_.scale_interval).count();
                 } else if (worker_count_.load(std::memory_order_relaxed) == 0 &&
-                           queue_.has_claimed_elements() && !closing_.load(std::memory_order_relaxed)) {
+                           queue_.has_claimed_elements() &&
+                           !closing_.load(std::memory_order_relaxed)) {
                     try_spawn_locked(true);  // kicked by a submit to an empty pool
                 }
                 wake_at = std::min(wake_at, next_tick);
@@ -1493,7 +1524,8 @@ private:
     // [D2] Publishes when the supervisor will wake, then re-reads what workers publish, so a
     // deadline or retry that is earlier than the planned wake-up is never slept through.
     std::int64_t plan_sleep(std::int64_t now, std::int64_t wake_at) noexcept {
-        next_wake_ns_.store(wake_at, std::memory_order_seq_cst);  // pairs with schedule_retry's load
+        next_wake_ns_.store(wake_at,
+                            std::memory_order_seq_cst);  // pairs with schedule_retry's load
         stamp_horizon_ns_.store(wake_at - now, std::memory_order_seq_cst);  // [D2] pairs with [D1]
         std::int64_t earliest = wake_at;
         {
@@ -1540,7 +1572,8 @@ private:
             std::uint64_t s = w.attempt.load(std::memory_order_acquire);  // pairs with [A1]
             if (detail::is_unstamped(s)) {
                 // The attempt started at most one stamp period ago; its deadline counts from now.
-                const std::int64_t timeout = w.timeout_ns.load(std::memory_order_relaxed);  // ordered by [A1]
+                const std::int64_t timeout =
+                    w.timeout_ns.load(std::memory_order_relaxed);  // ordered by [A1]
                 // A timeout too long to add to now (or to tell from the markers) means "never".
                 const auto deadline = static_cast<std::uint64_t>(std::min<std::int64_t>(
                     detail::add_saturated(now, timeout),
@@ -1553,16 +1586,18 @@ private:
             }
             if (detail::is_deadline(s)) {
                 // Come back soon enough to stamp the next attempts of this kind in time.
-                next = std::min(next, now + detail::stamp_period(
-                                                w.timeout_ns.load(std::memory_order_relaxed), interval));
+                next = std::min(
+                    next, now + detail::stamp_period(w.timeout_ns.load(std::memory_order_relaxed),
+                                                     interval));
                 const auto deadline = static_cast<std::int64_t>(s);
                 if (deadline > now) {
                     next = std::min(next, deadline);
                 } else if (try_stop(w, s, detail::stop_cause::deadline)) {
                     w.stopped_at_ns = now;
                     next = std::min(next, now + grace);
-                    pending_events_.push_back(make_event(event_kind::attempt_timed_out, "deadline",
-                                                         worker_count_.load(std::memory_order_relaxed)));
+                    pending_events_.push_back(
+                        make_event(event_kind::attempt_timed_out, "deadline",
+                                   worker_count_.load(std::memory_order_relaxed)));
                 }
             } else if (s == detail::attempt_stopped && !w.stuck && !w.retiring &&
                        w.cause.load(std::memory_order_relaxed) == detail::stop_cause::deadline &&
@@ -1582,13 +1617,15 @@ private:
         ++stuck_count_;
         ++stuck_total_;
         const std::size_t before = worker_count_.load(std::memory_order_relaxed);
-        pending_events_.push_back(make_event(event_kind::worker_stuck, "deadline + stuck grace", before));
+        pending_events_.push_back(
+            make_event(event_kind::worker_stuck, "deadline + stuck grace", before));
         // A stuck worker is lost capacity, not load: replace it at once, within the allowance.
         const std::size_t threads = workers_.size();
         if (!closing_.load(std::memory_order_relaxed) &&
             threads < max_workers_ + options_.stuck_allowance && try_spawn_locked(false)) {
             ++replacements_;
-            pending_events_.push_back(make_event(event_kind::scale_up, "replace stuck worker", before));
+            pending_events_.push_back(
+                make_event(event_kind::scale_up, "replace stuck worker", before));
         }
     }
 
@@ -1658,7 +1695,8 @@ private:
             ++retired;
         }
         if (retired > 0) {
-            pending_events_.push_back(make_event(event_kind::scale_down, "idle keep-alive", before));
+            pending_events_.push_back(
+                make_event(event_kind::scale_down, "idle keep-alive", before));
         }
     }
 
@@ -1685,7 +1723,7 @@ private:
                 if (s == submit_status::closed) {
                     break;  // shutdown collects what is left
                 }
-                requeued_.fetch_add(1, std::memory_order_relaxed);  // read under retry_mutex_
+                requeued_.fetch_add(1, std::memory_order_relaxed);       // read under retry_mutex_
                 retry_pending_.fetch_sub(1, std::memory_order_relaxed);  // statistics only
                 retry_queue_.erase(it);
                 ++pushed;
@@ -1751,7 +1789,7 @@ private:
     const options<Request> options_;
     const detail::erased_handler<Request> handler_;
     bounded_queue<envelope> queue_;
-    scale_policy policy_;               // called by the supervisor only
+    scale_policy policy_;  // called by the supervisor only
     // Timed attempts with a timeout of at least this publish without a fence; see [D3].
     const std::int64_t covered_timeout_ns_;
     // While any worker is awake, the supervisor comes round this often (0: no default timeout).
@@ -1761,42 +1799,45 @@ private:
     alignas(detail::cache_line) std::atomic<std::size_t> idle_count_{0};  // sleepers; see [W1]
     alignas(detail::cache_line) std::atomic<std::size_t> blocked_producers_{0};  // see [W3]
     std::atomic<bool> producer_wake_pending_{false};  // one notify per batch; see after_pop()
-    alignas(detail::cache_line) std::atomic<std::int64_t> next_wake_ns_{0};  // the supervisor's next wake-up; see schedule_retry
-    std::atomic<std::int64_t> stamp_horizon_ns_{0};  // how long the supervisor sleeps; see [D1]/[D2]
-    alignas(detail::cache_line) std::atomic<std::size_t> worker_count_{0};  // written under workers_mutex_
+    alignas(detail::cache_line) std::atomic<std::int64_t> next_wake_ns_{
+        0};  // the supervisor's next wake-up; see schedule_retry
+    std::atomic<std::int64_t> stamp_horizon_ns_{
+        0};  // how long the supervisor sleeps; see [D1]/[D2]
+    alignas(detail::cache_line) std::atomic<std::size_t> worker_count_{
+        0};                              // written under workers_mutex_
     std::atomic<bool> closing_{false};   // intake closed
     std::atomic<bool> draining_{false};  // workers exit once the closed queue is empty
     std::atomic<bool> cancel_{false};    // workers exit after their current attempt
     alignas(detail::cache_line) std::atomic<std::uint64_t> rejected_{0};  // statistics only
-    std::atomic<std::uint64_t> requeued_{0};           // retries pushed back; written under retry_mutex_
-    std::atomic<std::size_t> retry_pending_{0};        // statistics and scaling only
-    std::atomic<std::uint64_t> callback_errors_{0};    // statistics only
-    std::atomic<std::uint64_t> pool_failed_{0};        // dead letters outside workers; statistics
-    std::atomic<std::uint64_t> returned_{0};           // requests handed back by shutdown
-    std::atomic<std::size_t> idle_waiters_{0};         // threads in wait_idle; a hint for workers
+    std::atomic<std::uint64_t> requeued_{0};     // retries pushed back; written under retry_mutex_
+    std::atomic<std::size_t> retry_pending_{0};  // statistics and scaling only
+    std::atomic<std::uint64_t> callback_errors_{0};  // statistics only
+    std::atomic<std::uint64_t> pool_failed_{0};      // dead letters outside workers; statistics
+    std::atomic<std::uint64_t> returned_{0};         // requests handed back by shutdown
+    std::atomic<std::size_t> idle_waiters_{0};       // threads in wait_idle; a hint for workers
 
     std::mutex idle_wait_mutex_;
     std::condition_variable idle_wait_cv_;  // wait_idle sleeps here; notified when requests end
 
     mutable std::mutex workers_mutex_;
-    std::vector<std::unique_ptr<worker_slot>> workers_;  // guarded by workers_mutex_
-    std::vector<event> pending_events_;                  // guarded by workers_mutex_
-    totals retired_;                                     // guarded by workers_mutex_
+    std::vector<std::unique_ptr<worker_slot>> workers_;    // guarded by workers_mutex_
+    std::vector<event> pending_events_;                    // guarded by workers_mutex_
+    totals retired_;                                       // guarded by workers_mutex_
     detail::histogram_counts retired_wait_, retired_run_;  // guarded by workers_mutex_
     // Latency window: stats() reports counts since window_base_, which the supervisor moves up
     // to the previous rotation's totals every 5 s (so the window spans 5 to 10 s).
     detail::histogram_counts window_base_wait_, window_base_run_;  // guarded by workers_mutex_
     detail::histogram_counts window_last_wait_, window_last_run_;  // guarded by workers_mutex_
     std::int64_t window_rotated_ns_ = 0;                           // guarded by workers_mutex_
-    std::size_t min_workers_;                            // guarded by workers_mutex_
-    std::size_t max_workers_;                            // guarded by workers_mutex_
-    std::size_t stuck_count_ = 0;                        // guarded by workers_mutex_
-    std::size_t replacements_ = 0;                       // guarded by workers_mutex_
-    std::size_t peak_workers_ = 0;                       // guarded by workers_mutex_
-    std::uint64_t scale_ups_ = 0;                        // guarded by workers_mutex_
-    std::uint64_t scale_downs_ = 0;                      // guarded by workers_mutex_
-    std::uint64_t stuck_total_ = 0;                      // guarded by workers_mutex_
-    std::size_t next_worker_id_ = 0;                     // guarded by workers_mutex_
+    std::size_t min_workers_;                                      // guarded by workers_mutex_
+    std::size_t max_workers_;                                      // guarded by workers_mutex_
+    std::size_t stuck_count_ = 0;                                  // guarded by workers_mutex_
+    std::size_t replacements_ = 0;                                 // guarded by workers_mutex_
+    std::size_t peak_workers_ = 0;                                 // guarded by workers_mutex_
+    std::uint64_t scale_ups_ = 0;                                  // guarded by workers_mutex_
+    std::uint64_t scale_downs_ = 0;                                // guarded by workers_mutex_
+    std::uint64_t stuck_total_ = 0;                                // guarded by workers_mutex_
+    std::size_t next_worker_id_ = 0;                               // guarded by workers_mutex_
 
     std::mutex idle_mutex_;
     std::vector<worker_slot*> idle_stack_;  // guarded by idle_mutex_; top = most recently active

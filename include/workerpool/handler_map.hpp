@@ -40,7 +40,7 @@ public:
 
     /// Creates an empty map that takes keys from requests with `key_of`.
     template <class KeyOf>
-        requires std::is_invocable_r_v<Key, KeyOf&, const Request&>
+    requires std::is_invocable_r_v<Key, KeyOf&, const Request&>
     explicit handler_map(KeyOf key_of) : key_of_(std::move(key_of)) {}
 
     /// Registers `h` (callable as `h(Request&, std::stop_token)` or `h(Request&)`) for `key`,

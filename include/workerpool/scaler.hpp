@@ -9,13 +9,13 @@ namespace workerpool {
 
 /// What the scaler knows at one tick, handed to a scaling policy.
 struct scale_metrics {
-    std::chrono::steady_clock::time_point now; ///< The tick's time (injected in tests).
+    std::chrono::steady_clock::time_point now;  ///< The tick's time (injected in tests).
     std::size_t queue_depth = 0;  ///< Requests queued plus requests waiting out a retry backoff.
-    std::size_t workers = 0;      ///< Workers that count as capacity (live, not retiring, not stuck).
-    std::size_t busy_workers = 0; ///< Of those, how many are running a handler.
-    std::size_t idle_workers = 0; ///< Of those, how many are asleep waiting for work.
-    std::size_t min_workers = 0;  ///< The current lower limit.
-    std::size_t max_workers = 0;  ///< The current upper limit.
+    std::size_t workers = 0;  ///< Workers that count as capacity (live, not retiring, not stuck).
+    std::size_t busy_workers = 0;  ///< Of those, how many are running a handler.
+    std::size_t idle_workers = 0;  ///< Of those, how many are asleep waiting for work.
+    std::size_t min_workers = 0;   ///< The current lower limit.
+    std::size_t max_workers = 0;   ///< The current upper limit.
     /// Estimated queue wait of a request arriving now, by Little's law: depth divided by the
     /// dequeue rate over the last tick. If nothing was dequeued while requests waited, the time
     /// since the last dequeue. Zero when the queue is empty.
@@ -86,7 +86,8 @@ public:
         const std::size_t current = std::clamp(m.workers, m.min_workers, m.max_workers);
         if (m.queue_depth > config_.scale_up_depth && m.workers < m.max_workers) {
             gate_.note_growth(m.now);
-            const std::size_t add = std::max<std::size_t>(1, m.queue_depth / config_.scale_up_depth);
+            const std::size_t add =
+                std::max<std::size_t>(1, m.queue_depth / config_.scale_up_depth);
             return std::min(m.max_workers, m.workers + add);
         }
         const auto low = static_cast<double>(config_.scale_up_depth) * config_.scale_down_ratio;

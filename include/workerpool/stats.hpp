@@ -24,27 +24,28 @@ struct latency_summary {
 /// Accounting identity, once quiet: `submitted == completed + failed + unprocessed` where
 /// `unprocessed` is what the shutdown report handed back.
 struct stats_snapshot {
-    std::uint64_t submitted = 0;       ///< Requests accepted by a submit call.
-    std::uint64_t rejected = 0;        ///< Submit calls refused with `full`.
-    std::uint64_t completed = 0;       ///< Requests whose handler returned normally (late ones too).
-    std::uint64_t failed = 0;          ///< Requests handed to `on_failure` (all reasons).
-    std::uint64_t retried = 0;         ///< Attempts after the first.
-    std::uint64_t timed_out = 0;       ///< Attempts that threw after their deadline stopped them.
-    std::uint64_t late = 0;            ///< Attempts that returned normally after their deadline.
-    std::uint64_t cancelled = 0;       ///< Attempts that threw after shutdown stopped them.
-    std::uint64_t expired = 0;         ///< Requests dropped to `on_failure` past their deadline.
-    std::uint64_t callback_errors = 0; ///< Exceptions thrown by `on_failure` / `on_event`, swallowed.
-    std::size_t queue_depth = 0;       ///< Requests waiting in the queue (approximate).
-    std::size_t capacity = 0;          ///< The queue's exact bound.
-    std::size_t retry_pending = 0;     ///< Requests waiting out a retry backoff.
-    std::size_t workers = 0;           ///< Live workers, as `worker_count()`.
-    std::size_t in_flight = 0;         ///< Workers running a handler right now.
-    std::size_t idle = 0;              ///< Workers asleep waiting for work.
-    std::size_t stuck = 0;             ///< Workers whose handler overran deadline + stuck grace.
-    std::size_t peak_workers = 0;      ///< Highest `workers` ever seen.
-    std::uint64_t scale_ups = 0;       ///< Workers added (by the scaler or `add_worker`).
-    std::uint64_t scale_downs = 0;     ///< Workers retired (scaler, keep-alive, `remove_worker`).
-    std::uint64_t stuck_total = 0;     ///< Times a worker was declared stuck.
+    std::uint64_t submitted = 0;  ///< Requests accepted by a submit call.
+    std::uint64_t rejected = 0;   ///< Submit calls refused with `full`.
+    std::uint64_t completed = 0;  ///< Requests whose handler returned normally (late ones too).
+    std::uint64_t failed = 0;     ///< Requests handed to `on_failure` (all reasons).
+    std::uint64_t retried = 0;    ///< Attempts after the first.
+    std::uint64_t timed_out = 0;  ///< Attempts that threw after their deadline stopped them.
+    std::uint64_t late = 0;       ///< Attempts that returned normally after their deadline.
+    std::uint64_t cancelled = 0;  ///< Attempts that threw after shutdown stopped them.
+    std::uint64_t expired = 0;    ///< Requests dropped to `on_failure` past their deadline.
+    std::uint64_t callback_errors =
+        0;                          ///< Exceptions thrown by `on_failure` / `on_event`, swallowed.
+    std::size_t queue_depth = 0;    ///< Requests waiting in the queue (approximate).
+    std::size_t capacity = 0;       ///< The queue's exact bound.
+    std::size_t retry_pending = 0;  ///< Requests waiting out a retry backoff.
+    std::size_t workers = 0;        ///< Live workers, as `worker_count()`.
+    std::size_t in_flight = 0;      ///< Workers running a handler right now.
+    std::size_t idle = 0;           ///< Workers asleep waiting for work.
+    std::size_t stuck = 0;          ///< Workers whose handler overran deadline + stuck grace.
+    std::size_t peak_workers = 0;   ///< Highest `workers` ever seen.
+    std::uint64_t scale_ups = 0;    ///< Workers added (by the scaler or `add_worker`).
+    std::uint64_t scale_downs = 0;  ///< Workers retired (scaler, keep-alive, `remove_worker`).
+    std::uint64_t stuck_total = 0;  ///< Times a worker was declared stuck.
     /// Time sampled requests waited in the queue, from submit (or retry due time) to the start of
     /// their attempt; over the last 5 to 10 seconds. See `options::latency_sample_every`.
     latency_summary queue_wait;
@@ -54,16 +55,16 @@ struct stats_snapshot {
 
 /// What an `event` reports.
 enum class event_kind {
-    scale_up,          ///< Workers were added; `workers_before` → `workers_after`.
-    scale_down,        ///< Workers were retired; `workers_before` → `workers_after`.
-    retry_scheduled,   ///< A failed attempt will be retried after a backoff.
-    attempt_timed_out, ///< An attempt's deadline passed and its token was stopped.
-    worker_stuck,      ///< A handler overran its deadline + stuck grace; capacity is replaced.
-    worker_recovered,  ///< A stuck handler finally returned.
-    dead_letter,       ///< A request was handed to `on_failure`.
-    shutdown_begin,    ///< `shutdown()` closed intake and started draining.
-    shutdown_grace_over, ///< The drain grace ran out; in-flight handlers are being cancelled.
-    shutdown_done,     ///< Shutdown finished; the report is ready.
+    scale_up,             ///< Workers were added; `workers_before` → `workers_after`.
+    scale_down,           ///< Workers were retired; `workers_before` → `workers_after`.
+    retry_scheduled,      ///< A failed attempt will be retried after a backoff.
+    attempt_timed_out,    ///< An attempt's deadline passed and its token was stopped.
+    worker_stuck,         ///< A handler overran its deadline + stuck grace; capacity is replaced.
+    worker_recovered,     ///< A stuck handler finally returned.
+    dead_letter,          ///< A request was handed to `on_failure`.
+    shutdown_begin,       ///< `shutdown()` closed intake and started draining.
+    shutdown_grace_over,  ///< The drain grace ran out; in-flight handlers are being cancelled.
+    shutdown_done,        ///< Shutdown finished; the report is ready.
 };
 
 /// Returns a short, stable English name for `k` ("scale_up", ...).
@@ -96,13 +97,13 @@ constexpr const char* to_string(event_kind k) noexcept {
 /// One thing that happened in a pool, passed to `options::on_event`.
 /// `reason` points to a string literal (static storage); it is never null.
 struct event {
-    event_kind kind;                            ///< What happened.
-    std::chrono::steady_clock::time_point when; ///< When it was noticed.
-    std::size_t workers_before = 0;             ///< Live workers before (scale events).
-    std::size_t workers_after = 0;              ///< Live workers after (scale events).
-    std::size_t queue_depth = 0;                ///< Queue depth when it happened.
-    unsigned attempts = 0;                      ///< Attempts so far (retry, timeout, dead letter).
-    const char* reason = "";                    ///< A short explanation ("backlog", "idle", ...).
+    event_kind kind;                             ///< What happened.
+    std::chrono::steady_clock::time_point when;  ///< When it was noticed.
+    std::size_t workers_before = 0;              ///< Live workers before (scale events).
+    std::size_t workers_after = 0;               ///< Live workers after (scale events).
+    std::size_t queue_depth = 0;                 ///< Queue depth when it happened.
+    unsigned attempts = 0;                       ///< Attempts so far (retry, timeout, dead letter).
+    const char* reason = "";                     ///< A short explanation ("backlog", "idle", ...).
 };
 
 }  // namespace workerpool

@@ -6,7 +6,8 @@ namespace workerpool {
 
 /// The outcome of a submission. A request is moved from only when the result is `accepted`.
 enum class submit_status {
-    accepted,  ///< The request is queued; it will end exactly once (completed, failed, or returned).
+    accepted,  ///< The request is queued; it will end exactly once (completed, failed, or
+               ///< returned).
     full,      ///< The queue had no free slot (or a timed submit ran out of time).
     closed,    ///< The pool is shutting down and takes no more requests.
 };

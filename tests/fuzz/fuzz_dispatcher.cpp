@@ -83,13 +83,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::uint64_t unprocessed = 0;
     {
         workerpool::options<request> o;
-        o.capacity = in.u8() % 20;                                          // 0 is invalid
+        o.capacity = in.u8() % 20;  // 0 is invalid
         o.min_workers = in.u8() % 4;
-        o.max_workers = in.u8() % 5;                                        // 0 or < min is invalid
-        o.scale_up_depth = in.u8() % 8;                                     // 0 is invalid
-        o.scale_down_ratio = static_cast<double>(in.u8() % 13) / 10.0;      // 0 and > 1 are invalid
+        o.max_workers = in.u8() % 5;                                    // 0 or < min is invalid
+        o.scale_up_depth = in.u8() % 8;                                 // 0 is invalid
+        o.scale_down_ratio = static_cast<double>(in.u8() % 13) / 10.0;  // 0 and > 1 are invalid
         o.scale_down_cooldown = std::chrono::milliseconds(in.u8() % 20);
-        o.scale_interval = std::chrono::milliseconds(in.u8() % 6);          // 0 is invalid
+        o.scale_interval = std::chrono::milliseconds(in.u8() % 6);  // 0 is invalid
         o.idle_keep_alive = std::chrono::milliseconds(static_cast<int>(in.u8() % 30) - 2);
         o.default_timeout = std::chrono::milliseconds(static_cast<int>(in.u8() % 8) - 1);
         o.stuck_grace = std::chrono::milliseconds(in.u8() % 10);
@@ -97,11 +97,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         o.spin_before_sleep = std::chrono::microseconds(in.u8() % 60);
         o.destructor_grace = std::chrono::milliseconds(in.u8() % 10);
         o.latency_sample_every = in.u8() % 4;
-        o.retry.max_attempts = in.u8() % 4;                                 // 0 is invalid
+        o.retry.max_attempts = in.u8() % 4;  // 0 is invalid
         o.retry.initial_backoff = std::chrono::microseconds(static_cast<int>(in.u8() % 200) - 5);
-        o.retry.multiplier = static_cast<double>(in.u8() % 30) / 10.0;      // < 1 is invalid
+        o.retry.multiplier = static_cast<double>(in.u8() % 30) / 10.0;  // < 1 is invalid
         o.retry.max_backoff = std::chrono::microseconds(in.u8() % 200 * 10);
-        o.on_success = [&succeeded](request&) { succeeded.fetch_add(1, std::memory_order_relaxed); };
+        o.on_success = [&succeeded](request&) {
+            succeeded.fetch_add(1, std::memory_order_relaxed);
+        };
         o.on_failure = [&failed](workerpool::failure<request>&&) {
             failed.fetch_add(1, std::memory_order_relaxed);
         };
@@ -128,8 +130,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                     s = pool.submit_for(std::move(r), std::chrono::microseconds(arg * 4));
                     break;
                 case 3:
-                    s = pool.submit(std::move(r), workerpool::job_options{
-                                                      std::chrono::milliseconds(arg % 4), arg % 3u, {}});
+                    s = pool.submit(
+                        std::move(r),
+                        workerpool::job_options{std::chrono::milliseconds(arg % 4), arg % 3u, {}});
                     break;
                 case 4:
                     (void)pool.add_worker();
@@ -161,7 +164,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             }
             const auto report = pool.shutdown(std::chrono::milliseconds(in.u8() % 5));
             unprocessed = report.unprocessed.size();
-            check(pool.shutdown(1s).unprocessed.empty(), "a second shutdown returns an empty report");
+            check(pool.shutdown(1s).unprocessed.empty(),
+                  "a second shutdown returns an empty report");
             check(pool.try_submit(request{0, 0}) == workerpool::submit_status::closed,
                   "submit after shutdown returns closed");
         } catch (const std::invalid_argument& e) {

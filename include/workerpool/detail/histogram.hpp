@@ -80,7 +80,8 @@ struct histogram_counts {
             return s;
         }
         const auto at = [this, &s](double q) {
-            const auto rank = static_cast<std::uint64_t>(q * static_cast<double>(s.samples - 1)) + 1;
+            const auto rank =
+                static_cast<std::uint64_t>(q * static_cast<double>(s.samples - 1)) + 1;
             std::uint64_t seen = 0;
             for (std::size_t i = 0; i < counts.size(); ++i) {
                 seen += counts[i];
