@@ -8,6 +8,7 @@
 // (SPSC), or that pushes and pops balance (MPMC); a mismatch aborts.
 
 #include <workerpool/bounded_queue.hpp>
+#include <workerpool/detail/cache_line.hpp>
 
 #include "support.hpp"
 
@@ -31,13 +32,7 @@ namespace {
 
 constexpr std::size_t queue_capacity = 1024;
 
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    asm volatile("yield" ::: "memory");
-#endif
-}
+using workerpool::detail::cpu_relax;  // not API, but the same pause the pool spins with
 
 /// Our queue behind the two calls the benchmarks need.
 struct ours {
