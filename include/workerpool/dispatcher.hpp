@@ -14,6 +14,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <exception>
 #include <functional>
 #include <limits>
@@ -420,7 +421,8 @@ public:
         bool added = false;
         {
             std::lock_guard lock(workers_mutex_);
-            if (!closing_.load(std::memory_order_relaxed) && capacity_locked() < max_workers_) {
+            if (!closing_.load(std::memory_order_relaxed) && capacity_locked() < max_workers_ &&
+                below_thread_limit_locked()) {
                 const std::size_t before = worker_count_.load(std::memory_order_relaxed);
                 added = try_spawn_locked(true);
                 if (added) {
@@ -469,7 +471,8 @@ public:
             max_workers_ = max_workers;
             const std::size_t before = worker_count_.load(std::memory_order_relaxed);
             if (!closing_.load(std::memory_order_relaxed)) {
-                while (capacity_locked() < min_workers_ && try_spawn_locked(true)) {
+                while (capacity_locked() < min_workers_ && below_thread_limit_locked() &&
+                       try_spawn_locked(true)) {
                 }
             }
             while (capacity_locked() > max_workers_ && retire_one_locked()) {
@@ -1231,12 +1234,17 @@ private:
         kick_supervisor();  // so the exited thread is joined promptly
     }
 
-    static void name_thread(std::size_t id) noexcept {
+    // Names this thread "workerpool-<id>" (a worker) or "workerpool-sup" (the supervisor), so
+    // that pool threads show in top -H and debuggers. Linux only; elsewhere a no-op.
+    static void name_thread(std::optional<std::size_t> worker_id) noexcept {
 #if defined(__linux__)
-        const std::string name = "workerpool-" + std::to_string(id % 10000);
-        pthread_setname_np(pthread_self(), name.c_str());
+        char name[16] = "workerpool-sup";  // at most 15 characters and the terminator
+        if (worker_id) {
+            std::snprintf(name, sizeof name, "workerpool-%zu", *worker_id % 10000);
+        }
+        pthread_setname_np(pthread_self(), name);
 #else
-        (void)id;
+        (void)worker_id;
 #endif
     }
 
@@ -1244,6 +1252,13 @@ private:
 
     [[nodiscard]] std::size_t capacity_locked() const noexcept {
         return worker_count_.load(std::memory_order_relaxed) - stuck_count_;
+    }
+
+    // Whether one more live worker may start: at most max_workers_ that count as capacity, plus
+    // one replacement per stuck worker up to options_.stuck_allowance. Pre: workers_mutex_ held.
+    [[nodiscard]] bool below_thread_limit_locked() const noexcept {
+        return worker_count_.load(std::memory_order_relaxed) <
+               max_workers_ + std::min(stuck_count_, options_.stuck_allowance);
     }
 
     // Starts a worker. Pre: workers_mutex_ held. Throws std::system_error / std::bad_alloc.
@@ -1472,6 +1487,7 @@ private:
     }
 
     void supervise(const std::stop_token& st) noexcept {
+        name_thread(std::nullopt);
         std::int64_t next_tick = detail::now_ns();
         std::uint64_t last_popped = queue_.pushed_count() - queue_.approx_size();
         std::int64_t last_progress = detail::now_ns();
@@ -1620,9 +1636,8 @@ private:
         pending_events_.push_back(
             make_event(event_kind::worker_stuck, "deadline + stuck grace", before));
         // A stuck worker is lost capacity, not load: replace it at once, within the allowance.
-        const std::size_t threads = workers_.size();
-        if (!closing_.load(std::memory_order_relaxed) &&
-            threads < max_workers_ + options_.stuck_allowance && try_spawn_locked(false)) {
+        if (!closing_.load(std::memory_order_relaxed) && below_thread_limit_locked() &&
+            try_spawn_locked(true)) {
             ++replacements_;
             pending_events_.push_back(
                 make_event(event_kind::scale_up, "replace stuck worker", before));
@@ -1667,7 +1682,8 @@ private:
         const std::size_t before = worker_count_.load(std::memory_order_relaxed);
         if (target > live) {
             std::size_t added = 0;
-            while (capacity_locked() < target && try_spawn_locked(true)) {
+            while (capacity_locked() < target && below_thread_limit_locked() &&
+                   try_spawn_locked(true)) {
                 ++added;
             }
             if (added > 0) {

@@ -529,7 +529,7 @@ TEST_CASE("pending retries count as load for the scaler", "[retry][scaling][unit
 }
 
 TEST_CASE("a backoff too long to add to now waits instead of retrying at once",
-          "[retry][unit][regression][!mayfail]") {
+          "[retry][unit][regression]") {
     // Regression: with max_backoff = nanoseconds::max() ("no cap"), backoff_ceiling turned the
     // double 2^63 back into INT64_MIN, and `now + delay` overflowed as well: the retry became due
     // at once instead of (practically) never.
@@ -549,7 +549,7 @@ TEST_CASE("a backoff too long to add to now waits instead of retrying at once",
 }
 
 TEST_CASE("stats().submitted never goes back while retries are re-enqueued",
-          "[retry][stats][unit][regression][!mayfail]") {
+          "[retry][stats][unit][regression]") {
     // Regression: submitted is derived as pushed - requeued, and the supervisor pushed a retry
     // before it counted it as requeued, so a snapshot taken in between counted the retry as a new
     // submission and the next one took it back.

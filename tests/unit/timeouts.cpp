@@ -339,10 +339,10 @@ TEST_CASE("every attempt starts with a fresh, unstopped token and its own deadli
     CHECK(s.completed == 1u);
 }
 
-TEST_CASE("a huge timeout behaves as no timeout", "[timeout][unit][regression][!mayfail]") {
-    // Regression: the supervisor stamps `now + timeout` in int64 nanoseconds; with
-    // nanoseconds::max() ("no limit") that is signed overflow (UBSan aborts here), and only the
-    // encoding of the attempt word happened to keep the wrapped value from stopping the token.
+TEST_CASE("a huge timeout behaves as no timeout", "[timeout][unit][regression]") {
+    // Regression: the supervisor stamped `now + timeout` in int64 nanoseconds; with
+    // nanoseconds::max() ("no limit") that was signed overflow (UBSan aborted here), and only the
+    // encoding of the attempt word kept the wrapped value from stopping the token at once.
     std::atomic<int> stopped{-1};
     auto o = timeout_options();
     job_options jo;
