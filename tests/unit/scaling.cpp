@@ -766,18 +766,23 @@ TEST_CASE("an idle pool at min_workers wakes only once per scale_interval", "[sc
     o.policy = policy.get();
     const std::set<long> before = thread_ids();
     dispatcher<int> pool([](int&) {}, o);
-    REQUIRE(eventually([&] { return thread_ids().size() >= before.size() + 3; }));
-    std::set<long> pool_threads;
-    for (long t : thread_ids()) {
-        // New threads named by the pool ("workerpool-<id>", "workerpool-sup"); a sanitizer's
-        // own background thread may be new too, and is not ours.
-        std::ifstream comm("/proc/self/task/" + std::to_string(t) + "/comm");
-        std::string name;
-        std::getline(comm, name);
-        if (before.count(t) == 0 && name.rfind("workerpool-", 0) == 0) {
-            pool_threads.insert(t);
+    // New threads named by the pool ("workerpool-<id>", "workerpool-sup"); a sanitizer's own
+    // background thread may be new too, and is not ours. Each pool thread names itself as it
+    // starts, so wait until all three have.
+    const auto new_pool_threads = [&before] {
+        std::set<long> found;
+        for (long t : thread_ids()) {
+            std::ifstream comm("/proc/self/task/" + std::to_string(t) + "/comm");
+            std::string name;
+            std::getline(comm, name);
+            if (before.count(t) == 0 && name.rfind("workerpool-", 0) == 0) {
+                found.insert(t);
+            }
         }
-    }
+        return found;
+    };
+    REQUIRE(eventually([&] { return new_pool_threads().size() >= 3; }));
+    const std::set<long> pool_threads = new_pool_threads();
     REQUIRE(policy.wait_ticks(3));  // past start-up
     const thread_usage start = usage_of(pool_threads);
     const std::uint64_t t0 = policy.ticks.load();
