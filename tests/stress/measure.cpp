@@ -11,6 +11,8 @@
 #include "support/catch.hpp"
 #include "support/test_util.hpp"
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -22,8 +24,6 @@
 #include <thread>
 #include <vector>
 
-#include <sys/resource.h>
-
 namespace {
 
 using namespace std::chrono_literals;
@@ -34,7 +34,8 @@ using workerpool::test::eventually;
 using workerpool::test::gate;
 
 std::int64_t now_ns() {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now().time_since_epoch())
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               clock_type::now().time_since_epoch())
         .count();
 }
 
@@ -49,7 +50,8 @@ summary summarise(std::vector<double> v) {
     }
     std::sort(v.begin(), v.end());
     auto at = [&v](double q) {
-        return v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())))];
+        return v[std::min(v.size() - 1,
+                          static_cast<std::size_t>(q * static_cast<double>(v.size())))];
     };
     s.min = v.front();
     s.median = at(0.5);
@@ -143,7 +145,8 @@ TEST_CASE("measure: time from a burst to max_workers", "[.measure][scaling]") {
             (void)pool.shutdown(10s);
         }
         char what[96];
-        std::snprintf(what, sizeof what, "burst of 1000 to max_workers = %zu (20 rounds)", max_workers);
+        std::snprintf(what, sizeof what, "burst of 1000 to max_workers = %zu (20 rounds)",
+                      max_workers);
         print(what, summarise(ms), "ms");
     }
 }
@@ -175,7 +178,8 @@ TEST_CASE("measure: stuck deadline to replacement running queued work", "[.measu
         REQUIRE(eventually([&] { return probe_start.load() != 0; }, 10s));
         release.open();
         (void)pool.shutdown(10s);
-        ms.push_back(static_cast<double>(probe_start.load() - (stuck_start.load() + 20'000'000)) / 1e6);
+        ms.push_back(static_cast<double>(probe_start.load() - (stuck_start.load() + 20'000'000)) /
+                     1e6);
     }
     print("stuck attempt's deadline -> replacement runs the next request (15 rounds, defaults)",
           summarise(ms), "ms");
@@ -197,10 +201,11 @@ TEST_CASE("measure: idle CPU of a pool at min_workers", "[.measure][idle]") {
         std::this_thread::sleep_for(2s);  // time is what is measured
         const double cpu = cpu_seconds() - cpu0;
         const double wall = std::chrono::duration<double>(clock_type::now() - t0).count();
-        std::printf("[measure] idle pool (scale_interval %lld ms, %zu workers): %.4f s CPU in %.3f s "
-                    "= %.3f %% of one core\n",
-                    static_cast<long long>(interval.count()), pool.worker_count(), cpu, wall,
-                    100.0 * cpu / wall);
+        std::printf(
+            "[measure] idle pool (scale_interval %lld ms, %zu workers): %.4f s CPU in %.3f s "
+            "= %.3f %% of one core\n",
+            static_cast<long long>(interval.count()), pool.worker_count(), cpu, wall,
+            100.0 * cpu / wall);
         std::fflush(stdout);
     }
 }

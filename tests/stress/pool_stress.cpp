@@ -50,7 +50,9 @@ std::uint64_t env_u64(const char* name, std::uint64_t fallback) {
     return std::strtoull(v, nullptr, 0);
 }
 
-std::uint64_t stress_scale() { return std::max<std::uint64_t>(1, env_u64("WORKERPOOL_STRESS_SCALE", 1)); }
+std::uint64_t stress_scale() {
+    return std::max<std::uint64_t>(1, env_u64("WORKERPOOL_STRESS_SCALE", 1));
+}
 
 std::uint64_t stress_seed(const char* test) {
     const std::uint64_t seed = env_u64("WORKERPOOL_STRESS_SEED", std::random_device{}());
@@ -70,27 +72,34 @@ std::uint64_t mix(std::uint64_t x) {
 }
 
 enum class kind : std::uint8_t {
-    ok,          // returns at once
-    flaky,       // throws std::runtime_error on its first attempt, then succeeds
-    non_std,     // always throws an int (retried, then error)
-    permanent,   // throws permanent_error (never retried)
-    cooperative, // 1 ms timeout; waits for its stop, then throws (timed_out, retried)
-    late,        // 1 ms timeout; waits for its stop, then returns (late success)
-    stuck,       // 1 ms timeout; ignores its token for 15 ms (past stuck_grace), then returns
-    spawner,     // try_submit a child request from inside the handler, then returns
+    ok,           // returns at once
+    flaky,        // throws std::runtime_error on its first attempt, then succeeds
+    non_std,      // always throws an int (retried, then error)
+    permanent,    // throws permanent_error (never retried)
+    cooperative,  // 1 ms timeout; waits for its stop, then throws (timed_out, retried)
+    late,         // 1 ms timeout; waits for its stop, then returns (late success)
+    stuck,        // 1 ms timeout; ignores its token for 15 ms (past stuck_grace), then returns
+    spawner,      // try_submit a child request from inside the handler, then returns
 };
 
 kind kind_of(std::uint64_t seed, std::uint64_t id) {
     const std::uint64_t r = mix(seed ^ (id * 0x2545F4914F6CDD1DULL)) % 1000;
     // The slow kinds (cooperative, late, stuck) are few: they hold a worker for milliseconds,
     // and they bound how many requests a long run gets through.
-    if (r < 780) return kind::ok;
-    if (r < 860) return kind::flaky;
-    if (r < 900) return kind::non_std;
-    if (r < 930) return kind::permanent;
-    if (r < 950) return kind::cooperative;
-    if (r < 970) return kind::late;
-    if (r < 973) return kind::stuck;
+    if (r < 780)
+        return kind::ok;
+    if (r < 860)
+        return kind::flaky;
+    if (r < 900)
+        return kind::non_std;
+    if (r < 930)
+        return kind::permanent;
+    if (r < 950)
+        return kind::cooperative;
+    if (r < 970)
+        return kind::late;
+    if (r < 973)
+        return kind::stuck;
     return kind::spawner;
 }
 
@@ -240,8 +249,9 @@ round_result run_round(const round_config& cfg) {
             const std::uint64_t child = next_child.fetch_add(1, std::memory_order_relaxed);
             if (child < ids) {
                 tracked c{static_cast<int>(child)};
-                const submit_status s = self.load(std::memory_order_acquire)
-                                            ->try_submit(std::move(c), options_for(kind_of(cfg.seed, child)));
+                const submit_status s =
+                    self.load(std::memory_order_acquire)
+                        ->try_submit(std::move(c), options_for(kind_of(cfg.seed, child)));
                 if (s == submit_status::accepted) {
                     rec[child].accepted.fetch_add(1, std::memory_order_relaxed);
                     accepted_total.fetch_add(1, std::memory_order_relaxed);
@@ -332,13 +342,14 @@ round_result run_round(const round_config& cfg) {
             while (!stop_side_threads.load(std::memory_order_relaxed)) {
                 const auto s = pool.stats();
                 // Counters are documented as monotonic totals: a later snapshot never shows less.
-                const std::uint32_t went_back =
-                    (s.submitted < last.submitted ? 1u : 0u) | (s.retried < last.retried ? 2u : 0u) |
-                    (s.scale_ups < last.scale_ups ? 4u : 0u) |
-                    (s.stuck_total < last.stuck_total ? 8u : 0u) |
-                    (s.peak_workers < last.peak_workers ? 16u : 0u) |
-                    (s.completed < last.completed ? 32u : 0u) | (s.failed < last.failed ? 64u : 0u) |
-                    (s.rejected < last.rejected ? 128u : 0u);
+                const std::uint32_t went_back = (s.submitted < last.submitted ? 1u : 0u) |
+                                                (s.retried < last.retried ? 2u : 0u) |
+                                                (s.scale_ups < last.scale_ups ? 4u : 0u) |
+                                                (s.stuck_total < last.stuck_total ? 8u : 0u) |
+                                                (s.peak_workers < last.peak_workers ? 16u : 0u) |
+                                                (s.completed < last.completed ? 32u : 0u) |
+                                                (s.failed < last.failed ? 64u : 0u) |
+                                                (s.rejected < last.rejected ? 128u : 0u);
                 if (went_back != 0) {
                     stats_regressions.fetch_add(1, std::memory_order_relaxed);
                     regressed_fields.fetch_or(went_back, std::memory_order_relaxed);
@@ -350,9 +361,12 @@ round_result run_round(const round_config& cfg) {
         });
 
         // Shutdown at a random moment of the burst (or after it, for shutdown_at == 1).
-        const auto trigger = static_cast<std::uint64_t>(cfg.shutdown_at * static_cast<double>(cfg.requests));
+        const auto trigger =
+            static_cast<std::uint64_t>(cfg.shutdown_at * static_cast<double>(cfg.requests));
         (void)eventually(
-            [&] { return accepted_total.load() >= trigger || producers_done.load() == cfg.producers; },
+            [&] {
+                return accepted_total.load() >= trigger || producers_done.load() == cfg.producers;
+            },
             60s);
         if (cfg.drain_first) {
             (void)eventually([&] { return producers_done.load() == cfg.producers; }, 120s);
@@ -431,16 +445,16 @@ round_result run_round(const round_config& cfg) {
                 wrong_reason += 1u;
                 break;
             case kind::permanent:
-                wrong_reason += (reason == failure_reason::error && r.failed_attempts.load() == 1) ||
-                                        reason == failure_reason::cancelled
-                                    ? 0u
-                                    : 1u;
+                wrong_reason +=
+                    (reason == failure_reason::error && r.failed_attempts.load() == 1) ||
+                            reason == failure_reason::cancelled
+                        ? 0u
+                        : 1u;
                 break;
             case kind::cooperative:
-                wrong_reason += reason == failure_reason::timed_out ||
-                                        reason == failure_reason::cancelled
-                                    ? 0u
-                                    : 1u;
+                wrong_reason +=
+                    reason == failure_reason::timed_out || reason == failure_reason::cancelled ? 0u
+                                                                                               : 1u;
                 break;
             case kind::flaky:  // always retried after its one failure: only shutdown ends it
                 wrong_reason += reason == failure_reason::cancelled ? 0u : 1u;
@@ -456,8 +470,8 @@ round_result run_round(const round_config& cfg) {
         }
     }
     INFO("seed " << cfg.seed << ", capacity " << cfg.capacity << ", workers " << cfg.min_workers
-                 << ".." << cfg.max_workers << ", grace " << cfg.grace.count() << " ns, shutdown at "
-                 << cfg.shutdown_at);
+                 << ".." << cfg.max_workers << ", grace " << cfg.grace.count()
+                 << " ns, shutdown at " << cfg.shutdown_at);
     CHECK(lost == 0u);
     CHECK(duplicated == 0u);
     CHECK(phantom == 0u);
@@ -537,15 +551,13 @@ TEST_CASE("a long burst of mixed handlers drains completely and accounts for eve
     cfg.shutdown_at = 1.0;  // after every initial request was accepted
     cfg.drain_first = true;
     const round_result r = run_round(cfg);
-    std::printf("[stress] long burst: accepted %llu = completed %llu + failed %llu + unprocessed "
-                "%llu; retried %llu, timed out %llu, late %llu, stuck %llu, peak workers %zu\n",
-                static_cast<unsigned long long>(r.accepted),
-                static_cast<unsigned long long>(r.completed),
-                static_cast<unsigned long long>(r.failed),
-                static_cast<unsigned long long>(r.unprocessed),
-                static_cast<unsigned long long>(r.retried),
-                static_cast<unsigned long long>(r.timed_out),
-                static_cast<unsigned long long>(r.late),
-                static_cast<unsigned long long>(r.stuck_total), r.peak_workers);
+    std::printf(
+        "[stress] long burst: accepted %llu = completed %llu + failed %llu + unprocessed "
+        "%llu; retried %llu, timed out %llu, late %llu, stuck %llu, peak workers %zu\n",
+        static_cast<unsigned long long>(r.accepted), static_cast<unsigned long long>(r.completed),
+        static_cast<unsigned long long>(r.failed), static_cast<unsigned long long>(r.unprocessed),
+        static_cast<unsigned long long>(r.retried), static_cast<unsigned long long>(r.timed_out),
+        static_cast<unsigned long long>(r.late), static_cast<unsigned long long>(r.stuck_total),
+        r.peak_workers);
     CHECK(r.accepted >= cfg.requests / 2);
 }

@@ -37,9 +37,15 @@ std::uint64_t env_u64(const char* name, std::uint64_t fallback) {
 // (producer in the top 4 bits; up to 2^27 elements per producer).
 constexpr int producer_shift = 27;
 
-int pack(int producer, int seq) { return (producer << producer_shift) | seq; }
-int producer_of(int id) { return id >> producer_shift; }
-int seq_of(int id) { return id & ((1 << producer_shift) - 1); }
+int pack(int producer, int seq) {
+    return (producer << producer_shift) | seq;
+}
+int producer_of(int id) {
+    return id >> producer_shift;
+}
+int seq_of(int id) {
+    return id & ((1 << producer_shift) - 1);
+}
 
 }  // namespace
 
@@ -48,8 +54,9 @@ TEST_CASE("bounded_queue under many producers and consumers delivers each elemen
           "[stress][bounded_queue]") {
     const std::uint64_t scale = std::max<std::uint64_t>(1, env_u64("WORKERPOOL_STRESS_SCALE", 1));
     const std::uint64_t seed = env_u64("WORKERPOOL_STRESS_SEED", std::random_device{}());
-    std::printf("[stress] bounded_queue: WORKERPOOL_STRESS_SEED=%llu WORKERPOOL_STRESS_SCALE=%llu\n",
-                static_cast<unsigned long long>(seed), static_cast<unsigned long long>(scale));
+    std::printf(
+        "[stress] bounded_queue: WORKERPOOL_STRESS_SEED=%llu WORKERPOOL_STRESS_SCALE=%llu\n",
+        static_cast<unsigned long long>(seed), static_cast<unsigned long long>(scale));
     std::fflush(stdout);
     std::mt19937_64 rng(seed);
 
@@ -57,8 +64,8 @@ TEST_CASE("bounded_queue under many producers and consumers delivers each elemen
     for (const std::size_t capacity : capacities) {
         const int producers = 1 + static_cast<int>(rng() % 4);
         const int consumers = 1 + static_cast<int>(rng() % 4);
-        const int per_producer = static_cast<int>(std::min<std::uint64_t>(
-            (1u << producer_shift) - 1, 8'000 * scale));
+        const int per_producer =
+            static_cast<int>(std::min<std::uint64_t>((1u << producer_shift) - 1, 8'000 * scale));
         const bool close_early = rng() % 2 == 0;  // close while producers still push
         CAPTURE(capacity, producers, consumers, per_producer, close_early);
         tracked::reset();
@@ -159,7 +166,8 @@ TEST_CASE("bounded_queue under many producers and consumers delivers each elemen
         std::size_t missing = 0;
         for (int p = 0; p < producers; ++p) {
             for (int i = 0; i < accepted[static_cast<std::size_t>(p)]; ++i) {
-                missing += seen[static_cast<std::size_t>(p)][static_cast<std::size_t>(i)] == 0 ? 1u : 0u;
+                missing +=
+                    seen[static_cast<std::size_t>(p)][static_cast<std::size_t>(i)] == 0 ? 1u : 0u;
             }
         }
         CHECK(bad == 0u);

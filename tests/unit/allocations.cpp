@@ -97,14 +97,27 @@ void release(void* p) noexcept {
 
 }  // namespace
 
-// ------------------------------------------------------------------ replaceable allocation functions
+// ------------------------------------------------------------------ replaceable allocation
+// functions
 
-void* operator new(std::size_t n) { return alloc_or_throw(n); }
-void* operator new[](std::size_t n) { return alloc_or_throw(n); }
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return alloc_or_null(n); }
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return alloc_or_null(n); }
-void* operator new(std::size_t n, std::align_val_t a) { return aligned_or_throw(n, a); }
-void* operator new[](std::size_t n, std::align_val_t a) { return aligned_or_throw(n, a); }
+void* operator new(std::size_t n) {
+    return alloc_or_throw(n);
+}
+void* operator new[](std::size_t n) {
+    return alloc_or_throw(n);
+}
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+    return alloc_or_null(n);
+}
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+    return alloc_or_null(n);
+}
+void* operator new(std::size_t n, std::align_val_t a) {
+    return aligned_or_throw(n, a);
+}
+void* operator new[](std::size_t n, std::align_val_t a) {
+    return aligned_or_throw(n, a);
+}
 void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
     return aligned_or_null(n, a);
 }
@@ -112,18 +125,42 @@ void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) n
     return aligned_or_null(n, a);
 }
 
-void operator delete(void* p) noexcept { release(p); }
-void operator delete[](void* p) noexcept { release(p); }
-void operator delete(void* p, std::size_t) noexcept { release(p); }
-void operator delete[](void* p, std::size_t) noexcept { release(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { release(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { release(p); }
-void operator delete(void* p, std::align_val_t) noexcept { release(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { release(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { release(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { release(p); }
-void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { release(p); }
-void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { release(p); }
+void operator delete(void* p) noexcept {
+    release(p);
+}
+void operator delete[](void* p) noexcept {
+    release(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+    release(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+    release(p);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept {
+    release(p);
+}
+void operator delete[](void* p, const std::nothrow_t&) noexcept {
+    release(p);
+}
+void operator delete(void* p, std::align_val_t) noexcept {
+    release(p);
+}
+void operator delete[](void* p, std::align_val_t) noexcept {
+    release(p);
+}
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
+    release(p);
+}
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
+    release(p);
+}
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
+    release(p);
+}
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept {
+    release(p);
+}
 
 namespace {
 
@@ -161,8 +198,8 @@ counts measure(Body&& body) {
     c.deallocations = deallocations.load(std::memory_order_relaxed);
     for (std::size_t i = 0; i < by_size_class.size(); ++i) {
         if (const auto n = by_size_class[i].load(std::memory_order_relaxed); n != 0) {
-            c.by_size += " <=" + std::to_string(i == 0 ? 0 : std::uint64_t{1} << i) + "B:" +
-                         std::to_string(n);
+            c.by_size += " <=" + std::to_string(i == 0 ? 0 : std::uint64_t{1} << i) +
+                         "B:" + std::to_string(n);
         }
     }
     return c;
@@ -203,12 +240,12 @@ TEST_CASE("the counting allocator counts every form of operator new", "[alloc][u
         void* a = ::operator new(24);
         void* b = ::operator new[](40);
         void* d = ::operator new(8, std::nothrow);
-        void* e = ::operator new(64, std::align_val_t{64});
+        void* e = ::operator new (64, std::align_val_t{64});
         void* f = ::operator new[](128, std::align_val_t{128}, std::nothrow);
         ::operator delete(a);
         ::operator delete[](b);
         ::operator delete(d, std::nothrow);
-        ::operator delete(e, std::align_val_t{64});
+        ::operator delete (e, std::align_val_t{64});
         ::operator delete[](f, std::align_val_t{128}, std::nothrow);
         std::vector<int> v(10);  // through std::allocator
         v.push_back(1);
@@ -271,8 +308,8 @@ TEST_CASE("requests that complete normally allocate nothing, with a timeout set"
             (void)wait_quietly(
                 [&] { return handled.load(std::memory_order_acquire) == 4 * warmup + measured; });
         });
-        INFO("allocations: " << c.allocations << " (" << c.bytes << " bytes; by size:"
-                             << c.by_size << "), deallocations: " << c.deallocations);
+        INFO("allocations: " << c.allocations << " (" << c.bytes << " bytes; by size:" << c.by_size
+                             << "), deallocations: " << c.deallocations);
         CHECK(handled.load() == 4 * warmup + measured);
         CHECK(c.allocations == 0u);
         CHECK(c.bytes == 0u);
@@ -308,8 +345,8 @@ TEST_CASE("requests that complete normally allocate nothing, with a timeout set"
         for (auto& t : producers) {
             t.join();
         }
-        INFO("allocations: " << c.allocations << " (" << c.bytes << " bytes; by size:"
-                             << c.by_size << "), deallocations: " << c.deallocations);
+        INFO("allocations: " << c.allocations << " (" << c.bytes << " bytes; by size:" << c.by_size
+                             << "), deallocations: " << c.deallocations);
         CHECK(handled.load() == 4 * warmup + 3 * measured);
         CHECK(c.allocations == 0u);
         CHECK(c.deallocations == 0u);

@@ -179,7 +179,7 @@ TEST_CASE("job_options::max_attempts overrides the pool's retry policy per reque
             throw std::runtime_error("always");
         },
         o);
-    REQUIRE(pool.try_submit(0) == submit_status::accepted);                           // pool: 2
+    REQUIRE(pool.try_submit(0) == submit_status::accepted);  // pool: 2
     REQUIRE(pool.try_submit(1, job_options{.max_attempts = 5}) == submit_status::accepted);
     REQUIRE(pool.try_submit(2, job_options{.max_attempts = 1}) == submit_status::accepted);
     REQUIRE(eventually([&] { return failures.size() == 3; }));
@@ -188,7 +188,8 @@ TEST_CASE("job_options::max_attempts overrides the pool's retry policy per reque
     CHECK(calls[1].load() == 5);
     CHECK(calls[2].load() == 1);
     for (const auto& f : failures.items) {
-        CHECK(f.attempts == static_cast<unsigned>(calls[static_cast<std::size_t>(f.request)].load()));
+        CHECK(f.attempts ==
+              static_cast<unsigned>(calls[static_cast<std::size_t>(f.request)].load()));
     }
 }
 
@@ -239,7 +240,12 @@ TEST_CASE("a retry_if that throws stops the retries and is counted", "[retry][un
     o.retry.retry_if = [](const std::exception_ptr&, unsigned) -> bool {
         throw std::runtime_error("predicate failure");
     };
-    dispatcher<int> pool([&](int&) { calls.fetch_add(1); throw 42; }, o);
+    dispatcher<int> pool(
+        [&](int&) {
+            calls.fetch_add(1);
+            throw 42;
+        },
+        o);
     REQUIRE(pool.try_submit(1) == submit_status::accepted);
     REQUIRE(eventually([&] { return failures.size() == 1; }));
     (void)pool.shutdown(10s);
@@ -248,8 +254,7 @@ TEST_CASE("a retry_if that throws stops the retries and is counted", "[retry][un
     CHECK(message_of(failures.items[0].error) == "<non-std exception>");
 }
 
-TEST_CASE("by default a permanent_error is not retried and other exceptions are",
-          "[retry][unit]") {
+TEST_CASE("by default a permanent_error is not retried and other exceptions are", "[retry][unit]") {
     failure_log failures;
     std::array<std::atomic<int>, 2> calls{};
     auto o = retry_options(3);
@@ -478,7 +483,12 @@ TEST_CASE("a retry that would wait past the request's deadline expires at once",
     o.retry.initial_backoff = std::chrono::hours(1);
     o.retry.max_backoff = std::chrono::hours(1);
     o.on_failure = failures.sink();
-    dispatcher<int> pool([&](int&) { calls.fetch_add(1); throw std::runtime_error("fails"); }, o);
+    dispatcher<int> pool(
+        [&](int&) {
+            calls.fetch_add(1);
+            throw std::runtime_error("fails");
+        },
+        o);
     const auto start = clock_type::now();
     REQUIRE(pool.try_submit(1, job_options{.deadline = start + 10s}) == submit_status::accepted);
     REQUIRE(eventually([&] { return failures.size() == 1; }));
@@ -498,9 +508,15 @@ TEST_CASE("retries within the deadline still run", "[retry][expired][unit]") {
     auto o = retry_options(3);
     o.retry.initial_backoff = 1ms;
     o.on_failure = failures.sink();
-    dispatcher<int> pool([&](int&) { calls.fetch_add(1); throw std::runtime_error("fails"); }, o);
-    REQUIRE(pool.try_submit(1, job_options{.deadline = clock_type::now() + std::chrono::hours(1)}) ==
-            submit_status::accepted);
+    dispatcher<int> pool(
+        [&](int&) {
+            calls.fetch_add(1);
+            throw std::runtime_error("fails");
+        },
+        o);
+    REQUIRE(
+        pool.try_submit(1, job_options{.deadline = clock_type::now() + std::chrono::hours(1)}) ==
+        submit_status::accepted);
     REQUIRE(eventually([&] { return failures.size() == 1; }));
     (void)pool.shutdown(10s);
     CHECK(calls.load() == 3);
@@ -537,7 +553,12 @@ TEST_CASE("a backoff too long to add to now waits instead of retrying at once",
     auto o = retry_options(3);
     o.retry.initial_backoff = std::chrono::nanoseconds::max();
     o.retry.max_backoff = std::chrono::nanoseconds::max();
-    dispatcher<int> pool([&](int&) { calls.fetch_add(1); throw std::runtime_error("fails"); }, o);
+    dispatcher<int> pool(
+        [&](int&) {
+            calls.fetch_add(1);
+            throw std::runtime_error("fails");
+        },
+        o);
     REQUIRE(pool.try_submit(1) == submit_status::accepted);
     REQUIRE(eventually([&] { return calls.load() >= 1 && pool.stats().retry_pending == 1u; }));
     const auto until = clock_type::now() + 100ms;

@@ -7,13 +7,15 @@
 #include "support/catch.hpp"
 #include "support/test_util.hpp"
 
+#include <dirent.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
-#include <dirent.h>
 #include <fstream>
 #include <memory>
 #include <mutex>
@@ -22,7 +24,6 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
-#include <unistd.h>
 #include <vector>
 
 namespace {
@@ -122,7 +123,12 @@ TEST_CASE("the pool grows under a backlog to max_workers in one tick and not bey
     policy.armed = false;
     o.policy = policy.get();
     o.on_event = log.sink();
-    dispatcher<int> pool([&](int&) { hold.wait(); done.fetch_add(1); }, o);
+    dispatcher<int> pool(
+        [&](int&) {
+            hold.wait();
+            done.fetch_add(1);
+        },
+        o);
 
     for (int i = 0; i < 64; ++i) {
         REQUIRE(pool.try_submit(int{i}) == submit_status::accepted);
@@ -158,7 +164,12 @@ TEST_CASE("the pool shrinks back to min_workers, one worker per tick, once the b
     std::atomic<int> done{0};
     auto o = fast_options();
     o.on_event = log.sink();
-    dispatcher<int> pool([&](int&) { hold.wait(); done.fetch_add(1); }, o);
+    dispatcher<int> pool(
+        [&](int&) {
+            hold.wait();
+            done.fetch_add(1);
+        },
+        o);
 
     for (int i = 0; i < 64; ++i) {
         REQUIRE(pool.try_submit(int{i}) == submit_status::accepted);
@@ -460,7 +471,8 @@ TEST_CASE("the scaler respects limits changed at run time", "[scaling][manual][u
     CHECK(pool.shutdown(10s).unprocessed.empty());
 }
 
-TEST_CASE("a pool lowered to zero workers starts one for a new request", "[scaling][manual][unit]") {
+TEST_CASE("a pool lowered to zero workers starts one for a new request",
+          "[scaling][manual][unit]") {
     std::atomic<int> done{0};
     auto o = fast_options();
     o.scale_interval = std::chrono::milliseconds(1000);  // the kick, not the tick, must do it
@@ -522,7 +534,12 @@ TEST_CASE("wait_time_policy plugged into a pool grows on queue wait and shrinks 
     auto o = fast_options();
     o.max_workers = 6;
     o.policy = workerpool::wait_time_policy({5ms, 0.5, 20ms});
-    dispatcher<int> pool([&](int&) { hold.wait(); done.fetch_add(1); }, o);
+    dispatcher<int> pool(
+        [&](int&) {
+            hold.wait();
+            done.fetch_add(1);
+        },
+        o);
     // Few requests (below any depth mark) that wait long: only the wait signal can grow the pool.
     for (int i = 0; i < 3; ++i) {
         REQUIRE(pool.try_submit(int{i}) == submit_status::accepted);
@@ -757,7 +774,8 @@ thread_usage usage_of(const std::set<long>& tids) {
 
 }  // namespace
 
-TEST_CASE("an idle pool at min_workers wakes only once per scale_interval", "[scaling][idle][unit]") {
+TEST_CASE("an idle pool at min_workers wakes only once per scale_interval",
+          "[scaling][idle][unit]") {
     counting_policy policy;
     auto o = fast_options();
     o.min_workers = 2;
@@ -791,8 +809,8 @@ TEST_CASE("an idle pool at min_workers wakes only once per scale_interval", "[sc
     const std::uint64_t ticks = policy.ticks.load() - t0;
     const std::uint64_t switches = end.switches - start.switches;
     const std::uint64_t cpu = end.cpu_ticks - start.cpu_ticks;
-    INFO("pool threads: " << pool_threads.size() << ", ticks: " << ticks << ", context switches: "
-                          << switches << ", CPU clock ticks: " << cpu);
+    INFO("pool threads: " << pool_threads.size() << ", ticks: " << ticks
+                          << ", context switches: " << switches << ", CPU clock ticks: " << cpu);
     CHECK(pool_threads.size() == 3u);  // two workers and the supervisor
     // One wake-up per tick for the supervisor, none for the sleeping workers; slack for noise.
     CHECK(switches <= 2 * ticks + 10);

@@ -60,7 +60,9 @@ bool wait_for_stop(const std::stop_token& st, std::chrono::nanoseconds limit = 1
     return st.stop_requested();
 }
 
-std::int64_t now_ticks() { return clock_type::now().time_since_epoch().count(); }
+std::int64_t now_ticks() {
+    return clock_type::now().time_since_epoch().count();
+}
 
 clock_type::time_point from_ticks(std::int64_t t) {
     return clock_type::time_point(clock_type::duration(t));
@@ -119,10 +121,12 @@ TEST_CASE("a stuck handler does not stall the queue: a replacement serves it, th
     CHECK(s.stuck_total == 1u);
     CHECK(pool.worker_count() == 2u);  // one above max_workers: the allowance
     CHECK(s.peak_workers == 2u);
-    REQUIRE(eventually([&] { return capacity_seen.load() == 1u; }));  // the stuck one is not capacity
+    REQUIRE(
+        eventually([&] { return capacity_seen.load() == 1u; }));  // the stuck one is not capacity
     // Events recorded under the pool's lock are delivered just after it: they may trail stats().
     CHECK(eventually([&] { return log.count(event_kind::worker_stuck) == 1u; }));
-    CHECK(eventually([&] { return log.count(event_kind::scale_up, "replace stuck worker") == 1u; }));
+    CHECK(
+        eventually([&] { return log.count(event_kind::scale_up, "replace stuck worker") == 1u; }));
     CHECK(stuck_started.load() == 1);  // no second run of the stuck request
 
     release.open();
@@ -178,8 +182,7 @@ TEST_CASE("at default settings a replacement runs queued work soon after a stuck
 
 // Regression: with every worker stuck, capacity was zero and scale_locked() started workers
 // beyond max_workers + stuck_allowance (see the next test).
-TEST_CASE("replacements stop at stuck_allowance above max_workers",
-          "[stuck][unit][regression]") {
+TEST_CASE("replacements stop at stuck_allowance above max_workers", "[stuck][unit][regression]") {
     std::array<gate, 2> release;
     std::atomic<int> stuck_started{0};
     std::atomic<int> probe_done{0};
@@ -199,7 +202,8 @@ TEST_CASE("replacements stop at stuck_allowance above max_workers",
     // 0 is stuck on the first worker, 1 on its replacement; nobody is left for 2.
     REQUIRE(eventually([&] { return pool.stats().stuck_total == 2u; }));
     REQUIRE(pool.try_submit(2) == submit_status::accepted);
-    const std::int64_t until = now_ticks() + std::chrono::duration_cast<clock_type::duration>(100ms).count();
+    const std::int64_t until =
+        now_ticks() + std::chrono::duration_cast<clock_type::duration>(100ms).count();
     REQUIRE(eventually([&] { return now_ticks() > until; }));  // several grace periods and ticks
     auto s = pool.stats();
     CHECK(stuck_started.load() == 2);
@@ -241,7 +245,8 @@ TEST_CASE("with every handler stuck the pool never runs more than max_workers + 
     }
     REQUIRE(eventually([&] { return pool.stats().stuck_total >= 3u; }));
     // Several stuck graces and scaler ticks more: time is the behaviour here.
-    const std::int64_t until = now_ticks() + std::chrono::duration_cast<clock_type::duration>(300ms).count();
+    const std::int64_t until =
+        now_ticks() + std::chrono::duration_cast<clock_type::duration>(300ms).count();
     REQUIRE(eventually([&] { return now_ticks() > until; }));
     const auto s = pool.stats();
     CHECK(s.peak_workers <= 3u);
@@ -273,7 +278,8 @@ TEST_CASE("a handler that honours its stop within the grace is never declared st
         REQUIRE(pool.try_submit(int{i}) == submit_status::accepted);
     }
     REQUIRE(eventually([&] { return done.load() == 5; }));
-    const std::int64_t until = now_ticks() + std::chrono::duration_cast<clock_type::duration>(400ms).count();
+    const std::int64_t until =
+        now_ticks() + std::chrono::duration_cast<clock_type::duration>(400ms).count();
     REQUIRE(eventually([&] { return now_ticks() > until; }));  // past any stuck grace
     (void)pool.shutdown(10s);
     const auto s = pool.stats();

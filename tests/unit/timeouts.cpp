@@ -346,9 +346,14 @@ TEST_CASE("a huge timeout behaves as no timeout", "[timeout][unit][regression]")
     std::atomic<int> stopped{-1};
     auto o = timeout_options();
     job_options jo;
-    SECTION("per request") { jo.timeout = std::chrono::nanoseconds::max(); }
-    SECTION("pool default") { o.default_timeout = std::chrono::nanoseconds::max(); }
-    dispatcher<int> pool([&](int&, std::stop_token st) { stopped = wait_for_stop(st, 200ms) ? 1 : 0; }, o);
+    SECTION("per request") {
+        jo.timeout = std::chrono::nanoseconds::max();
+    }
+    SECTION("pool default") {
+        o.default_timeout = std::chrono::nanoseconds::max();
+    }
+    dispatcher<int> pool(
+        [&](int&, std::stop_token st) { stopped = wait_for_stop(st, 200ms) ? 1 : 0; }, o);
     REQUIRE(pool.try_submit(1, jo) == submit_status::accepted);
     REQUIRE(eventually([&] { return stopped.load() != -1; }));
     (void)pool.shutdown(10s);
@@ -383,8 +388,9 @@ TEST_CASE("a request whose deadline passed before it could start never runs",
     REQUIRE(eventually([&] { return started.load() == 1; }));
     const auto deadline = clock_type::now() + 30ms;
     REQUIRE(pool.try_submit(1, job_options{.deadline = deadline}) == submit_status::accepted);
-    REQUIRE(pool.try_submit(2, job_options{.deadline = clock_type::now() + std::chrono::hours(1)}) ==
-            submit_status::accepted);
+    REQUIRE(
+        pool.try_submit(2, job_options{.deadline = clock_type::now() + std::chrono::hours(1)}) ==
+        submit_status::accepted);
     // Time is the behaviour here: wait for the deadline itself to pass, then let the worker go.
     REQUIRE(eventually([&] { return clock_type::now() > deadline; }));
     hold.open();
