@@ -7,6 +7,7 @@
 #include <workerpool/dispatcher.hpp>
 
 #include "support/catch.hpp"
+#include "support/held_workers.hpp"
 #include "support/test_util.hpp"
 
 #include <atomic>
@@ -36,67 +37,17 @@ using workerpool::failure;
 using workerpool::failure_reason;
 using workerpool::submit_status;
 using workerpool::test::eventually;
+using workerpool::test::finally;
+using workerpool::test::permits;
+using workerpool::test::recorder;
+using workerpool::test::stopped_by_token;
+using workerpool::test::submitter;
 
 // A move-only request; `payload` travels with it, so a request handed back is checked whole.
 struct job {
     int id = 0;
     std::unique_ptr<int> payload;
     explicit job(int i) : id(i), payload(std::make_unique<int>(i * 10)) {}
-};
-
-// Thrown by a handler whose permit wait was cut short by its stop token.
-struct stopped_by_token {};
-
-// Permits that hold handlers: `acquire` blocks until a permit is released or the handler's token
-// is stopped, so a held pool can always be shut down.
-class permits {
-public:
-    // Returns true with a permit, false if `st` was stopped first.
-    bool acquire(const std::stop_token& st) {
-        std::unique_lock lock(mutex_);
-        ++waiting_;
-        const bool got = cv_.wait(lock, st, [this] { return available_ > 0; });
-        --waiting_;
-        if (got) {
-            --available_;
-        }
-        return got;
-    }
-    void release(int n = 1) {
-        {
-            std::lock_guard lock(mutex_);
-            available_ += n;
-        }
-        cv_.notify_all();
-    }
-    void release_all() { release(1'000'000); }
-    int waiting() {
-        std::lock_guard lock(mutex_);
-        return waiting_;
-    }
-
-private:
-    std::mutex mutex_;
-    std::condition_variable_any cv_;
-    int available_ = 0;  // guarded by mutex_
-    int waiting_ = 0;    // guarded by mutex_
-};
-
-// Records ids in order.
-class recorder {
-public:
-    void add(int id) {
-        std::lock_guard lock(mutex_);
-        ids_.push_back(id);
-    }
-    std::vector<int> ids() {
-        std::lock_guard lock(mutex_);
-        return ids_;
-    }
-
-private:
-    std::mutex mutex_;
-    std::vector<int> ids_;  // guarded by mutex_
 };
 
 // What on_failure received, without the exception objects' types.
@@ -174,19 +125,6 @@ public:
 private:
     std::mutex mutex_;
     std::vector<event_kind> kinds_;  // guarded by mutex_
-};
-
-// Runs `f` when the scope ends, also when a REQUIRE unwinds it.
-template <class F>
-class finally {
-public:
-    explicit finally(F f) : f_(std::move(f)) {}
-    finally(const finally&) = delete;
-    finally& operator=(const finally&) = delete;
-    ~finally() { f_(); }
-
-private:
-    F f_;
 };
 
 std::vector<int> ids_of(const std::vector<job>& jobs) {

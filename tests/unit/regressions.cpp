@@ -6,12 +6,8 @@
 #include <workerpool/dispatcher.hpp>
 
 #include "support/catch.hpp"
+#include "support/held_workers.hpp"
 #include "support/test_util.hpp"
-
-#if defined(__linux__)
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
 
 #include <atomic>
 #include <chrono>
@@ -40,6 +36,11 @@ using workerpool::failure;
 using workerpool::failure_reason;
 using workerpool::submit_status;
 using workerpool::test::eventually;
+using workerpool::test::finally;
+using workerpool::test::permits;
+using workerpool::test::stopped_by_token;
+using workerpool::test::submitter;
+using workerpool::test::this_tid;
 
 struct job {
     int id = 0;
@@ -50,94 +51,6 @@ struct job {
 bool untouched(const job& j, int id) {
     return j.id == id && j.payload != nullptr && *j.payload == id * 10;
 }
-
-struct stopped_by_token {};
-
-// Permits that hold handlers; `acquire` gives up when the handler's token is stopped.
-class permits {
-public:
-    bool acquire(const std::stop_token& st) {
-        std::unique_lock lock(mutex_);
-        ++waiting_;
-        const bool got = cv_.wait(lock, st, [this] { return available_ > 0; });
-        --waiting_;
-        if (got) {
-            --available_;
-        }
-        return got;
-    }
-    void release(int n = 1) {
-        {
-            std::lock_guard lock(mutex_);
-            available_ += n;
-        }
-        cv_.notify_all();
-    }
-    void release_all() { release(1'000'000); }
-    int waiting() {
-        std::lock_guard lock(mutex_);
-        return waiting_;
-    }
-
-private:
-    std::mutex mutex_;
-    std::condition_variable_any cv_;
-    int available_ = 0;  // guarded by mutex_
-    int waiting_ = 0;    // guarded by mutex_
-};
-
-template <class F>
-class finally {
-public:
-    explicit finally(F f) : f_(std::move(f)) {}
-    finally(const finally&) = delete;
-    finally& operator=(const finally&) = delete;
-    ~finally() { f_(); }
-
-private:
-    F f_;
-};
-
-// The calling thread's kernel id (Linux), or 1 elsewhere.
-long this_tid() {
-#if defined(__linux__)
-    return ::syscall(SYS_gettid);
-#else
-    return 1;
-#endif
-}
-
-// Returns whether thread `tid` of this process is asleep in the kernel (state S): for a submitter
-// thread, that it is blocked waiting for a free slot. Reads /proc, so it never disturbs the
-// thread. Elsewhere it cannot tell and answers true, which only makes the tests weaker.
-bool is_asleep(long tid) {
-#if defined(__linux__)
-    std::ifstream stat("/proc/self/task/" + std::to_string(tid) + "/stat");
-    std::string line;
-    std::getline(stat, line);
-    const auto paren = line.rfind(')');
-    return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'S';
-#else
-    (void)tid;
-    return true;
-#endif
-}
-
-struct submitter {
-    std::atomic<long> tid{0};
-    std::atomic<bool> done{false};
-    std::atomic<submit_status> result{submit_status::full};
-    std::atomic<bool> request_untouched{false};
-
-    // Waits until the thread is asleep inside its submit call; false if the call returned.
-    bool blocked() {
-        return eventually([this] {
-                   const long t = tid.load();
-                   return done.load() || (t != 0 && is_asleep(t));
-               }) &&
-               !done.load();
-    }
-};
 
 workerpool::options<job> held_options(std::size_t capacity, std::size_t workers) {
     workerpool::options<job> o;
