@@ -3,7 +3,8 @@
 # that is already there. Safe to run again. Usage: scripts/install-deps.sh [--bench]
 set -euo pipefail
 
-packages=(cmake g++ ninja-build catch2)
+# hiredis and redis-server: the optional Redis Streams consumer (workerpool::redis) and its tests.
+packages=(cmake g++ ninja-build catch2 libhiredis-dev redis-server)
 if [[ "${1:-}" == "--bench" ]]; then
     packages+=(libbenchmark-dev libboost-dev libtbb-dev libconcurrentqueue-dev gnuplot-nox)
 fi
