@@ -30,6 +30,10 @@ if command -v ninja >/dev/null 2>&1; then
     generator=(-G Ninja)
 fi
 common=("${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF)
+# Where hiredis is installed, every way in must also bring workerpool::redis.
+if [[ -f /usr/include/hiredis/hiredis.h ]]; then
+    common+=(-DEXPECT_REDIS=ON)
+fi
 
 # Runs a command quietly; on failure prints its output and what failed, and stops.
 quiet() {
@@ -56,6 +60,14 @@ consumer() {
         exit 1
     fi
     echo "package: [$name] $out"
+    if [[ -x "$build/redis_consumer" ]]; then
+        if ! out=$("$build/redis_consumer" 2>&1); then
+            echo "$out" >&2
+            echo "package: FAILED: [$name] redis_consumer exited non-zero" >&2
+            exit 1
+        fi
+        echo "package: [$name] $out"
+    fi
 }
 
 consumer add_subdirectory add_subdirectory -DWORKERPOOL_SOURCE_DIR="$src"
