@@ -1,5 +1,9 @@
 #pragma once
 
+/// @file
+/// `bounded_queue<T>`: the fixed-capacity, allocation-free MPMC ring that a dispatcher queues
+/// its requests in; usable on its own.
+
 #include <workerpool/detail/cache_line.hpp>
 #include <workerpool/status.hpp>
 
@@ -39,7 +43,9 @@ public:
     explicit bounded_queue(std::size_t capacity)
         : capacity_(capacity), slots_(allocate(capacity)) {}
 
+    /// Not copyable (and so not movable either).
     bounded_queue(const bounded_queue&) = delete;
+    /// Not copy-assignable (and so not move-assignable either).
     bounded_queue& operator=(const bounded_queue&) = delete;
 
     /// Destroys the elements still queued. Pre: no other thread uses the queue.

@@ -1,5 +1,9 @@
 #pragma once
 
+/// @file
+/// `dispatcher<Request>`, the worker pool itself, with the `shutdown_report` it hands back and the
+/// `request_handler` concept its handlers satisfy.
+
 #include <workerpool/bounded_queue.hpp>
 #include <workerpool/detail/cache_line.hpp>
 #include <workerpool/detail/histogram.hpp>

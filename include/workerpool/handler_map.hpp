@@ -1,5 +1,9 @@
 #pragma once
 
+/// @file
+/// `handler_map<Request, Key>`: a handler that routes each request to the handler registered for
+/// its key, and `unknown_route`.
+
 #include <workerpool/retry.hpp>
 
 #include <concepts>
@@ -17,6 +21,7 @@ namespace workerpool {
 /// `failure_reason::error` and this exception.
 class unknown_route : public permanent_error {
 public:
+    /// Takes the message, as `permanent_error` does.
     using permanent_error::permanent_error;
 };
 

@@ -1,5 +1,8 @@
 #pragma once
 
+/// @file
+/// `options<Request>`, a pool's configuration, and `job_options`, the per-request overrides.
+
 #include <workerpool/retry.hpp>
 #include <workerpool/scaler.hpp>
 #include <workerpool/stats.hpp>

@@ -1,5 +1,8 @@
 #pragma once
 
+/// @file
+/// `retry_policy`, the backoff functions it uses, and `permanent_error` (never retried).
+
 #include <workerpool/status.hpp>
 
 #include <algorithm>
@@ -17,6 +20,7 @@ namespace workerpool {
 /// unknown route). The default retry rule never retries it; it goes straight to `on_failure`.
 class permanent_error : public std::runtime_error {
 public:
+    /// Takes the message (a `std::string` or a C string), as `std::runtime_error` does.
     using std::runtime_error::runtime_error;
 };
 

@@ -1,5 +1,9 @@
 #pragma once
 
+/// @file
+/// Scaling: `scale_metrics`, the `scale_policy` type, and the built-in `depth_policy` and
+/// `wait_time_policy`.
+
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
@@ -73,8 +77,14 @@ class depth_policy {
 public:
     /// The thresholds; the dispatcher fills them from its `options`.
     struct config {
+        /// Queue depth above which the policy grows; also the number of queued requests per
+        /// added worker. Must be > 0.
         std::size_t scale_up_depth = 16;
+        /// The low mark as a fraction of `scale_up_depth`: the policy may shrink once the depth
+        /// stays at or below `scale_down_ratio * scale_up_depth`. In (0, 1].
         double scale_down_ratio = 0.75;
+        /// How long the depth must stay at or below the low mark, and how long after the last
+        /// growth the policy waits, before it sheds a worker.
         std::chrono::nanoseconds cooldown = std::chrono::seconds(1);
     };
 
@@ -115,8 +125,14 @@ class wait_time_policy {
 public:
     /// The thresholds.
     struct config {
+        /// Estimated queue wait above which the policy grows (by one worker, or by doubling them
+        /// past twice this wait). Must be > 0.
         std::chrono::nanoseconds target_wait = std::chrono::milliseconds(10);
+        /// The low mark as a fraction of `target_wait`: the policy may shrink once the wait
+        /// stays at or below `scale_down_ratio * target_wait`. In (0, 1].
         double scale_down_ratio = 0.5;
+        /// How long the wait must stay at or below the low mark, and how long after the last
+        /// growth the policy waits, before it sheds a worker.
         std::chrono::nanoseconds cooldown = std::chrono::seconds(1);
     };
 

@@ -1,5 +1,9 @@
 #pragma once
 
+/// @file
+/// What a pool reports about itself: `stats_snapshot` (from `stats()`) and `event` (passed to
+/// `options::on_event`).
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -33,8 +37,9 @@ struct stats_snapshot {
     std::uint64_t late = 0;       ///< Attempts that returned normally after their deadline.
     std::uint64_t cancelled = 0;  ///< Attempts that threw after shutdown stopped them.
     std::uint64_t expired = 0;    ///< Requests dropped to `on_failure` past their deadline.
-    std::uint64_t callback_errors =
-        0;                          ///< Exceptions thrown by `on_failure` / `on_event`, swallowed.
+    /// Exceptions thrown by the user's callbacks (`on_failure`, `on_event`, `on_success`,
+    /// `on_worker_start`, `on_worker_stop`, `retry.retry_if`, the scaling `policy`), swallowed.
+    std::uint64_t callback_errors = 0;
     std::size_t queue_depth = 0;    ///< Requests waiting in the queue (approximate).
     std::size_t capacity = 0;       ///< The queue's exact bound.
     std::size_t retry_pending = 0;  ///< Requests waiting out a retry backoff.

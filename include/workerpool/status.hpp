@@ -1,5 +1,9 @@
 #pragma once
 
+/// @file
+/// `submit_status` (what a submit call returns), `failure_reason` and `failure<Request>` (what the
+/// dead-letter sink receives).
+
 #include <exception>
 
 namespace workerpool {

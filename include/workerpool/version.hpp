@@ -1,5 +1,8 @@
 #pragma once
 
+/// @file
+/// The library's version, as macros for the preprocessor and as constants in `workerpool`.
+
 /// The library's major version. Kept equal to `project(workerpool VERSION ...)` in CMakeLists.txt,
 /// whose configure step fails if the two disagree.
 #define WORKERPOOL_VERSION_MAJOR 0

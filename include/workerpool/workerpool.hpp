@@ -1,6 +1,12 @@
 #pragma once
 
-/// The umbrella header: everything a user of workerpool needs.
+/// @file
+/// The umbrella header: includes every public header of the library.
+
+/// @namespace workerpool
+/// Everything the library offers. Names in `workerpool::detail` are implementation details, not
+/// part of the API.
+
 #include <workerpool/bounded_queue.hpp>
 #include <workerpool/dispatcher.hpp>
 #include <workerpool/handler_map.hpp>
