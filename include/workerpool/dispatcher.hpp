@@ -212,12 +212,15 @@ template <class Request>
 class dispatcher {
     static_assert(std::is_object_v<Request> && !std::is_const_v<Request>,
                   "dispatcher<Request>: Request must be a non-const object type");
-    static_assert(std::is_nothrow_move_constructible_v<Request>,
+    // The destructor first: a throwing destructor also makes the move check false (GCC counts the
+    // temporary's destruction), and Clang stops at the first failed assertion.
+    static_assert(std::is_nothrow_destructible_v<Request>,
+                  "dispatcher<Request>: Request's destructor must not throw");
+    static_assert(!std::is_nothrow_destructible_v<Request> ||
+                      std::is_nothrow_move_constructible_v<Request>,
                   "dispatcher<Request>: Request must be nothrow move-constructible (a request "
                   "moves into the queue and out of it, and neither move may fail); give it a "
                   "noexcept move constructor, or submit a std::unique_ptr<Request>");
-    static_assert(std::is_nothrow_destructible_v<Request>,
-                  "dispatcher<Request>: Request's destructor must not throw");
 
     using envelope = detail::envelope<Request>;
     using clock = std::chrono::steady_clock;
@@ -266,15 +269,22 @@ public:
         }
     }
 
+    /// Not copyable: a pool owns its threads and its queue.
     dispatcher(const dispatcher&) = delete;
+    /// Not copy-assignable.
     dispatcher& operator=(const dispatcher&) = delete;
+    /// Not movable: the pool's threads refer to it by address.
     dispatcher(dispatcher&&) = delete;
+    /// Not move-assignable.
     dispatcher& operator=(dispatcher&&) = delete;
 
     /// Shuts down with `options.destructor_grace` if `shutdown()` was not called, hands what it
     /// could not process to `on_failure` (reason `cancelled`, 0 attempts if it never ran), and
     /// joins every thread. Blocks while a stuck handler runs; never terminates, never detaches.
-    /// Pre: not called from one of this pool's handlers.
+    /// Producers blocked in `submit` / `submit_for` when it begins return `closed` (their requests
+    /// untouched), and it waits for them to leave the call before any member is destroyed.
+    /// Pre: not called from one of this pool's handlers; no other call on this pool starts, or is
+    /// in progress other than a submit waiting for a slot (that is a use of a destroyed object).
     ~dispatcher() {
         std::vector<envelope> left;
         try {
@@ -282,6 +292,9 @@ public:
         } catch (...) {
             // Out of memory while collecting: what was collected is still dead-lettered below.
         }
+        // Producers that were blocked in submit woke with `closed`; they must have left the call
+        // before their mutex, condition variable and queue are destroyed.
+        wait_for_submitters_to_leave();
         for (envelope& e : left) {
             dead_letter_unowned(std::move(e.request), e.attempts, e.last_error);
         }
@@ -735,8 +748,56 @@ private:
         }
     }
 
+    // Counts a submit / submit_for call in `submitters_inside_` from its first wait for a slot
+    // until it returns, so that the destructor can wait for a producer it woke to leave the call
+    // before the members it touches are destroyed. The fast path (a slot free at once) is not
+    // counted: a call that has not waited cannot be "blocked when the destructor began".
+    class inside_submit {
+    public:
+        inside_submit() = default;
+        inside_submit(const inside_submit&) = delete;
+        inside_submit& operator=(const inside_submit&) = delete;
+        inside_submit(inside_submit&&) = delete;
+        inside_submit& operator=(inside_submit&&) = delete;
+        ~inside_submit() {
+            if (count_ != nullptr) {
+                // [S1] the call's last access to the pool: publishes all of them; pairs with [S2]
+                count_->fetch_sub(1, std::memory_order_release);
+            }
+        }
+        void enter(std::atomic<std::size_t>& count) noexcept {
+            if (count_ == nullptr) {
+                // [S0] seq_cst: with close_intake's seq_cst close and the destructor's seq_cst
+                // load [S2], a call the destructor does not count entered its wait after intake
+                // closed, i.e. it was made on an object already being destroyed.
+                count.fetch_add(1, std::memory_order_seq_cst);
+                count_ = &count;
+            }
+        }
+
+    private:
+        std::atomic<std::size_t>* count_ = nullptr;
+    };
+
+    // Closes intake (idempotent; it wakes blocked submitters) and waits until every submit call
+    // counted by `inside_submit` has returned. They return promptly: each one sees the queue
+    // closed on its next check. Called by the destructor before any member is destroyed.
+    void wait_for_submitters_to_leave() noexcept {
+        close_intake();
+        // [S2] seq_cst, see [S0]; as an acquire it pairs with [S1], so what the last submitter
+        // did to the pool happens before the destruction of the members.
+        for (unsigned polls = 0; submitters_inside_.load(std::memory_order_seq_cst) != 0; ++polls) {
+            if (polls < 64) {
+                std::this_thread::yield();
+            } else {
+                std::this_thread::sleep_for(std::chrono::microseconds(100));
+            }
+        }
+    }
+
     submit_status submit_until(Request& r, const job_options& jo,
                                std::optional<clock::time_point> until) noexcept {
+        inside_submit inside;  // counts this call from its first wait until it returns
         for (;;) {
             const submit_status s =
                 queue_.try_emplace(std::move(r), resolve_timeout(jo), resolve_expiry(jo),
@@ -752,6 +813,7 @@ private:
                 rejected_.fetch_add(1, std::memory_order_relaxed);  // statistics only
                 return submit_status::full;
             }
+            inside.enter(submitters_inside_);  // from here on the destructor waits for us
             // Workers free slots fast: poll a moment before paying for a sleep and a wake-up.
             if (spin_until(
                     [this](bool) { return queue_.free_slots() != 0 || queue_.is_closed(); })) {
@@ -1819,6 +1881,7 @@ private:
     alignas(detail::cache_line) std::atomic<std::size_t> idle_count_{0};  // sleepers; see [W1]
     alignas(detail::cache_line) std::atomic<std::size_t> blocked_producers_{0};  // see [W3]
     std::atomic<bool> producer_wake_pending_{false};  // one notify per batch; see after_pop()
+    std::atomic<std::size_t> submitters_inside_{0};   // submit calls past their first wait; [S0]
     alignas(detail::cache_line) std::atomic<std::int64_t> next_wake_ns_{
         0};  // the supervisor's next wake-up; see schedule_retry
     std::atomic<std::int64_t> stamp_horizon_ns_{

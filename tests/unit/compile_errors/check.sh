@@ -44,8 +44,30 @@ expect_error() {
     fi
 }
 
+# expect_error_without <file> <phrase> <absent-phrase> <extra flags...>: as expect_error, and the
+# diagnostics must not contain <absent-phrase> (a message that would send the user the wrong way).
+expect_error_without() {
+    local file=$1 phrase=$2 absent=$3
+    shift 3
+    local out
+    if out=$("$cxx" "${flags[@]}" "$@" "$here/$file" 2>&1); then
+        echo "FAIL: $file $* compiled, but it must not"
+        failures=$((failures + 1))
+    elif ! grep -qF -- "$phrase" <<<"$out"; then
+        echo "FAIL: $file $* failed to compile without the message \"$phrase\":"
+        echo "$out" | grep -E "error" | head -10
+        failures=$((failures + 1))
+    elif grep -qF -- "$absent" <<<"$out"; then
+        echo "FAIL: $file $* also printed the misleading message \"$absent\""
+        failures=$((failures + 1))
+    else
+        echo "ok:   $file $* fails with \"$phrase\" only"
+    fi
+}
+
 handler_phrase="the handler must be callable as handler(Request&, const std::stop_token&) or handler(Request&)"
 move_phrase="Request must be nothrow move-constructible"
+destructor_phrase="Request's destructor must not throw"
 
 expect_success bad_handler.cpp -DVARIANT=0
 expect_error bad_handler.cpp "$handler_phrase" -DVARIANT=1
@@ -53,6 +75,8 @@ expect_error bad_handler.cpp "$handler_phrase" -DVARIANT=2
 expect_error bad_handler.cpp "$handler_phrase" -DVARIANT=3
 expect_success not_nothrow_movable.cpp -DCONTROL
 expect_error not_nothrow_movable.cpp "$move_phrase"
+expect_success throwing_destructor.cpp -DCONTROL
+expect_error_without throwing_destructor.cpp "$destructor_phrase" "$move_phrase"
 
 if [ "$failures" -ne 0 ]; then
     echo "$failures compile-error check(s) failed"
