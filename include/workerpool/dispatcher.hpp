@@ -43,12 +43,15 @@ namespace workerpool {
 /// What `dispatcher::shutdown` hands back.
 template <class Request>
 struct shutdown_report {
-    /// Every request that was accepted but never finished: still queued when the drain ended, or
-    /// waiting out a retry backoff, or failed an attempt during shutdown with attempts left.
-    /// Moved out of the pool; the caller owns them.
+    /// Every request that was accepted but never finished: still queued when the drain ended,
+    /// waiting out a retry backoff, or whose attempt failed on its own during shutdown with
+    /// attempts left. An attempt that throws after shutdown stopped its token is not here: it
+    /// goes to `on_failure` as `cancelled`, attempts left or not. So a caller who wants to keep
+    /// unfinished work collects both. Moved out of the pool; the caller owns them.
     std::vector<Request> unprocessed;
-    /// True if the queue emptied and every handler returned within the grace (nothing was
-    /// cancelled).
+    /// True if the queue emptied and every running handler returned within the grace, so that no
+    /// attempt was cancelled. Requests waiting out a retry backoff are handed back at once and do
+    /// not make it false: `unprocessed` may be non-empty when `drained` is true.
     bool drained = false;
     /// Workers whose handler ignored its stopped token and was still running when shutdown
     /// returned. The destructor waits for them (it never detaches a thread).
