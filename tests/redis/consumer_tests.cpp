@@ -67,6 +67,7 @@ TEST_CASE("redis: bad options are rejected with the field's name", "[redis]") {
     CHECK(rejects(with([](auto& x) { x.port = 0; }), "port"));
     CHECK(rejects(with([](auto& x) { x.batch = 0; }), "batch"));
     CHECK(rejects(with([](auto& x) { x.block = 0ms; }), "block"));
+    CHECK(rejects(with([](auto& x) { x.ack_delay = 0ms; }), "ack_delay"));
     CHECK(rejects(with([](auto& x) { x.claim_idle = -1ms; }), "claim_idle"));
     CHECK(rejects(with([](auto& x) { x.reconnect_max = 1ms; }), "reconnect_max"));
     CHECK(rejects(with([](auto& x) { x.max_in_flight = x.pool.capacity + 1; }), "max_in_flight"));

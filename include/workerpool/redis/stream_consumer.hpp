@@ -108,9 +108,13 @@ struct consumer_options {
     /// stops at this bound, so the backlog stays in Redis. 0 = the pool's queue capacity. Must not
     /// exceed `pool.capacity`.
     std::size_t max_in_flight = 0;
-    /// How long one read waits for new entries (XREADGROUP BLOCK). Acknowledgements of entries
-    /// that finish while the stream is quiet are sent at least this often. Must be > 0.
+    /// How long one read waits for new entries (XREADGROUP BLOCK) while nothing is held. Must be
+    /// > 0.
     std::chrono::milliseconds block{100};
+    /// While entries are held, reads wait at most this long, so that an entry's acknowledgement
+    /// follows its handler's return within about this delay even when the stream is quiet.
+    /// Shorter: acknowledged sooner, more reads. Must be > 0.
+    std::chrono::milliseconds ack_delay{5};
     /// Limit on connecting. Must be > 0.
     std::chrono::milliseconds connect_timeout{2000};
     /// Limit on a reply (added to `block` for reads); a slower server counts as disconnected.
@@ -313,6 +317,7 @@ inline void validate(const consumer_options& o) {
     require(!o.group_start.empty(), "group_start", "must not be empty");
     require(o.batch > 0, "batch", "must be > 0");
     require(o.block.count() > 0, "block", "must be > 0");
+    require(o.ack_delay.count() > 0, "ack_delay", "must be > 0");
     require(o.connect_timeout.count() > 0, "connect_timeout", "must be > 0");
     require(o.command_timeout.count() > 0, "command_timeout", "must be > 0");
     require(o.claim_idle.count() >= 0, "claim_idle", "must not be negative");
@@ -382,8 +387,15 @@ public:
     stream_consumer(const stream_consumer&) = delete;
     stream_consumer& operator=(const stream_consumer&) = delete;
 
-    /// Calls `stop(options.pool.destructor_grace)` if `stop` was not called.
-    ~stream_consumer() { (void)stop(options_.pool.destructor_grace); }
+    /// Calls `stop(options.pool.destructor_grace)` if `stop` was not called. Never throws: if
+    /// that fails (out of memory), the pool's own destructor still shuts it down.
+    ~stream_consumer() {
+        try {
+            (void)stop(options_.pool.destructor_grace);
+        } catch (...) {
+            // Entries not acknowledged stay pending in Redis; nothing is lost.
+        }
+    }
 
     /// Stops reading, shuts the pool down with `grace` (see `dispatcher::shutdown`), sends the
     /// acknowledgements and dead letters still due, and closes the connection. Entries not
@@ -588,7 +600,10 @@ private:
         std::vector<std::string> cmd{"XREADGROUP",      "GROUP", options_.group,
                                      options_.consumer, "COUNT", std::to_string(count)};
         if (!own_history) {
-            cmd.insert(cmd.end(), {"BLOCK", std::to_string(options_.block.count())});
+            // Held entries will want acknowledging soon: do not sit in a long read meanwhile.
+            const auto wait = room < max_in_flight_ ? std::min(options_.block, options_.ack_delay)
+                                                    : options_.block;
+            cmd.insert(cmd.end(), {"BLOCK", std::to_string(wait.count())});
         }
         cmd.insert(cmd.end(), {"STREAMS", options_.stream, own_history ? history_cursor : ">"});
         detail::reply_ptr r = connection_->command(cmd);
