@@ -524,15 +524,19 @@ TEST_CASE("retries within the deadline still run", "[retry][expired][unit]") {
 }
 
 TEST_CASE("pending retries count as load for the scaler", "[retry][scaling][unit]") {
-    std::atomic<std::size_t> max_depth_seen{0};
+    // The depth of the latest tick, not the highest: the five requests were in the queue before
+    // they failed, and a tick that reads the queue just before a request fails and the retry
+    // count just after counts it twice (6). Once all five wait out their hour-long backoff with
+    // the queue empty, every tick must see exactly 5, all of them retries.
+    std::atomic<std::size_t> last_depth{0};
+    std::atomic<unsigned> ticks{0};
     auto o = retry_options(2);
     o.max_workers = 2;
     o.retry.initial_backoff = std::chrono::hours(1);
     o.retry.max_backoff = std::chrono::hours(1);
     o.policy = [&](const workerpool::scale_metrics& m) {
-        std::size_t prev = max_depth_seen.load();
-        while (m.queue_depth > prev && !max_depth_seen.compare_exchange_weak(prev, m.queue_depth)) {
-        }
+        last_depth.store(m.queue_depth);
+        ticks.fetch_add(1);
         return m.workers;
     };
     dispatcher<int> pool([](int&) { throw std::runtime_error("fails"); }, o);
@@ -540,8 +544,10 @@ TEST_CASE("pending retries count as load for the scaler", "[retry][scaling][unit
         REQUIRE(pool.try_submit(int{i}) == submit_status::accepted);
     }
     REQUIRE(eventually([&] { return pool.stats().retry_pending == 5u; }));
-    REQUIRE(eventually([&] { return max_depth_seen.load() == 5u; }));
     CHECK(pool.stats().queue_depth == 0u);
+    const unsigned after = ticks.load();
+    REQUIRE(eventually([&] { return ticks.load() >= after + 2; }));  // a whole tick since then
+    CHECK(last_depth.load() == 5u);
 }
 
 TEST_CASE("a backoff too long to add to now waits instead of retrying at once",
