@@ -113,7 +113,39 @@ def build(args) -> Path:
              "-DWORKERPOOL_BUILD_EXAMPLES=OFF"])
     run(["cmake", "--build", str(build_dir), "--target", "bench_queue", "bench_pool",
          "--parallel", jobs])
+    # bench_redis exists only where hiredis was found (workerpool::redis).
+    if "bench_redis" in quiet(["cmake", "--build", str(build_dir), "--target", "help"]):
+        run(["cmake", "--build", str(build_dir), "--target", "bench_redis", "--parallel", jobs])
     return build_dir
+
+
+def redis_section(build_dir: Path, entries: int) -> str:
+    """Runs scripts/redis-throughput.sh (1 and 3 consumers, against a throw-away server) and
+    returns the report's Redis section; empty when bench_redis or redis-server is missing."""
+    binary = build_dir / "bench" / "bench_redis"
+    if not binary.exists() or shutil.which("redis-server") is None:
+        log("no bench_redis or no redis-server: the report has no Redis section")
+        return ""
+    env = dict(os.environ, WORKERPOOL_BENCH_REDIS=str(binary))
+    text = run(["bash", str(ROOT / "scripts" / "redis-throughput.sh"), str(entries), "3"],
+               env=env, capture=True)
+    medians = re.findall(r"median: (\d+) entries/s \(min (\d+), max (\d+)\)", text)
+    server = re.search(r"redis-server v=([0-9.]+)", text)
+    if len(medians) != 2:
+        sys.exit("bench_compare: could not parse scripts/redis-throughput.sh's output:\n" + text)
+    rows = "\n".join(
+        f"| {n} | **{int(m):,}** ({int(lo):,}–{int(hi):,}) |"
+        for n, (m, lo, hi) in zip((1, 3), medians))
+    return (
+        "\n## Redis Streams consumer, end to end on loopback\n\n"
+        f"`scripts/redis-throughput.sh {entries} 3` (`bench/bench_redis.cpp`): {entries:,} entries "
+        "are appended to a fresh stream, then N `workerpool::redis::stream_consumer`s (each its "
+        "own connection, reader thread and pool, default options, a handler that does nothing) "
+        "start in one process, and the clock stops when every entry is acknowledged. "
+        f"redis-server {server.group(1) if server else '(version unknown)'} runs on the same "
+        "machine, so on 2 cores it competes with the consumers for the CPU: the figure is the "
+        "integration's overhead (reads, submits, acknowledgements), not a network's.\n\n"
+        "| consumers | entries per second, median of 3 (min–max) |\n|---|---|\n" + rows + "\n")
 
 
 def find_binary(build_dir: Path, name: str) -> Path:
@@ -481,6 +513,8 @@ def main() -> None:
     ap.add_argument("--pools", default="",
                     help="comma-separated subset of pools (and queues) to run; default all")
     ap.add_argument("--skip-queue", action="store_true", help="do not run bench_queue")
+    ap.add_argument("--redis-entries", type=int, default=200_000,
+                    help="entries per Redis throughput run (default 200000; 0 skips it)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
     args = ap.parse_args()
 
@@ -500,6 +534,7 @@ def main() -> None:
     queue_samples, queues = {}, []
     if not args.skip_queue:
         queue_samples, queues, _ = collect(find_binary(build_dir, "bench_queue"), args, env)
+    redis_text = redis_section(build_dir, args.redis_entries) if args.redis_entries > 0 else ""
     load_after = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     elapsed = (datetime.datetime.now() - start).total_seconds()
 
@@ -509,6 +544,8 @@ def main() -> None:
     text = report(args, build_dir, pool_samples, pools, queue_samples, queues, context,
                   start.strftime("%Y-%m-%d %H:%M"), source, load_before, load_after, neighbours,
                   elapsed)
+    if redis_text:
+        text = text.replace("\n## How the benchmarks work\n", redis_text + "\n## How the benchmarks work\n", 1)
     args.out.write_text(text)
     raw = build_dir / "bench_compare_samples.json"
     raw.write_text(json.dumps({
