@@ -435,26 +435,27 @@ public:
     }
 
     /// Starts one more worker if the pool is below `max_workers`; returns whether it did.
-    /// Thread safety: any thread. Throws: nothing (a thread that cannot start returns false).
-    bool add_worker() {
-        std::vector<event> events;
-        bool added = false;
+    /// Thread safety: any thread. Never throws: a thread that cannot start returns false.
+    bool add_worker() noexcept {
+        std::optional<event> added;  // no allocation once the worker runs
         {
             std::lock_guard lock(workers_mutex_);
             if (!closing_.load(std::memory_order_relaxed) && capacity_locked() < max_workers_ &&
                 below_thread_limit_locked()) {
                 const std::size_t before = worker_count_.load(std::memory_order_relaxed);
-                added = try_spawn_locked(true);
-                if (added) {
-                    events.push_back(make_event(event_kind::scale_up, "add_worker", before));
+                if (try_spawn_locked(true)) {
+                    added = make_event(event_kind::scale_up, "add_worker", before);
                 }
             }
         }
-        emit_all(events);
-        if (added) {
-            note_worker_awake();  // a new worker is awake
+        if (!added) {
+            return false;
         }
-        return added;
+        if (options_.on_event) {
+            deliver(*added);
+        }
+        note_worker_awake();  // a new worker is awake
+        return true;
     }
 
     /// Retires one worker if the pool is above `min_workers`; returns whether it did. An idle
@@ -1336,11 +1337,13 @@ private:
         slot->id = next_worker_id_++;
         slot->token = slot->source.get_token();
         worker_slot* w = slot.get();
-        workers_.push_back(std::move(slot));
         {
+            // Both allocations before anything changes: a slot in workers_ without a thread
+            // would count as an awake worker forever.
             std::lock_guard lock(idle_mutex_);
-            idle_stack_.reserve(workers_.size());
+            idle_stack_.reserve(workers_.size() + 1);
         }
+        workers_.push_back(std::move(slot));
         {
             std::lock_guard lock(exit_mutex_);
             threads_alive_ += 1;

@@ -24,6 +24,7 @@
 #include <new>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -36,6 +37,20 @@ std::atomic<std::uint64_t> allocated_bytes{0};
 std::atomic<std::uint64_t> deallocations{0};
 std::array<std::atomic<std::uint64_t>, 40> by_size_class{};  // index: bit width of the size
 bool trap_on_alloc = false;
+// >= 0: the allocation after this many more on this thread fails (returns null, so operator new
+// throws std::bad_alloc); -1: none fails.
+thread_local int fail_after = -1;
+
+bool injected_failure() noexcept {
+    if (fail_after == 0) {
+        fail_after = -1;
+        return true;
+    }
+    if (fail_after > 0) {
+        --fail_after;
+    }
+    return false;
+}
 
 int bit_width(std::size_t n) noexcept {
     int w = 0;
@@ -65,11 +80,17 @@ void note_free(void* p) noexcept {
 }
 
 void* alloc_or_null(std::size_t n) noexcept {
+    if (injected_failure()) {
+        return nullptr;
+    }
     note_alloc(n);
     return std::malloc(n == 0 ? 1 : n);
 }
 
 void* aligned_or_null(std::size_t n, std::align_val_t al) noexcept {
+    if (injected_failure()) {
+        return nullptr;
+    }
     note_alloc(n);
     const auto a = std::max(static_cast<std::size_t>(al), sizeof(void*));
     void* p = nullptr;
@@ -378,4 +399,52 @@ TEST_CASE("an idle warmed-up pool with a timeout allocates nothing while it tick
                          << ")");
     CHECK(ticks.load() > 0u);
     CHECK(c.allocations == 0u);
+}
+
+TEST_CASE("add_worker never throws and leaves the pool whole when an allocation fails",
+          "[alloc][scaling][unit][regression]") {
+    // Regression: add_worker recorded its scale-up event in a std::vector after the worker had
+    // started, so a failed allocation there threw out of a function documented not to throw; and
+    // spawning reserved the idle stack after adding the worker's slot, so a failure there left a
+    // slot without a thread. Fail each allocation of an add_worker call in turn.
+    STATIC_REQUIRE(noexcept(std::declval<workerpool::dispatcher<int>&>().add_worker()));
+    std::atomic<int> started{0};
+    std::atomic<int> stopped{0};
+    std::atomic<int> events{0};
+    workerpool::options<int> o;
+    o.min_workers = 1;
+    o.max_workers = 64;
+    o.on_worker_start = [&](std::size_t) { started.fetch_add(1); };
+    o.on_worker_stop = [&](std::size_t) { stopped.fetch_add(1); };
+    o.on_event = [&](const workerpool::event& e) {
+        if (e.kind == workerpool::event_kind::scale_up) {
+            events.fetch_add(1);
+        }
+    };
+    std::atomic<int> done{0};
+    workerpool::dispatcher<int> pool([&](int&) { done.fetch_add(1); }, o);
+    std::size_t expected = pool.worker_count();
+    for (int n = 0; n < 12; ++n) {
+        fail_after = n;
+        const bool added = pool.add_worker();  // a throw fails the test case
+        const bool failure_happened = fail_after == -1;
+        fail_after = -1;
+        expected += added ? 1 : 0;
+        CHECK(pool.worker_count() == expected);
+        CHECK((added || failure_happened));
+    }
+    CHECK(events.load() == static_cast<int>(expected) - 1);
+    REQUIRE(
+        workerpool::test::eventually([&] { return started.load() == static_cast<int>(expected); }));
+    // Every slot has a thread that serves requests and goes to sleep: the pool is whole.
+    for (int i = 0; i < 100; ++i) {
+        REQUIRE(pool.try_submit(int{i}) == workerpool::submit_status::accepted);
+    }
+    REQUIRE(pool.wait_idle_for(std::chrono::seconds(30)));
+    CHECK(done.load() == 100);
+    REQUIRE(workerpool::test::eventually(
+        [&] { return pool.stats().idle == static_cast<std::size_t>(expected); }));
+    const auto report = pool.shutdown(std::chrono::seconds(5));
+    CHECK(report.drained);
+    CHECK(stopped.load() == started.load());
 }
