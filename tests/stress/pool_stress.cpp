@@ -373,6 +373,9 @@ round_result run_round(const round_config& cfg) {
             }
         });
 
+        // Hang detectors, not speed checks: 2 minutes per 200,000 requests (at least 2), so that
+        // WORKERPOOL_STRESS_SCALE=520 (10 M requests) on 2 busy cores is not cut short.
+        const auto patience = 120s * std::max<std::uint64_t>(1, cfg.requests / 200'000);
         // Shutdown at a random moment of the burst (or after it, for shutdown_at == 1).
         const auto trigger =
             static_cast<std::uint64_t>(cfg.shutdown_at * static_cast<double>(cfg.requests));
@@ -380,10 +383,10 @@ round_result run_round(const round_config& cfg) {
             [&] {
                 return accepted_total.load() >= trigger || producers_done.load() == cfg.producers;
             },
-            60s);
+            patience);
         if (cfg.drain_first) {
-            (void)eventually([&] { return producers_done.load() == cfg.producers; }, 120s);
-            CHECK(pool.wait_idle_for(120s));
+            (void)eventually([&] { return producers_done.load() == cfg.producers; }, patience);
+            CHECK(pool.wait_idle_for(patience));
         }
         out.producers_finished_first =
             producers_done.load(std::memory_order_acquire) == cfg.producers;
