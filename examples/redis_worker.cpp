@@ -56,6 +56,7 @@ int consume(wr::consumer_options o) {
     o.create_group = true;
     o.max_in_flight = 64;
     o.claim_idle = 5s;
+    o.max_deliveries = 5;  // an entry that crashed five consumers is dead-lettered, not run again
     o.pool.max_workers = 8;
     o.pool.default_timeout = 2s;
     o.pool.retry.max_attempts = 3;

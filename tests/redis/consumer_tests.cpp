@@ -69,6 +69,11 @@ TEST_CASE("redis: bad options are rejected with the field's name", "[redis]") {
     CHECK(rejects(with([](auto& x) { x.block = 0ms; }), "block"));
     CHECK(rejects(with([](auto& x) { x.ack_delay = 0ms; }), "ack_delay"));
     CHECK(rejects(with([](auto& x) { x.claim_idle = -1ms; }), "claim_idle"));
+    CHECK(rejects(with([](auto& x) {
+                      x.claim_idle = 0ms;
+                      x.max_deliveries = 3;
+                  }),
+                  "max_deliveries"));
     CHECK(rejects(with([](auto& x) { x.reconnect_max = 1ms; }), "reconnect_max"));
     CHECK(rejects(with([](auto& x) { x.max_in_flight = x.pool.capacity + 1; }), "max_in_flight"));
     // The pool's own options are validated too, with the pool's message.
@@ -338,4 +343,45 @@ TEST_CASE("redis: after the connection is killed the consumer reconnects and goe
     CHECK(group_pending(r, stream) == 0);
     (void)c.stop(1s);
     r.del({stream});
+}
+
+TEST_CASE("redis: an entry already delivered max_deliveries times is dead-lettered, not run",
+          "[redis]") {
+    redis_client r;
+    const std::string stream = unique_name("poison");
+    r.run({"XGROUP", "CREATE", stream, "g", "0", "MKSTREAM"});
+    const std::string poison = r.xadd(stream, {{"n", "0"}});
+    const std::string once = r.xadd(stream, {{"n", "1"}});
+    // Three consumers in turn took the first entry and went away; the second was delivered twice.
+    (void)r.run({"XREADGROUP", "GROUP", "g", "ghost-1", "COUNT", "2", "STREAMS", stream, ">"});
+    (void)r.run({"XCLAIM", stream, "g", "ghost-2", "0", poison, once});
+    (void)r.run({"XCLAIM", stream, "g", "ghost-3", "0", poison});
+    wr::consumer_options o = options_for(stream);
+    o.claim_idle = 100ms;
+    o.max_deliveries = 3;
+    std::mutex m;
+    std::vector<std::string> ran;
+    wr::stream_consumer c(
+        [&](wr::stream_entry& e) {
+            std::lock_guard lock(m);
+            ran.push_back(e.id);
+        },
+        o);
+    REQUIRE(eventually([&] {
+        const wr::consumer_stats s = c.stats();
+        return s.dead_lettered == 1 && s.acknowledged == 1;
+    }));
+    CHECK(group_pending(r, stream) == 0);
+    {
+        std::lock_guard lock(m);
+        CHECK(ran == std::vector<std::string>{once});
+    }
+    const std::vector<wr::stream_entry> dead = r.range(c.dead_letter_stream());
+    REQUIRE(dead.size() == 1);
+    CHECK(*dead[0].find("dl:id") == poison);
+    CHECK(*dead[0].find("dl:reason") == "too_many_deliveries");
+    CHECK(*dead[0].find("dl:attempts") == "0");
+    CHECK(*dead[0].find("n") == "0");
+    (void)c.stop(1s);
+    r.del({stream, c.dead_letter_stream()});
 }

@@ -125,6 +125,11 @@ struct consumer_options {
     /// of a consumer that stopped (or lost its connection) for this long are taken. Zero disables
     /// claiming. Must be >= 0.
     std::chrono::milliseconds claim_idle{30000};
+    /// An idle entry of another consumer that was already delivered this many times is not run
+    /// again: it goes to the dead-letter stream with `dl:reason` "too_many_deliveries" (each
+    /// consumer it was given to went away without acknowledging it: it may be what kills them).
+    /// Zero: no limit. Needs `claim_idle` > 0.
+    unsigned max_deliveries = 0;
     /// Where entries whose handler failed for good go; empty = `stream` + ":dead". Each dead
     /// letter holds the original fields plus `dl:id`, `dl:reason`, `dl:attempts`, `dl:error` and
     /// `dl:consumer`.
@@ -321,6 +326,8 @@ inline void validate(const consumer_options& o) {
     require(o.connect_timeout.count() > 0, "connect_timeout", "must be > 0");
     require(o.command_timeout.count() > 0, "command_timeout", "must be > 0");
     require(o.claim_idle.count() >= 0, "claim_idle", "must not be negative");
+    require(o.max_deliveries == 0 || o.claim_idle.count() > 0, "max_deliveries",
+            "needs consumer_options.claim_idle > 0 (it applies to claimed entries)");
     require(o.reconnect_min.count() > 0, "reconnect_min", "must be > 0");
     require(o.reconnect_max >= o.reconnect_min, "reconnect_max",
             "must be >= consumer_options.reconnect_min");
@@ -453,7 +460,7 @@ public:
 private:
     struct dead_letter {
         stream_entry entry;
-        failure_reason reason;
+        const char* reason;  // to_string(failure_reason), or "too_many_deliveries"
         unsigned attempts;
         std::string error;
     };
@@ -533,7 +540,8 @@ private:
                         what = "non-standard exception";
                     }
                 }
-                to_dead_letter_.push_back({f.request, f.reason, f.attempts, std::move(what)});
+                to_dead_letter_.push_back(
+                    {f.request, to_string(f.reason), f.attempts, std::move(what)});
             }
         }
         cv_.notify_one();
@@ -691,9 +699,15 @@ private:
 
     /// Claims entries idle for `claim_idle` on other consumers, as many as there is room for.
     void claim() {
-        const std::size_t room = std::min(free_room(), options_.batch);
+        std::size_t room = std::min(free_room(), options_.batch);
         if (room == 0) {
             return;
+        }
+        if (options_.max_deliveries > 0) {
+            room -= std::min(room, dead_letter_redelivered(room));
+            if (room == 0) {
+                return;
+            }
         }
         detail::reply_ptr r =
             connection_->command({"XAUTOCLAIM", options_.stream, options_.group, options_.consumer,
@@ -726,6 +740,58 @@ private:
             claimed_.fetch_add(n, std::memory_order_relaxed);  // statistics only
             emit({consumer_event_kind::claimed, n, {}});
         }
+    }
+
+    /// Dead-letters, without running them, up to `limit` entries idle for `claim_idle` on other
+    /// consumers that were delivered `max_deliveries` times already (each delivery's consumer
+    /// went away without acknowledging: likely an entry that kills its consumer). Returns how
+    /// many it took.
+    std::size_t dead_letter_redelivered(std::size_t limit) {
+        detail::reply_ptr pending = connection_->command(
+            {"XPENDING", options_.stream, options_.group, "IDLE",
+             std::to_string(options_.claim_idle.count()), "-", "+", std::to_string(limit)});
+        if (pending == nullptr || detail::is_error(pending.get())) {
+            if (pending != nullptr) {
+                report_error(pending.get());
+            }
+            return 0;
+        }
+        std::vector<std::string> cmd{"XCLAIM", options_.stream, options_.group, options_.consumer,
+                                     std::to_string(options_.claim_idle.count())};
+        const std::size_t ids = cmd.size();
+        for (std::size_t i = 0; pending->type == REDIS_REPLY_ARRAY && i < pending->elements; ++i) {
+            const redisReply* p = pending->element[i];
+            if (p->type == REDIS_REPLY_ARRAY && p->elements == 4 &&
+                p->element[3]->type == REDIS_REPLY_INTEGER &&
+                p->element[3]->integer >= static_cast<long long>(options_.max_deliveries) &&
+                detail::reply_text(p->element[1]) != options_.consumer) {
+                cmd.push_back(detail::reply_text(p->element[0]));
+            }
+        }
+        if (cmd.size() == ids) {
+            return 0;
+        }
+        // Take them (their bodies come with the claim), then dead-letter them like a failure.
+        detail::reply_ptr r = connection_->command(cmd);
+        if (r == nullptr || detail::is_error(r.get())) {
+            if (r != nullptr) {
+                report_error(r.get());
+            }
+            return 0;
+        }
+        std::size_t taken = 0;
+        std::lock_guard lock(mutex_);
+        for (std::size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; ++i) {
+            std::optional<stream_entry> e = detail::parse_entry(r->element[i]);
+            if (e && in_flight_.insert(e->id).second) {
+                ++taken;
+                to_dead_letter_.push_back({std::move(*e), "too_many_deliveries", 0,
+                                           "delivered " + std::to_string(options_.max_deliveries) +
+                                               " times or more without being acknowledged"});
+            }
+        }
+        in_flight_size_.store(in_flight_.size(), std::memory_order_relaxed);  // statistics only
+        return taken;
     }
 
     /// Sends the acknowledgements and dead letters due. What cannot be sent (connection down)
@@ -805,7 +871,7 @@ private:
                                      "dl:id",
                                      d.entry.id,
                                      "dl:reason",
-                                     to_string(d.reason),
+                                     d.reason,
                                      "dl:attempts",
                                      std::to_string(d.attempts),
                                      "dl:error",
