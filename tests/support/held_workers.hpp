@@ -1,7 +1,9 @@
-// Helpers for tests that hold workers inside their handlers and watch blocked submitters.
-// Shared by the dispatcher_submit, dispatcher_shutdown and regressions tests.
+// Helpers for tests that hold workers inside their handlers and watch blocked submitters, and the
+// move-only request type they submit. Shared by the dispatcher_* , regressions and misbehaviour
+// tests.
 #pragma once
 
+#include <workerpool/options.hpp>
 #include <workerpool/status.hpp>
 
 #include "support/test_util.hpp"
@@ -12,9 +14,11 @@
 #endif
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <stop_token>
 #include <string>
@@ -22,6 +26,32 @@
 #include <vector>
 
 namespace workerpool::test {
+
+// A move-only request: `payload` travels with it (and is null once it was moved from), so a test
+// can tell a request handed back whole, or left untouched by a refused submit, from one the pool
+// took.
+struct job {
+    int id = 0;
+    std::unique_ptr<int> payload;
+    explicit job(int i) : id(i), payload(std::make_unique<int>(i * 10)) {}
+};
+
+// Whether `j` still holds what `job(id)` gave it (it was not moved from).
+inline bool untouched(const job& j, int id) {
+    return j.id == id && j.payload != nullptr && *j.payload == id * 10;
+}
+
+// A pool of exactly `workers` workers and `capacity` slots, whose destructor does not wait out a
+// grace (a failing test must not wait one per pool).
+template <class Request = job>
+workerpool::options<Request> held_options(std::size_t capacity, std::size_t workers) {
+    workerpool::options<Request> o;
+    o.capacity = capacity;
+    o.min_workers = workers;
+    o.max_workers = workers;
+    o.destructor_grace = std::chrono::nanoseconds(0);
+    return o;
+}
 
 // Thrown by a handler whose permit wait was cut short by its stop token.
 struct stopped_by_token {};

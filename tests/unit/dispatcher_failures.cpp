@@ -6,6 +6,7 @@
 #include <workerpool/dispatcher.hpp>
 
 #include "support/catch.hpp"
+#include "support/held_workers.hpp"
 #include "support/test_util.hpp"
 
 #include <atomic>
@@ -30,13 +31,7 @@ using workerpool::failure;
 using workerpool::failure_reason;
 using workerpool::submit_status;
 using workerpool::test::eventually;
-
-// A move-only request, to check that on_failure gets the request itself back, whole.
-struct job {
-    int id = 0;
-    std::unique_ptr<int> payload;
-    explicit job(int i) : id(i), payload(std::make_unique<int>(i * 10)) {}
-};
+using workerpool::test::job;
 
 // Keeps every failure handed to on_failure.
 template <class Request>

@@ -38,17 +38,12 @@ using workerpool::failure_reason;
 using workerpool::submit_status;
 using workerpool::test::eventually;
 using workerpool::test::finally;
+using workerpool::test::held_options;
+using workerpool::test::job;
 using workerpool::test::permits;
 using workerpool::test::recorder;
 using workerpool::test::stopped_by_token;
 using workerpool::test::submitter;
-
-// A move-only request; `payload` travels with it, so a request handed back is checked whole.
-struct job {
-    int id = 0;
-    std::unique_ptr<int> payload;
-    explicit job(int i) : id(i), payload(std::make_unique<int>(i * 10)) {}
-};
 
 // What on_failure received, without the exception objects' types.
 struct failure_record {
@@ -134,15 +129,6 @@ std::vector<int> ids_of(const std::vector<job>& jobs) {
         ids.push_back(j.payload ? j.id : -1);  // -1: handed back without its payload
     }
     return ids;
-}
-
-workerpool::options<job> held_options(std::size_t capacity, std::size_t workers) {
-    workerpool::options<job> o;
-    o.capacity = capacity;
-    o.min_workers = workers;
-    o.max_workers = workers;
-    o.destructor_grace = 0ns;  // a failing test must not wait out a grace per pool
-    return o;
 }
 
 // A handler that waits for a permit (throwing stopped_by_token if stopped first), then records.

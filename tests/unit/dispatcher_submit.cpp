@@ -32,34 +32,14 @@ using workerpool::dispatcher;
 using workerpool::submit_status;
 using workerpool::test::eventually;
 using workerpool::test::finally;
+using workerpool::test::held_options;
+using workerpool::test::job;
 using workerpool::test::permits;
 using workerpool::test::recorder;
 using workerpool::test::stopped_by_token;
 using workerpool::test::submitter;
 using workerpool::test::this_tid;
-
-// A move-only request: `payload` is null once the request was moved from, so a test can tell an
-// untouched request from one the pool took.
-struct job {
-    int id = 0;
-    std::unique_ptr<int> payload;
-    explicit job(int i) : id(i), payload(std::make_unique<int>(i * 10)) {}
-};
-
-// Whether `j` still holds what `job(id)` gave it (it was not moved from).
-bool untouched(const job& j, int id) {
-    return j.id == id && j.payload != nullptr && *j.payload == id * 10;
-}
-
-template <class Request = job>
-workerpool::options<Request> held_options(std::size_t capacity, std::size_t workers) {
-    workerpool::options<Request> o;
-    o.capacity = capacity;
-    o.min_workers = workers;
-    o.max_workers = workers;
-    o.destructor_grace = 0ns;  // a failing test must not wait out a grace per pool
-    return o;
-}
+using workerpool::test::untouched;
 
 }  // namespace
 

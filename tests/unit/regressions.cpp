@@ -37,29 +37,13 @@ using workerpool::failure_reason;
 using workerpool::submit_status;
 using workerpool::test::eventually;
 using workerpool::test::finally;
+using workerpool::test::held_options;
+using workerpool::test::job;
 using workerpool::test::permits;
 using workerpool::test::stopped_by_token;
 using workerpool::test::submitter;
 using workerpool::test::this_tid;
-
-struct job {
-    int id = 0;
-    std::unique_ptr<int> payload;
-    explicit job(int i) : id(i), payload(std::make_unique<int>(i * 10)) {}
-};
-
-bool untouched(const job& j, int id) {
-    return j.id == id && j.payload != nullptr && *j.payload == id * 10;
-}
-
-workerpool::options<job> held_options(std::size_t capacity, std::size_t workers) {
-    workerpool::options<job> o;
-    o.capacity = capacity;
-    o.min_workers = workers;
-    o.max_workers = workers;
-    o.destructor_grace = 0ns;
-    return o;
-}
+using workerpool::test::untouched;
 
 auto held_handler(permits& hold, std::atomic<int>& completed) {
     return [&hold, &completed](job&, std::stop_token st) {
