@@ -431,7 +431,10 @@ public:
         report.left_pending = in_flight_.size() > report.unacknowledged
                                   ? in_flight_.size() - report.unacknowledged
                                   : 0;
-        in_flight_size_.store(0, std::memory_order_relaxed);  // statistics only
+        // Nothing is held here any more: what is left is pending in Redis.
+        in_flight_.clear();
+        to_ack_.clear();
+        to_dead_letter_.clear();
         return report;
     }
 
@@ -444,7 +447,10 @@ public:
         s.dead_lettered = dead_lettered_.load(std::memory_order_relaxed);
         s.reconnects = reconnects_.load(std::memory_order_relaxed);
         s.redis_errors = redis_errors_.load(std::memory_order_relaxed);
-        s.in_flight = in_flight_size_.load(std::memory_order_relaxed);
+        {
+            std::lock_guard lock(mutex_);
+            s.in_flight = in_flight_.size();
+        }
         s.pool = pool_->stats();
         return s;
     }
@@ -614,14 +620,12 @@ private:
             cmd.insert(cmd.end(), {"BLOCK", std::to_string(wait.count())});
         }
         cmd.insert(cmd.end(), {"STREAMS", options_.stream, own_history ? history_cursor : ">"});
-        detail::reply_ptr r = connection_->command(cmd);
+        detail::reply_ptr r = checked(cmd);
         if (r == nullptr) {
-            return;  // the connection broke; the loop reconnects
-        }
-        if (detail::is_error(r.get())) {
-            report_error(r.get());
-            (void)wait(st, options_.block);  // e.g. the group was deleted: do not spin
-            return;
+            if (connection_->ok()) {
+                (void)wait(st, options_.block);  // an error reply (the group deleted?): no spin
+            }
+            return;  // or the connection broke: the loop reconnects
         }
         const redisReply* entries = nullptr;
         if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
@@ -660,13 +664,12 @@ private:
             if (!in_flight_.insert(e.id).second) {
                 return;  // claimed or re-read while still running here
             }
-            in_flight_size_.store(in_flight_.size(), std::memory_order_relaxed);  // statistics only
         }
-        std::string id = e.id;
         if (pool_->submit(std::move(e)) != submit_status::accepted) {
             // Only at shutdown (never: the reader is joined first) or from a pool thread (never).
+            // A refused request is untouched, so its id is still there.
             std::lock_guard lock(mutex_);
-            in_flight_.erase(id);
+            in_flight_.erase(e.id);  // NOLINT(bugprone-use-after-move): refused, not moved
         }
     }
 
@@ -686,12 +689,7 @@ private:
             cmd.insert(cmd.end(), ids.begin() + static_cast<std::ptrdiff_t>(i),
                        ids.begin() + static_cast<std::ptrdiff_t>(end));
             cmd.emplace_back("JUSTID");
-            detail::reply_ptr r = connection_->command(cmd);
-            if (r == nullptr) {
-                return;
-            }
-            if (detail::is_error(r.get())) {
-                report_error(r.get());
+            if (checked(cmd) == nullptr) {
                 return;
             }
         }
@@ -710,17 +708,10 @@ private:
             }
         }
         detail::reply_ptr r =
-            connection_->command({"XAUTOCLAIM", options_.stream, options_.group, options_.consumer,
-                                  std::to_string(options_.claim_idle.count()), claim_cursor_,
-                                  "COUNT", std::to_string(room)});
-        if (r == nullptr) {
-            return;
-        }
-        if (detail::is_error(r.get())) {
-            report_error(r.get());
-            return;
-        }
-        if (r->type != REDIS_REPLY_ARRAY || r->elements < 2) {
+            checked({"XAUTOCLAIM", options_.stream, options_.group, options_.consumer,
+                     std::to_string(options_.claim_idle.count()), claim_cursor_, "COUNT",
+                     std::to_string(room)});
+        if (r == nullptr || r->type != REDIS_REPLY_ARRAY || r->elements < 2) {
             return;
         }
         claim_cursor_ = detail::reply_text(r->element[0]);
@@ -747,13 +738,10 @@ private:
     /// went away without acknowledging: likely an entry that kills its consumer). Returns how
     /// many it took.
     std::size_t dead_letter_redelivered(std::size_t limit) {
-        detail::reply_ptr pending = connection_->command(
-            {"XPENDING", options_.stream, options_.group, "IDLE",
-             std::to_string(options_.claim_idle.count()), "-", "+", std::to_string(limit)});
-        if (pending == nullptr || detail::is_error(pending.get())) {
-            if (pending != nullptr) {
-                report_error(pending.get());
-            }
+        detail::reply_ptr pending =
+            checked({"XPENDING", options_.stream, options_.group, "IDLE",
+                     std::to_string(options_.claim_idle.count()), "-", "+", std::to_string(limit)});
+        if (pending == nullptr) {
             return 0;
         }
         std::vector<std::string> cmd{"XCLAIM", options_.stream, options_.group, options_.consumer,
@@ -772,11 +760,8 @@ private:
             return 0;
         }
         // Take them (their bodies come with the claim), then dead-letter them like a failure.
-        detail::reply_ptr r = connection_->command(cmd);
-        if (r == nullptr || detail::is_error(r.get())) {
-            if (r != nullptr) {
-                report_error(r.get());
-            }
+        detail::reply_ptr r = checked(cmd);
+        if (r == nullptr) {
             return 0;
         }
         std::size_t taken = 0;
@@ -790,7 +775,6 @@ private:
                                                " times or more without being acknowledged"});
             }
         }
-        in_flight_size_.store(in_flight_.size(), std::memory_order_relaxed);  // statistics only
         return taken;
     }
 
@@ -851,7 +835,6 @@ private:
                     to_dead_letter_.push_back(std::move(dead[i]));  // resent after reconnecting
                 }
             }
-            in_flight_size_.store(in_flight_.size(), std::memory_order_relaxed);  // statistics only
         }
         acknowledged_.fetch_add(acked, std::memory_order_relaxed);  // statistics only
         if (written > 0) {
@@ -885,6 +868,17 @@ private:
         return cmd;
     }
 
+    /// Runs a command on the reader's connection; null when the connection broke or the server
+    /// answered with an error (reported through `report_error`).
+    detail::reply_ptr checked(const std::vector<std::string>& args) {
+        detail::reply_ptr r = connection_->command(args);
+        if (r != nullptr && detail::is_error(r.get())) {
+            report_error(r.get());
+            return nullptr;
+        }
+        return r;
+    }
+
     void report_error(const redisReply* r) {
         redis_errors_.fetch_add(1, std::memory_order_relaxed);  // statistics only
         const std::string text = detail::reply_text(r);
@@ -907,7 +901,7 @@ private:
     const std::size_t max_in_flight_;
 
     // Shared between the reader and the pool's threads, under mutex_.
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     std::condition_variable_any cv_;  // completions and stop wake the reader
     std::vector<std::string> to_ack_;
     std::vector<dead_letter> to_dead_letter_;
@@ -924,7 +918,6 @@ private:
     std::atomic<std::uint64_t> dead_lettered_{0};
     std::atomic<std::uint64_t> reconnects_{0};
     std::atomic<std::uint64_t> redis_errors_{0};
-    std::atomic<std::size_t> in_flight_size_{0};
 
     // Destroyed first: the pool's callbacks use the members above.
     std::optional<dispatcher<stream_entry>> pool_;
