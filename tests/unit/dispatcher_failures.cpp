@@ -6,6 +6,7 @@
 #include <workerpool/dispatcher.hpp>
 
 #include "support/catch.hpp"
+#include "support/failure_log.hpp"
 #include "support/held_workers.hpp"
 #include "support/test_util.hpp"
 
@@ -31,32 +32,8 @@ using workerpool::failure;
 using workerpool::failure_reason;
 using workerpool::submit_status;
 using workerpool::test::eventually;
+using workerpool::test::failure_log;
 using workerpool::test::job;
-
-// Keeps every failure handed to on_failure.
-template <class Request>
-class failure_log {
-public:
-    std::function<void(failure<Request>&&)> sink() {
-        return [this](failure<Request>&& f) {
-            std::lock_guard lock(mutex_);
-            items_.push_back(std::move(f));
-        };
-    }
-    std::size_t size() {
-        std::lock_guard lock(mutex_);
-        return items_.size();
-    }
-    // Moves the failures out; call it after the pool is shut down.
-    std::vector<failure<Request>> take() {
-        std::lock_guard lock(mutex_);
-        return std::move(items_);
-    }
-
-private:
-    std::mutex mutex_;
-    std::vector<failure<Request>> items_;  // guarded by mutex_
-};
 
 template <class Request>
 workerpool::options<Request> one_worker() {

@@ -6,6 +6,7 @@
 #include <workerpool/dispatcher.hpp>
 
 #include "support/catch.hpp"
+#include "support/failure_log.hpp"
 #include "support/test_util.hpp"
 
 #include <array>
@@ -34,22 +35,8 @@ using workerpool::failure_reason;
 using workerpool::job_options;
 using workerpool::submit_status;
 using workerpool::test::eventually;
+using workerpool::test::failure_log;
 using workerpool::test::gate;
-
-struct failure_log {
-    std::mutex mutex;
-    std::vector<failure<int>> items;
-    std::function<void(failure<int>&&)> sink() {
-        return [this](failure<int>&& f) {
-            std::lock_guard lock(mutex);
-            items.push_back(std::move(f));
-        };
-    }
-    std::size_t size() {
-        std::lock_guard lock(mutex);
-        return items.size();
-    }
-};
 
 // Attempt start and end times per request id, recorded by handlers, read after shutdown.
 struct attempt_log {
@@ -110,7 +97,7 @@ workerpool::options<int> retry_options(unsigned attempts) {
 
 TEST_CASE("a request that fails twice and then succeeds completes after three attempts",
           "[retry][unit]") {
-    failure_log failures;
+    failure_log<int> failures;
     std::mutex events_mutex;
     std::vector<unsigned> retry_events;
     std::atomic<int> calls{0};
@@ -143,7 +130,7 @@ TEST_CASE("a request that fails twice and then succeeds completes after three at
 
 TEST_CASE("a request that keeps failing ends in on_failure after max_attempts with the last error",
           "[retry][unit]") {
-    failure_log failures;
+    failure_log<int> failures;
     std::atomic<int> calls{0};
     auto o = retry_options(4);
     o.on_failure = failures.sink();
@@ -169,7 +156,7 @@ TEST_CASE("a request that keeps failing ends in on_failure after max_attempts wi
 
 TEST_CASE("job_options::max_attempts overrides the pool's retry policy per request",
           "[retry][unit]") {
-    failure_log failures;
+    failure_log<int> failures;
     std::array<std::atomic<int>, 3> calls{};
     auto o = retry_options(2);
     o.on_failure = failures.sink();
@@ -195,7 +182,7 @@ TEST_CASE("job_options::max_attempts overrides the pool's retry policy per reque
 
 TEST_CASE("retry_if decides which failures are retried and sees the attempt number",
           "[retry][unit]") {
-    failure_log failures;
+    failure_log<int> failures;
     std::mutex seen_mutex;
     std::vector<unsigned> seen_attempts;
     std::atomic<int> calls{0};
@@ -233,7 +220,7 @@ TEST_CASE("retry_if decides which failures are retried and sees the attempt numb
 }
 
 TEST_CASE("a retry_if that throws stops the retries and is counted", "[retry][unit]") {
-    failure_log failures;
+    failure_log<int> failures;
     std::atomic<int> calls{0};
     auto o = retry_options(5);
     o.on_failure = failures.sink();
@@ -255,7 +242,7 @@ TEST_CASE("a retry_if that throws stops the retries and is counted", "[retry][un
 }
 
 TEST_CASE("by default a permanent_error is not retried and other exceptions are", "[retry][unit]") {
-    failure_log failures;
+    failure_log<int> failures;
     std::array<std::atomic<int>, 2> calls{};
     auto o = retry_options(3);
     o.on_failure = failures.sink();
@@ -277,7 +264,7 @@ TEST_CASE("by default a permanent_error is not retried and other exceptions are"
 }
 
 TEST_CASE("an attempt that timed out is retried and may then succeed", "[retry][timeout][unit]") {
-    failure_log failures;
+    failure_log<int> failures;
     std::atomic<int> calls{0};
     auto o = retry_options(2);
     o.default_timeout = 20ms;
@@ -305,7 +292,7 @@ TEST_CASE("a retry never starts while the previous attempt of the same request s
     // The handler ignores its stop for a while after the deadline and then throws; with a zero
     // backoff and idle workers around, an early retry would overlap it.
     attempt_log attempts;
-    failure_log failures;
+    failure_log<int> failures;
     std::array<std::atomic<int>, 4> running{};
     std::atomic<int> overlaps{0};
     auto o = retry_options(3);
@@ -353,7 +340,7 @@ TEST_CASE("a retry never starts while the previous attempt of the same request s
 
 TEST_CASE("the pool waits at least the policy's backoff between attempts", "[retry][unit]") {
     attempt_log attempts;
-    failure_log failures;
+    failure_log<int> failures;
     auto o = retry_options(4);
     o.retry.initial_backoff = 20ms;
     o.retry.multiplier = 2.0;
@@ -382,7 +369,7 @@ TEST_CASE("the pool waits at least the policy's backoff between attempts", "[ret
 }
 
 TEST_CASE("a request waiting out its backoff holds no worker", "[retry][unit]") {
-    failure_log failures;
+    failure_log<int> failures;
     std::atomic<int> first_calls{0};
     std::atomic<int> others{0};
     auto o = retry_options(2);  // one worker
@@ -424,7 +411,7 @@ TEST_CASE("a due retry meeting a full queue waits for a free slot instead of bei
     // Two workers, a queue of two. Request 1 holds worker B. Request 0 fails on worker A with a
     // 300 ms backoff; A then takes request 2 and is held too; requests 3 and 4 fill the queue.
     // When the retry of 0 falls due, the queue is full and both workers are busy.
-    failure_log failures;
+    failure_log<int> failures;
     gate hold;
     std::atomic<int> zero_calls{0};
     std::array<std::atomic<int>, 5> done{};
@@ -477,7 +464,7 @@ TEST_CASE("a due retry meeting a full queue waits for a free slot instead of bei
 
 TEST_CASE("a retry that would wait past the request's deadline expires at once",
           "[retry][expired][unit]") {
-    failure_log failures;
+    failure_log<int> failures;
     std::atomic<int> calls{0};
     auto o = retry_options(5);
     o.retry.initial_backoff = std::chrono::hours(1);
@@ -503,7 +490,7 @@ TEST_CASE("a retry that would wait past the request's deadline expires at once",
 }
 
 TEST_CASE("retries within the deadline still run", "[retry][expired][unit]") {
-    failure_log failures;
+    failure_log<int> failures;
     std::atomic<int> calls{0};
     auto o = retry_options(3);
     o.retry.initial_backoff = 1ms;

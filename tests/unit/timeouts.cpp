@@ -6,6 +6,7 @@
 #include <workerpool/dispatcher.hpp>
 
 #include "support/catch.hpp"
+#include "support/failure_log.hpp"
 #include "support/test_util.hpp"
 
 #include <array>
@@ -34,6 +35,7 @@ using workerpool::failure_reason;
 using workerpool::job_options;
 using workerpool::submit_status;
 using workerpool::test::eventually;
+using workerpool::test::failure_log;
 using workerpool::test::gate;
 
 // Blocks until `st` is stopped or `limit` passes (a safety net so a broken pool cannot hang the
@@ -45,22 +47,6 @@ bool wait_for_stop(const std::stop_token& st, std::chrono::nanoseconds limit = 1
     cv.wait_for(lock, st, limit, [] { return false; });
     return st.stop_requested();
 }
-
-// Collects failures handed to on_failure.
-struct failure_log {
-    std::mutex mutex;
-    std::vector<failure<int>> items;
-    std::function<void(failure<int>&&)> sink() {
-        return [this](failure<int>&& f) {
-            std::lock_guard lock(mutex);
-            items.push_back(std::move(f));
-        };
-    }
-    std::size_t size() {
-        std::lock_guard lock(mutex);
-        return items.size();
-    }
-};
 
 struct event_counter {
     std::array<std::atomic<int>, 16> counts{};
@@ -93,7 +79,7 @@ workerpool::options<int> timeout_options() {
 
 TEST_CASE("an attempt past default_timeout has its token stopped and fails as timed_out",
           "[timeout][unit]") {
-    failure_log failures;
+    failure_log<int> failures;
     event_counter events;
     std::atomic<bool> stopped{false};
     std::atomic<std::int64_t> seen_at{0};
@@ -134,7 +120,7 @@ TEST_CASE("an attempt past default_timeout has its token stopped and fails as ti
 
 TEST_CASE("a stop_callback registered by the handler runs when the deadline passes",
           "[timeout][unit]") {
-    failure_log failures;
+    failure_log<int> failures;
     std::atomic<int> callbacks{0};
     auto o = timeout_options();
     o.default_timeout = 20ms;
@@ -164,7 +150,7 @@ TEST_CASE("a stop_callback registered by the handler runs when the deadline pass
 
 TEST_CASE("a per-request timeout applies without a pool default and only to its request",
           "[timeout][unit]") {
-    failure_log failures;
+    failure_log<int> failures;
     gate release_untimed;
     std::atomic<int> untimed_stopped{-1};
     auto o = timeout_options();
@@ -195,7 +181,7 @@ TEST_CASE("a per-request timeout applies without a pool default and only to its 
 }
 
 TEST_CASE("a per-request timeout overrides the pool default", "[timeout][unit]") {
-    failure_log failures;
+    failure_log<int> failures;
     std::atomic<int> completed_without_stop{0};
     auto o = timeout_options();
     o.on_failure = failures.sink();
@@ -238,7 +224,7 @@ TEST_CASE("a per-request timeout overrides the pool default", "[timeout][unit]")
 
 TEST_CASE("a handler that returns normally after its deadline is a late success",
           "[timeout][unit]") {
-    failure_log failures;
+    failure_log<int> failures;
     event_counter events;
     std::atomic<bool> was_stopped{false};
     auto o = timeout_options();
@@ -265,7 +251,7 @@ TEST_CASE("a handler that returns normally after its deadline is a late success"
 
 TEST_CASE("a handler that throws before its deadline fails as error, not timed_out",
           "[timeout][unit]") {
-    failure_log failures;
+    failure_log<int> failures;
     std::atomic<int> stopped_at_throw{-1};
     auto o = timeout_options();
     o.default_timeout = std::chrono::hours(1);
@@ -302,7 +288,7 @@ TEST_CASE("a handler that finishes in time is neither stopped nor late", "[timeo
 
 TEST_CASE("every attempt starts with a fresh, unstopped token and its own deadline",
           "[timeout][retry][unit]") {
-    failure_log failures;
+    failure_log<int> failures;
     std::atomic<int> started_stopped{0};
     std::atomic<int> attempts{0};
     std::atomic<int> later_ok{0};
@@ -363,7 +349,7 @@ TEST_CASE("a huge timeout behaves as no timeout", "[timeout][unit][regression]")
 
 TEST_CASE("a request whose deadline passed before it could start never runs",
           "[timeout][expired][unit]") {
-    failure_log failures;
+    failure_log<int> failures;
     event_counter events;
     gate hold;
     std::atomic<int> ran_expired{0};
@@ -410,7 +396,7 @@ TEST_CASE("a request whose deadline passed before it could start never runs",
 
 TEST_CASE("a request submitted with a deadline already past goes to on_failure unrun",
           "[timeout][expired][unit]") {
-    failure_log failures;
+    failure_log<int> failures;
     std::atomic<int> ran{0};
     auto o = timeout_options();
     o.on_failure = failures.sink();
