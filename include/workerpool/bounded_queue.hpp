@@ -75,8 +75,10 @@ public:
     [[nodiscard]] submit_status try_emplace(Args&&... args) noexcept {
         static_assert(std::is_nothrow_constructible_v<T, Args&&...>,
                       "bounded_queue::try_emplace: constructing T from these arguments may throw");
-        std::uint64_t pos =
-            enqueue_pos_.value.load(std::memory_order_relaxed);  // a hint; the CAS checks it
+        // Every load of enqueue_pos_ here is acquire, not for the slot (the CAS and [Q3-acq] see to
+        // that) but so that seeing the closed bit pairs with close()'s fetch_or: what the closer
+        // did first (a sharded_queue's closed flag) is then visible to this thread's later calls.
+        std::uint64_t pos = enqueue_pos_.value.load(std::memory_order_acquire);  // a hint
         for (;;) {
             if ((pos & closed_bit) != 0) {
                 return submit_status::closed;
@@ -90,7 +92,8 @@ public:
                 // (a producer sees a sleeper, or the sleeper sees this item); see dispatcher.hpp
                 // [W1].
                 if (enqueue_pos_.value.compare_exchange_weak(
-                        pos, pos + 1, std::memory_order_seq_cst, std::memory_order_relaxed)) {
+                        pos, pos + 1, std::memory_order_seq_cst,
+                        std::memory_order_acquire)) {  // failure: acquire, see above
                     ::new (static_cast<void*>(s.storage)) T(std::forward<Args>(args)...);
                     s.seq.store(
                         full_turn(pos),
@@ -101,7 +104,7 @@ public:
                 return submit_status::full;
             } else {
                 pos = enqueue_pos_.value.load(
-                    std::memory_order_relaxed);  // another producer won; retry
+                    std::memory_order_acquire);  // another producer won; retry (acquire: above)
             }
         }
     }
