@@ -7,6 +7,7 @@
 #include <workerpool/bounded_queue.hpp>
 #include <workerpool/detail/cache_line.hpp>
 #include <workerpool/detail/histogram.hpp>
+#include <workerpool/detail/sharded_queue.hpp>
 #include <workerpool/options.hpp>
 #include <workerpool/retry.hpp>
 #include <workerpool/scaler.hpp>
@@ -205,9 +206,10 @@ struct owned_counter {
 /// could not process to `on_failure` as `cancelled` with 0 attempts, and then joins every thread,
 /// waiting for a stuck handler if it must: it never detaches a thread that touches the pool.
 ///
-/// Threads: the queue is a fixed ring (`bounded_queue`); each worker is a `std::jthread` with
-/// its own stop state; one supervisor `std::jthread` scales the workers, stops attempts whose
-/// deadline passed, spots stuck workers, and re-enqueues retries when their backoff is over.
+/// Threads: the queue is a fixed ring (`bounded_queue`), or `options.queue_shards` of them; each
+/// worker is a `std::jthread` with its own stop state; one supervisor `std::jthread` scales the
+/// workers, stops attempts whose deadline passed, spots stuck workers, and re-enqueues retries
+/// when their backoff is over.
 ///
 /// Accounting: every accepted request ends exactly once — completed (its handler returned),
 /// failed (handed to `on_failure`), or returned in `shutdown_report::unprocessed`.
@@ -241,7 +243,8 @@ public:
     template <class Handler>
     explicit dispatcher(Handler handler, options<Request> o = {})
         : options_((detail::validate(o), std::move(o))),
-          handler_(check_handler(std::move(handler))), queue_(options_.capacity),
+          handler_(check_handler(std::move(handler))),
+          queue_(options_.capacity, options_.queue_shards),
           covered_timeout_ns_(options_.default_timeout.count() > 0
                                   ? options_.default_timeout.count()
                                   : std::numeric_limits<std::int64_t>::max()),
@@ -1000,7 +1003,7 @@ private:
                 break;
             }
             const bool popped = queue_.consume(
-                [&current](envelope&& e) noexcept { current.emplace(std::move(e)); });
+                w.id, [&current](envelope&& e) noexcept { current.emplace(std::move(e)); });
             if (popped) {
                 after_pop();
                 process(w, *current, rng);
@@ -1537,7 +1540,7 @@ private:
         out.reserve(out.size() + queue_.capacity());
         for (;;) {
             const bool popped =
-                queue_.consume([&out](envelope&& e) noexcept { out.push_back(std::move(e)); });
+                queue_.consume(0, [&out](envelope&& e) noexcept { out.push_back(std::move(e)); });
             if (popped) {
                 continue;
             }
@@ -1876,7 +1879,7 @@ private:
 
     const options<Request> options_;
     const detail::erased_handler<Request> handler_;
-    bounded_queue<envelope> queue_;
+    detail::sharded_queue<envelope> queue_;
     scale_policy policy_;  // called by the supervisor only
     // Timed attempts with a timeout of at least this publish without a fence; see [D3].
     const std::int64_t covered_timeout_ns_;

@@ -44,6 +44,12 @@ template <class Request>
 struct options {
     /// Exact bound of the queue (requests waiting to start). Must be > 0.
     std::size_t capacity = 1024;
+    /// Number of rings the queue is split into, their capacities adding up to `capacity`.
+    /// 1 (the default) is one FIFO ring. More lets many producers and workers claim slots on
+    /// different cache lines: each submitting thread has a home ring (and spills to the others
+    /// when it is full), each worker starts its search at its own. The price is order: requests
+    /// start in submit order only within one ring. Must be in [1, `capacity`].
+    std::size_t queue_shards = 1;
     /// Workers kept even when idle; the pool starts with this many. Must be <= `max_workers`.
     std::size_t min_workers = 1;
     /// Upper bound of live workers (plus `stuck_allowance` replacements). Must be > 0.
@@ -117,6 +123,9 @@ void require_non_negative(std::chrono::duration<Rep, Period> d, const char* fiel
 template <class Request>
 void validate(const options<Request>& o) {
     require(o.capacity > 0, "capacity", "must be > 0");
+    require(o.queue_shards > 0, "queue_shards", "must be > 0");
+    require(o.queue_shards <= o.capacity, "queue_shards",
+            "must be <= options.capacity (every ring needs a slot)");
     require(o.max_workers > 0, "max_workers", "must be > 0");
     require(o.min_workers <= o.max_workers, "min_workers", "must be <= options.max_workers");
     require(o.scale_up_depth > 0, "scale_up_depth", "must be > 0");

@@ -137,6 +137,7 @@ struct round_config {
     std::uint64_t seed = 0;
     std::size_t requests = 0;  // initial ids; children take ids [requests, 2 * requests)
     std::size_t capacity = 0;
+    std::size_t shards = 1;  // options.queue_shards
     std::size_t min_workers = 0;
     std::size_t max_workers = 0;
     std::chrono::nanoseconds grace{0};
@@ -182,6 +183,7 @@ round_result run_round(const round_config& cfg) {
 
     workerpool::options<tracked> o;
     o.capacity = cfg.capacity;
+    o.queue_shards = cfg.shards;
     o.min_workers = cfg.min_workers;
     o.max_workers = cfg.max_workers;
     o.scale_up_depth = 8;
@@ -487,9 +489,9 @@ round_result run_round(const round_config& cfg) {
             }
         }
     }
-    INFO("seed " << cfg.seed << ", capacity " << cfg.capacity << ", workers " << cfg.min_workers
-                 << ".." << cfg.max_workers << ", grace " << cfg.grace.count()
-                 << " ns, shutdown at " << cfg.shutdown_at);
+    INFO("seed " << cfg.seed << ", capacity " << cfg.capacity << " in " << cfg.shards
+                 << " shards, workers " << cfg.min_workers << ".." << cfg.max_workers << ", grace "
+                 << cfg.grace.count() << " ns, shutdown at " << cfg.shutdown_at);
     CHECK(lost == 0u);
     CHECK(duplicated == 0u);
     CHECK(phantom == 0u);
@@ -532,6 +534,8 @@ TEST_CASE("mixed handlers under worker churn and a shutdown at a random moment l
         const std::chrono::nanoseconds graces[] = {0ns, 1ms, 10ms, 100ms};
         cfg.grace = graces[rng() % 4];
         cfg.shutdown_at = 0.1 + 0.9 * std::uniform_real_distribution<double>(0, 1)(rng);
+        // Half the rounds split the queue into 2-4 rings (never more rings than slots).
+        cfg.shards = rng() % 2 == 0 ? 1 : std::min<std::size_t>(cfg.capacity, 2 + rng() % 3);
         CAPTURE(round, cfg.seed);
         const round_result r = run_round(cfg);
         total.accepted += r.accepted;

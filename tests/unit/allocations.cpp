@@ -278,9 +278,13 @@ TEST_CASE("the counting allocator counts every form of operator new", "[alloc][u
 
 TEST_CASE("requests that complete normally allocate nothing, with a timeout set",
           "[alloc][timeout][unit]") {
+    const std::size_t shards = GENERATE(1u, 3u);  // one ring, or three (options.queue_shards)
+    CAPTURE(shards);
     constexpr std::uint64_t warmup = 5000;
     constexpr std::uint64_t measured = 20'000;
     std::atomic<std::uint64_t> handled{0};
+    auto o = alloc_options();
+    o.queue_shards = shards;
     dispatcher<payload> pool(
         [&handled](payload& p, std::stop_token st) {
             p.bytes[0] = static_cast<char>(p.id);
@@ -288,7 +292,7 @@ TEST_CASE("requests that complete normally allocate nothing, with a timeout set"
                 handled.fetch_add(1, std::memory_order_release);  // pairs with the waits below
             }
         },
-        alloc_options());
+        o);
 
     auto submit_many = [&pool](std::uint64_t from, std::uint64_t n, int how) {
         for (std::uint64_t i = from; i < from + n; ++i) {

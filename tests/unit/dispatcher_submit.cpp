@@ -69,10 +69,24 @@ TEST_CASE("try_submit with room returns accepted, moves the request and runs it"
     CHECK(pool.stats().submitted == 1u);
 }
 
+// Request ids in the order they ran; sorted when the queue has several rings, which keep no
+// order across rings.
+std::vector<int> ran(recorder& seen, std::size_t shards) {
+    std::vector<int> ids = seen.ids();
+    if (shards > 1) {
+        std::sort(ids.begin(), ids.end());
+    }
+    return ids;
+}
+
 TEST_CASE("try_submit on a full queue returns full and leaves the request untouched",
           "[dispatcher][unit]") {
+    const std::size_t shards = GENERATE(1u, 2u);  // with 2 rings the second push spills over
+    CAPTURE(shards);
     permits hold;
     recorder seen;
+    auto o = held_options(2, 1);
+    o.queue_shards = shards;
     dispatcher<job> pool(
         [&](job& j, std::stop_token st) {
             if (!hold.acquire(st)) {
@@ -80,7 +94,7 @@ TEST_CASE("try_submit on a full queue returns full and leaves the request untouc
             }
             seen.add(j.id);
         },
-        held_options(2, 1));
+        o);
     finally release([&] { hold.release_all(); });
     REQUIRE(pool.try_submit(job{0}) == submit_status::accepted);
     REQUIRE(eventually([&] { return hold.waiting() == 1; }));  // the worker holds request 0
@@ -98,7 +112,7 @@ TEST_CASE("try_submit on a full queue returns full and leaves the request untouc
     hold.release_all();
     const auto report = pool.shutdown(10s);
     CHECK(report.drained);
-    CHECK(seen.ids() == std::vector<int>{0, 1, 2});
+    CHECK(ran(seen, shards) == std::vector<int>{0, 1, 2});
     CHECK(pool.stats().completed == 3u);
 }
 
@@ -124,8 +138,12 @@ TEST_CASE("every submit variant returns closed after shutdown and leaves the req
 
 TEST_CASE("submit blocks while the queue is full and is accepted once a worker frees slots",
           "[dispatcher][backpressure][unit]") {
+    const std::size_t shards = GENERATE(1u, 2u);  // full means every ring is full
+    CAPTURE(shards);
     permits hold;
     recorder seen;
+    auto o = held_options(2, 1);
+    o.queue_shards = shards;
     dispatcher<job> pool(
         [&](job& j, std::stop_token st) {
             if (!hold.acquire(st)) {
@@ -133,7 +151,7 @@ TEST_CASE("submit blocks while the queue is full and is accepted once a worker f
             }
             seen.add(j.id);
         },
-        held_options(2, 1));
+        o);
     REQUIRE(pool.try_submit(job{0}) == submit_status::accepted);
     REQUIRE(eventually([&] { return hold.waiting() == 1; }));
     REQUIRE(pool.try_submit(job{1}) == submit_status::accepted);
@@ -162,7 +180,7 @@ TEST_CASE("submit blocks while the queue is full and is accepted once a worker f
 
     const auto report = pool.shutdown(10s);
     CHECK(report.drained);
-    CHECK(seen.ids() == std::vector<int>{0, 1, 2, 3});
+    CHECK(ran(seen, shards) == std::vector<int>{0, 1, 2, 3});
     CHECK(pool.stats().rejected == 0u);
 }
 
@@ -441,10 +459,13 @@ TEST_CASE("a function object with a const call operator serves as a handler",
 
 TEST_CASE("requests submitted from several threads each run exactly once",
           "[dispatcher][backpressure][unit]") {
+    const std::size_t shards = GENERATE(1u, 2u, 4u);
+    CAPTURE(shards);
     constexpr int producers = 4;
     constexpr int per_producer = 500;
     std::vector<std::atomic<int>> runs(producers * per_producer);
     auto o = held_options<int>(8, 2);  // a small queue, so submitters block often
+    o.queue_shards = shards;
     dispatcher<int> pool([&](int& id) { runs[static_cast<std::size_t>(id)].fetch_add(1); }, o);
     std::atomic<int> not_accepted{0};
     {
@@ -466,4 +487,18 @@ TEST_CASE("requests submitted from several threads each run exactly once",
     CHECK(s.submitted == std::uint64_t{producers * per_producer});
     CHECK(s.completed == std::uint64_t{producers * per_producer});
     CHECK(std::all_of(runs.begin(), runs.end(), [](const std::atomic<int>& n) { return n == 1; }));
+}
+
+TEST_CASE("with several rings, one thread's requests start in submit order while its ring has room",
+          "[dispatcher][unit]") {
+    recorder seen;
+    auto o = held_options<int>(64, 1);  // 4 rings of 16: the 10 requests fit in one
+    o.queue_shards = 4;
+    dispatcher<int> pool([&](int& id) { seen.add(id); }, o);
+    CHECK(pool.capacity() == 64u);
+    for (int i = 0; i < 10; ++i) {
+        REQUIRE(pool.submit(int{i}) == submit_status::accepted);
+    }
+    CHECK(pool.shutdown(10s).drained);
+    CHECK(seen.ids() == std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
 }

@@ -47,6 +47,13 @@ constexpr double infinite = std::numeric_limits<double>::infinity();
 TEST_CASE("each bad option throws invalid_argument naming its field", "[options][unit]") {
     const std::vector<bad_case> cases{
         {"capacity 0", [](opts& o) { o.capacity = 0; }, "options.capacity"},
+        {"queue_shards 0", [](opts& o) { o.queue_shards = 0; }, "options.queue_shards"},
+        {"queue_shards > capacity",
+         [](opts& o) {
+             o.capacity = 4;
+             o.queue_shards = 5;
+         },
+         "options.queue_shards"},
         {"max_workers 0",
          [](opts& o) {
              o.min_workers = 0;

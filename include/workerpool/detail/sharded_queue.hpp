@@ -1,0 +1,181 @@
+#pragma once
+
+/// @file
+/// `detail::sharded_queue<T>`: the dispatcher's queue, made of one or more `bounded_queue` rings
+/// so that many producers and workers do not all claim slots on the same two cache lines.
+
+#include <workerpool/bounded_queue.hpp>
+#include <workerpool/status.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <utility>
+
+namespace workerpool::detail {
+
+/// Every thread that pushes into a sharded queue takes one ticket, the first time it pushes; the
+/// ticket modulo the shard count is its home shard. Consecutive tickets spread threads that start
+/// together (a team of producers) over different shards.
+inline std::atomic<std::size_t> next_producer_ticket{0};
+inline thread_local std::size_t producer_ticket = static_cast<std::size_t>(-1);
+
+inline std::size_t my_producer_ticket() noexcept {
+    if (producer_ticket == static_cast<std::size_t>(-1)) {
+        producer_ticket = next_producer_ticket.fetch_add(
+            1, std::memory_order_relaxed);  // only needs to be distinct, orders nothing
+    }
+    return producer_ticket;
+}
+
+/// A bounded MPMC queue split into `shards` rings whose capacities add up to exactly `capacity`.
+///
+/// - A push goes to the pushing thread's home shard; if that one is full it tries the others in
+///   turn, so `full` means every shard was full when it was tried.
+/// - A pop starts at the shard the caller names (a worker's home) and goes round the others.
+/// - Order: each ring is FIFO, so a thread's elements come out in push order as long as they land
+///   in the same shard (they do while its home shard has room). There is no order across shards.
+/// - `close()` closes every ring; a push is ordered entirely before or after the close of the ring
+///   it lands in, and once a push returned `closed` on a thread, every later push on any thread
+///   returns `closed` too.
+/// - With one shard it is a `bounded_queue` plus one predictable branch per call.
+///
+/// The Dekker pairs of the dispatcher ([W1], [W3] in dispatcher.hpp) still hold: every claim is a
+/// seq_cst CAS on some ring, and `has_claimed_elements()` / `free_slots()` read every ring with
+/// seq_cst loads.
+template <class T>
+class sharded_queue {
+public:
+    /// Throws `std::invalid_argument` unless 0 < shards <= capacity; `std::bad_alloc`.
+    sharded_queue(std::size_t capacity, std::size_t shards)
+        : capacity_(capacity), count_(check_shards(capacity, shards)),
+          shards_(std::make_unique<std::optional<bounded_queue<T>>[]>(count_)) {
+        for (std::size_t i = 0; i < count_; ++i) {
+            // The first `capacity % shards` rings take one slot more.
+            shards_[i].emplace(capacity / count_ + (i < capacity % count_ ? 1 : 0));
+        }
+        first_ = &*shards_[0];
+    }
+
+    sharded_queue(const sharded_queue&) = delete;
+    sharded_queue& operator=(const sharded_queue&) = delete;
+
+    /// Constructs an element from `args` in the caller's home shard, or in the first other shard
+    /// with room. Returns `accepted`, `full` or `closed`; `args` are untouched unless accepted.
+    template <class... Args>
+    [[nodiscard]] submit_status try_emplace(Args&&... args) noexcept {
+        if (count_ == 1) {
+            return first_->try_emplace(std::forward<Args>(args)...);
+        }
+        if (closed_.load(std::memory_order_acquire)) {  // pairs with close(); see the class doc
+            return submit_status::closed;
+        }
+        std::size_t i = my_producer_ticket() % count_;
+        for (std::size_t tried = 0; tried < count_; ++tried) {
+            // Forwarding more than once is safe: a ring moves from `args` only when it accepts.
+            const submit_status s = shards_[i]->try_emplace(std::forward<Args>(args)...);
+            if (s != submit_status::full) {
+                return s;
+            }
+            i = i + 1 == count_ ? 0 : i + 1;
+        }
+        return submit_status::full;
+    }
+
+    /// Pops the oldest element of the first non-empty shard, starting at `home % shard_count()`,
+    /// and passes it to `f` as an rvalue; returns whether there was one. `f` must not throw.
+    template <class F>
+    [[nodiscard]] bool consume(std::size_t home, F&& f) noexcept {
+        if (count_ == 1) {
+            return first_->consume(std::forward<F>(f));
+        }
+        std::size_t i = home % count_;
+        for (std::size_t tried = 0; tried < count_; ++tried) {
+            if (shards_[i]->consume(f)) {
+                return true;
+            }
+            i = i + 1 == count_ ? 0 : i + 1;
+        }
+        return false;
+    }
+
+    /// Closes every shard; returns the total number of pushes ever accepted. Idempotent.
+    std::uint64_t close() noexcept {
+        closed_.store(true, std::memory_order_seq_cst);  // seq_cst: before any ring's close
+        std::uint64_t pushed = 0;
+        for (std::size_t i = 0; i < count_; ++i) {
+            pushed += shards_[i]->close();
+        }
+        return pushed;
+    }
+
+    /// Returns whether `close()` has begun. Thread safety: any thread.
+    [[nodiscard]] bool is_closed() const noexcept {
+        return count_ == 1 ? first_->is_closed()
+                           : closed_.load(std::memory_order_acquire);  // pairs with close()
+    }
+
+    /// Elements queued at about one moment; racy by nature.
+    [[nodiscard]] std::size_t approx_size() const noexcept {
+        return sum([](const bounded_queue<T>& q) { return q.approx_size(); });
+    }
+
+    /// Whether any shard holds a claimed push that no pop has claimed (seq_cst reads of every
+    /// shard: the reading side of the dispatcher's Dekker pairs).
+    [[nodiscard]] bool has_claimed_elements() const noexcept {
+        for (std::size_t i = 0; i < count_; ++i) {
+            if (shards_[i]->has_claimed_elements()) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /// Free slots over all shards at about one moment (seq_cst reads of every shard).
+    [[nodiscard]] std::size_t free_slots() const noexcept {
+        return sum([](const bounded_queue<T>& q) { return q.free_slots(); });
+    }
+
+    /// Pushes accepted so far, over all shards (statistics; each term only grows).
+    [[nodiscard]] std::uint64_t pushed_count() const noexcept {
+        return sum([](const bounded_queue<T>& q) { return q.pushed_count(); });
+    }
+
+    /// The exact total capacity.
+    [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
+
+    /// The number of rings.
+    [[nodiscard]] std::size_t shard_count() const noexcept { return count_; }
+
+private:
+    static std::size_t check_shards(std::size_t capacity, std::size_t shards) {
+        if (capacity == 0) {
+            throw std::invalid_argument("workerpool: bounded_queue capacity must be > 0");
+        }
+        if (shards == 0 || shards > capacity) {
+            throw std::invalid_argument(
+                "workerpool: the queue's shard count must be in [1, capacity]");
+        }
+        return shards;
+    }
+
+    template <class F>
+    auto sum(F&& f) const noexcept {
+        decltype(f(*first_)) total = 0;
+        for (std::size_t i = 0; i < count_; ++i) {
+            total += f(*shards_[i]);
+        }
+        return total;
+    }
+
+    const std::size_t capacity_;
+    const std::size_t count_;
+    std::unique_ptr<std::optional<bounded_queue<T>>[]> shards_;
+    bounded_queue<T>* first_ = nullptr;  // shards_[0], without the optional's check
+    std::atomic<bool> closed_{false};
+};
+
+}  // namespace workerpool::detail

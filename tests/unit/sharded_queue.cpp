@@ -1,0 +1,658 @@
+// detail::sharded_queue on its own: the constructor's checks; exact capacity over rings of unequal
+// size, a push spilling into the other rings when its home ring is full; one producer's FIFO order
+// while its home ring has room; consume finding elements in any ring; close() accounting over all
+// rings; a close racing producers; 4x4 MPMC exactly-once on 1 to 8 shards; and destruction of what
+// is still queued.
+//
+// A thread's home ring comes from a process-wide ticket taken on its first push, so no test
+// assumes which ring a thread gets: where the home matters, the test runs once per ring on fresh
+// threads (which take consecutive tickets), and otherwise it holds whatever the homes are.
+// Threads only record; assertions run after they are joined.
+
+#include <workerpool/detail/sharded_queue.hpp>
+#include <workerpool/status.hpp>
+
+#include "support/catch.hpp"
+#include "support/test_util.hpp"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <numeric>
+#include <stdexcept>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using workerpool::submit_status;
+using workerpool::detail::sharded_queue;
+using workerpool::test::eventually;
+using workerpool::test::gate;
+using workerpool::test::tracked;
+
+#if defined(__SANITIZE_THREAD__)
+constexpr bool under_tsan = true;
+#else
+constexpr bool under_tsan = false;
+#endif
+
+// A total capacity and a shard count.
+struct shape {
+    std::size_t capacity;
+    std::size_t shards;
+};
+
+// Opens `g` when the scope ends, so threads parked on it are released even if a REQUIRE fails;
+// declare it after the threads, so that it runs before their joins.
+class opener {
+public:
+    explicit opener(gate& g) : g_(g) {}
+    opener(const opener&) = delete;
+    opener& operator=(const opener&) = delete;
+    opener(opener&&) = delete;
+    opener& operator=(opener&&) = delete;
+    ~opener() { g_.open(); }
+
+private:
+    gate& g_;
+};
+
+// Runs `f` on a new thread and joins it. A new thread takes a new producer ticket on its first
+// push, so consecutive calls push from consecutive home shards (unless another thread takes a
+// ticket in between: then a home is skipped, which costs coverage, never correctness).
+template <class F>
+void on_new_thread(F&& f) {
+    std::jthread t(std::forward<F>(f));
+}
+
+// What pushing 0, 1, 2, ... until the first refusal gave.
+struct fill_report {
+    std::size_t accepted = 0;
+    submit_status refusal = submit_status::accepted;  // the first refused push's answer
+    bool refused_value_untouched = false;             // that push's argument kept its value
+};
+
+// Pushes unique_ptrs to first, first + 1, ... until a push is refused (at most `limit` tries).
+fill_report fill(sharded_queue<std::unique_ptr<int>>& q, std::size_t limit, int first = 0) {
+    fill_report r;
+    for (std::size_t k = 0; k < limit; ++k) {
+        const int value = first + static_cast<int>(k);
+        auto p = std::make_unique<int>(value);
+        const submit_status s = q.try_emplace(std::move(p));
+        if (s != submit_status::accepted) {
+            r.refusal = s;
+            // NOLINTNEXTLINE(bugprone-use-after-move): a refused push leaves `p` untouched
+            r.refused_value_untouched = p != nullptr && *p == value;
+            return r;
+        }
+        ++r.accepted;
+    }
+    return r;
+}
+
+// Pops everything, starting each pop at the next home index; returns the values in pop order.
+template <class T, class Value>
+std::vector<int> drain(sharded_queue<T>& q, Value value_of) {
+    std::vector<int> out;
+    for (std::size_t home = 0;; ++home) {
+        int v = 0;
+        if (!q.consume(home, [&](T&& e) noexcept { v = value_of(e); })) {
+            return out;
+        }
+        out.push_back(v);
+    }
+}
+
+std::vector<int> drain(sharded_queue<std::unique_ptr<int>>& q) {
+    return drain(q, [](const std::unique_ptr<int>& p) { return p ? *p : -1; });
+}
+
+std::vector<int> drain(sharded_queue<int>& q) {
+    return drain(q, [](int v) { return v; });
+}
+
+std::vector<int> iota(int first, int n) {
+    std::vector<int> v(static_cast<std::size_t>(n));
+    std::iota(v.begin(), v.end(), first);
+    return v;
+}
+
+std::vector<int> sorted(std::vector<int> v) {
+    std::sort(v.begin(), v.end());
+    return v;
+}
+
+}  // namespace
+
+TEST_CASE("sharded_queue needs 0 < shards <= capacity", "[sharded_queue][unit]") {
+    CHECK_THROWS_AS((sharded_queue<int>{0, 1}), std::invalid_argument);
+    CHECK_THROWS_AS((sharded_queue<int>{0, 0}), std::invalid_argument);
+    CHECK_THROWS_AS((sharded_queue<int>{4, 0}), std::invalid_argument);
+    CHECK_THROWS_AS((sharded_queue<int>{4, 5}), std::invalid_argument);
+    CHECK_THROWS_AS((sharded_queue<int>{1, 2}), std::invalid_argument);
+
+    // shards == capacity: every ring has one slot, and every slot is usable.
+    for (const std::size_t capacity : {1u, 2u, 7u, 16u}) {
+        INFO("capacity = shards = " << capacity);
+        sharded_queue<int> q{capacity, capacity};
+        CHECK(q.capacity() == capacity);
+        CHECK(q.shard_count() == capacity);
+        CHECK(q.free_slots() == capacity);
+        CHECK(q.approx_size() == 0u);
+        CHECK_FALSE(q.has_claimed_elements());
+        CHECK_FALSE(q.is_closed());
+        std::size_t accepted = 0;
+        while (accepted <= capacity &&
+               q.try_emplace(static_cast<int>(accepted)) == submit_status::accepted) {
+            ++accepted;
+        }
+        CHECK(accepted == capacity);
+        CHECK(q.free_slots() == 0u);
+        CHECK(sorted(drain(q)) == iota(0, static_cast<int>(capacity)));
+    }
+}
+
+TEST_CASE("sharded_queue holds exactly its capacity, spilling from a full home shard into the "
+          "others",
+          "[sharded_queue][unit]") {
+    const std::array<shape, 7> shapes{{{10, 3}, {7, 7}, {13, 5}, {16, 4}, {5, 2}, {8, 1}, {1, 1}}};
+    for (const shape& sh : shapes) {
+        const std::size_t capacity = sh.capacity;  // not a structured binding: a lambda uses it
+        const std::size_t shards = sh.shards;
+        // Once per home shard: each run pushes from a new thread, which has the next ticket.
+        for (std::size_t run = 0; run < shards; ++run) {
+            CAPTURE(capacity, shards, run);
+            sharded_queue<std::unique_ptr<int>> q{capacity, shards};
+            fill_report first;
+            on_new_thread([&] { first = fill(q, capacity + 1); });
+            CHECK(first.accepted == capacity);
+            CHECK(first.refusal == submit_status::full);
+            CHECK(first.refused_value_untouched);
+            CHECK(q.free_slots() == 0u);
+            CHECK(q.approx_size() == capacity);
+            CHECK(q.pushed_count() == capacity);
+
+            // One pop frees one slot, wherever it is, and exactly one more push fits (from this
+            // thread, whose home may be another shard).
+            int taken = -1;
+            REQUIRE(q.consume(run, [&](std::unique_ptr<int>&& p) noexcept { taken = *p; }));
+            CHECK(q.free_slots() == 1u);
+            const fill_report second = fill(q, 2, 1000);
+            CHECK(second.accepted == 1u);
+            CHECK(second.refusal == submit_status::full);
+            CHECK(second.refused_value_untouched);
+            CHECK(q.free_slots() == 0u);
+
+            // Every accepted element is there once; the refused ones are not.
+            std::vector<int> expected = iota(0, static_cast<int>(capacity));
+            const auto at = std::find(expected.begin(), expected.end(), taken);
+            REQUIRE(at != expected.end());
+            expected.erase(at);
+            expected.push_back(1000);
+            CHECK(sorted(drain(q)) == sorted(expected));
+            CHECK(q.free_slots() == capacity);
+        }
+    }
+}
+
+TEST_CASE("one producer's elements come out in push order while its home shard has room",
+          "[sharded_queue][unit]") {
+    const std::array<shape, 6> shapes{{{10, 3}, {12, 4}, {7, 2}, {9, 1}, {8, 8}, {20, 6}}};
+    for (const auto& [capacity, shards] : shapes) {
+        const std::size_t k = capacity / shards;  // the smallest shard's size: no spill
+        for (std::size_t run = 0; run < shards; ++run) {
+            CAPTURE(capacity, shards, k, run);
+            sharded_queue<int> q{capacity, shards};
+            std::size_t accepted = 0;
+            on_new_thread([&] {
+                for (std::size_t i = 0; i < k; ++i) {
+                    accepted += q.try_emplace(static_cast<int>(i)) == submit_status::accepted;
+                }
+            });
+            REQUIRE(accepted == k);
+            // Each pop starts at another shard; all of them must find the same shard's head.
+            std::vector<int> out;
+            for (std::size_t i = 0; i < k; ++i) {
+                int v = -1;
+                CHECK(q.consume(run + 5 * i, [&](int&& e) noexcept { v = e; }));
+                out.push_back(v);
+            }
+            CHECK(out == iota(0, static_cast<int>(k)));
+            CHECK_FALSE(q.consume(0, [](int&&) noexcept {}));
+        }
+    }
+}
+
+TEST_CASE("two producers' elements each stay in push order when no shard overflows",
+          "[sharded_queue][unit]") {
+    constexpr int producers = 2;
+    constexpr int per_producer = 300;
+    for (const std::size_t shards : {1u, 2u, 3u, 4u}) {
+        CAPTURE(shards);
+        // Every shard can hold both producers' elements, so nothing spills even if both threads
+        // have the same home.
+        sharded_queue<int> q{shards * producers * per_producer, shards};
+        std::vector<int> refused(producers, 0);
+        {
+            gate start;
+            std::vector<std::jthread> threads;
+            threads.reserve(producers);
+            opener open_on_exit{start};  // destroyed first: opens the gate before the joins
+            for (int p = 0; p < producers; ++p) {
+                threads.emplace_back([&, p] {
+                    start.wait();
+                    for (int i = 0; i < per_producer; ++i) {
+                        if (q.try_emplace(p * per_producer + i) != submit_status::accepted) {
+                            ++refused[static_cast<std::size_t>(p)];
+                        }
+                    }
+                });
+            }
+            REQUIRE(eventually([&] { return start.waiting() == std::size_t{producers}; }));
+        }  // opens the gate, then joins
+        CHECK(refused == std::vector<int>(producers, 0));
+
+        std::vector<int> last(producers, -1);
+        int out_of_order = 0;
+        const std::vector<int> out = drain(q);
+        for (const int v : out) {
+            const auto p = static_cast<std::size_t>(v / per_producer);
+            out_of_order += v <= last[p] ? 1 : 0;
+            last[p] = v;
+        }
+        CHECK(out_of_order == 0);
+        CHECK(sorted(out) == iota(0, producers * per_producer));
+    }
+}
+
+TEST_CASE("consume finds an element in any shard, whatever home it starts at",
+          "[sharded_queue][unit]") {
+    const std::array<shape, 5> shapes{{{10, 3}, {12, 4}, {6, 6}, {5, 2}, {4, 1}}};
+    for (const auto& [capacity, shards] : shapes) {
+        CAPTURE(capacity, shards);
+        sharded_queue<int> q{capacity, shards};
+        int v = -1;
+        auto take = [&v](int&& e) noexcept { v = e; };
+
+        // Nothing to find: false from every home, including homes past the shard count.
+        for (std::size_t home = 0; home < 2 * shards + 1; ++home) {
+            CHECK_FALSE(q.consume(home, take));
+        }
+
+        // One element, in this thread's home shard: a pop from every home finds it.
+        for (std::size_t home = 0; home < 2 * shards; ++home) {
+            REQUIRE(q.try_emplace(static_cast<int>(home)) == submit_status::accepted);
+            v = -1;
+            CHECK(q.consume(home, take));
+            CHECK(v == static_cast<int>(home));
+            CHECK_FALSE(q.consume(home, take));
+        }
+
+        // Every shard full (one pusher, spilling): pops from each home in turn all succeed until
+        // exactly `capacity` elements have come out, each once.
+        REQUIRE(q.free_slots() == capacity);
+        for (std::size_t i = 0; i < capacity; ++i) {
+            REQUIRE(q.try_emplace(static_cast<int>(i)) == submit_status::accepted);
+        }
+        if (capacity % shards == 0) {
+            // Then the pusher filled shard home, home + 1, ... with consecutive blocks of r, so
+            // one pop from each home takes each shard's head: 0, r, 2r, ... in some order.
+            const std::size_t r = capacity / shards;
+            std::vector<int> heads;
+            std::vector<int> expected;
+            for (std::size_t home = 0; home < shards; ++home) {
+                v = -1;
+                CHECK(q.consume(home, take));
+                heads.push_back(v);
+                expected.push_back(static_cast<int>(home * r));
+            }
+            CHECK(sorted(heads) == expected);
+            for (const int h : heads) {  // put them back, for the count below
+                REQUIRE(q.try_emplace(int{h}) == submit_status::accepted);
+            }
+        }
+        std::vector<int> out;
+        for (std::size_t home = 0; home < capacity; ++home) {
+            v = -1;
+            CHECK(q.consume(home % shards, take));
+            out.push_back(v);
+        }
+        CHECK(sorted(out) == iota(0, static_cast<int>(capacity)));
+        for (std::size_t home = 0; home < shards; ++home) {
+            CHECK_FALSE(q.consume(home, take));
+        }
+    }
+}
+
+TEST_CASE("close counts the pushes of every shard, refuses later ones and lets the rest drain",
+          "[sharded_queue][unit]") {
+    const std::array<shape, 4> shapes{{{10, 1}, {10, 3}, {8, 8}, {9, 4}}};
+    for (const auto& [capacity, shards] : shapes) {
+        CAPTURE(capacity, shards);
+        sharded_queue<std::unique_ptr<int>> q{capacity, shards};
+        // Four from this thread, three from another (whose home may be another shard).
+        REQUIRE(fill(q, 4).accepted == 4u);
+        fill_report other;
+        on_new_thread([&] { other = fill(q, 3, 4); });
+        REQUIRE(other.accepted == 3u);
+        std::vector<int> out;
+        for (int i = 0; i < 2; ++i) {  // popped elements still count as pushed
+            REQUIRE(q.consume(0, [&](std::unique_ptr<int>&& p) noexcept { out.push_back(*p); }));
+        }
+        CHECK_FALSE(q.is_closed());
+        CHECK(q.pushed_count() == 7u);
+        CHECK(q.approx_size() == 5u);
+        CHECK(q.free_slots() == capacity - 5);
+        CHECK(q.has_claimed_elements());
+
+        CHECK(q.close() == 7u);
+        CHECK(q.is_closed());
+        CHECK(q.close() == 7u);  // idempotent
+
+        // Refused from this thread and from a new one, argument untouched.
+        const fill_report late = fill(q, 1, 100);
+        CHECK(late.accepted == 0u);
+        CHECK(late.refusal == submit_status::closed);
+        CHECK(late.refused_value_untouched);
+        fill_report late_other;
+        on_new_thread([&] { late_other = fill(q, 1, 101); });
+        CHECK(late_other.accepted == 0u);
+        CHECK(late_other.refusal == submit_status::closed);
+        CHECK(late_other.refused_value_untouched);
+        CHECK(q.pushed_count() == 7u);
+        CHECK(q.approx_size() == 5u);
+        CHECK(q.free_slots() == capacity - 5);  // closing frees nothing and takes nothing
+
+        // Everything accepted before the close comes out, once.
+        const std::vector<int> rest = drain(q);
+        CHECK(rest.size() == 5u);
+        out.insert(out.end(), rest.begin(), rest.end());
+        CHECK(sorted(out) == iota(0, 7));
+        CHECK_FALSE(q.has_claimed_elements());
+        CHECK(q.approx_size() == 0u);
+        CHECK(q.free_slots() == capacity);
+        CHECK(q.pushed_count() == 7u);
+        CHECK(q.close() == 7u);
+    }
+
+    {  // A full queue, once closed, answers closed rather than full.
+        sharded_queue<std::unique_ptr<int>> q{10, 3};
+        REQUIRE(fill(q, 11).accepted == 10u);
+        CHECK(q.close() == 10u);
+        const fill_report late = fill(q, 1, 100);
+        CHECK(late.refusal == submit_status::closed);
+        CHECK(late.refused_value_untouched);
+        CHECK(sorted(drain(q)) == iota(0, 10));
+    }
+}
+
+TEST_CASE("a close racing producers: close's count is what is popped, and closed stays closed",
+          "[sharded_queue][close][unit]") {
+    constexpr int producers = 3;
+    constexpr int consumers = 2;
+    const int close_after = under_tsan ? 1'500 : 5'000;  // accepted pushes before the close
+    constexpr int max_per_producer = 1 << 20;  // a bound, so that a missing close cannot hang
+    constexpr int pushes_after_closed = 64;    // per producer, once it knows of the close
+    const std::array<shape, 4> shapes{{{8, 1}, {8, 3}, {16, 4}, {8, 8}}};
+    for (const auto& [capacity, shards] : shapes) {
+        CAPTURE(capacity, shards);
+        std::vector<int> accepted(producers, 0);
+        // Pushes that did not return closed although the thread knew of the close: it had seen
+        // closed itself, or another producer had (flag below), or close() had returned.
+        std::vector<int> not_closed_after_close(producers, 0);
+        std::vector<int> knew_closed(producers, 0);
+        std::vector<std::vector<int>> popped(consumers);
+        std::uint64_t close_count = 0;
+        submit_status after_close_here = submit_status::accepted;
+        {
+            sharded_queue<int> q{capacity, shards};
+            std::atomic<int> total_accepted{0};  // relaxed: only paces the close
+            std::atomic<bool> someone_saw_closed{false};
+            std::atomic<bool> close_returned{false};
+            std::atomic<bool> stop_consuming{false};
+            gate start;
+            std::vector<std::jthread> producer_threads;
+            std::vector<std::jthread> consumer_threads;
+            producer_threads.reserve(producers);
+            consumer_threads.reserve(consumers);
+            opener open_on_exit{start};  // destroyed first: opens the gate before the joins
+            for (int p = 0; p < producers; ++p) {
+                producer_threads.emplace_back([&, p] {
+                    const auto pi = static_cast<std::size_t>(p);
+                    start.wait();
+                    bool knows = false;
+                    int i = 0;
+                    for (int after = 0; i < max_per_producer && after < pushes_after_closed;) {
+                        // [T2] acquire: the answer seen before [T1], or close()'s return, happened
+                        // before this push.
+                        knows = knows || someone_saw_closed.load(std::memory_order_acquire) ||
+                                close_returned.load(std::memory_order_acquire);
+                        const submit_status s = q.try_emplace(p * max_per_producer + i);
+                        if (knows) {
+                            ++after;
+                            not_closed_after_close[pi] += s != submit_status::closed ? 1 : 0;
+                        }
+                        if (s == submit_status::accepted) {
+                            ++i;
+                            total_accepted.fetch_add(1, std::memory_order_relaxed);
+                        } else if (s == submit_status::closed && !knows) {
+                            knows = true;
+                            // [T1] release: pairs with [T2] in the other producers.
+                            someone_saw_closed.store(true, std::memory_order_release);
+                        } else if (s == submit_status::full) {
+                            std::this_thread::yield();
+                        }
+                    }
+                    accepted[pi] = i;
+                    knew_closed[pi] = knows ? 1 : 0;
+                });
+            }
+            for (int c = 0; c < consumers; ++c) {
+                consumer_threads.emplace_back([&, c] {
+                    auto& mine = popped[static_cast<std::size_t>(c)];
+                    start.wait();
+                    while (!stop_consuming.load(std::memory_order_acquire)) {
+                        if (!q.consume(static_cast<std::size_t>(c),
+                                       [&mine](int&& v) noexcept { mine.push_back(v); })) {
+                            std::this_thread::yield();
+                        }
+                    }
+                });
+            }
+            const bool all_waiting =
+                eventually([&] { return start.waiting() == std::size_t{producers + consumers}; });
+            start.open();
+            const bool reached = eventually(
+                [&] { return total_accepted.load(std::memory_order_relaxed) >= close_after; });
+            close_count = q.close();
+            close_returned.store(true, std::memory_order_release);  // pairs with [T2]
+            after_close_here = q.try_emplace(-1);
+            producer_threads.clear();  // joins
+            stop_consuming.store(true, std::memory_order_release);
+            consumer_threads.clear();
+            REQUIRE(all_waiting);
+            CHECK(reached);
+            popped.push_back(drain(q));  // what the consumers left
+            CHECK_FALSE(q.has_claimed_elements());
+            CHECK(q.pushed_count() == close_count);
+        }
+        CHECK(after_close_here == submit_status::closed);
+        CHECK(knew_closed == std::vector<int>(producers, 1));
+        CHECK(not_closed_after_close == std::vector<int>(producers, 0));
+
+        // Every accepted element popped once, nothing else, and as many as close() counted.
+        std::uint64_t total_accepted = 0;
+        std::vector<std::vector<std::uint8_t>> seen(producers);
+        for (int p = 0; p < producers; ++p) {
+            total_accepted += static_cast<std::uint64_t>(accepted[static_cast<std::size_t>(p)]);
+            seen[static_cast<std::size_t>(p)].assign(
+                static_cast<std::size_t>(accepted[static_cast<std::size_t>(p)]), 0);
+        }
+        std::uint64_t total_popped = 0;
+        int bad = 0;
+        int duplicates = 0;
+        for (const auto& stream : popped) {
+            for (const int v : stream) {
+                ++total_popped;
+                const int p = v / max_per_producer;
+                const int i = v % max_per_producer;
+                if (v < 0 || p >= producers || i >= accepted[static_cast<std::size_t>(p)]) {
+                    ++bad;
+                    continue;
+                }
+                auto& flag = seen[static_cast<std::size_t>(p)][static_cast<std::size_t>(i)];
+                duplicates += flag != 0 ? 1 : 0;
+                flag = 1;
+            }
+        }
+        CHECK(bad == 0);
+        CHECK(duplicates == 0);
+        CHECK(total_popped == total_accepted);
+        CHECK(close_count == total_accepted);
+    }
+}
+
+TEST_CASE("four producers and four consumers on 1 to 8 shards deliver every element exactly once",
+          "[sharded_queue][mpmc][unit]") {
+    constexpr int producers = 4;
+    constexpr int consumers = 4;
+    const int per_producer = under_tsan ? 1'000 : 2'500;  // 10k elements per shape without TSan
+    const int total = producers * per_producer;
+    const std::array<shape, 5> shapes{{{8, 1}, {8, 2}, {8, 3}, {16, 4}, {8, 8}}};
+    for (const auto& [capacity, shards] : shapes) {
+        CAPTURE(capacity, shards);
+        // Per consumer: how often it saw each id.
+        std::vector<std::vector<std::uint8_t>> seen(
+            consumers, std::vector<std::uint8_t>(static_cast<std::size_t>(total)));
+        std::vector<int> garbage(consumers, 0);
+        std::vector<int> refused_closed(producers, 0);
+        std::atomic<int> popped{0};          // relaxed: ends the consumers' loops
+        std::atomic<int> producers_done{0};  // relaxed: bounds a consumer's wait for a lost element
+        {
+            sharded_queue<int> q{capacity, shards};
+            gate start;
+            std::vector<std::jthread> threads;
+            threads.reserve(producers + consumers);
+            opener open_on_exit{start};  // destroyed first: opens the gate before the joins
+            for (int p = 0; p < producers; ++p) {
+                threads.emplace_back([&, p] {
+                    start.wait();
+                    for (int i = 0; i < per_producer;) {
+                        const submit_status s = q.try_emplace(p * per_producer + i);
+                        if (s == submit_status::accepted) {
+                            ++i;
+                        } else if (s == submit_status::full) {
+                            std::this_thread::yield();
+                        } else {
+                            ++refused_closed[static_cast<std::size_t>(p)];
+                            break;
+                        }
+                    }
+                    producers_done.fetch_add(1, std::memory_order_relaxed);
+                });
+            }
+            for (int c = 0; c < consumers; ++c) {
+                threads.emplace_back([&, c] {
+                    const auto ci = static_cast<std::size_t>(c);
+                    start.wait();
+                    auto& mine = seen[ci];
+                    int idle_polls = 0;  // once the producers are done
+                    while (popped.load(std::memory_order_relaxed) < total) {
+                        const bool got = q.consume(ci, [&](int&& v) noexcept {
+                            if (v < 0 || v >= total) {
+                                ++garbage[ci];
+                            } else {
+                                ++mine[static_cast<std::size_t>(v)];
+                            }
+                        });
+                        if (got) {
+                            idle_polls = 0;
+                            popped.fetch_add(1, std::memory_order_relaxed);
+                            continue;
+                        }
+                        if (producers_done.load(std::memory_order_relaxed) == producers &&
+                            ++idle_polls > 100'000) {
+                            break;
+                        }
+                        std::this_thread::yield();
+                    }
+                });
+            }
+            REQUIRE(
+                eventually([&] { return start.waiting() == std::size_t{producers + consumers}; }));
+            start.open();
+            for (auto& t : threads) {
+                t.join();
+            }
+            CHECK(q.approx_size() == 0u);
+            CHECK_FALSE(q.has_claimed_elements());
+            CHECK(q.pushed_count() == static_cast<std::uint64_t>(total));
+            CHECK(q.free_slots() == capacity);
+        }
+        int missing = 0;
+        int duplicated = 0;
+        for (std::size_t id = 0; id < static_cast<std::size_t>(total); ++id) {
+            int count = 0;
+            for (const auto& mine : seen) {
+                count += mine[id];
+            }
+            missing += count == 0 ? 1 : 0;
+            duplicated += count > 1 ? 1 : 0;
+        }
+        CHECK(popped.load() == total);
+        CHECK(missing == 0);
+        CHECK(duplicated == 0);
+        CHECK(garbage == std::vector<int>(consumers, 0));
+        CHECK(refused_closed == std::vector<int>(producers, 0));
+    }
+}
+
+TEST_CASE("a sharded_queue destroys the elements still queued in every shard",
+          "[sharded_queue][lifetime][unit]") {
+    const std::array<shape, 3> shapes{{{10, 3}, {4, 4}, {5, 1}}};
+    for (const shape& sh : shapes) {
+        const std::size_t capacity = sh.capacity;  // not a structured binding: a lambda uses it
+        const std::size_t shards = sh.shards;
+        CAPTURE(capacity, shards);
+        tracked::reset();
+        {
+            sharded_queue<tracked> q{capacity, shards};
+            tracked out;
+            auto take = [&out](tracked&& t) noexcept { out = std::move(t); };
+            // Some laps first, so that the rings' positions have wrapped around.
+            for (std::size_t round = 0; round < 3 * capacity; ++round) {
+                REQUIRE(q.try_emplace(static_cast<int>(round)) == submit_status::accepted);
+                REQUIRE(q.consume(round, take));
+            }
+            // Fill every shard, from this thread and from another.
+            const std::size_t half = capacity / 2;
+            for (std::size_t i = 0; i < half; ++i) {
+                REQUIRE(q.try_emplace(static_cast<int>(i)) == submit_status::accepted);
+            }
+            std::size_t other = 0;
+            on_new_thread([&] {
+                while (other < capacity &&
+                       q.try_emplace(static_cast<int>(half + other)) == submit_status::accepted) {
+                    ++other;
+                }
+            });
+            REQUIRE(half + other == capacity);
+            tracked refused{-1};
+            CHECK(q.try_emplace(std::move(refused)) == submit_status::full);
+            CHECK_FALSE(refused.moved_from);  // NOLINT(bugprone-use-after-move): refused
+            REQUIRE(q.consume(0, take));
+            CHECK(tracked::live == static_cast<long>(capacity - 1) + 2);  // + out + refused
+        }
+        CHECK(tracked::live == 0);
+        CHECK(tracked::misuse == 0);
+    }
+
+    // Owning pointers: a shard that forgot its elements would leak them (LeakSanitizer, asan).
+    sharded_queue<std::unique_ptr<int>> q{7, 3};
+    REQUIRE(fill(q, 7).accepted == 7u);
+}
