@@ -997,14 +997,21 @@ private:
         }
         std::minstd_rand rng(static_cast<std::uint_fast32_t>(rng_seed_ + w.id * 7919));
         std::optional<envelope> current;
+        // With several rings, the ring a pop starts at: the worker's own, moved on by one every
+        // `pops_per_ring` pops. Starting at the same ring for ever would starve the other rings
+        // whenever there are fewer workers than rings and that one is never empty.
+        constexpr std::uint64_t pops_per_ring = 32;
+        std::uint64_t pops = 0;
         for (;;) {
             if (st.stop_requested() ||
                 cancel_.load(std::memory_order_acquire)) {  // pairs with shutdown's store
                 break;
             }
             const bool popped = queue_.consume(
-                w.id, [&current](envelope&& e) noexcept { current.emplace(std::move(e)); });
+                w.id + static_cast<std::size_t>(pops / pops_per_ring),
+                [&current](envelope&& e) noexcept { current.emplace(std::move(e)); });
             if (popped) {
+                ++pops;
                 after_pop();
                 process(w, *current, rng);
                 current.reset();

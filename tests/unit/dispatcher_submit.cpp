@@ -502,3 +502,56 @@ TEST_CASE("with several rings, one thread's requests start in submit order while
     CHECK(pool.shutdown(10s).drained);
     CHECK(seen.ids() == std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
 }
+
+TEST_CASE("with more rings than workers, a ring that is never empty does not starve the others",
+          "[dispatcher][unit]") {
+    // One worker, two rings. The worker's own handler keeps one ring busy: each request of a
+    // chain submits the next, from the worker thread, into that thread's ring. Two requests wait
+    // meanwhile, one in each ring (submitted from two new threads, which take consecutive
+    // tickets). They must run long before the chain ends. Two rounds, so that the worker's
+    // thread lands once in each ring.
+    constexpr int generations = 500;
+    constexpr int gate = -1;
+    for (int round = 0; round < 2; ++round) {
+        CAPTURE(round);
+        permits hold;
+        recorder seen;
+        dispatcher<int>* self = nullptr;
+        auto o = held_options<int>(8, 1);
+        o.queue_shards = 2;
+        dispatcher<int> pool(
+            [&](int& id, std::stop_token st) {
+                if (id == gate) {
+                    if (!hold.acquire(st)) {
+                        throw stopped_by_token{};
+                    }
+                    return;
+                }
+                seen.add(id);
+                if (id >= 0 && id < generations) {
+                    CHECK(self->try_submit(int{id + 1}) == submit_status::accepted);
+                }
+            },
+            o);
+        self = &pool;
+        finally release([&] { hold.release_all(); });
+        REQUIRE(pool.submit(int{gate}) == submit_status::accepted);
+        REQUIRE(eventually([&] { return hold.waiting() == 1; }));  // the worker holds the gate
+        for (int waiting = 1001; waiting <= 1002; ++waiting) {
+            std::jthread([&pool, waiting] {
+                CHECK(pool.submit(int{waiting}) == submit_status::accepted);
+            }).join();
+        }
+        REQUIRE(pool.submit(int{0}) == submit_status::accepted);  // the chain's first request
+        hold.release_all();
+        REQUIRE(pool.wait_idle_for(30s));
+        const std::vector<int> ids = seen.ids();
+        REQUIRE(ids.size() == std::size_t{generations + 3});
+        const auto at = [&ids](int id) {
+            return std::find(ids.begin(), ids.end(), id) - ids.begin();
+        };
+        CHECK(at(1001) < at(100));
+        CHECK(at(1002) < at(100));
+        CHECK(pool.shutdown(10s).drained);
+    }
+}
