@@ -50,7 +50,7 @@ template <class Pool>
 void bm_throughput(benchmark::State& state, shape s, wb::work_kind kind) {
     const std::uint64_t n = wb::requests_per_iteration();
     wb::bench_context ctx(kind);
-    Pool pool(wb::pool_config{s.workers, s.capacity}, wb::bench_handler{&ctx});
+    Pool pool(wb::pool_config{s.workers, s.capacity, s.producers}, wb::bench_handler{&ctx});
     const std::uint64_t per_producer = n / s.producers;
     const std::uint64_t total_per_round = per_producer * s.producers;
     wb::producer_team team(s.producers, [&pool, per_producer](unsigned) {
@@ -207,6 +207,7 @@ const bool registered = [] {
 #ifdef WORKERPOOL_BENCH_HAVE_DISPATCHER
     register_pool<wb::workerpool_pool>();
     register_pool<wb::workerpool_no_timeout_pool>();
+    register_pool<wb::workerpool_sharded_pool>();
 #endif
     register_pool<wb::mutex_pool>();
 #ifdef WORKERPOOL_BENCH_HAVE_ASIO

@@ -2,6 +2,10 @@
 //
 //   BM_queue_spsc/<queue>   two threads: thread 0 pushes, thread 1 pops (both spin on full/empty).
 //   BM_queue_mpmc/<queue>   every thread pushes one element, then pops one (rigtorp's pattern).
+//                           With WORKERPOOL_BENCH_MANYCORE=1 also at 4, 8 and 16 threads.
+//
+// `sharded_queue` is the dispatcher's queue with options.queue_shards = 8: each thread pushes to
+// its home ring and pops starting from it.
 //
 // items_per_second counts elements that went through the queue (pushed and popped). Every run
 // ends with an empty queue and the consumer checks that it saw the producer's sequence in order
@@ -9,6 +13,7 @@
 
 #include <workerpool/bounded_queue.hpp>
 #include <workerpool/detail/cache_line.hpp>
+#include <workerpool/detail/sharded_queue.hpp>
 
 #include "support.hpp"
 
@@ -42,6 +47,20 @@ struct ours {
         return q.try_push(std::move(v)) == workerpool::submit_status::accepted;
     }
     bool try_pop(std::uint64_t& v) noexcept { return q.try_pop(v); }
+    std::size_t approx_size() const noexcept { return q.approx_size(); }
+};
+
+/// The same capacity split into 8 rings, as the dispatcher uses it with queue_shards = 8.
+struct ours_sharded {
+    static constexpr const char* name = "sharded_queue";
+    workerpool::detail::sharded_queue<std::uint64_t> q{queue_capacity, 8};
+    bool try_push(std::uint64_t v) noexcept {
+        return q.try_emplace(v) == workerpool::submit_status::accepted;
+    }
+    bool try_pop(std::uint64_t& v) noexcept {
+        return q.consume(workerpool::detail::my_producer_ticket(),
+                         [&v](std::uint64_t&& x) noexcept { v = x; });
+    }
     std::size_t approx_size() const noexcept { return q.approx_size(); }
 };
 
@@ -130,20 +149,28 @@ void bm_mpmc(benchmark::State& state) {
     }
 }
 
+// `fifo`: whether the queue keeps one order for all elements; the SPSC benchmark checks it. A
+// sharded queue does not (a producer whose ring is full spills into the next), so it skips SPSC.
 template <class Queue>
-void register_queue() {
+void register_queue(bool fifo = true) {
     const std::string tag = std::string("/") + Queue::name;
-    benchmark::RegisterBenchmark(("BM_queue_spsc" + tag).c_str(), bm_spsc<Queue>)
-        ->Threads(2)
-        ->UseRealTime();
-    benchmark::RegisterBenchmark(("BM_queue_mpmc" + tag).c_str(), bm_mpmc<Queue>)
-        ->Threads(1)
-        ->Threads(2)
-        ->UseRealTime();
+    if (fifo) {
+        benchmark::RegisterBenchmark(("BM_queue_spsc" + tag).c_str(), bm_spsc<Queue>)
+            ->Threads(2)
+            ->UseRealTime();
+    }
+    auto* mpmc = benchmark::RegisterBenchmark(("BM_queue_mpmc" + tag).c_str(), bm_mpmc<Queue>)
+                     ->Threads(1)
+                     ->Threads(2)
+                     ->UseRealTime();
+    if (wb::env_knob("WORKERPOOL_BENCH_MANYCORE", 0) != 0) {
+        mpmc->Threads(4)->Threads(8)->Threads(16);
+    }
 }
 
 const bool registered = [] {
     register_queue<ours>();
+    register_queue<ours_sharded>(false);
 #ifdef WORKERPOOL_BENCH_HAVE_MOODYCAMEL
     register_queue<moodycamel_queue>();
 #endif

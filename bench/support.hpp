@@ -264,6 +264,9 @@ struct pool_config {
     // unbounded). Otherwise every pool is bounded to exactly this many queued requests (unbounded
     // pools get a counting semaphore in front, which is how a user would add back-pressure).
     std::size_t capacity = 0;
+    // Threads that will submit at once. Only `workerpool_sharded` uses it (one ring each, up to
+    // the workers), as a user who knows the shape of the load would set `queue_shards`.
+    unsigned producers = 1;
 };
 
 /// The capacity of the bounded pools (`mutex_cv`, `workerpool*`) in their natural mode

@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OURS = ("workerpool", "workerpool_no_timeout")
+OURS = ("workerpool", "workerpool_no_timeout", "workerpool_sharded")
 
 # Workloads of bench_pool, in report order, with a short description.
 POOL_WORKLOADS = [
