@@ -461,7 +461,11 @@ def report(args, build_dir: Path, pool_samples, pools, queue_samples, queues, co
                    "than spinning threads: when the consumer is descheduled, our bounded "
                    "producer fills its 1024 slots and spins out its time slice, while the "
                    "unbounded reference keeps enqueuing. The pools never spin on a full "
-                   "queue; they block.\n")
+                   "queue; they block. `sharded_queue` is the same capacity split into 8 rings "
+                   "(what `options.queue_shards = 8` builds): each thread pushes to its own ring "
+                   "and pops from it first, so two threads rarely touch the same line; it keeps "
+                   "no order across rings, hence no `spsc_t2` figure (that benchmark checks the "
+                   "order).\n")
         qworkloads = sorted({w for (w, _) in queue_samples})
         out.append("| workload | " + " | ".join(f"`{q}`" for q in queues) + " |")
         out.append("|" + "---|" * (1 + len(queues)))
@@ -483,7 +487,9 @@ def report(args, build_dir: Path, pool_samples, pools, queue_samples, queues, co
         "sleep, so it costs CPU like real work.\n"
         "- `workerpool` = our dispatcher with `default_timeout = 10 s` (every attempt "
         "publishes a deadline; handler takes a `std::stop_token`); `workerpool_no_timeout` = "
-        "no timeout, plain `handler(Request&)`. Both have `min_workers == max_workers`.\n"
+        "no timeout, plain `handler(Request&)`; `workerpool_sharded` = as `workerpool`, with "
+        "`queue_shards` = the number of producers (at most the workers): one ring per "
+        "producer. All three have `min_workers == max_workers`.\n"
         "- `onetbb` raises oneTBB's global worker limit with `global_control` so its arena "
         "really has 2 workers on a 2-core machine.\n"
         "- Smoke run (CI): `bench_queue --benchmark_min_time=0.01` and `bench_pool "
