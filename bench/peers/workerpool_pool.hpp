@@ -1,6 +1,6 @@
 #pragma once
 
-// Our dispatcher behind the same adapter as the peers. Two flavours:
+// Our dispatcher behind the same adapter as the peers. Three flavours:
 //   workerpool            default_timeout = 10 s: every attempt publishes a deadline for the
 //                         supervisor ("the timeout wrapper on"); the handler takes the stop_token
 //                         by const&.
@@ -23,96 +23,74 @@ namespace workerpool_bench {
 
 namespace detail {
 
-inline void require_accepted(workerpool::submit_status s) {
-    if (s != workerpool::submit_status::accepted) {
-        die(std::string("dispatcher refused a blocking submit: ") + workerpool::to_string(s));
-    }
-}
+enum class flavour { timeout, no_timeout, sharded };
 
-template <class Pool>
-void shutdown_and_check(Pool& pool) {
-    static_cast<void>(pool.shutdown(std::chrono::seconds(30)));
-    const workerpool::stats_snapshot s = pool.stats();
-    if (s.completed != s.submitted || s.failed != 0) {
-        die("dispatcher accounting after shutdown: submitted " + std::to_string(s.submitted) +
-            ", completed " + std::to_string(s.completed) + ", failed " + std::to_string(s.failed));
-    }
-}
+/// The dispatcher configured as flavour `F`; submit blocks when full, the destructor drains
+/// through shutdown() and checks completed == submitted.
+template <class Handler, flavour F>
+class dispatcher_pool {
+public:
+    static constexpr const char* name = F == flavour::timeout      ? "workerpool"
+                                        : F == flavour::no_timeout ? "workerpool_no_timeout"
+                                                                   : "workerpool_sharded";
 
-inline workerpool::options<job>
-make_options(const pool_config& config, std::chrono::milliseconds timeout, std::size_t shards = 1) {
-    workerpool::options<job> o;
-    o.capacity = config.capacity == 0 ? natural_bounded_capacity() : config.capacity;
-    o.queue_shards = std::min(shards, o.capacity);
-    o.min_workers = config.workers;
-    o.max_workers = config.workers;
-    o.default_timeout = timeout;
-    return o;
-}
+    dispatcher_pool(pool_config config, Handler handler)
+        : pool_(make_handler(std::move(handler)), make_options(config)) {}
+
+    ~dispatcher_pool() {
+        static_cast<void>(pool_.shutdown(std::chrono::seconds(30)));
+        const workerpool::stats_snapshot s = pool_.stats();
+        if (s.completed != s.submitted || s.failed != 0) {
+            die("dispatcher accounting after shutdown: submitted " + std::to_string(s.submitted) +
+                ", completed " + std::to_string(s.completed) + ", failed " +
+                std::to_string(s.failed));
+        }
+    }
+
+    dispatcher_pool(const dispatcher_pool&) = delete;
+    dispatcher_pool& operator=(const dispatcher_pool&) = delete;
+
+    void submit(job j) {
+        const workerpool::submit_status s = pool_.submit(std::move(j));
+        if (s != workerpool::submit_status::accepted) {
+            die(std::string("dispatcher refused a blocking submit: ") + workerpool::to_string(s));
+        }
+    }
+
+private:
+    static auto make_handler(Handler handler) {
+        if constexpr (F == flavour::no_timeout) {
+            return [handler](job& j) { handler(j); };
+        } else {
+            return [handler](job& j, const std::stop_token&) { handler(j); };
+        }
+    }
+
+    static workerpool::options<job> make_options(const pool_config& config) {
+        workerpool::options<job> o;
+        o.capacity = config.capacity == 0 ? natural_bounded_capacity() : config.capacity;
+        o.min_workers = config.workers;
+        o.max_workers = config.workers;
+        if constexpr (F != flavour::no_timeout) {
+            o.default_timeout = std::chrono::seconds(10);
+        }
+        if constexpr (F == flavour::sharded) {
+            o.queue_shards = std::min<std::size_t>(
+                std::clamp<std::size_t>(config.producers, 1, config.workers), o.capacity);
+        }
+        return o;
+    }
+
+    workerpool::dispatcher<job> pool_;
+};
 
 }  // namespace detail
 
 template <class Handler>
-class workerpool_pool {
-public:
-    static constexpr const char* name = "workerpool";
-
-    workerpool_pool(pool_config config, Handler handler)
-        : pool_([handler](job& j, const std::stop_token&) { handler(j); },
-                detail::make_options(config, std::chrono::seconds(10))) {}
-
-    /// Drains and joins through shutdown(), then checks completed == submitted.
-    ~workerpool_pool() { detail::shutdown_and_check(pool_); }
-
-    workerpool_pool(const workerpool_pool&) = delete;
-    workerpool_pool& operator=(const workerpool_pool&) = delete;
-
-    void submit(job j) { detail::require_accepted(pool_.submit(std::move(j))); }
-
-private:
-    workerpool::dispatcher<job> pool_;
-};
-
+using workerpool_pool = detail::dispatcher_pool<Handler, detail::flavour::timeout>;
 template <class Handler>
-class workerpool_no_timeout_pool {
-public:
-    static constexpr const char* name = "workerpool_no_timeout";
-
-    workerpool_no_timeout_pool(pool_config config, Handler handler)
-        : pool_([handler](job& j) { handler(j); },
-                detail::make_options(config, std::chrono::milliseconds(0))) {}
-
-    ~workerpool_no_timeout_pool() { detail::shutdown_and_check(pool_); }
-
-    workerpool_no_timeout_pool(const workerpool_no_timeout_pool&) = delete;
-    workerpool_no_timeout_pool& operator=(const workerpool_no_timeout_pool&) = delete;
-
-    void submit(job j) { detail::require_accepted(pool_.submit(std::move(j))); }
-
-private:
-    workerpool::dispatcher<job> pool_;
-};
-
+using workerpool_no_timeout_pool = detail::dispatcher_pool<Handler, detail::flavour::no_timeout>;
 template <class Handler>
-class workerpool_sharded_pool {
-public:
-    static constexpr const char* name = "workerpool_sharded";
-
-    workerpool_sharded_pool(pool_config config, Handler handler)
-        : pool_(
-              [handler](job& j, const std::stop_token&) { handler(j); },
-              detail::make_options(config, std::chrono::seconds(10),
-                                   std::clamp<std::size_t>(config.producers, 1, config.workers))) {}
-
-    ~workerpool_sharded_pool() { detail::shutdown_and_check(pool_); }
-
-    workerpool_sharded_pool(const workerpool_sharded_pool&) = delete;
-    workerpool_sharded_pool& operator=(const workerpool_sharded_pool&) = delete;
-
-    void submit(job j) { detail::require_accepted(pool_.submit(std::move(j))); }
-
-private:
-    workerpool::dispatcher<job> pool_;
-};
+using workerpool_sharded_pool = detail::dispatcher_pool<Handler, detail::flavour::sharded>;
 
 }  // namespace workerpool_bench
