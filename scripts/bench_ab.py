@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Compares two bench_pool binaries (say, before and after a change) on a noisy machine.
+
+    scripts/bench_ab.py OLD/bench_pool NEW/bench_pool [--rounds 30] [--filter REGEX]
+
+Each round runs both binaries once, in alternating order, with the same filter; every figure
+is the median (min-max) of the rounds, and new/old is the ratio of the medians. Build the old
+one from a worktree, e.g.:
+
+    git worktree add /tmp/old <commit>
+    (cd /tmp/old && cmake --preset bench && cmake --build build/bench --target bench_pool)
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import statistics
+import subprocess
+
+
+def run(binary: str, pattern: str, min_time: str, env: dict[str, str]) -> dict[str, float]:
+    out = subprocess.run([binary, f"--benchmark_filter={pattern}",
+                          f"--benchmark_min_time={min_time}", "--benchmark_format=json"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    return {bm["name"].split("/process_time")[0]: bm["items_per_second"] / 1e6
+            for bm in json.loads(out)["benchmarks"] if "items_per_second" in bm}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("old")
+    ap.add_argument("new")
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--filter", default="BM_noop_(1p1w|1p2w|2p2w)/workerpool(_no_timeout)?/")
+    ap.add_argument("--min-time", default="0.05")
+    ap.add_argument("--requests", type=int, default=200_000)
+    args = ap.parse_args()
+
+    env = dict(os.environ, WORKERPOOL_BENCH_REQUESTS=str(args.requests))
+    samples: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    for r in range(args.rounds):
+        for side in (("old", "new") if r % 2 == 0 else ("new", "old")):
+            binary = args.old if side == "old" else args.new
+            for name, value in run(binary, args.filter, args.min_time, env).items():
+                samples[(name, side)].append(value)
+
+    print(f"M requests/s, median (min-max) of {args.rounds} interleaved rounds")
+    for name in sorted({n for (n, _) in samples}):
+        old, new = samples[(name, "old")], samples[(name, "new")]
+        if not old or not new:
+            print(f"{name}: only in {'new' if new else 'old'}")
+            continue
+        mo, mn = statistics.median(old), statistics.median(new)
+        print(f"{name:42s} old {mo:6.2f} ({min(old):.2f}-{max(old):.2f})  "
+              f"new {mn:6.2f} ({min(new):.2f}-{max(new):.2f})  new/old {mn / mo:.2f}")
+
+
+if __name__ == "__main__":
+    main()
