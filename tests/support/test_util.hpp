@@ -7,7 +7,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <thread>
+#include <vector>
 
 namespace workerpool::test {
 
@@ -77,6 +79,28 @@ private:
     std::atomic<bool> open_{false};
     std::atomic<std::size_t> arrived_{0};  // threads inside wait()
 };
+
+/// Opens `g` when the scope ends, so threads parked on it are released even if a REQUIRE fails.
+class opener {
+public:
+    explicit opener(gate& g) : g_(g) {}
+    opener(const opener&) = delete;
+    opener& operator=(const opener&) = delete;
+    opener(opener&&) = delete;
+    opener& operator=(opener&&) = delete;
+    ~opener() { g_.open(); }
+
+private:
+    gate& g_;
+};
+
+/// Whether this build runs under ThreadSanitizer (which makes threads 5-15x slower: tests scale
+/// their element counts down with it).
+#if defined(__SANITIZE_THREAD__)
+inline constexpr bool under_tsan = true;
+#else
+inline constexpr bool under_tsan = false;
+#endif
 
 /// A request type that counts its live instances (after rigtorp's TestType): every constructor
 /// increments `tracked::live`, the destructor decrements it, so a test that ends with
@@ -156,5 +180,26 @@ private:
     unsigned canary_ = alive;  // `dead` once destroyed; read by check()
 };
 // NOLINTEND(*-non-private-member-variables-in-classes,*-avoid-non-const-global-variables)
+
+/// Elements that no consumer saw, and elements that more than one saw (or one saw twice).
+struct exactly_once_tally {
+    int missing = 0;
+    int duplicated = 0;
+};
+
+/// Tallies `seen[consumer][id]` (how many times each consumer popped each id) over ids
+/// [0, total).
+inline exactly_once_tally tally_ids(const std::vector<std::vector<std::uint8_t>>& seen, int total) {
+    exactly_once_tally t;
+    for (std::size_t id = 0; id < static_cast<std::size_t>(total); ++id) {
+        int count = 0;
+        for (const auto& mine : seen) {
+            count += mine[id];
+        }
+        t.missing += count == 0 ? 1 : 0;
+        t.duplicated += count > 1 ? 1 : 0;
+    }
+    return t;
+}
 
 }  // namespace workerpool::test

@@ -26,25 +26,9 @@ using workerpool::bounded_queue;
 using workerpool::submit_status;
 using workerpool::test::eventually;
 using workerpool::test::gate;
+using workerpool::test::opener;
 using workerpool::test::tracked;
-
-#if defined(__SANITIZE_THREAD__)
-constexpr bool under_tsan = true;
-#else
-constexpr bool under_tsan = false;
-#endif
-
-// Opens `g` when the scope ends, so threads parked on it are released even if a REQUIRE fails.
-class opener {
-public:
-    explicit opener(gate& g) : g_(g) {}
-    opener(const opener&) = delete;
-    opener& operator=(const opener&) = delete;
-    ~opener() { g_.open(); }
-
-private:
-    gate& g_;
-};
+using workerpool::test::under_tsan;
 
 }  // namespace
 
@@ -296,16 +280,7 @@ TEST_CASE("four producers and four consumers deliver every element exactly once 
         CHECK(q.approx_size() == 0u);
         CHECK(q.pushed_count() == static_cast<std::uint64_t>(total));
     }
-    int missing = 0;
-    int duplicated = 0;
-    for (std::size_t id = 0; id < static_cast<std::size_t>(total); ++id) {
-        int count = 0;
-        for (const auto& mine : seen) {
-            count += mine[id];
-        }
-        missing += count == 0 ? 1 : 0;
-        duplicated += count > 1 ? 1 : 0;
-    }
+    const auto [missing, duplicated] = workerpool::test::tally_ids(seen, total);
     CHECK(popped.load() == total);
     CHECK(missing == 0);
     CHECK(duplicated == 0);

@@ -33,33 +33,14 @@ using workerpool::submit_status;
 using workerpool::detail::sharded_queue;
 using workerpool::test::eventually;
 using workerpool::test::gate;
+using workerpool::test::opener;
 using workerpool::test::tracked;
-
-#if defined(__SANITIZE_THREAD__)
-constexpr bool under_tsan = true;
-#else
-constexpr bool under_tsan = false;
-#endif
+using workerpool::test::under_tsan;
 
 // A total capacity and a shard count.
 struct shape {
     std::size_t capacity;
     std::size_t shards;
-};
-
-// Opens `g` when the scope ends, so threads parked on it are released even if a REQUIRE fails;
-// declare it after the threads, so that it runs before their joins.
-class opener {
-public:
-    explicit opener(gate& g) : g_(g) {}
-    opener(const opener&) = delete;
-    opener& operator=(const opener&) = delete;
-    opener(opener&&) = delete;
-    opener& operator=(opener&&) = delete;
-    ~opener() { g_.open(); }
-
-private:
-    gate& g_;
 };
 
 // Runs `f` on a new thread and joins it. A new thread takes a new producer ticket on its first
@@ -594,16 +575,7 @@ TEST_CASE("four producers and four consumers on 1 to 8 shards deliver every elem
             CHECK(q.pushed_count() == static_cast<std::uint64_t>(total));
             CHECK(q.free_slots() == capacity);
         }
-        int missing = 0;
-        int duplicated = 0;
-        for (std::size_t id = 0; id < static_cast<std::size_t>(total); ++id) {
-            int count = 0;
-            for (const auto& mine : seen) {
-                count += mine[id];
-            }
-            missing += count == 0 ? 1 : 0;
-            duplicated += count > 1 ? 1 : 0;
-        }
+        const auto [missing, duplicated] = workerpool::test::tally_ids(seen, total);
         CHECK(popped.load() == total);
         CHECK(missing == 0);
         CHECK(duplicated == 0);
