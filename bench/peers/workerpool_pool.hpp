@@ -6,7 +6,8 @@
 //                         by const&.
 //   workerpool_no_timeout default_timeout = 0: no deadline is published; plain handler(Request&).
 //   workerpool_sharded    as `workerpool`, with the queue split into one ring per producer
-//                         (options.queue_shards = producers, at most the workers).
+//                         (options.queue_shards = producers, at most the workers), or into
+//                         WORKERPOOL_BENCH_SHARDS rings when that is set.
 // min_workers == max_workers, so the scaler never changes the worker count during a benchmark.
 
 #include <workerpool/workerpool.hpp>
@@ -75,8 +76,12 @@ private:
             o.default_timeout = std::chrono::seconds(10);
         }
         if constexpr (F == flavour::sharded) {
-            o.queue_shards = std::min<std::size_t>(
-                std::clamp<std::size_t>(config.producers, 1, config.workers), o.capacity);
+            // WORKERPOOL_BENCH_SHARDS=k fixes the ring count (to try other settings on a
+            // many-core machine); 0, the default, gives one ring per producer.
+            const auto fixed = static_cast<std::size_t>(env_knob("WORKERPOOL_BENCH_SHARDS", 0));
+            const std::size_t wanted =
+                fixed != 0 ? fixed : std::clamp<std::size_t>(config.producers, 1, config.workers);
+            o.queue_shards = std::min(wanted, o.capacity);
         }
         return o;
     }
