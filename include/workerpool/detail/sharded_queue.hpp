@@ -57,7 +57,6 @@ public:
             // The first `capacity % shards` rings take one slot more.
             shards_[i].emplace(capacity / count_ + (i < capacity % count_ ? 1 : 0));
         }
-        first_ = &*shards_[0];
     }
 
     sharded_queue(const sharded_queue&) = delete;
@@ -68,7 +67,7 @@ public:
     template <class... Args>
     [[nodiscard]] submit_status try_emplace(Args&&... args) noexcept {
         if (count_ == 1) {
-            return first_->try_emplace(std::forward<Args>(args)...);
+            return shards_[0]->try_emplace(std::forward<Args>(args)...);
         }
         if (closed_.load(std::memory_order_acquire)) {  // pairs with close(); see the class doc
             return submit_status::closed;
@@ -90,7 +89,7 @@ public:
     template <class F>
     [[nodiscard]] bool consume(std::size_t home, F&& f) noexcept {
         if (count_ == 1) {
-            return first_->consume(std::forward<F>(f));
+            return shards_[0]->consume(std::forward<F>(f));
         }
         std::size_t i = home % count_;
         for (std::size_t tried = 0; tried < count_; ++tried) {
@@ -114,8 +113,7 @@ public:
 
     /// Returns whether `close()` has begun. Thread safety: any thread.
     [[nodiscard]] bool is_closed() const noexcept {
-        return count_ == 1 ? first_->is_closed()
-                           : closed_.load(std::memory_order_acquire);  // pairs with close()
+        return closed_.load(std::memory_order_acquire);  // pairs with close()
     }
 
     /// Elements queued at about one moment; racy by nature.
@@ -152,10 +150,7 @@ public:
 
 private:
     static std::size_t check_shards(std::size_t capacity, std::size_t shards) {
-        if (capacity == 0) {
-            throw std::invalid_argument("workerpool: bounded_queue capacity must be > 0");
-        }
-        if (shards == 0 || shards > capacity) {
+        if (shards == 0 || shards > capacity) {  // also refuses capacity 0
             throw std::invalid_argument(
                 "workerpool: the queue's shard count must be in [1, capacity]");
         }
@@ -164,7 +159,7 @@ private:
 
     template <class F>
     auto sum(F&& f) const noexcept {
-        decltype(f(*first_)) total = 0;
+        decltype(f(*shards_[0])) total = 0;
         for (std::size_t i = 0; i < count_; ++i) {
             total += f(*shards_[i]);
         }
@@ -174,7 +169,6 @@ private:
     const std::size_t capacity_;
     const std::size_t count_;
     std::unique_ptr<std::optional<bounded_queue<T>>[]> shards_;
-    bounded_queue<T>* first_ = nullptr;  // shards_[0], without the optional's check
     std::atomic<bool> closed_{false};
 };
 
