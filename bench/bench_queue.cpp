@@ -58,8 +58,7 @@ struct ours_sharded {
         return q.try_emplace(v) == workerpool::submit_status::accepted;
     }
     bool try_pop(std::uint64_t& v) noexcept {
-        return q.consume(workerpool::detail::my_producer_ticket(),
-                         [&v](std::uint64_t&& x) noexcept { v = x; });
+        return q.consume(q.home_shard(), [&v](std::uint64_t&& x) noexcept { v = x; });
     }
     std::size_t approx_size() const noexcept { return q.approx_size(); }
 };

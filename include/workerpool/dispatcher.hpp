@@ -1007,9 +1007,9 @@ private:
                 cancel_.load(std::memory_order_acquire)) {  // pairs with shutdown's store
                 break;
             }
+            const std::size_t home = w.id + static_cast<std::size_t>(pops / pops_per_ring);
             const bool popped = queue_.consume(
-                w.id + static_cast<std::size_t>(pops / pops_per_ring),
-                [&current](envelope&& e) noexcept { current.emplace(std::move(e)); });
+                home, [&current](envelope&& e) noexcept { current.emplace(std::move(e)); });
             if (popped) {
                 ++pops;
                 after_pop();
@@ -1025,7 +1025,7 @@ private:
                 std::this_thread::yield();  // a producer is still writing the last element
                 continue;
             }
-            if (!spin_for_work(st)) {
+            if (!spin_for_work(st, home)) {
                 sleep_until_work(w, st);
             }
         }
@@ -1033,11 +1033,15 @@ private:
     }
 
     // Polls briefly before sleeping; returns true if there may be work (or a reason to look).
-    bool spin_for_work(const std::stop_token& st) const noexcept {
+    // With several rings it polls the one it would pop from first, and all of them only on the
+    // slow checks: every ring's two indices are written by its producers and workers, and many
+    // spinning workers reading all of them on every poll slow those writers down.
+    bool spin_for_work(const std::stop_token& st, std::size_t home) const noexcept {
         return spin_until([&](bool slow_check) {
-            return queue_.has_claimed_elements() ||
+            return queue_.has_claimed_elements_at(home) ||
                    (slow_check &&
-                    (st.stop_requested() ||
+                    ((queue_.shard_count() > 1 && queue_.has_claimed_elements()) ||
+                     st.stop_requested() ||
                      draining_.load(
                          std::memory_order_relaxed)));  // a hint; re-read with order later
         });

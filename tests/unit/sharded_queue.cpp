@@ -1,12 +1,17 @@
 // detail::sharded_queue on its own: the constructor's checks; exact capacity over rings of unequal
 // size, a push spilling into the other rings when its home ring is full; one producer's FIFO order
 // while its home ring has room; consume finding elements in any ring; close() accounting over all
-// rings; a close racing producers; 4x4 MPMC exactly-once on 1 to 8 shards; and destruction of what
-// is still queued.
+// rings; a close racing producers; 4x4 MPMC exactly-once on 1 to 8 shards; destruction of what is
+// still queued; and the home rule itself (consecutive homes per queue, the thread's memory of its
+// homes in its last four queues, a one-shard queue).
 //
-// A thread's home ring comes from a process-wide ticket taken on its first push, so no test
-// assumes which ring a thread gets: where the home matters, the test runs once per ring on fresh
-// threads (which take consecutive tickets), and otherwise it holds whatever the homes are.
+// The home rule: each queue deals out its own homes. The first thread to push to a queue (or to
+// ask its home_shard()) gets ring 0 there, the next thread ring 1, and so on modulo the shard
+// count, whatever other queues those threads pushed to. A thread remembers its home in the last
+// four queues it pushed to (detail::home_cache, evicting round-robin); one that comes back to a
+// queue it has forgotten takes the next home in that queue's round. So on a new queue the homes
+// are known: where the home matters, a test runs once per ring and lets `run` new threads take
+// homes first (take_homes), so that the thread under test gets ring `run`.
 // Threads only record; assertions run after they are joined.
 
 #include <workerpool/detail/sharded_queue.hpp>
@@ -43,12 +48,33 @@ struct shape {
     std::size_t shards;
 };
 
-// Runs `f` on a new thread and joins it. A new thread takes a new producer ticket on its first
-// push, so consecutive calls push from consecutive home shards (unless another thread takes a
-// ticket in between: then a home is skipped, which costs coverage, never correctness).
+// Runs `f` on a new thread and joins it. A new thread has a home in no queue yet, so in each
+// queue it pushes to it takes that queue's next home: consecutive calls that push to the same
+// queue push from its homes 0, 1, 2, ... in turn (shifted by one for every other thread that took
+// a home in that queue before).
 template <class F>
 void on_new_thread(F&& f) {
     std::jthread t(std::forward<F>(f));
+}
+
+// Lets `n` new threads, one after another, take the next `n` homes in `q`, so that the next thread
+// to push to `q` (or to ask its home) gets home `n % q.shard_count()`.
+template <class T>
+void take_homes(sharded_queue<T>& q, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+        on_new_thread([&q] { static_cast<void>(q.home_shard()); });
+    }
+}
+
+// Pops `n` elements, each pop starting at `home`; returns their values (-1 for a failed pop).
+std::vector<int> pop_from(sharded_queue<int>& q, std::size_t home, std::size_t n) {
+    std::vector<int> out;
+    for (std::size_t i = 0; i < n; ++i) {
+        int v = -1;
+        static_cast<void>(q.consume(home, [&v](int&& e) noexcept { v = e; }));
+        out.push_back(v);
+    }
+    return out;
 }
 
 // What pushing 0, 1, 2, ... until the first refusal gave.
@@ -145,12 +171,19 @@ TEST_CASE("sharded_queue holds exactly its capacity, spilling from a full home s
     for (const shape& sh : shapes) {
         const std::size_t capacity = sh.capacity;  // not a structured binding: a lambda uses it
         const std::size_t shards = sh.shards;
-        // Once per home shard: each run pushes from a new thread, which has the next ticket.
+        // Once per home shard: `run` other threads take homes first, so the filling thread's home
+        // is ring `run`.
         for (std::size_t run = 0; run < shards; ++run) {
             CAPTURE(capacity, shards, run);
             sharded_queue<std::unique_ptr<int>> q{capacity, shards};
+            take_homes(q, run);
             fill_report first;
-            on_new_thread([&] { first = fill(q, capacity + 1); });
+            std::size_t first_home = 99;
+            on_new_thread([&] {
+                first = fill(q, capacity + 1);
+                first_home = q.home_shard();
+            });
+            CHECK(first_home == run);
             CHECK(first.accepted == capacity);
             CHECK(first.refusal == submit_status::full);
             CHECK(first.refused_value_untouched);
@@ -159,9 +192,11 @@ TEST_CASE("sharded_queue holds exactly its capacity, spilling from a full home s
             CHECK(q.pushed_count() == capacity);
 
             // One pop frees one slot, wherever it is, and exactly one more push fits (from this
-            // thread, whose home may be another shard).
+            // thread, whose home is the next ring: the push goes round to the free slot). The
+            // filler filled its home ring first, so that ring's head is its first element.
             int taken = -1;
             REQUIRE(q.consume(run, [&](std::unique_ptr<int>&& p) noexcept { taken = *p; }));
+            CHECK(taken == 0);
             CHECK(q.free_slots() == 1u);
             const fill_report second = fill(q, 2, 1000);
             CHECK(second.accepted == 1u);
@@ -189,13 +224,17 @@ TEST_CASE("one producer's elements come out in push order while its home shard h
         for (std::size_t run = 0; run < shards; ++run) {
             CAPTURE(capacity, shards, k, run);
             sharded_queue<int> q{capacity, shards};
+            take_homes(q, run);  // so that the producer's home is ring `run`
             std::size_t accepted = 0;
+            std::size_t home = 99;
             on_new_thread([&] {
                 for (std::size_t i = 0; i < k; ++i) {
                     accepted += q.try_emplace(static_cast<int>(i)) == submit_status::accepted;
                 }
+                home = q.home_shard();
             });
             REQUIRE(accepted == k);
+            CHECK(home == run);
             // Each pop starts at another shard; all of them must find the same shard's head.
             std::vector<int> out;
             for (std::size_t i = 0; i < k; ++i) {
@@ -215,8 +254,8 @@ TEST_CASE("two producers' elements each stay in push order when no shard overflo
     constexpr int per_producer = 300;
     for (const std::size_t shards : {1u, 2u, 3u, 4u}) {
         CAPTURE(shards);
-        // Every shard can hold both producers' elements, so nothing spills even if both threads
-        // have the same home.
+        // Every shard can hold both producers' elements, so nothing spills wherever they land
+        // (with two rings or more, their homes are rings 0 and 1, in the order they first push).
         sharded_queue<int> q{shards * producers * per_producer, shards};
         std::vector<int> refused(producers, 0);
         {
@@ -265,7 +304,8 @@ TEST_CASE("consume finds an element in any shard, whatever home it starts at",
             CHECK_FALSE(q.consume(home, take));
         }
 
-        // One element, in this thread's home shard: a pop from every home finds it.
+        // One element, in this thread's home shard (ring 0: it is the first thread to push to
+        // `q`): a pop from every home finds it.
         for (std::size_t home = 0; home < 2 * shards; ++home) {
             REQUIRE(q.try_emplace(static_cast<int>(home)) == submit_status::accepted);
             v = -1;
@@ -281,8 +321,8 @@ TEST_CASE("consume finds an element in any shard, whatever home it starts at",
             REQUIRE(q.try_emplace(static_cast<int>(i)) == submit_status::accepted);
         }
         if (capacity % shards == 0) {
-            // Then the pusher filled shard home, home + 1, ... with consecutive blocks of r, so
-            // one pop from each home takes each shard's head: 0, r, 2r, ... in some order.
+            // Then the pusher filled shards 0, 1, ... (from its home, ring 0) with consecutive
+            // blocks of r, so one pop from each home takes that shard's head: 0, r, 2r, ...
             const std::size_t r = capacity / shards;
             std::vector<int> heads;
             std::vector<int> expected;
@@ -292,7 +332,7 @@ TEST_CASE("consume finds an element in any shard, whatever home it starts at",
                 heads.push_back(v);
                 expected.push_back(static_cast<int>(home * r));
             }
-            CHECK(sorted(heads) == expected);
+            CHECK(heads == expected);
             for (const int h : heads) {  // put them back, for the count below
                 REQUIRE(q.try_emplace(int{h}) == submit_status::accepted);
             }
@@ -316,7 +356,7 @@ TEST_CASE("close counts the pushes of every shard, refuses later ones and lets t
     for (const auto& [capacity, shards] : shapes) {
         CAPTURE(capacity, shards);
         sharded_queue<std::unique_ptr<int>> q{capacity, shards};
-        // Four from this thread, three from another (whose home may be another shard).
+        // Four from this thread (home ring 0), three from another (home ring 1 if there is one).
         REQUIRE(fill(q, 4).accepted == 4u);
         fill_report other;
         on_new_thread([&] { other = fill(q, 3, 4); });
@@ -325,6 +365,7 @@ TEST_CASE("close counts the pushes of every shard, refuses later ones and lets t
         for (int i = 0; i < 2; ++i) {  // popped elements still count as pushed
             REQUIRE(q.consume(0, [&](std::unique_ptr<int>&& p) noexcept { out.push_back(*p); }));
         }
+        CHECK(out == std::vector<int>{0, 1});  // this thread's first two, from ring 0 on
         CHECK_FALSE(q.is_closed());
         CHECK(q.pushed_count() == 7u);
         CHECK(q.approx_size() == 5u);
@@ -627,4 +668,168 @@ TEST_CASE("a sharded_queue destroys the elements still queued in every shard",
     // Owning pointers: a shard that forgot its elements would leak them (LeakSanitizer, asan).
     sharded_queue<std::unique_ptr<int>> q{7, 3};
     REQUIRE(fill(q, 7).accepted == 7u);
+}
+
+TEST_CASE("the threads that push to a queue take its homes 0, 1, 2, ... round its shards, whatever "
+          "other queues they pushed to",
+          "[sharded_queue][home][unit]") {
+    constexpr int threads = 4;
+    const auto all_accepted = std::vector<submit_status>(threads, submit_status::accepted);
+    // Twice, on new queues and new threads: the second time, other queues have been pushed to and
+    // other threads have taken homes before, which must change nothing.
+    for (int round = 0; round < 2; ++round) {
+        CAPTURE(round);
+        sharded_queue<int> a{12, 3};  // four threads round three rings: homes 0, 1, 2, 0
+        sharded_queue<int> b{8, 4};
+        std::vector<submit_status> pushed_a(threads, submit_status::closed);
+        std::vector<submit_status> pushed_b(threads, submit_status::closed);
+        std::vector<std::size_t> home_a(threads, 99);
+        std::vector<std::size_t> home_b(threads, 99);
+        {
+            // The steps run one at a time, in the order of `turn`: thread k pushes k to `a` at
+            // turn k, then 100 + k to `b` at turn 7 - k, so the threads reach `b` in the opposite
+            // order, each with a home in `a` already (thread 3 reaches `b` first).
+            std::atomic<int> turn{0};
+            auto in_turn = [&turn](int t, auto&& step) {
+                while (turn.load(std::memory_order_acquire) != t) {  // pairs with the store below
+                    std::this_thread::yield();
+                }
+                step();
+                turn.store(t + 1, std::memory_order_release);
+            };
+            std::vector<std::jthread> pushers;
+            pushers.reserve(threads);
+            for (int k = 0; k < threads; ++k) {
+                pushers.emplace_back([&, k] {
+                    const auto ki = static_cast<std::size_t>(k);
+                    in_turn(k, [&] {
+                        pushed_a[ki] = a.try_emplace(int{k});
+                        home_a[ki] = a.home_shard();
+                    });
+                    in_turn(2 * threads - 1 - k, [&] {
+                        pushed_b[ki] = b.try_emplace(100 + k);
+                        home_b[ki] = b.home_shard();
+                    });
+                });
+            }
+        }  // joins
+        CHECK(pushed_a == all_accepted);
+        CHECK(pushed_b == all_accepted);
+        CHECK(home_a == std::vector<std::size_t>{0, 1, 2, 0});
+        CHECK(home_b == std::vector<std::size_t>{3, 2, 1, 0});
+
+        // Each element is in its pusher's home ring (all have room), so a pop from home i takes
+        // ring i's head: ring 0 of `a` holds 0 then 3, ring 1 holds 1, ring 2 holds 2.
+        CHECK(pop_from(a, 2, 1) == std::vector<int>{2});
+        CHECK(pop_from(a, 1, 1) == std::vector<int>{1});
+        CHECK(pop_from(a, 0, 2) == std::vector<int>{0, 3});
+        CHECK_FALSE(a.has_claimed_elements());
+        for (std::size_t ring = 0; ring < 4; ++ring) {  // ring i of `b`: thread 3 - i's element
+            CAPTURE(ring);
+            CHECK(pop_from(b, ring, 1) == std::vector<int>{100 + 3 - static_cast<int>(ring)});
+        }
+        CHECK_FALSE(b.has_claimed_elements());
+    }
+}
+
+TEST_CASE("a thread keeps its home in each of the last four queues it pushed to, and takes the "
+          "next home in a queue it comes back to after pushing to more",
+          "[sharded_queue][home][unit]") {
+    static_assert(workerpool::detail::home_cache::size == 4, "the values below assume 4");
+    // q[0] .. q[3]: four rings each, and i other threads take homes in q[i] first, so the thread
+    // below gets home i in q[i]. q[4]: three rings, two homes taken first: its home there is 2.
+    std::vector<std::unique_ptr<sharded_queue<int>>> q;
+    for (std::size_t i = 0; i < 4; ++i) {
+        q.push_back(std::make_unique<sharded_queue<int>>(64, 4));
+        take_homes(*q.back(), i);
+    }
+    q.push_back(std::make_unique<sharded_queue<int>>(48, 3));
+    take_homes(*q.back(), 2);
+
+    // The queues one new thread pushes to, in order, and its home in each right after the push.
+    const std::vector<std::size_t> visits{
+        0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3,  // four queues: it keeps its homes
+        4, 0, 1, 2, 3, 4, 0, 1, 2, 3,        // five in turn: each push forgets the oldest
+        0, 1, 2, 3, 0, 1, 2, 3};             // four again: it keeps its (new) homes
+    const std::vector<std::size_t> expected{
+        0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3,
+        // q[4] takes its next home (2) and makes the thread forget q[0]; back at q[0] it takes
+        // q[0]'s next home (1) and forgets q[1], which gives it its next (2), and so on: each
+        // queue's home moves one on (mod its ring count) at each visit.
+        2, 1, 2, 3, 0, 0, 2, 3, 0, 1,
+        // The last four pushes went to q[0] .. q[3]: those homes stay.
+        2, 3, 0, 1, 2, 3, 0, 1};
+    REQUIRE(visits.size() == expected.size());
+
+    std::vector<submit_status> pushed(visits.size(), submit_status::closed);
+    std::vector<std::size_t> homes(visits.size(), 99);
+    on_new_thread([&] {
+        for (std::size_t j = 0; j < visits.size(); ++j) {
+            sharded_queue<int>& target = *q[visits[j]];
+            pushed[j] = target.try_emplace(static_cast<int>(j));
+            homes[j] = target.home_shard();
+        }
+    });
+    CHECK(pushed == std::vector<submit_status>(visits.size(), submit_status::accepted));
+    CHECK(homes == expected);
+
+    // And each push landed in the home it was made from (every ring had room): popping from ring
+    // r of q[i] gives the pushes to q[i] whose expected home is r, in push order.
+    for (std::size_t i = 0; i < q.size(); ++i) {
+        for (std::size_t ring = 0; ring < q[i]->shard_count(); ++ring) {
+            CAPTURE(i, ring);
+            std::vector<int> in_ring;
+            for (std::size_t j = 0; j < visits.size(); ++j) {
+                if (visits[j] == i && expected[j] == ring) {
+                    in_ring.push_back(static_cast<int>(j));
+                }
+            }
+            CHECK(pop_from(*q[i], ring, in_ring.size()) == in_ring);
+        }
+        CHECK_FALSE(q[i]->has_claimed_elements());
+    }
+}
+
+TEST_CASE("in a one-shard queue every thread's home is 0, and pushing to it costs a thread none of "
+          "its homes in other queues",
+          "[sharded_queue][home][unit]") {
+    sharded_queue<int> one{4, 1};
+    CHECK(one.home_shard() == 0u);
+    std::vector<std::size_t> homes(3, 99);
+    for (std::size_t i = 0; i < homes.size(); ++i) {
+        on_new_thread([&, i] {
+            static_cast<void>(one.try_emplace(static_cast<int>(i)));
+            homes[i] = one.home_shard();
+        });
+    }
+    CHECK(homes == std::vector<std::size_t>(3, 0));
+    CHECK(one.home_shard() == 0u);
+    CHECK(sorted(drain(one)) == iota(0, 3));
+
+    // A push to a one-shard queue does not look up a home, so it takes no place among the four
+    // queues a thread remembers: a thread with homes in four queues keeps them all. (Had the push
+    // taken a place, q[0] would be forgotten and give the thread its next home there: 0.)
+    std::vector<std::unique_ptr<sharded_queue<int>>> q;
+    for (std::size_t i = 0; i < 4; ++i) {
+        q.push_back(std::make_unique<sharded_queue<int>>(8, 2));
+        take_homes(*q.back(), 1);  // so the thread below gets home 1 in each
+    }
+    std::vector<std::size_t> before(q.size(), 99);
+    std::vector<std::size_t> after(q.size(), 99);
+    std::vector<submit_status> pushed_one(2, submit_status::closed);
+    on_new_thread([&] {
+        for (std::size_t i = 0; i < q.size(); ++i) {
+            static_cast<void>(q[i]->try_emplace(static_cast<int>(i)));
+            before[i] = q[i]->home_shard();
+        }
+        for (submit_status& s : pushed_one) {
+            s = one.try_emplace(7);
+        }
+        for (std::size_t i = 0; i < q.size(); ++i) {
+            after[i] = q[i]->home_shard();
+        }
+    });
+    CHECK(before == std::vector<std::size_t>(q.size(), 1));
+    CHECK(after == before);
+    CHECK(pushed_one == std::vector<submit_status>(2, submit_status::accepted));
 }

@@ -17,19 +17,21 @@
 
 namespace workerpool::detail {
 
-/// Every thread that pushes into a sharded queue takes one ticket, the first time it pushes; the
-/// ticket modulo the shard count is its home shard. Consecutive tickets spread threads that start
-/// together (a team of producers) over different shards.
-inline std::atomic<std::size_t> next_producer_ticket{0};
-inline thread_local std::size_t producer_ticket = static_cast<std::size_t>(-1);
+/// Each sharded queue has a process-unique id, so that a thread can remember its home shard in
+/// each of the last few queues it pushed to (see `sharded_queue::home_shard`).
+inline std::atomic<std::uint64_t> next_sharded_queue_id{1};
 
-inline std::size_t my_producer_ticket() noexcept {
-    if (producer_ticket == static_cast<std::size_t>(-1)) {
-        producer_ticket = next_producer_ticket.fetch_add(
-            1, std::memory_order_relaxed);  // only needs to be distinct, orders nothing
-    }
-    return producer_ticket;
-}
+/// A thread's home shards in the last `home_cache::size` sharded queues it pushed to.
+struct home_cache {
+    static constexpr std::size_t size = 4;
+    struct entry {
+        std::uint64_t queue = 0;  // 0: unused (ids start at 1)
+        std::size_t shard = 0;
+    };
+    entry entries[size];
+    std::size_t next_victim = 0;
+};
+inline thread_local home_cache my_home_cache;
 
 /// A bounded MPMC queue split into `shards` rings whose capacities add up to exactly `capacity`.
 ///
@@ -52,6 +54,8 @@ public:
     /// Throws `std::invalid_argument` unless 0 < shards <= capacity; `std::bad_alloc`.
     sharded_queue(std::size_t capacity, std::size_t shards)
         : capacity_(capacity), count_(check_shards(capacity, shards)),
+          // relaxed: pairs with nothing; an id only needs to be distinct
+          id_(next_sharded_queue_id.fetch_add(1, std::memory_order_relaxed)),
           shards_(std::make_unique<std::optional<bounded_queue<T>>[]>(count_)) {
         for (std::size_t i = 0; i < count_; ++i) {
             // The first `capacity % shards` rings take one slot more.
@@ -72,7 +76,7 @@ public:
         if (closed_.load(std::memory_order_acquire)) {  // pairs with close(); see the class doc
             return submit_status::closed;
         }
-        std::size_t i = my_producer_ticket() % count_;
+        std::size_t i = home_shard();
         for (std::size_t tried = 0; tried < count_; ++tried) {
             // Forwarding more than once is safe: a ring moves from `args` only when it accepts.
             const submit_status s = shards_[i]->try_emplace(std::forward<Args>(args)...);
@@ -82,6 +86,26 @@ public:
             i = i + 1 == count_ ? 0 : i + 1;
         }
         return submit_status::full;
+    }
+
+    /// The calling thread's home shard in this queue. The first thread to ask gets shard 0, the
+    /// next shard 1, and so on round the shards, so the producers of one queue spread evenly
+    /// whatever else they pushed to. Each thread remembers its home in the last
+    /// `home_cache::size` sharded queues it pushed to; a thread that pushes to more queues than
+    /// that in turn takes a new home (the next in the round) when it comes back to one.
+    [[nodiscard]] std::size_t home_shard() noexcept {
+        home_cache& cache = my_home_cache;
+        for (const home_cache::entry& e : cache.entries) {
+            if (e.queue == id_) {
+                return e.shard;
+            }
+        }
+        home_cache::entry& e = cache.entries[cache.next_victim];
+        cache.next_victim = (cache.next_victim + 1) % home_cache::size;
+        e.queue = id_;
+        // relaxed: pairs with nothing; consecutive callers only need consecutive numbers
+        e.shard = next_home_.fetch_add(1, std::memory_order_relaxed) % count_;
+        return e.shard;
     }
 
     /// Pops the oldest element of the first non-empty shard, starting at `home % shard_count()`,
@@ -132,6 +156,13 @@ public:
         return false;
     }
 
+    /// Whether the shard that `consume(home, ...)` starts at holds a claimed push that no pop has
+    /// claimed: a cheap hint for a worker polling for work, never a substitute for
+    /// `has_claimed_elements()` before it sleeps.
+    [[nodiscard]] bool has_claimed_elements_at(std::size_t home) const noexcept {
+        return shards_[count_ == 1 ? 0 : home % count_]->has_claimed_elements();
+    }
+
     /// Free slots over all shards at about one moment (seq_cst reads of every shard).
     [[nodiscard]] std::size_t free_slots() const noexcept {
         return sum([](const bounded_queue<T>& q) { return q.free_slots(); });
@@ -168,6 +199,8 @@ private:
 
     const std::size_t capacity_;
     const std::size_t count_;
+    const std::uint64_t id_;
+    std::atomic<std::size_t> next_home_{0};
     std::unique_ptr<std::optional<bounded_queue<T>>[]> shards_;
     std::atomic<bool> closed_{false};
 };
