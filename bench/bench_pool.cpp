@@ -207,6 +207,7 @@ const bool registered = [] {
 #ifdef WORKERPOOL_BENCH_HAVE_DISPATCHER
     register_pool<wb::workerpool_pool>();
     register_pool<wb::workerpool_no_timeout_pool>();
+    register_pool<wb::workerpool_fifo_pool>();
     register_pool<wb::workerpool_sharded_pool>();
 #endif
     register_pool<wb::mutex_pool>();

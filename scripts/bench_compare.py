@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OURS = ("workerpool", "workerpool_no_timeout", "workerpool_sharded")
+OURS = ("workerpool", "workerpool_no_timeout", "workerpool_fifo", "workerpool_sharded")
 
 # Workloads of bench_pool, in report order, with a short description.
 POOL_WORKLOADS = [
@@ -485,11 +485,13 @@ def report(args, build_dir: Path, pool_samples, pools, queue_samples, queues, co
         "aborts the run; the dispatcher's own stats are checked after `shutdown()` too.\n"
         "- The ~1 µs unit is a calibrated multiply-add chain (best of several timings), not a "
         "sleep, so it costs CPU like real work.\n"
-        "- `workerpool` = our dispatcher with `default_timeout = 10 s` (every attempt "
-        "publishes a deadline; handler takes a `std::stop_token`); `workerpool_no_timeout` = "
-        "no timeout, plain `handler(Request&)`; `workerpool_sharded` = as `workerpool`, with "
-        "`queue_shards` = the number of producers (at most the workers): one ring per "
-        "producer. All three have `min_workers == max_workers`.\n"
+        "- `workerpool` = our dispatcher with default options (the ring count picked by "
+        "`queue_shards = 0`) and `default_timeout = 10 s` (every attempt publishes a deadline; "
+        "handler takes a `std::stop_token`); `workerpool_no_timeout` = the same without a "
+        "timeout, plain `handler(Request&)`; `workerpool_fifo` = as `workerpool` with "
+        "`queue_shards = 1` (one ring, strict FIFO); `workerpool_sharded` = as `workerpool`, "
+        "with `queue_shards` = the number of producers (at most the workers). All four have "
+        "`min_workers == max_workers`.\n"
         "- `onetbb` raises oneTBB's global worker limit with `global_control` so its arena "
         "really has 2 workers on a 2-core machine.\n"
         "- Smoke run (CI): `bench_queue --benchmark_min_time=0.01` and `bench_pool "

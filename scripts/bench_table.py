@@ -7,8 +7,8 @@ import json
 import statistics
 import sys
 
-POOLS = ["workerpool", "workerpool_no_timeout", "workerpool_sharded", "mutex_cv", "asio", "moodycamel", "onetbb"]
-PEERS = POOLS[3:]
+POOLS = ["workerpool", "workerpool_no_timeout", "workerpool_fifo", "workerpool_sharded", "mutex_cv", "asio", "moodycamel", "onetbb"]
+PEERS = POOLS[4:]
 
 
 def throughput(path):

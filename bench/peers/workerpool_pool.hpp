@@ -1,12 +1,15 @@
 #pragma once
 
-// Our dispatcher behind the same adapter as the peers. Three flavours:
-//   workerpool            default_timeout = 10 s: every attempt publishes a deadline for the
+// Our dispatcher behind the same adapter as the peers. Four flavours:
+//   workerpool            default options (the queue's ring count picked by queue_shards = 0)
+//                         with default_timeout = 10 s: every attempt publishes a deadline for the
 //                         supervisor ("the timeout wrapper on"); the handler takes the stop_token
 //                         by const&.
-//   workerpool_no_timeout default_timeout = 0: no deadline is published; plain handler(Request&).
-//   workerpool_sharded    as `workerpool`, with the queue split into one ring per producer
-//                         (options.queue_shards = producers, at most the workers), or into
+//   workerpool_no_timeout as `workerpool` with default_timeout = 0: no deadline is published;
+//                         plain handler(Request&).
+//   workerpool_fifo       as `workerpool` with queue_shards = 1: one ring, strict FIFO order.
+//   workerpool_sharded    as `workerpool`, with one ring per producer (queue_shards = producers,
+//                         at most the workers), as a user who knows the load would set it; or
 //                         WORKERPOOL_BENCH_SHARDS rings when that is set.
 // min_workers == max_workers, so the scaler never changes the worker count during a benchmark.
 
@@ -24,7 +27,7 @@ namespace workerpool_bench {
 
 namespace detail {
 
-enum class flavour { timeout, no_timeout, sharded };
+enum class flavour { timeout, no_timeout, fifo, sharded };
 
 /// The dispatcher configured as flavour `F`; submit blocks when full, the destructor drains
 /// through shutdown() and checks completed == submitted.
@@ -33,6 +36,7 @@ class dispatcher_pool {
 public:
     static constexpr const char* name = F == flavour::timeout      ? "workerpool"
                                         : F == flavour::no_timeout ? "workerpool_no_timeout"
+                                        : F == flavour::fifo       ? "workerpool_fifo"
                                                                    : "workerpool_sharded";
 
     dispatcher_pool(pool_config config, Handler handler)
@@ -75,6 +79,9 @@ private:
         if constexpr (F != flavour::no_timeout) {
             o.default_timeout = std::chrono::seconds(10);
         }
+        if constexpr (F == flavour::fifo) {
+            o.queue_shards = 1;
+        }
         if constexpr (F == flavour::sharded) {
             // WORKERPOOL_BENCH_SHARDS=k fixes the ring count (to try other settings on a
             // many-core machine); 0, the default, gives one ring per producer.
@@ -95,6 +102,8 @@ template <class Handler>
 using workerpool_pool = detail::dispatcher_pool<Handler, detail::flavour::timeout>;
 template <class Handler>
 using workerpool_no_timeout_pool = detail::dispatcher_pool<Handler, detail::flavour::no_timeout>;
+template <class Handler>
+using workerpool_fifo_pool = detail::dispatcher_pool<Handler, detail::flavour::fifo>;
 template <class Handler>
 using workerpool_sharded_pool = detail::dispatcher_pool<Handler, detail::flavour::sharded>;
 

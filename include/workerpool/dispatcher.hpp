@@ -206,9 +206,9 @@ struct owned_counter {
 /// could not process to `on_failure` as `cancelled` with 0 attempts, and then joins every thread,
 /// waiting for a stuck handler if it must: it never detaches a thread that touches the pool.
 ///
-/// Threads: the queue is a fixed ring (`bounded_queue`), or `options.queue_shards` of them; each
-/// worker is a `std::jthread` with its own stop state; one supervisor `std::jthread` scales the
-/// workers, stops attempts whose deadline passed, spots stuck workers, and re-enqueues retries
+/// Threads: the queue is one or more fixed rings (`bounded_queue`, see `options.queue_shards`);
+/// each worker is a `std::jthread` with its own stop state; one supervisor `std::jthread` scales
+/// the workers, stops attempts whose deadline passed, spots stuck workers, and re-enqueues retries
 /// when their backoff is over.
 ///
 /// Accounting: every accepted request ends exactly once — completed (its handler returned),
@@ -244,7 +244,10 @@ public:
     explicit dispatcher(Handler handler, options<Request> o = {})
         : options_((detail::validate(o), std::move(o))),
           handler_(check_handler(std::move(handler))),
-          queue_(options_.capacity, options_.queue_shards),
+          queue_(options_.capacity,
+                 options_.queue_shards != 0
+                     ? options_.queue_shards
+                     : auto_queue_shards(options_.capacity, options_.max_workers)),
           covered_timeout_ns_(options_.default_timeout.count() > 0
                                   ? options_.default_timeout.count()
                                   : std::numeric_limits<std::int64_t>::max()),
@@ -528,6 +531,10 @@ public:
 
     /// Returns the queue's exact capacity.
     [[nodiscard]] std::size_t capacity() const noexcept { return queue_.capacity(); }
+
+    /// Returns the number of rings the queue is split into (`options.queue_shards`, or what 0
+    /// picked). 1 means strict FIFO order.
+    [[nodiscard]] std::size_t queue_shards() const noexcept { return queue_.shard_count(); }
 
 private:
     // ---------------------------------------------------------------- shutdown

@@ -37,6 +37,23 @@ struct job_options {
     return n == 0 ? 4 : static_cast<std::size_t>(n);
 }
 
+/// The ring count that `options::queue_shards = 0` picks: `max_workers`, at most
+/// `std::thread::hardware_concurrency()`, and at most `capacity / 64` (rings of fewer slots spill
+/// into each other too often to pay off); never below 1. On a 16-core machine this ran 1.9x to
+/// 8.5x the no-op requests per second of one ring wherever several workers shared the queue (one
+/// producer feeding 2 or 15 workers, N producers feeding N workers): see
+/// docs/performance-16core.md.
+[[nodiscard]] inline std::size_t auto_queue_shards(std::size_t capacity,
+                                                   std::size_t max_workers) noexcept {
+    constexpr std::size_t min_ring_slots = 64;
+    const auto hardware = static_cast<std::size_t>(std::thread::hardware_concurrency());
+    std::size_t n = std::min(max_workers, capacity / min_ring_slots);
+    if (hardware != 0) {
+        n = std::min(n, hardware);
+    }
+    return std::max<std::size_t>(n, 1);
+}
+
 /// The configuration of a `dispatcher<Request>`. Every field has a default that works as is;
 /// `dispatcher`'s constructor validates all of them and throws `std::invalid_argument` naming the
 /// first bad field.
@@ -44,12 +61,15 @@ template <class Request>
 struct options {
     /// Exact bound of the queue (requests waiting to start). Must be > 0.
     std::size_t capacity = 1024;
-    /// Number of rings the queue is split into, their capacities adding up to `capacity`.
-    /// 1 (the default) is one FIFO ring. More lets many producers and workers claim slots on
-    /// different cache lines: each submitting thread has a home ring (and spills to the others
-    /// when it is full), each worker starts its search at its own. The price is order: requests
-    /// start in submit order only within one ring. Must be in [1, `capacity`].
-    std::size_t queue_shards = 1;
+    /// Number of rings the queue is split into, their capacities adding up to `capacity`. Rings
+    /// let many producers and workers claim slots on different cache lines: each submitting
+    /// thread has a home ring (and spills to the others when it is full), each worker starts
+    /// its search at its own. The price is order: requests start in submit order only within one
+    /// ring. 1 is one FIFO ring: strict submit order. 0 (the default) picks
+    /// `auto_queue_shards(capacity, max_workers)`: one ring per worker, at most one per hardware
+    /// thread and at least 64 slots per ring, so a pool with one worker or a small capacity keeps
+    /// one ring. Must be <= `capacity`.
+    std::size_t queue_shards = 0;
     /// Workers kept even when idle; the pool starts with this many. Must be <= `max_workers`.
     std::size_t min_workers = 1;
     /// Upper bound of live workers (plus `stuck_allowance` replacements). Must be > 0.
@@ -123,7 +143,6 @@ void require_non_negative(std::chrono::duration<Rep, Period> d, const char* fiel
 template <class Request>
 void validate(const options<Request>& o) {
     require(o.capacity > 0, "capacity", "must be > 0");
-    require(o.queue_shards > 0, "queue_shards", "must be > 0");
     require(o.queue_shards <= o.capacity, "queue_shards",
             "must be <= options.capacity (every ring needs a slot)");
     require(o.max_workers > 0, "max_workers", "must be > 0");

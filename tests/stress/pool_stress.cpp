@@ -137,7 +137,7 @@ struct round_config {
     std::uint64_t seed = 0;
     std::size_t requests = 0;  // initial ids; children take ids [requests, 2 * requests)
     std::size_t capacity = 0;
-    std::size_t shards = 1;  // options.queue_shards
+    std::size_t shards = 1;  // options.queue_shards (0: the pool picks)
     std::size_t min_workers = 0;
     std::size_t max_workers = 0;
     std::chrono::nanoseconds grace{0};
@@ -534,8 +534,13 @@ TEST_CASE("mixed handlers under worker churn and a shutdown at a random moment l
         const std::chrono::nanoseconds graces[] = {0ns, 1ms, 10ms, 100ms};
         cfg.grace = graces[rng() % 4];
         cfg.shutdown_at = 0.1 + 0.9 * std::uniform_real_distribution<double>(0, 1)(rng);
-        // Half the rounds split the queue into 2-4 rings (never more rings than slots).
-        cfg.shards = rng() % 2 == 0 ? 1 : std::min<std::size_t>(cfg.capacity, 2 + rng() % 3);
+        // A quarter of the rounds keep one ring, a quarter let the pool pick (queue_shards 0:
+        // more than one ring only at capacity 256), half split the queue into 2-4 rings (never
+        // more rings than slots).
+        const auto ring_choice = rng() % 4;
+        cfg.shards = ring_choice == 0   ? 1
+                     : ring_choice == 1 ? 0
+                                        : std::min<std::size_t>(cfg.capacity, 2 + rng() % 3);
         CAPTURE(round, cfg.seed);
         const round_result r = run_round(cfg);
         total.accepted += r.accepted;

@@ -1,17 +1,19 @@
 // Options validation (issue 2): every out-of-range field makes the dispatcher's constructor throw
 // std::invalid_argument whose message names that field, before any thread starts; values on the
-// edge of each range are accepted.
+// edge of each range are accepted; queue_shards 0 picks the ring count automatically.
 
 #include <workerpool/dispatcher.hpp>
 
 #include "support/catch.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <functional>
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -47,7 +49,6 @@ constexpr double infinite = std::numeric_limits<double>::infinity();
 TEST_CASE("each bad option throws invalid_argument naming its field", "[options][unit]") {
     const std::vector<bad_case> cases{
         {"capacity 0", [](opts& o) { o.capacity = 0; }, "options.capacity"},
-        {"queue_shards 0", [](opts& o) { o.queue_shards = 0; }, "options.queue_shards"},
         {"queue_shards > capacity",
          [](opts& o) {
              o.capacity = 4;
@@ -165,4 +166,50 @@ TEST_CASE("set_worker_limits rejects bad limits naming the field and keeps the o
     }
     CHECK(message.find("max_workers") != std::string::npos);
     CHECK(pool.worker_count() == 1u);
+}
+
+TEST_CASE("queue_shards 0 picks one ring per worker, at most one per hardware thread and per 64 "
+          "slots",
+          "[options][unit]") {
+    const auto hardware = static_cast<std::size_t>(std::thread::hardware_concurrency());
+    const auto capped = [hardware](std::size_t n) {
+        return hardware == 0 ? n : std::min(n, hardware);
+    };
+    // The rule itself.
+    CHECK(workerpool::auto_queue_shards(1024, 1) == 1u);
+    CHECK(workerpool::auto_queue_shards(1024, 3) == capped(3));
+    CHECK(workerpool::auto_queue_shards(1024, 1000) == capped(16));  // 1024 / 64 slots
+    CHECK(workerpool::auto_queue_shards(64, 8) == 1u);               // one ring of 64
+    CHECK(workerpool::auto_queue_shards(127, 8) == 1u);
+    CHECK(workerpool::auto_queue_shards(128, 8) == capped(2));
+    CHECK(workerpool::auto_queue_shards(1, 8) == 1u);  // never 0, even below 64 slots
+    CHECK(workerpool::auto_queue_shards(1 << 20, 1 << 20) == capped(std::size_t{1} << 20));
+
+    // What the dispatcher builds from it, and that an explicit count is kept.
+    opts o;
+    o.capacity = 256;
+    o.min_workers = 1;
+    o.max_workers = 4;
+    CHECK(o.queue_shards == 0u);  // the default
+    {
+        dispatcher<int> pool([](int&) {}, o);
+        CHECK(pool.queue_shards() == capped(4));
+        CHECK(pool.capacity() == 256u);
+    }
+    o.max_workers = 1;
+    {
+        dispatcher<int> pool([](int&) {}, o);
+        CHECK(pool.queue_shards() == 1u);
+    }
+    o.max_workers = 4;
+    o.queue_shards = 1;
+    {
+        dispatcher<int> pool([](int&) {}, o);
+        CHECK(pool.queue_shards() == 1u);
+    }
+    o.queue_shards = 3;
+    {
+        dispatcher<int> pool([](int&) {}, o);
+        CHECK(pool.queue_shards() == 3u);
+    }
 }
