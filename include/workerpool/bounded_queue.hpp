@@ -194,6 +194,19 @@ public:
         return used >= capacity_ ? 0 : capacity_ - static_cast<std::size_t>(used);
     }
 
+    /// Returns whether the next `n` pushes (1 <= n <= capacity) would find free slots, judged by
+    /// the n-th slot past the tail alone (slots free in pop order, give or take the pops in
+    /// flight). A hint for a producer waiting for room: polling it reads the producers' index and
+    /// one slot, which only the pop of that slot writes, instead of the consumers' index, which
+    /// every pop writes.
+    [[nodiscard]] bool has_room_for(std::size_t n) const noexcept {
+        // relaxed, both: a hint; the push that follows re-reads both with acquire
+        const std::uint64_t pos =
+            (enqueue_pos_.value.load(std::memory_order_relaxed) & ~closed_bit) + n - 1;
+        const std::uint64_t seq = slots_[index(pos)].seq.load(std::memory_order_relaxed);
+        return static_cast<std::int64_t>(seq - empty_turn(pos)) >= 0;
+    }
+
     /// Returns the total number of pushes accepted so far (including popped ones).
     [[nodiscard]] std::uint64_t pushed_count() const noexcept {
         return enqueue_pos_.value.load(std::memory_order_relaxed) & ~closed_bit;  // statistics only

@@ -843,28 +843,36 @@ private:
 
     // Workers free slots fast: a producer that found the queue full polls a moment before it
     // pays for a sleep and a wake-up. For the first few microseconds it waits for a batch of
-    // free slots (a quarter of the queue, at most 64) rather than one: refilling each slot as
-    // soon as it frees keeps the producer and the workers in lockstep on the same cache lines,
-    // which ran one producer and one worker at a third of the speed (scripts/bench_ab.py, 2-core
-    // VM). After that it takes any free slot, so slow workers do not make it wait for a batch.
-    // Returns whether a slot may be free (or the queue closed).
-    bool spin_for_free_slots() const noexcept {
+    // free slots in its home ring (a quarter of the ring, at most 64) rather than one: refilling
+    // each slot as soon as it frees keeps the producer and the workers in lockstep on the same
+    // cache lines, which ran one producer and one worker at a third of the speed on a 2-core VM
+    // (scripts/bench_ab.py). It watches the batch's last slot, not the workers' index, so its
+    // polling does not slow the pops it waits for. After that it takes any free slot, so slow
+    // workers never make it wait for a batch. Returns whether a slot may be free (or the queue
+    // closed).
+    bool spin_for_free_slots() noexcept {
         const std::size_t batch =
-            std::max<std::size_t>(1, std::min<std::size_t>(64, queue_.capacity() / 4));
+            std::max<std::size_t>(1, std::min<std::size_t>(64, queue_.home_capacity() / 4));
         const std::int64_t batch_wait_ns =
             std::min<std::int64_t>(options_.spin_before_sleep.count() / 4, 10'000);
-        std::size_t wanted = batch;
+        bool want_batch = batch > 1;
         std::int64_t batch_until = 0;
         return spin_until([&](bool slow_check) {
-            if (queue_.free_slots() >= wanted || queue_.is_closed()) {
+            if (queue_.is_closed()) {
                 return true;
             }
-            if (slow_check && wanted > 1) {
+            if (!want_batch) {
+                return queue_.free_slots() != 0;
+            }
+            if (queue_.home_has_room_for(batch)) {
+                return true;
+            }
+            if (slow_check) {
                 const std::int64_t now = detail::now_ns();
                 if (batch_until == 0) {
                     batch_until = now + batch_wait_ns;
                 } else if (now >= batch_until) {
-                    wanted = 1;
+                    want_batch = false;
                 }
             }
             return false;

@@ -1,5 +1,6 @@
 // bounded_queue on its own: capacity, FIFO order, full and closed refusals that leave the value
-// untouched, draining after close, destruction of what is still queued, and a small MPMC run.
+// untouched, draining after close, destruction of what is still queued, the room hint
+// (has_room_for), and a small MPMC run.
 
 #include <workerpool/bounded_queue.hpp>
 #include <workerpool/status.hpp>
@@ -158,4 +159,32 @@ TEST_CASE("bounded_queue hands every element to exactly one consumer", "[bounded
     CHECK(popped.load() == producers * per_producer);
     CHECK(sum.load() == n * (n + 1) / 2);
     CHECK(q.approx_size() == 0u);
+}
+
+TEST_CASE("has_room_for(n) says whether the next n pushes find free slots, lap after lap",
+          "[bounded_queue][unit]") {
+    const std::size_t capacity = GENERATE(std::size_t{1}, std::size_t{3}, std::size_t{8});
+    bounded_queue<int> q{capacity};
+    int v = 0;
+    // Three laps: each time the ring fills and drains, the answer must follow the occupancy.
+    for (int lap = 0; lap < 3; ++lap) {
+        for (std::size_t used = 0; used <= capacity; ++used) {
+            for (std::size_t n = 1; n <= capacity; ++n) {
+                INFO("lap " << lap << ", " << used << " queued, n " << n);
+                CHECK(q.has_room_for(n) == (used + n <= capacity));
+            }
+            if (used < capacity) {
+                REQUIRE(q.try_push(int{v++}) == submit_status::accepted);
+            }
+        }
+        // Full; free one slot at a time from the front.
+        for (std::size_t freed = 1; freed <= capacity; ++freed) {
+            int out = -1;
+            REQUIRE(q.try_pop(out));
+            for (std::size_t n = 1; n <= capacity; ++n) {
+                INFO("lap " << lap << ", " << freed << " freed, n " << n);
+                CHECK(q.has_room_for(n) == (n <= freed));
+            }
+        }
+    }
 }

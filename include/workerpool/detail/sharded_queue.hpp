@@ -163,6 +163,16 @@ public:
         return shards_[count_ == 1 ? 0 : home % count_]->has_claimed_elements();
     }
 
+    /// The capacity of the calling thread's home shard (see `home_shard()`).
+    [[nodiscard]] std::size_t home_capacity() noexcept {
+        return shards_[count_ == 1 ? 0 : home_shard()]->capacity();
+    }
+
+    /// `bounded_queue::has_room_for(n)` of the calling thread's home shard: a hint.
+    [[nodiscard]] bool home_has_room_for(std::size_t n) noexcept {
+        return shards_[count_ == 1 ? 0 : home_shard()]->has_room_for(n);
+    }
+
     /// Free slots over all shards at about one moment (seq_cst reads of every shard).
     [[nodiscard]] std::size_t free_slots() const noexcept {
         return sum([](const bounded_queue<T>& q) { return q.free_slots(); });
