@@ -131,6 +131,34 @@ void bm_wakeup(benchmark::State& state, unsigned workers) {
     state.counters["max_us"] = samples_us.empty() ? 0.0 : samples_us.back();
 }
 
+/// Queue wait under load: bursts of 64 requests of ~1 µs work each into a pool of `workers`,
+/// every 200 µs or so (about an eighth of two workers' time is work); time from just before each
+/// submit to the start of its handler. The first requests of a burst show the wake-up, the last
+/// ones how fast the workers get through the queue. Reports p50/p99/max in µs; the iteration time
+/// is the burst's, from its first submit to its last completion.
+template <class Pool>
+void bm_burst_wait(benchmark::State& state, unsigned workers) {
+    constexpr std::uint64_t burst = 64;
+    const auto bursts = static_cast<std::size_t>(state.max_iterations);
+    wb::bench_context ctx(wb::work_kind::timed_spin, bursts * burst);
+    Pool pool(wb::pool_config{workers, 0}, wb::bench_handler{&ctx});
+    std::uint64_t submitted = 0;
+    for (auto _ : state) {
+        std::this_thread::sleep_for(std::chrono::microseconds(200));  // outside the manual time
+        const auto t0 = wb::clock_type::now();
+        for (std::uint64_t i = 0; i < burst; ++i) {
+            pool.submit(wb::job{wb::now_ns()});
+        }
+        submitted += burst;
+        ctx.done.wait_for(submitted);
+        state.SetIterationTime(std::chrono::duration<double>(wb::clock_type::now() - t0).count());
+    }
+    std::vector<double> samples_us = ctx.waits.sorted_us();
+    state.counters["p50_us"] = percentile(samples_us, 0.50);
+    state.counters["p99_us"] = percentile(samples_us, 0.99);
+    state.counters["max_us"] = samples_us.empty() ? 0.0 : samples_us.back();
+}
+
 /// Idle CPU: a pool that has run a small burst and is then left alone for
 /// WORKERPOOL_BENCH_IDLE_MS (default 1000 ms). Reports the process CPU it burnt, as a percentage
 /// of one core (idle_cpu_pct) and in ms per idle second.
@@ -196,6 +224,11 @@ void register_pool() {
         ->UseManualTime()
         ->Unit(benchmark::kMicrosecond)
         ->Iterations(static_cast<benchmark::IterationCount>(wb::wakeup_samples()));
+    benchmark::RegisterBenchmark((std::string("BM_burst_wait_1p2w") + tag).c_str(),
+                                 [](benchmark::State& st) { bm_burst_wait<pool>(st, 2); })
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond)
+        ->Iterations(200);
     benchmark::RegisterBenchmark((std::string("BM_idle_cpu_2w") + tag).c_str(),
                                  [](benchmark::State& st) { bm_idle_cpu<pool>(st, 2); })
         ->UseManualTime()

@@ -6,6 +6,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -207,15 +208,53 @@ private:
 
 /// What a handler does with a request.
 enum class work_kind {
-    noop,       // count it
-    spin,       // burn one calibrated ~1 µs unit, then count it
-    wake_probe  // record submit→start latency and wake the producer
+    noop,        // count it
+    spin,        // burn one calibrated ~1 µs unit, then count it
+    wake_probe,  // record submit→start latency and wake the producer
+    timed_spin   // record submit→start latency (the job carries the submit time), then as spin
+};
+
+/// Queue-wait samples (submit to handler start, ns) from every handler thread: a buffer sized
+/// before the run, filled through one atomic index, so recording never allocates.
+class wait_samples {
+public:
+    explicit wait_samples(std::size_t capacity) : values_(capacity) {}
+
+    void record(std::uint64_t ns) noexcept {
+        // relaxed: a ticket into the buffer; the producer reads the values only after
+        // completion_counters::wait_for saw every handler's bump, which happens after this.
+        const std::size_t i = next_.fetch_add(1, std::memory_order_relaxed);
+        if (i < values_.size()) {
+            values_[i] = ns;
+        }
+    }
+
+    /// The samples recorded so far, in µs, sorted. Call only when no handler is running.
+    [[nodiscard]] std::vector<double> sorted_us() const {
+        // relaxed: every recording handler finished before the caller's wait_for returned
+        std::size_t n = next_.load(std::memory_order_relaxed);
+        if (n > values_.size()) {
+            n = values_.size();
+        }
+        std::vector<double> out;
+        out.reserve(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            out.push_back(static_cast<double>(values_[i]) / 1000.0);
+        }
+        std::sort(out.begin(), out.end());
+        return out;
+    }
+
+private:
+    std::vector<std::uint64_t> values_;
+    std::atomic<std::size_t> next_{0};
 };
 
 /// The state a benchmark shares with the handlers of its pool.
 struct bench_context {
-    explicit bench_context(work_kind k) : kind(k) {
-        if (kind == work_kind::spin) {
+    explicit bench_context(work_kind k, std::size_t wait_capacity = 0)
+        : kind(k), waits(wait_capacity) {
+        if (kind == work_kind::spin || kind == work_kind::timed_spin) {
             spin_iterations = work_unit::one_microsecond().iterations;
         }
     }
@@ -227,6 +266,7 @@ struct bench_context {
     alignas(cache_line) std::atomic<std::uint64_t> probe_latency_ns{0};
     std::atomic<std::uint64_t> probe_seq{0};  // [P1]/[P2]
     std::atomic<std::uint64_t> sink{0};       // keeps spin_work's result alive; relaxed, unused
+    wait_samples waits;                       // timed_spin only
 };
 
 /// The handler every pool runs: one pointer, so every pool stores and copies it for free.
@@ -237,6 +277,9 @@ struct bench_handler {
         switch (ctx->kind) {
         case work_kind::noop:
             break;
+        case work_kind::timed_spin:
+            ctx->waits.record(now_ns() - j.value);
+            [[fallthrough]];
         case work_kind::spin: {
             const std::uint64_t x = spin_work(ctx->spin_iterations);
             if (x == 0) {  // practically never; stops the optimiser dropping the work

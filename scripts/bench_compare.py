@@ -437,18 +437,24 @@ def report(args, build_dir: Path, pool_samples, pools, queue_samples, queues, co
             out.append(f"| `{w}` | " + " | ".join(
                 fmt(stat(pool_samples, (w, p), "cpu_ns_per_req"), 0) for p in pools) + " |")
 
-    out.append("\n## Idle wake-up latency and idle CPU\n")
+    out.append("\n## Wake-up latency, queue wait under load, and idle CPU\n")
     out.append(f"Wake-up: one request into an idle pool of 2 workers, {args.wakeup_samples} "
                "samples per repetition, 200 µs of idleness before each; time from just before "
                "`submit` to the first instruction of the handler. Idle CPU: process CPU time "
                f"over {args.idle_ms} ms during which the pool (2 workers, after a 1000-request "
-               "burst) has nothing to do, as a percentage of one core. Cells: **median** of the "
+               "burst) has nothing to do, as a percentage of one core. Queue wait under load "
+               "(`burst_wait_1p2w`): 200 bursts of 64 requests of ~1 µs work, one every ~200 µs, "
+               "into 2 workers; time from just before each `submit` to the start of its "
+               "handler, p50 and p99 over the 12,800 requests. Cells: **median** of the "
                "per-repetition values (min–max).\n")
-    out.append("| pool | wake-up p50 (µs) | wake-up p99 (µs) | idle CPU (% of a core) |")
-    out.append("|---|---|---|---|")
+    out.append("| pool | wake-up p50 (µs) | wake-up p99 (µs) | queue wait in bursts p50 (µs) "
+               "| queue wait in bursts p99 (µs) | idle CPU (% of a core) |")
+    out.append("|---|---|---|---|---|---|")
     for p in pools:
         out.append(f"| `{p}` | {fmt(stat(pool_samples, ('wakeup_1p2w', p), 'p50_us'), 1)} | "
                    f"{fmt(stat(pool_samples, ('wakeup_1p2w', p), 'p99_us'), 1)} | "
+                   f"{fmt(stat(pool_samples, ('burst_wait_1p2w', p), 'p50_us'), 1)} | "
+                   f"{fmt(stat(pool_samples, ('burst_wait_1p2w', p), 'p99_us'), 1)} | "
                    f"{fmt(stat(pool_samples, ('idle_cpu_2w', p), 'idle_cpu_pct'), 3)} |")
 
     if queue_samples:

@@ -35,18 +35,21 @@ def throughput(path):
 
 
 def latency(path):
-    print("\n| pool | wake-up p50 (µs) | p99 (µs) | max (µs) | idle CPU (% of a core) |")
-    print("|---|---|---|---|---|")
+    print("\n| pool | wake-up p50 (µs) | p99 (µs) | max (µs) | queue wait in bursts p50 (µs) | p99 (µs) "
+          "| idle CPU (% of a core) |")
+    print("|---|---|---|---|---|---|---|")
     rows = collections.defaultdict(dict)
     for b in json.load(open(path))["benchmarks"]:
-        pool = b["name"].split("/")[1]
+        workload, pool = b["name"].split("/")[:2]
         for k in ("p50_us", "p99_us", "max_us", "idle_cpu_pct"):
             if k in b:
-                rows[pool][k] = b[k]
+                rows[pool][(workload.removeprefix("BM_"), k)] = b[k]
     for p in POOLS:
         r = rows.get(p, {})
-        print(f"| `{p}` | {r.get('p50_us', 0):.1f} | {r.get('p99_us', 0):.1f} | {r.get('max_us', 0):.1f} "
-              f"| {r.get('idle_cpu_pct', 0):.3f} |")
+        cells = [r.get(("wakeup_1p2w", k), 0) for k in ("p50_us", "p99_us", "max_us")]
+        cells += [r.get(("burst_wait_1p2w", k), 0) for k in ("p50_us", "p99_us")]
+        print(f"| `{p}` | " + " | ".join(f"{c:.1f}" for c in cells) +
+              f" | {r.get(('idle_cpu_2w', 'idle_cpu_pct'), 0):.3f} |")
 
 
 if __name__ == "__main__":
