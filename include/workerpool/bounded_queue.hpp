@@ -200,7 +200,7 @@ public:
     /// one slot, which only the pop of that slot writes, instead of the consumers' index, which
     /// every pop writes.
     [[nodiscard]] bool has_room_for(std::size_t n) const noexcept {
-        // relaxed, both: a hint; the push that follows re-reads both with acquire
+        // relaxed, both: a hint that pairs with nothing; try_emplace re-checks with acquire
         const std::uint64_t pos =
             (enqueue_pos_.value.load(std::memory_order_relaxed) & ~closed_bit) + n - 1;
         const std::uint64_t seq = slots_[index(pos)].seq.load(std::memory_order_relaxed);

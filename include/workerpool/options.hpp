@@ -37,10 +37,11 @@ struct job_options {
     return n == 0 ? 4 : static_cast<std::size_t>(n);
 }
 
-/// The ring count that `options::queue_shards = 0` picks: `max_workers`, at most
+/// The ring count that `options::queue_shards = 0` picks, once, when the dispatcher is built (a
+/// later `set_worker_limits` does not change it): `max_workers`, at most
 /// `std::thread::hardware_concurrency()`, and at most `capacity / 64` (rings of fewer slots spill
-/// into each other too often to pay off); never below 1. On a 16-core machine this ran 1.9x to
-/// 8.5x the no-op requests per second of one ring wherever several workers shared the queue (one
+/// into each other too often to pay off); never below 1. On a 16-core machine this ran 1.7x to
+/// 7x the no-op requests per second of one ring wherever several workers shared the queue (one
 /// producer feeding 2 or 15 workers, N producers feeding N workers): see
 /// docs/performance-16core.md.
 [[nodiscard]] inline std::size_t auto_queue_shards(std::size_t capacity,
@@ -66,9 +67,9 @@ struct options {
     /// thread has a home ring (and spills to the others when it is full), each worker starts
     /// its search at its own. The price is order: requests start in submit order only within one
     /// ring. 1 is one FIFO ring: strict submit order. 0 (the default) picks
-    /// `auto_queue_shards(capacity, max_workers)`: one ring per worker, at most one per hardware
-    /// thread and at least 64 slots per ring, so a pool with one worker or a small capacity keeps
-    /// one ring. Must be <= `capacity`.
+    /// `auto_queue_shards(capacity, max_workers)` at construction: one ring per worker, at most
+    /// one per hardware thread and at least 64 slots per ring, so a pool built with one worker or
+    /// a small capacity keeps one ring. Must be <= `capacity`.
     std::size_t queue_shards = 0;
     /// Workers kept even when idle; the pool starts with this many. Must be <= `max_workers`.
     std::size_t min_workers = 1;
@@ -92,8 +93,10 @@ struct options {
     std::chrono::nanoseconds stuck_grace = std::chrono::milliseconds(100);
     /// How many replacement workers may run above `max_workers` while others are stuck.
     std::size_t stuck_allowance = 2;
-    /// How long a worker that found the queue empty keeps polling (pausing and yielding) before it
-    /// sleeps. Trades a little CPU after a burst for much less wake-up cost. Must be >= 0.
+    /// How long a worker that found the queue empty, or a blocked `submit` that found it full,
+    /// keeps polling (pausing and yielding) before it sleeps. Trades a little CPU after a burst for
+    /// much less wake-up cost. A blocked `submit` spends the first quarter of it, 10 us at most,
+    /// waiting for a batch of free slots rather than one. Must be >= 0.
     std::chrono::nanoseconds spin_before_sleep = std::chrono::microseconds(50);
     /// One request in this many (per submitting thread) is timed for the latency figures in
     /// `stats()`: its queue wait and run time. Timing costs three clock reads (about 40 ns each

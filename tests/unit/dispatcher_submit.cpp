@@ -505,53 +505,113 @@ TEST_CASE("with several rings, one thread's requests start in submit order while
 
 TEST_CASE("with more rings than workers, a ring that is never empty does not starve the others",
           "[dispatcher][unit]") {
-    // One worker, two rings. The worker's own handler keeps one ring busy: each request of a
-    // chain submits the next, from the worker thread, into that thread's ring. Two requests wait
-    // meanwhile, one in each ring (submitted from two new threads, which take consecutive
-    // tickets). They must run long before the chain ends. Two rounds, so that the worker's
-    // thread lands once in each ring.
+    // One worker, two rings. The worker's own handler keeps the ring it starts its pops at busy:
+    // each request of a chain submits the next, from the worker thread, into that thread's home
+    // ring. One request waits meanwhile in the other ring. It must run long before the chain
+    // ends. Homes go round each queue's rings in the order threads first push (0, 1, 0, ...), so
+    // the test arranges who pushes first to put the chain and the waiting request where it
+    // wants them, whatever the worker's id (which decides its start ring).
     constexpr int generations = 500;
     constexpr int gate = -1;
-    for (int round = 0; round < 2; ++round) {
-        CAPTURE(round);
-        permits hold;
-        recorder seen;
-        dispatcher<int>* self = nullptr;
-        auto o = held_options<int>(8, 1);
-        o.queue_shards = 2;
-        dispatcher<int> pool(
-            [&](int& id, std::stop_token st) {
-                if (id == gate) {
-                    if (!hold.acquire(st)) {
-                        throw stopped_by_token{};
-                    }
-                    return;
+    constexpr int waiting = 1001;
+    constexpr int filler = 2000;  // pushed only to take a home; runs early and harmlessly
+    permits hold;
+    recorder seen;
+    std::atomic<std::size_t> worker_id{~std::size_t{0}};
+    dispatcher<int>* self = nullptr;
+    auto o = held_options<int>(8, 1);
+    o.queue_shards = 2;
+    o.on_worker_start = [&worker_id](std::size_t id) { worker_id.store(id); };
+    dispatcher<int> pool(
+        [&](int& id, std::stop_token st) {
+            if (id == gate) {
+                if (!hold.acquire(st)) {
+                    throw stopped_by_token{};
                 }
-                seen.add(id);
-                if (id >= 0 && id < generations) {
-                    CHECK(self->try_submit(int{id + 1}) == submit_status::accepted);
-                }
-            },
-            o);
-        self = &pool;
-        finally release([&] { hold.release_all(); });
-        REQUIRE(pool.submit(int{gate}) == submit_status::accepted);
-        REQUIRE(eventually([&] { return hold.waiting() == 1; }));  // the worker holds the gate
-        for (int waiting = 1001; waiting <= 1002; ++waiting) {
-            std::jthread([&pool, waiting] {
-                CHECK(pool.submit(int{waiting}) == submit_status::accepted);
-            }).join();
-        }
-        REQUIRE(pool.submit(int{0}) == submit_status::accepted);  // the chain's first request
-        hold.release_all();
-        REQUIRE(pool.wait_idle_for(30s));
-        const std::vector<int> ids = seen.ids();
-        REQUIRE(ids.size() == std::size_t{generations + 3});
-        const auto at = [&ids](int id) {
-            return std::find(ids.begin(), ids.end(), id) - ids.begin();
-        };
-        CHECK(at(1001) < at(100));
-        CHECK(at(1002) < at(100));
-        CHECK(pool.shutdown(10s).drained);
+                // The worker thread's first push: the chain starts in its home ring.
+                CHECK(self->try_submit(int{0}) == submit_status::accepted);
+                return;
+            }
+            seen.add(id);
+            if (id >= 0 && id < generations) {
+                CHECK(self->try_submit(int{id + 1}) == submit_status::accepted);
+            }
+        },
+        o);
+    self = &pool;
+    finally release([&] { hold.release_all(); });
+    const auto push_from_new_thread = [&pool](int id) {
+        std::jthread([&pool, id] {
+            CHECK(pool.submit(int{id}) == submit_status::accepted);
+        }).join();
+    };
+    REQUIRE(pool.submit(int{gate}) == submit_status::accepted);  // this thread: home 0
+    REQUIRE(eventually([&] { return hold.waiting() == 1; }));    // the worker holds the gate
+    REQUIRE(worker_id.load() != ~std::size_t{0});
+    // The worker starts its pops at ring `start` (for its first 32 pops); the chain must be there.
+    const std::size_t start = worker_id.load() % 2;
+    std::size_t next_home = 1;
+    int fillers = 0;
+    if (start == 1) {  // home 1 would put the waiting request in the chain's ring: fill it
+        push_from_new_thread(filler);
+        ++fillers;
+        ++next_home;
     }
+    push_from_new_thread(waiting);  // lands in ring 1 - start
+    ++next_home;
+    REQUIRE(next_home % 2 == start);  // so the worker thread's home, taken next, is `start`
+    hold.release_all();
+    REQUIRE(pool.wait_idle_for(30s));
+    const std::vector<int> ids = seen.ids();
+    REQUIRE(ids.size() == std::size_t{generations + 2} + static_cast<std::size_t>(fillers));
+    const auto at = [&ids](int id) { return std::find(ids.begin(), ids.end(), id) - ids.begin(); };
+    CHECK(at(waiting) < at(100));
+    CHECK(pool.shutdown(10s).drained);
+}
+
+TEST_CASE("a blocked submit waits for a batch of free slots only briefly, then takes one",
+          "[dispatcher][backpressure][unit]") {
+    // A producer facing a full queue first polls for a batch of free slots (a quarter of its
+    // ring, here 16 of 64) for at most min(spin_before_sleep / 4, 10 us), then for any one slot.
+    // With spin_before_sleep at 10 s it never sleeps during this test, so only that fallback can
+    // let it take the single slot that frees: without it the submit would spin for 10 s.
+    permits hold;
+    std::atomic<int> completed{0};
+    auto o = held_options(64, 1);
+    o.queue_shards = 1;
+    o.spin_before_sleep = 10s;
+    dispatcher<job> pool(
+        [&](job& j, std::stop_token st) {
+            if (!hold.acquire(st)) {
+                throw stopped_by_token{};
+            }
+            static_cast<void>(j);
+            completed.fetch_add(1);
+        },
+        o);
+    REQUIRE(pool.try_submit(job{0}) == submit_status::accepted);
+    REQUIRE(eventually([&] { return hold.waiting() == 1; }));
+    for (int i = 1; i <= 64; ++i) {
+        REQUIRE(pool.try_submit(job{i}) == submit_status::accepted);  // full: 64 of 64
+    }
+    std::atomic<bool> done{false};
+    std::atomic<submit_status> result{submit_status::closed};
+    std::jthread producer([&] {
+        result.store(pool.submit(job{65}));
+        done.store(true);
+    });
+    finally cleanup([&] {
+        hold.release_all();
+        (void)pool.shutdown(0s);
+    });
+    std::this_thread::sleep_for(20ms);
+    REQUIRE_FALSE(done.load());  // no slot free: it polls
+
+    const auto freed = clock_type::now();
+    hold.release(1);  // request 0 ends; the worker takes request 1 and holds it: one slot free
+    CHECK(eventually([&] { return done.load(); }, 3s));
+    CHECK(clock_type::now() - freed < 3s);
+    CHECK(result.load() == submit_status::accepted);
+    CHECK(completed.load() == 1);
+    CHECK(pool.stats().queue_depth == 64u);  // requests 2 to 65; 1 is held
 }

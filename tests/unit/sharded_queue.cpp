@@ -3,15 +3,16 @@
 // while its home ring has room; consume finding elements in any ring; close() accounting over all
 // rings; a close racing producers; 4x4 MPMC exactly-once on 1 to 8 shards; destruction of what is
 // still queued; and the home rule itself (consecutive homes per queue, the thread's memory of its
-// homes in its last four queues, a one-shard queue).
+// homes in the eight queues it pushed to most recently, a one-shard queue).
 //
 // The home rule: each queue deals out its own homes. The first thread to push to a queue (or to
 // ask its home_shard()) gets ring 0 there, the next thread ring 1, and so on modulo the shard
-// count, whatever other queues those threads pushed to. A thread remembers its home in the last
-// four queues it pushed to (detail::home_cache, evicting round-robin); one that comes back to a
-// queue it has forgotten takes the next home in that queue's round. So on a new queue the homes
-// are known: where the home matters, a test runs once per ring and lets `run` new threads take
-// homes first (take_homes), so that the thread under test gets ring `run`.
+// count, whatever other queues those threads pushed to. A thread remembers its home in the eight
+// queues it pushed to most recently (detail::home_cache, least recently used first to go: a queue
+// the thread keeps pushing to keeps its home however many others it pushes to in between); one
+// that comes back to a queue it has forgotten takes the next home in that queue's round. So on a
+// new queue the homes are known: where the home matters, a test runs once per ring and lets `run`
+// new threads take homes first (take_homes), so that the thread under test gets ring `run`.
 // Threads only record; assertions run after they are joined.
 
 #include <workerpool/detail/sharded_queue.hpp>
@@ -75,6 +76,56 @@ std::vector<int> pop_from(sharded_queue<int>& q, std::size_t home, std::size_t n
         out.push_back(v);
     }
     return out;
+}
+
+using queue_list = std::vector<std::unique_ptr<sharded_queue<int>>>;
+
+// What one new thread saw pushing j to *q[visits[j]] for j = 0, 1, ...: each push's answer, and
+// the thread's home in that queue right after the push.
+struct visit_report {
+    std::vector<submit_status> pushed;
+    std::vector<std::size_t> homes;
+};
+
+visit_report visit_on_new_thread(const queue_list& q, const std::vector<std::size_t>& visits) {
+    visit_report r{std::vector<submit_status>(visits.size(), submit_status::closed),
+                   std::vector<std::size_t>(visits.size(), 99)};
+    on_new_thread([&] {
+        for (std::size_t j = 0; j < visits.size(); ++j) {
+            sharded_queue<int>& target = *q[visits[j]];
+            r.pushed[j] = target.try_emplace(static_cast<int>(j));
+            r.homes[j] = target.home_shard();
+        }
+    });
+    return r;
+}
+
+// Checks that each push j of visit_on_new_thread landed in ring expected[j] of its queue (where
+// every ring had room): ring r of q[i] holds exactly the pushes to q[i] whose expected home is r,
+// in push order. Each pop starts at ring r and is made only while ring r itself holds elements,
+// so that no pop goes round to the next ring (elements spread over rings in the order a pop goes
+// round them would otherwise pass as one ring's).
+void check_rings(const queue_list& q, const std::vector<std::size_t>& visits,
+                 const std::vector<std::size_t>& expected) {
+    for (std::size_t i = 0; i < q.size(); ++i) {
+        for (std::size_t ring = 0; ring < q[i]->shard_count(); ++ring) {
+            CAPTURE(i, ring);
+            std::vector<int> in_ring;
+            for (std::size_t j = 0; j < visits.size(); ++j) {
+                if (visits[j] == i && expected[j] == ring) {
+                    in_ring.push_back(static_cast<int>(j));
+                }
+            }
+            std::vector<int> popped;
+            while (popped.size() < in_ring.size() && q[i]->has_claimed_elements_at(ring)) {
+                popped.push_back(pop_from(*q[i], ring, 1).front());
+            }
+            CHECK(popped == in_ring);
+            CHECK_FALSE(q[i]->has_claimed_elements_at(ring));
+        }
+        CAPTURE(i);
+        CHECK_FALSE(q[i]->has_claimed_elements());
+    }
 }
 
 // What pushing 0, 1, 2, ... until the first refusal gave.
@@ -732,15 +783,15 @@ TEST_CASE("the threads that push to a queue take its homes 0, 1, 2, ... round it
     }
 }
 
-TEST_CASE("a thread keeps its home in each of the last four queues it pushed to, and takes the "
-          "next home in a queue it comes back to after pushing to more",
+TEST_CASE("a thread keeps its home in each of the eight queues it pushed to most recently, and "
+          "takes the next home in a queue it comes back to after pushing to more",
           "[sharded_queue][home][unit]") {
-    static_assert(workerpool::detail::home_cache::size == 4, "the values below assume 4");
-    // q[0] .. q[3]: four rings each, and i other threads take homes in q[i] first, so the thread
-    // below gets home i in q[i]. q[4]: three rings, two homes taken first: its home there is 2.
-    std::vector<std::unique_ptr<sharded_queue<int>>> q;
-    for (std::size_t i = 0; i < 4; ++i) {
-        q.push_back(std::make_unique<sharded_queue<int>>(64, 4));
+    static_assert(workerpool::detail::home_cache::size == 8, "the values below assume 8");
+    // q[0] .. q[7]: eight rings each, and i other threads take homes in q[i] first, so the thread
+    // below gets home i in q[i]. q[8]: three rings, two homes taken first: its home there is 2.
+    queue_list q;
+    for (std::size_t i = 0; i < 8; ++i) {
+        q.push_back(std::make_unique<sharded_queue<int>>(128, 8));
         take_homes(*q.back(), i);
     }
     q.push_back(std::make_unique<sharded_queue<int>>(48, 3));
@@ -748,46 +799,70 @@ TEST_CASE("a thread keeps its home in each of the last four queues it pushed to,
 
     // The queues one new thread pushes to, in order, and its home in each right after the push.
     const std::vector<std::size_t> visits{
-        0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3,  // four queues: it keeps its homes
-        4, 0, 1, 2, 3, 4, 0, 1, 2, 3,        // five in turn: each push forgets the oldest
-        0, 1, 2, 3, 0, 1, 2, 3};             // four again: it keeps its (new) homes
+        0, 1, 2, 3, 4, 5, 6, 7,     // eight queues, three rounds: it keeps its homes
+        0, 1, 2, 3, 4, 5, 6, 7,     //
+        0, 1, 2, 3, 4, 5, 6, 7,     //
+        8, 0, 1, 2, 3, 4, 5, 6, 7,  // nine in turn, three rounds: each push forgets the
+        8, 0, 1, 2, 3, 4, 5, 6, 7,  // least recently used queue, which is the next one
+        8, 0, 1, 2, 3, 4, 5, 6, 7,  // visited
+        0, 1, 2, 3, 4, 5, 6, 7,     // eight again, two rounds: it keeps its (new) homes
+        0, 1, 2, 3, 4, 5, 6, 7};
     const std::vector<std::size_t> expected{
-        0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3,
-        // q[4] takes its next home (2) and makes the thread forget q[0]; back at q[0] it takes
+        0, 1, 2, 3, 4, 5, 6, 7,  //
+        0, 1, 2, 3, 4, 5, 6, 7,  //
+        0, 1, 2, 3, 4, 5, 6, 7,  //
+        // q[8] takes its next home (2) and makes the thread forget q[0]; back at q[0] it takes
         // q[0]'s next home (1) and forgets q[1], which gives it its next (2), and so on: each
         // queue's home moves one on (mod its ring count) at each visit.
-        2, 1, 2, 3, 0, 0, 2, 3, 0, 1,
-        // The last four pushes went to q[0] .. q[3]: those homes stay.
-        2, 3, 0, 1, 2, 3, 0, 1};
+        2, 1, 2, 3, 4, 5, 6, 7, 0,  //
+        0, 2, 3, 4, 5, 6, 7, 0, 1,  //
+        1, 3, 4, 5, 6, 7, 0, 1, 2,  //
+        // The last eight pushes went to q[0] .. q[7]: those homes stay.
+        3, 4, 5, 6, 7, 0, 1, 2,  //
+        3, 4, 5, 6, 7, 0, 1, 2};
     REQUIRE(visits.size() == expected.size());
 
-    std::vector<submit_status> pushed(visits.size(), submit_status::closed);
-    std::vector<std::size_t> homes(visits.size(), 99);
-    on_new_thread([&] {
-        for (std::size_t j = 0; j < visits.size(); ++j) {
-            sharded_queue<int>& target = *q[visits[j]];
-            pushed[j] = target.try_emplace(static_cast<int>(j));
-            homes[j] = target.home_shard();
-        }
-    });
-    CHECK(pushed == std::vector<submit_status>(visits.size(), submit_status::accepted));
-    CHECK(homes == expected);
+    const visit_report seen = visit_on_new_thread(q, visits);
+    CHECK(seen.pushed == std::vector<submit_status>(visits.size(), submit_status::accepted));
+    CHECK(seen.homes == expected);
+    check_rings(q, visits, expected);  // each push landed in the home it was made from
+}
 
-    // And each push landed in the home it was made from (every ring had room): popping from ring
-    // r of q[i] gives the pushes to q[i] whose expected home is r, in push order.
-    for (std::size_t i = 0; i < q.size(); ++i) {
-        for (std::size_t ring = 0; ring < q[i]->shard_count(); ++ring) {
-            CAPTURE(i, ring);
-            std::vector<int> in_ring;
-            for (std::size_t j = 0; j < visits.size(); ++j) {
-                if (visits[j] == i && expected[j] == ring) {
-                    in_ring.push_back(static_cast<int>(j));
-                }
-            }
-            CHECK(pop_from(*q[i], ring, in_ring.size()) == in_ring);
-        }
-        CHECK_FALSE(q[i]->has_claimed_elements());
+TEST_CASE("a thread keeps its home in a queue it pushes to between its pushes to any number of "
+          "other queues: the least recently used queue is forgotten, not the oldest",
+          "[sharded_queue][home][unit]") {
+    static_assert(workerpool::detail::home_cache::size == 8, "the values below assume 8");
+    // A queue a thread uses all the time (a pool it submits to between everything else) must not
+    // lose its home there, or the thread's elements would land in two rings and could come out
+    // of order. q[0] is that queue: three rings, one home taken first, so the thread's home there
+    // is 1 (a new home would be 2). q[1] .. q[10]: ten other queues of two rings each, more than
+    // the cache holds beside q[0]; the thread gets home 0 in each (a new home would be 1).
+    queue_list q;
+    q.push_back(std::make_unique<sharded_queue<int>>(96, 3));
+    take_homes(*q.back(), 1);
+    for (std::size_t i = 1; i <= 10; ++i) {
+        q.push_back(std::make_unique<sharded_queue<int>>(8, 2));
     }
+
+    const std::vector<std::size_t> visits{
+        0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0, 7, 0, 8, 0, 9, 0, 10,  // q[0] between each other
+        0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0, 7, 0, 8, 0, 9, 0, 10,  // twice round
+        0};
+    const std::vector<std::size_t> expected{
+        // q[0] keeps home 1 throughout. (With the oldest entry evicted, as in a round-robin
+        // cache, the push to q[8] would have forgotten q[0], entered first, and the next push to
+        // q[0] would have taken home 2 there.) The others take home 0 on their first visit ...
+        1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0,  //
+        // ... and, nine other queues later, have been forgotten: each takes its next home, 1.
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,  //
+        1};
+    REQUIRE(visits.size() == expected.size());
+
+    const visit_report seen = visit_on_new_thread(q, visits);
+    CHECK(seen.pushed == std::vector<submit_status>(visits.size(), submit_status::accepted));
+    CHECK(seen.homes == expected);
+    // In particular all 21 pushes to q[0] are in ring 1 and come out in push order.
+    check_rings(q, visits, expected);
 }
 
 TEST_CASE("in a one-shard queue every thread's home is 0, and pushing to it costs a thread none of "
@@ -806,11 +881,12 @@ TEST_CASE("in a one-shard queue every thread's home is 0, and pushing to it cost
     CHECK(one.home_shard() == 0u);
     CHECK(sorted(drain(one)) == iota(0, 3));
 
-    // A push to a one-shard queue does not look up a home, so it takes no place among the four
-    // queues a thread remembers: a thread with homes in four queues keeps them all. (Had the push
-    // taken a place, q[0] would be forgotten and give the thread its next home there: 0.)
+    // A push to a one-shard queue does not look up a home, so it takes no place among the eight
+    // queues a thread remembers: a thread with homes in eight queues keeps them all. (Had the push
+    // taken a place, q[0], the least recently used, would be forgotten and give the thread its
+    // next home there: 0.)
     std::vector<std::unique_ptr<sharded_queue<int>>> q;
-    for (std::size_t i = 0; i < 4; ++i) {
+    for (std::size_t i = 0; i < workerpool::detail::home_cache::size; ++i) {
         q.push_back(std::make_unique<sharded_queue<int>>(8, 2));
         take_homes(*q.back(), 1);  // so the thread below gets home 1 in each
     }

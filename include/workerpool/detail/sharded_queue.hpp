@@ -21,15 +21,15 @@ namespace workerpool::detail {
 /// each of the last few queues it pushed to (see `sharded_queue::home_shard`).
 inline std::atomic<std::uint64_t> next_sharded_queue_id{1};
 
-/// A thread's home shards in the last `home_cache::size` sharded queues it pushed to.
+/// A thread's home shards in the `home_cache::size` sharded queues it pushed to most recently,
+/// the most recent first.
 struct home_cache {
-    static constexpr std::size_t size = 4;
+    static constexpr std::size_t size = 8;
     struct entry {
         std::uint64_t queue = 0;  // 0: unused (ids start at 1)
         std::size_t shard = 0;
     };
     entry entries[size];
-    std::size_t next_victim = 0;
 };
 inline thread_local home_cache my_home_cache;
 
@@ -90,21 +90,33 @@ public:
 
     /// The calling thread's home shard in this queue. The first thread to ask gets shard 0, the
     /// next shard 1, and so on round the shards, so the producers of one queue spread evenly
-    /// whatever else they pushed to. Each thread remembers its home in the last
-    /// `home_cache::size` sharded queues it pushed to; a thread that pushes to more queues than
-    /// that in turn takes a new home (the next in the round) when it comes back to one.
+    /// whatever else they pushed to. Each thread remembers its home in the `home_cache::size`
+    /// sharded queues it pushed to most recently; a thread that pushes to more queues than that
+    /// in turn takes a new home (the next in the round) in a queue it comes back to after the
+    /// others pushed it out.
     [[nodiscard]] std::size_t home_shard() noexcept {
-        home_cache& cache = my_home_cache;
-        for (const home_cache::entry& e : cache.entries) {
-            if (e.queue == id_) {
-                return e.shard;
-            }
+        home_cache::entry* const entries = my_home_cache.entries;
+        if (entries[0].queue == id_ && entries[0].shard < count_) {
+            return entries[0].shard;  // the common case: the queue this thread used last
         }
-        home_cache::entry& e = cache.entries[cache.next_victim];
-        cache.next_victim = (cache.next_victim + 1) % home_cache::size;
-        e.queue = id_;
-        // relaxed: pairs with nothing; consecutive callers only need consecutive numbers
-        e.shard = next_home_.fetch_add(1, std::memory_order_relaxed) % count_;
+        // Find this queue, or take the least recently used entry, and move it to the front.
+        // (`shard < count_` guards against an id met in another copy of this header's globals,
+        // say a second shared library built with hidden symbols: the home is then taken anew.)
+        std::size_t k = 0;
+        while (k + 1 < home_cache::size &&
+               !(entries[k].queue == id_ && entries[k].shard < count_)) {
+            ++k;
+        }
+        home_cache::entry e = entries[k];
+        if (!(e.queue == id_ && e.shard < count_)) {
+            e.queue = id_;
+            // relaxed: pairs with nothing; consecutive callers only need consecutive numbers
+            e.shard = next_home_.fetch_add(1, std::memory_order_relaxed) % count_;
+        }
+        for (; k > 0; --k) {
+            entries[k] = entries[k - 1];
+        }
+        entries[0] = e;
         return e.shard;
     }
 
