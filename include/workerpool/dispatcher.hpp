@@ -1043,18 +1043,22 @@ private:
         // With several rings, the ring a pop starts at: the worker's own, moved on by one every
         // `pops_per_ring` pops. Starting at the same ring for ever would starve the other rings
         // whenever there are fewer workers than rings and that one is never empty.
-        constexpr std::uint64_t pops_per_ring = 32;
-        std::uint64_t pops = 0;
+        constexpr unsigned pops_per_ring = 32;
+        const std::size_t rings = queue_.shard_count();
+        std::size_t home = w.id % rings;  // kept below `rings`: no division per pop
+        unsigned pops_here = 0;
         for (;;) {
             if (st.stop_requested() ||
                 cancel_.load(std::memory_order_acquire)) {  // pairs with shutdown's store
                 break;
             }
-            const std::size_t home = w.id + static_cast<std::size_t>(pops / pops_per_ring);
             const bool popped = queue_.consume(
                 home, [&current](envelope&& e) noexcept { current.emplace(std::move(e)); });
             if (popped) {
-                ++pops;
+                if (++pops_here == pops_per_ring) {
+                    pops_here = 0;
+                    home = home + 1 == rings ? 0 : home + 1;
+                }
                 after_pop();
                 process(w, *current, rng);
                 current.reset();

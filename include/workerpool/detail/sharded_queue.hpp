@@ -121,13 +121,14 @@ public:
     }
 
     /// Pops the oldest element of the first non-empty shard, starting at `home % shard_count()`,
-    /// and passes it to `f` as an rvalue; returns whether there was one. `f` must not throw.
+    /// and passes it to `f` as an rvalue; returns whether there was one. `f` must not throw. A
+    /// `home` below `shard_count()` saves a division.
     template <class F>
     [[nodiscard]] bool consume(std::size_t home, F&& f) noexcept {
         if (count_ == 1) {
             return shards_[0]->consume(std::forward<F>(f));
         }
-        std::size_t i = home % count_;
+        std::size_t i = home < count_ ? home : home % count_;
         for (std::size_t tried = 0; tried < count_; ++tried) {
             if (shards_[i]->consume(f)) {
                 return true;
@@ -172,7 +173,7 @@ public:
     /// claimed: a cheap hint for a worker polling for work, never a substitute for
     /// `has_claimed_elements()` before it sleeps.
     [[nodiscard]] bool has_claimed_elements_at(std::size_t home) const noexcept {
-        return shards_[count_ == 1 ? 0 : home % count_]->has_claimed_elements();
+        return shards_[home < count_ ? home : home % count_]->has_claimed_elements();
     }
 
     /// The capacity of the calling thread's home shard (see `home_shard()`).
