@@ -86,13 +86,20 @@ void bm_throughput(benchmark::State& state, shape s, wb::work_kind kind) {
     }
 }
 
-double percentile(std::vector<double>& sorted, double p) {
+double percentile(const std::vector<double>& sorted, double p) {
     if (sorted.empty()) {
         return 0;
     }
     const auto last = static_cast<double>(sorted.size() - 1);
     const auto index = static_cast<std::size_t>(p * last + 0.5);
     return sorted[std::min(index, sorted.size() - 1)];
+}
+
+/// Sets the p50_us / p99_us / max_us counters from latency samples sorted in ascending order.
+void report_latency(benchmark::State& state, const std::vector<double>& sorted_us) {
+    state.counters["p50_us"] = percentile(sorted_us, 0.50);
+    state.counters["p99_us"] = percentile(sorted_us, 0.99);
+    state.counters["max_us"] = sorted_us.empty() ? 0.0 : sorted_us.back();
 }
 
 /// Idle wake-up latency: one request into an idle pool, time from just before submit to the
@@ -126,9 +133,7 @@ void bm_wakeup(benchmark::State& state, unsigned workers) {
     }
     ctx.done.wait_for(seq);
     std::sort(samples_us.begin(), samples_us.end());
-    state.counters["p50_us"] = percentile(samples_us, 0.50);
-    state.counters["p99_us"] = percentile(samples_us, 0.99);
-    state.counters["max_us"] = samples_us.empty() ? 0.0 : samples_us.back();
+    report_latency(state, samples_us);
 }
 
 /// Queue wait under load: bursts of 64 requests of ~1 µs work each into a pool of `workers`,
@@ -153,10 +158,7 @@ void bm_burst_wait(benchmark::State& state, unsigned workers) {
         ctx.done.wait_for(submitted);
         state.SetIterationTime(std::chrono::duration<double>(wb::clock_type::now() - t0).count());
     }
-    std::vector<double> samples_us = ctx.waits.sorted_us();
-    state.counters["p50_us"] = percentile(samples_us, 0.50);
-    state.counters["p99_us"] = percentile(samples_us, 0.99);
-    state.counters["max_us"] = samples_us.empty() ? 0.0 : samples_us.back();
+    report_latency(state, ctx.waits.sorted_us());
 }
 
 /// Idle CPU: a pool that has run a small burst and is then left alone for

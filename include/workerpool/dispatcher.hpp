@@ -851,8 +851,9 @@ private:
     // workers never make it wait for a batch. Returns whether a slot may be free (or the queue
     // closed).
     bool spin_for_free_slots() noexcept {
+        const bounded_queue<envelope>& home = queue_.home_ring();
         const std::size_t batch =
-            std::max<std::size_t>(1, std::min<std::size_t>(64, queue_.home_capacity() / 4));
+            std::max<std::size_t>(1, std::min<std::size_t>(64, home.capacity() / 4));
         const std::int64_t batch_wait_ns =
             std::min<std::int64_t>(options_.spin_before_sleep.count() / 4, 10'000);
         bool want_batch = batch > 1;
@@ -864,7 +865,7 @@ private:
             if (!want_batch) {
                 return queue_.free_slots() != 0;
             }
-            if (queue_.home_has_room_for(batch)) {
+            if (home.has_room_for(batch)) {
                 return true;
             }
             if (slow_check) {

@@ -176,14 +176,10 @@ public:
         return shards_[home < count_ ? home : home % count_]->has_claimed_elements();
     }
 
-    /// The capacity of the calling thread's home shard (see `home_shard()`).
-    [[nodiscard]] std::size_t home_capacity() noexcept {
-        return shards_[count_ == 1 ? 0 : home_shard()]->capacity();
-    }
-
-    /// `bounded_queue::has_room_for(n)` of the calling thread's home shard: a hint.
-    [[nodiscard]] bool home_has_room_for(std::size_t n) noexcept {
-        return shards_[count_ == 1 ? 0 : home_shard()]->has_room_for(n);
+    /// The calling thread's home ring (see `home_shard()`), for hints such as
+    /// `bounded_queue::has_room_for`; pushes and pops go through this queue's own calls.
+    [[nodiscard]] const bounded_queue<T>& home_ring() noexcept {
+        return *shards_[count_ == 1 ? 0 : home_shard()];
     }
 
     /// Free slots over all shards at about one moment (seq_cst reads of every shard).
