@@ -7,6 +7,7 @@
 #include <workerpool/bounded_queue.hpp>
 #include <workerpool/detail/cache_line.hpp>
 #include <workerpool/detail/histogram.hpp>
+#include <workerpool/detail/null_callable.hpp>
 #include <workerpool/detail/sharded_queue.hpp>
 #include <workerpool/options.hpp>
 #include <workerpool/retry.hpp>
@@ -28,6 +29,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <stdexcept>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -238,8 +240,9 @@ public:
     /// `handler` is called as `handler(Request&, std::stop_token)` (or `handler(Request&)`), on
     /// worker threads, concurrently; it signals failure by throwing. The token is stopped when the
     /// attempt's deadline passes or shutdown cancels it.
-    /// Throws: `std::invalid_argument` naming the bad field of `o`; `std::system_error` if a
-    /// thread cannot be started; `std::bad_alloc`.
+    /// Throws: `std::invalid_argument` naming the bad field of `o`, or when `handler` is null (an
+    /// empty `std::function`, a null function pointer); `std::system_error` if a thread cannot be
+    /// started; `std::bad_alloc`.
     template <class Handler>
     explicit dispatcher(Handler handler, options<Request> o = {})
         : options_((detail::validate(o), std::move(o))),
@@ -723,6 +726,12 @@ private:
                       "dispatcher<Request>: the handler must be callable as "
                       "handler(Request&, const std::stop_token&) or handler(Request&); "
                       "check the request type and the parameter order");
+        if (detail::is_null_callable(h)) {
+            // Found at construction, not as a failure of every request (an empty std::function)
+            // or a crash on a worker thread (a null function pointer).
+            throw std::invalid_argument("workerpool: the handler is null (an empty std::function "
+                                        "or a null function pointer)");
+        }
         return detail::erased_handler<Request>(H(std::forward<Handler>(h)));
     }
 

@@ -4,10 +4,12 @@
 /// `handler_map<Request, Key>`: a handler that routes each request to the handler registered for
 /// its key, and `unknown_route`.
 
+#include <workerpool/detail/null_callable.hpp>
 #include <workerpool/retry.hpp>
 
 #include <concepts>
 #include <functional>
+#include <stdexcept>
 #include <stop_token>
 #include <string>
 #include <type_traits>
@@ -49,9 +51,16 @@ public:
     explicit handler_map(KeyOf key_of) : key_of_(std::move(key_of)) {}
 
     /// Registers `h` (callable as `h(Request&, std::stop_token)` or `h(Request&)`) for `key`,
-    /// replacing any earlier one; returns `*this` for chaining. Throws: `std::bad_alloc`.
+    /// replacing any earlier one; returns `*this` for chaining.
+    /// Throws: `std::invalid_argument` if `h` is null (an empty `std::function`, a null function
+    /// pointer), so that a missing handler is found here and not by every request of the route;
+    /// `std::bad_alloc`.
     template <class Handler>
     handler_map& on(Key key, Handler h) {
+        if (detail::is_null_callable(h)) {
+            throw std::invalid_argument("workerpool: handler_map::on: the route's handler is null "
+                                        "(an empty std::function or a null function pointer)");
+        }
         if constexpr (std::is_invocable_v<Handler&, Request&, std::stop_token>) {
             routes_.insert_or_assign(std::move(key), route(std::move(h)));
         } else {

@@ -4,6 +4,7 @@
 
 #include <workerpool/bounded_queue.hpp>
 #include <workerpool/dispatcher.hpp>
+#include <workerpool/handler_map.hpp>
 
 #include "support/catch.hpp"
 #include "support/held_workers.hpp"
@@ -239,4 +240,46 @@ TEST_CASE("the destructor reports a request waiting out a retry backoff with its
         message = e.what();
     }
     CHECK(message == "boom");
+}
+
+// ---- Found by other pools' test suites and programs written from the README (issue 14) ----
+
+namespace {
+
+void does_nothing(int&) {}
+
+}  // namespace
+
+TEST_CASE("a null handler is refused at construction with invalid_argument",
+          "[dispatcher][handler_map][regression][unit]") {
+    // Bug: an empty std::function was accepted and every request then failed with
+    // bad_function_call after all its retries; a null function pointer was accepted and crashed
+    // the process with SIGSEGV on a worker thread at the first request.
+    using int_pool = dispatcher<int>;
+    SECTION("an empty std::function") {
+        const std::function<void(int&)> empty;
+        CHECK_THROWS_AS(int_pool(empty), std::invalid_argument);
+        const std::function<void(int&, const std::stop_token&)> empty_with_token;
+        CHECK_THROWS_AS(int_pool(empty_with_token), std::invalid_argument);
+    }
+    SECTION("a null function pointer") {
+        void (*null_fn)(int&) = nullptr;
+        CHECK_THROWS_AS(int_pool(null_fn), std::invalid_argument);
+    }
+    SECTION("a null route of a handler_map") {
+        workerpool::handler_map<int, int> routes{[](const int& r) { return r; }};
+        void (*null_fn)(int&) = nullptr;
+        CHECK_THROWS_AS(routes.on(1, null_fn), std::invalid_argument);
+        CHECK_THROWS_AS(routes.on(2, std::function<void(int&)>{}), std::invalid_argument);
+        CHECK(routes.size() == 0u);  // nothing was registered
+    }
+    SECTION("non-null handlers of every kind are still accepted") {
+        std::atomic<int> ran{0};
+        int_pool by_pointer(&does_nothing);
+        int_pool by_function(std::function<void(int&)>([&ran](int&) { ran.fetch_add(1); }));
+        int_pool by_lambda([](int&) {});
+        REQUIRE(by_function.try_submit(1) == submit_status::accepted);
+        by_function.wait_idle();
+        CHECK(ran.load() == 1);
+    }
 }
