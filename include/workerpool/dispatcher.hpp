@@ -64,6 +64,15 @@ struct shutdown_report {
     bool deferred = false;
 };
 
+/// Thrown by `dispatcher::wait_idle()` when it is called from one of the pool's own threads (a
+/// handler, or a callback such as `on_failure` or `on_event` running on a worker or the
+/// supervisor): the pool cannot become idle while the caller waits inside it.
+class wait_deadlock : public std::logic_error {
+public:
+    /// Takes the message, as `std::logic_error` does.
+    using std::logic_error::logic_error;
+};
+
 /// True when `H` can serve as a handler for `Request`: callable as `h(Request&, std::stop_token)`
 /// or as `h(Request&)`.
 template <class H, class Request>
@@ -108,7 +117,7 @@ end_of_wait(std::chrono::duration<Rep, Period> d) noexcept {
             std::chrono::nanoseconds(ns)));
 }
 
-/// The pool whose worker is running on this thread, if any (for self-call detection).
+/// The pool whose worker or supervisor runs on this thread, if any (for self-call detection).
 inline thread_local const void* current_pool = nullptr;
 
 /// Counts down this thread's submits to the next one that is timed for latency statistics.
@@ -522,11 +531,21 @@ public:
     /// handed back by a shutdown — so the queue is empty, no handler runs and no retry waits.
     /// Does not stop intake: requests submitted meanwhile by other threads may keep it waiting.
     /// After it returns, the effects of those requests' handlers are visible to the caller.
-    /// Thread safety: any thread but a handler of this pool (which would wait for itself).
+    /// Thread safety: any thread but one of this pool's own (a handler, or a callback running on
+    /// a worker or the supervisor), which would wait for itself.
+    /// Throws: `wait_deadlock` when called from one of this pool's own threads.
     /// Blocks: until idle.
-    void wait_idle() { (void)wait_idle_until(std::nullopt); }
+    void wait_idle() {
+        if (detail::current_pool == this) {
+            throw wait_deadlock("workerpool: wait_idle() called from one of the pool's own threads "
+                                "(a handler or a callback) would wait for itself for ever");
+        }
+        (void)wait_idle_until(std::nullopt);
+    }
 
-    /// As `wait_idle()`, for at most `timeout`; returns whether the pool became idle.
+    /// As `wait_idle()`, for at most `timeout`; returns whether the pool became idle. From one of
+    /// this pool's own threads it does not throw, but the calling request is itself outstanding,
+    /// so it returns false when `timeout` is over.
     template <class Rep, class Period>
     bool wait_idle_for(std::chrono::duration<Rep, Period> timeout) {
         return wait_idle_until(detail::end_of_wait(timeout));
@@ -1630,6 +1649,7 @@ private:
     }
 
     void supervise(const std::stop_token& st) noexcept {
+        detail::current_pool = this;  // callbacks run here too: self-calls are detected
         name_thread(std::nullopt);
         std::int64_t next_tick = detail::now_ns();
         std::uint64_t last_popped = queue_.pushed_count() - queue_.approx_size();

@@ -283,3 +283,67 @@ TEST_CASE("a null handler is refused at construction with invalid_argument",
         CHECK(ran.load() == 1);
     }
 }
+
+TEST_CASE("wait_idle from one of the pool's own threads throws wait_deadlock instead of hanging",
+          "[dispatcher][wait_idle][regression][unit]") {
+    // Bug: the docs made it a precondition, but nothing checked it: wait_idle() from a handler
+    // waited for its own request to end, for ever, with no message. The pool already detected
+    // self-calls of submit and shutdown; wait_idle now throws. Callbacks that run on a pool
+    // thread (on_failure on a worker, on_event on the supervisor) count as the pool's own.
+    enum class outcome { none, threw_wait_deadlock, threw_other, returned };
+    std::atomic<outcome> from_handler{outcome::none};
+    std::atomic<outcome> from_on_failure{outcome::none};
+    std::atomic<outcome> from_supervisor{outcome::none};
+    std::atomic<int> timed_wait_false{0};
+    std::atomic<dispatcher<int>*> self{nullptr};
+    auto attempt = [&self](std::atomic<outcome>& into) {
+        if (into.load() != outcome::none) {
+            return;
+        }
+        try {
+            self.load()->wait_idle();
+            into = outcome::returned;
+        } catch (const workerpool::wait_deadlock&) {
+            into = outcome::threw_wait_deadlock;
+        } catch (...) {
+            into = outcome::threw_other;
+        }
+    };
+    workerpool::options<int> o;
+    o.min_workers = 1;
+    o.max_workers = 2;
+    o.on_failure = [&](failure<int>&&) { attempt(from_on_failure); };
+    o.on_event = [&](const event& e) {
+        if (e.kind == event_kind::scale_up && e.reason == std::string("backlog")) {
+            attempt(from_supervisor);  // scale events from the tick run on the supervisor
+        }
+    };
+    o.scale_up_depth = 1;
+    workerpool::test::gate hold;
+    dispatcher<int> pool(
+        [&](int& r) {
+            if (r == 0) {
+                attempt(from_handler);
+                if (!self.load()->wait_idle_for(20ms)) {
+                    timed_wait_false.fetch_add(1);
+                }
+                throw std::runtime_error("to on_failure");
+            }
+            hold.wait();
+        },
+        o);
+    self = &pool;
+    workerpool::test::opener release(hold);
+    REQUIRE(pool.try_submit(0) == submit_status::accepted);
+    // A backlog behind a held worker makes the supervisor add a worker (and run on_event).
+    for (int i = 1; i <= 4; ++i) {
+        REQUIRE(pool.try_submit(int{i}) == submit_status::accepted);
+    }
+    REQUIRE(eventually([&] { return from_supervisor.load() != outcome::none; }));
+    hold.open();
+    REQUIRE(pool.wait_idle_for(30s));
+    CHECK(from_handler.load() == outcome::threw_wait_deadlock);
+    CHECK(from_on_failure.load() == outcome::threw_wait_deadlock);
+    CHECK(from_supervisor.load() == outcome::threw_wait_deadlock);
+    CHECK(timed_wait_false.load() == 1);
+}
