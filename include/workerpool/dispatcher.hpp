@@ -52,9 +52,12 @@ struct shutdown_report {
     /// goes to `on_failure` as `cancelled`, attempts left or not. So a caller who wants to keep
     /// unfinished work collects both. Moved out of the pool; the caller owns them.
     std::vector<Request> unprocessed;
-    /// True if the queue emptied and every running handler returned within the grace, so that no
-    /// attempt was cancelled. Requests waiting out a retry backoff are handed back at once and do
-    /// not make it false: `unprocessed` may be non-empty when `drained` is true.
+    /// True when the queue emptied and every running handler returned within the grace, so that
+    /// no attempt was cancelled and nothing queued was handed back. Workers that were only on
+    /// their way out when a short grace ended do not make it false (`shutdown(0)` on a quiet pool
+    /// drained).
+    /// Requests waiting out a retry backoff are handed back at once and do not make it false
+    /// either: `unprocessed` may be non-empty when `drained` is true.
     bool drained = false;
     /// Workers whose handler ignored its stopped token and was still running when shutdown
     /// returned. The destructor waits for them (it never detaches a thread).
@@ -600,19 +603,32 @@ private:
             }
         }
         note_worker_awake();
-        report.drained = wait_threads_exit_until(grace_end);
-        if (!report.drained) {
-            emit(event_kind::shutdown_grace_over, "grace over");
+        // `drained` means what it says: when the grace ended nothing was queued or running, and
+        // no attempt was cancelled. Workers that had not yet noticed the closed, empty queue when
+        // a short grace ended (always so for shutdown(0) on a quiet pool) do not make it false.
+        bool grace_over = false;
+        if (!wait_threads_exit_until(grace_end)) {
+            const auto announce = [&] {
+                if (!grace_over) {
+                    grace_over = true;
+                    emit(event_kind::shutdown_grace_over, "grace over");
+                }
+            };
+            if (queue_.has_claimed_elements() || any_attempt_in_flight()) {
+                announce();
+            }
             cancel_.store(true,
                           std::memory_order_seq_cst);  // seq_cst: read by sleepers' re-check [W1]
             wake_all_idle();
-            const std::int64_t cancel_end =
-                detail::now_ns() +
+            const std::int64_t cancel_end = detail::add_saturated(
+                detail::now_ns(),
                 std::max<std::int64_t>(
                     options_.stuck_grace.count(),
-                    std::chrono::nanoseconds(std::chrono::milliseconds(10)).count());
+                    std::chrono::nanoseconds(std::chrono::milliseconds(10)).count()));
             for (;;) {
-                stop_all_attempts();
+                if (stop_all_attempts() != 0) {
+                    announce();  // popped but not yet started when the grace ended
+                }
                 const std::int64_t step = std::min(cancel_end, detail::now_ns() + 1'000'000);
                 if (wait_threads_exit_until(step) || detail::now_ns() >= cancel_end) {
                     break;
@@ -620,7 +636,12 @@ private:
             }
             // A handler that returned after its last pass may still have been stopped late; one
             // more pass leaves no unstopped attempt behind.
-            stop_all_attempts();
+            if (stop_all_attempts() != 0) {
+                announce();
+            }
+            if (queue_.has_claimed_elements()) {
+                announce();  // what is still queued is handed back, not run
+            }
         }
         supervisor_.request_stop();
         kick_supervisor();
@@ -632,7 +653,9 @@ private:
             reap_exited_locked();
             report.stuck_workers = workers_.size();
         }
+        const std::size_t before_drain = left.size();
         drain_queue_into(left);
+        report.drained = !grace_over && left.size() == before_drain;
         {
             std::lock_guard lock(retry_mutex_);
             for (envelope& e : handed_back_) {
@@ -1610,15 +1633,28 @@ private:
                                    [this] { return threads_alive_ == 0; });
     }
 
-    void stop_all_attempts() noexcept {
+    // Stops every running attempt that is not stopped yet; returns how many it stopped.
+    std::size_t stop_all_attempts() noexcept {
+        std::size_t stopped = 0;
         std::lock_guard lock(workers_mutex_);
         for (auto& w : workers_) {
             const std::uint64_t s = w->attempt.load(std::memory_order_acquire);  // pairs with [A1]
             if (s != detail::attempt_none && s != detail::attempt_stopping &&
-                s != detail::attempt_stopped) {
-                try_stop(*w, s, detail::stop_cause::shutdown);  // stamped or not
+                s != detail::attempt_stopped &&
+                try_stop(*w, s, detail::stop_cause::shutdown)) {  // stamped or not
+                ++stopped;
             }
         }
+        return stopped;
+    }
+
+    // Whether any worker runs an attempt now (racy: for the grace-over event only).
+    [[nodiscard]] bool any_attempt_in_flight() const noexcept {
+        std::lock_guard lock(workers_mutex_);
+        return std::any_of(workers_.begin(), workers_.end(), [](const auto& w) {
+            // relaxed: a racy look, as stats()' in_flight
+            return w->attempt.load(std::memory_order_relaxed) != detail::attempt_none;
+        });
     }
 
     void drain_queue_into(std::vector<envelope>& out) {

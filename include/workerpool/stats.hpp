@@ -68,7 +68,8 @@ enum class event_kind {
     worker_recovered,     ///< A stuck handler finally returned.
     dead_letter,          ///< A request was handed to `on_failure`.
     shutdown_begin,       ///< `shutdown()` closed intake and started draining.
-    shutdown_grace_over,  ///< The drain grace ran out; in-flight handlers are being cancelled.
+    shutdown_grace_over,  ///< The drain grace ran out with requests still queued or running:
+                          ///< running attempts are cancelled, queued ones handed back.
     shutdown_done,        ///< Shutdown finished; the report is ready.
 };
 
