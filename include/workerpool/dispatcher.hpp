@@ -1890,17 +1890,8 @@ private:
             }
             return;
         }
-        if (target < live) {
-            std::size_t removed = 0;
-            while (capacity_locked() > target && retire_one_locked()) {
-                ++removed;
-            }
-            if (removed > 0) {
-                pending_events_.push_back(make_event(event_kind::scale_down, "quiet", before));
-            }
-            return;
-        }
-        // Keep-alive: idle workers past their time retire, down to min_workers.
+        // Keep-alive first, whatever the policy wants (short of growth): every idle worker past
+        // its time retires now, down to min_workers, not one per tick behind a shrinking policy.
         std::size_t retired = 0;
         for (worker_slot* w : expired_idle) {
             if (capacity_locked() <= min_workers_ || w->retiring) {
@@ -1912,6 +1903,17 @@ private:
         if (retired > 0) {
             pending_events_.push_back(
                 make_event(event_kind::scale_down, "idle keep-alive", before));
+        }
+        if (target < capacity_locked()) {
+            const std::size_t after_keep_alive = worker_count_.load(std::memory_order_relaxed);
+            std::size_t removed = 0;
+            while (capacity_locked() > target && retire_one_locked()) {
+                ++removed;
+            }
+            if (removed > 0) {
+                pending_events_.push_back(
+                    make_event(event_kind::scale_down, "quiet", after_keep_alive));
+            }
         }
     }
 

@@ -423,3 +423,40 @@ TEST_CASE("shutdown(0) with a request running or queued reports not drained and 
     CHECK(cancelled.load() == 1);
     CHECK(report.unprocessed.size() == (queued_too ? 1u : 0u));
 }
+
+TEST_CASE("idle workers past their keep-alive retire together while the policy shrinks one by one",
+          "[dispatcher][scaling][regression][unit]") {
+    // Bug: scale_locked returned before its keep-alive branch whenever the policy's target was
+    // below the worker count, so a shrinking policy retired one worker per tick and the
+    // keep-alive was ignored: 64 idle workers with a 200 ms keep-alive took 3.16 s to go. An idle
+    // worker past its keep-alive now retires at the next tick whatever the policy says.
+    std::mutex mutex;
+    std::vector<event> downs;
+    workerpool::options<int> o;
+    o.min_workers = 8;
+    o.max_workers = 8;
+    o.idle_keep_alive = 1ns;   // every idle worker is past it at the next tick
+    o.scale_interval = 100ms;  // a few ticks per second: the old code needed 7 of them
+    o.policy = [](const workerpool::scale_metrics& m) { return m.workers - 1; };  // shrink by one
+    o.on_event = [&](const event& e) {
+        if (e.kind == event_kind::scale_down) {
+            std::lock_guard lock(mutex);
+            downs.push_back(e);
+        }
+    };
+    dispatcher<int> pool([](int&) {}, o);
+    REQUIRE(eventually([&] { return pool.stats().idle == 8u; }));
+    pool.set_worker_limits(1, 8);  // from here on the policy may shrink, and keep-alive applies
+    REQUIRE(eventually([&] { return pool.worker_count() == 1u; }));
+    std::lock_guard lock(mutex);
+    REQUIRE_FALSE(downs.empty());
+    // All seven went in the first tick that retired anyone (one event, or two: keep-alive then
+    // the policy, in the same tick), not one per tick.
+    CHECK(downs.front().workers_before == 8u);
+    CHECK(downs.size() <= 2u);
+    std::size_t retired = 0;
+    for (const event& e : downs) {
+        retired += e.workers_before - e.workers_after;
+    }
+    CHECK(retired == 7u);
+}
