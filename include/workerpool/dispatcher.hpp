@@ -98,6 +98,22 @@ namespace detail {
                : a + b;
 }
 
+/// Returns `d` in nanoseconds, saturated at the limits of `std::int64_t` instead of overflowing
+/// (`milliseconds::max()` has no nanosecond count).
+template <class Rep, class Period>
+[[nodiscard]] constexpr std::int64_t saturated_ns(std::chrono::duration<Rep, Period> d) noexcept {
+    using source = std::chrono::duration<Rep, Period>;
+    constexpr auto most = std::chrono::duration_cast<source>(std::chrono::nanoseconds::max());
+    constexpr auto least = std::chrono::duration_cast<source>(std::chrono::nanoseconds::min());
+    if (d >= most) {
+        return std::numeric_limits<std::int64_t>::max();
+    }
+    if (d <= least) {
+        return std::numeric_limits<std::int64_t>::min();
+    }
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+}
+
 /// Returns when a wait of `d` that starts now ends, or nothing if it is too long to represent
 /// (a century or more: as good as for ever). Never overflows, whatever the duration's type.
 template <class Rep, class Period>
@@ -269,8 +285,9 @@ public:
           awake_period_ns_(
               options_.default_timeout.count() > 0
                   ? detail::stamp_period(options_.default_timeout.count(),
-                                         std::chrono::nanoseconds(options_.scale_interval).count())
+                                         detail::saturated_ns(options_.scale_interval))
                   : 0),
+          scale_interval_ns_(detail::saturated_ns(options_.scale_interval)),
           min_workers_(options_.min_workers), max_workers_(options_.max_workers),
           rng_seed_(std::random_device{}()) {
         if (options_.policy) {
@@ -279,8 +296,6 @@ public:
             policy_ = depth_policy(
                 {options_.scale_up_depth, options_.scale_down_ratio, options_.scale_down_cooldown});
         }
-        workers_.reserve(options_.max_workers + options_.stuck_allowance);
-        idle_stack_.reserve(options_.max_workers + options_.stuck_allowance);
         try {
             std::lock_guard lock(workers_mutex_);
             for (std::size_t i = 0; i < options_.min_workers; ++i) {
@@ -585,7 +600,7 @@ private:
         {
             std::lock_guard lock(retry_mutex_);
             retry_closed_ = true;
-            left.reserve(retry_queue_.size() + queue_.capacity());
+            left.reserve(retry_queue_.size());
             for (auto& [due, e] : retry_queue_) {
                 left.push_back(std::move(e));
             }
@@ -1005,18 +1020,16 @@ private:
     }
 
     void wake_all_idle() noexcept {
-        std::vector<worker_slot*> woken;
         {
+            // Signals under the lock: taking the stack out would need a second vector, and an
+            // allocation here could only fail. Used by shutdown only.
             std::lock_guard lock(idle_mutex_);
-            woken.swap(idle_stack_);
-            idle_stack_.reserve(woken.capacity());
-            for (worker_slot* w : woken) {
+            for (worker_slot* w : idle_stack_) {
                 w->in_idle_stack = false;
+                signal(*w);
             }
+            idle_stack_.clear();  // keeps its capacity: a later sleep never allocates
             idle_count_.store(0, std::memory_order_seq_cst);  // [D3] workers wake
-        }
-        for (worker_slot* w : woken) {
-            signal(*w);
         }
         note_worker_awake();
     }
@@ -1168,7 +1181,7 @@ private:
             if (slow_check) {
                 const std::int64_t now = detail::now_ns();
                 if (end == 0) {
-                    end = now + budget;
+                    end = detail::add_saturated(now, budget);
                 } else if (now >= end) {
                     return false;
                 }
@@ -1210,7 +1223,7 @@ private:
                 // The supervisor never sleeps past a tick, so the horizon is at most the scale
                 // interval, and stamp_period(timeout) < horizon reduces to this (no division):
                 const std::int64_t horizon = stamp_horizon_ns_.load(std::memory_order_seq_cst);
-                if (horizon > 1'000'000 && e.timeout_ns < 20 * horizon) {
+                if (horizon > 1'000'000 && e.timeout_ns / 20 < horizon) {
                     kick_supervisor();  // the supervisor sleeps too long to stamp us in time
                 }
             }
@@ -1440,8 +1453,13 @@ private:
     // Whether one more live worker may start: at most max_workers_ that count as capacity, plus
     // one replacement per stuck worker up to options_.stuck_allowance. Pre: workers_mutex_ held.
     [[nodiscard]] bool below_thread_limit_locked() const noexcept {
-        return worker_count_.load(std::memory_order_relaxed) <
-               max_workers_ + std::min(stuck_count_, options_.stuck_allowance);
+        // Saturated: with max_workers = SIZE_MAX ("no limit") the sum must not wrap to a limit
+        // of 0 as soon as one worker is stuck.
+        const std::size_t allowance = std::min(stuck_count_, options_.stuck_allowance);
+        const std::size_t limit = allowance > std::numeric_limits<std::size_t>::max() - max_workers_
+                                      ? std::numeric_limits<std::size_t>::max()
+                                      : max_workers_ + allowance;
+        return worker_count_.load(std::memory_order_relaxed) < limit;
     }
 
     // Starts a worker. Pre: workers_mutex_ held. Throws std::system_error / std::bad_alloc.
@@ -1658,9 +1676,12 @@ private:
     }
 
     void drain_queue_into(std::vector<envelope>& out) {
-        // The queue is closed, so it holds at most `capacity` more: reserving that much keeps the
-        // noexcept callback below from ever allocating.
-        out.reserve(out.size() + queue_.capacity());
+        // The queue is closed and its workers are gone: it holds at most approx_size() more
+        // (close() was a read-modify-write of every ring's tail on this thread, so the tails it
+        // reads are final, and a stale head only over-counts). Reserving that much keeps the
+        // noexcept callback below from allocating, and memory in line with what is queued rather
+        // than with the capacity.
+        out.reserve(out.size() + queue_.approx_size());
         for (;;) {
             const bool popped =
                 queue_.consume(0, [&out](envelope&& e) noexcept { out.push_back(std::move(e)); });
@@ -1715,7 +1736,7 @@ private:
                         last_progress = now;
                     }
                     scale_locked(now, depth, wait);
-                    next_tick = now + std::chrono::nanoseconds(options_.scale_interval).count();
+                    next_tick = detail::add_saturated(now, scale_interval_ns_);
                 } else if (worker_count_.load(std::memory_order_relaxed) == 0 &&
                            queue_.has_claimed_elements() &&
                            !closing_.load(std::memory_order_relaxed)) {
@@ -1780,7 +1801,7 @@ private:
     std::int64_t sweep_deadlines_locked(std::int64_t now) noexcept {
         std::int64_t next = std::numeric_limits<std::int64_t>::max();
         const std::int64_t grace = options_.stuck_grace.count();
-        const std::int64_t interval = std::chrono::nanoseconds(options_.scale_interval).count();
+        const std::int64_t interval = scale_interval_ns_;
         // By index: declaring a worker stuck starts a replacement, which grows workers_.
         for (std::size_t i = 0; i < workers_.size(); ++i) {
             worker_slot& w = *workers_[i];
@@ -1809,7 +1830,7 @@ private:
                     next = std::min(next, deadline);
                 } else if (try_stop(w, s, detail::stop_cause::deadline)) {
                     w.stopped_at_ns = now;
-                    next = std::min(next, now + grace);
+                    next = std::min(next, detail::add_saturated(now, grace));
                     pending_events_.push_back(
                         make_event(event_kind::attempt_timed_out, "deadline",
                                    worker_count_.load(std::memory_order_relaxed)));
@@ -1820,7 +1841,7 @@ private:
                 if (now - w.stopped_at_ns >= grace) {
                     declare_stuck_locked(w);
                 } else {
-                    next = std::min(next, w.stopped_at_ns + grace);
+                    next = std::min(next, detail::add_saturated(w.stopped_at_ns, grace));
                 }
             }
         }
@@ -2011,6 +2032,7 @@ private:
     const std::int64_t covered_timeout_ns_;
     // While any worker is awake, the supervisor comes round this often (0: no default timeout).
     const std::int64_t awake_period_ns_;
+    const std::int64_t scale_interval_ns_;  // options_.scale_interval, saturated
 
     // Hot, shared, read-mostly words, each on its own line.
     alignas(detail::cache_line) std::atomic<std::size_t> idle_count_{0};  // sleepers; see [W1]

@@ -33,6 +33,12 @@ using scale_policy = std::function<std::size_t(const scale_metrics&)>;
 
 namespace detail {
 
+/// Returns `m.workers + add`, capped at `m.max_workers` without wrapping. Pre: `m.workers <=
+/// m.max_workers`.
+[[nodiscard]] constexpr std::size_t grow_by(const scale_metrics& m, std::size_t add) noexcept {
+    return add >= m.max_workers - m.workers ? m.max_workers : m.workers + add;
+}
+
 /// The hysteresis both built-in policies share: remembers when the signal fell under the low mark
 /// and when the pool last grew, and allows a shrink only after a quiet cool-down.
 class shrink_gate {
@@ -98,7 +104,7 @@ public:
             gate_.note_growth(m.now);
             const std::size_t add =
                 std::max<std::size_t>(1, m.queue_depth / config_.scale_up_depth);
-            return std::min(m.max_workers, m.workers + add);
+            return detail::grow_by(m, add);
         }
         const auto low = static_cast<double>(config_.scale_up_depth) * config_.scale_down_ratio;
         if (static_cast<double>(m.queue_depth) > low) {
@@ -145,8 +151,8 @@ public:
         if (m.queue_wait > config_.target_wait && m.workers < m.max_workers) {
             gate_.note_growth(m.now);
             const std::size_t add =
-                m.queue_wait > 2 * config_.target_wait ? std::max<std::size_t>(1, m.workers) : 1;
-            return std::min(m.max_workers, m.workers + add);
+                m.queue_wait - config_.target_wait > config_.target_wait ? std::max<std::size_t>(1, m.workers) : 1;
+            return detail::grow_by(m, add);
         }
         const auto low = std::chrono::duration<double, std::nano>(config_.target_wait) *
                          config_.scale_down_ratio;

@@ -21,7 +21,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <new>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -451,4 +453,30 @@ TEST_CASE("add_worker never throws and leaves the pool whole when an allocation 
     const auto report = pool.shutdown(std::chrono::seconds(5));
     CHECK(report.drained);
     CHECK(stopped.load() == started.load());
+}
+
+TEST_CASE("a pool allocates for the workers that exist, not for max_workers",
+          "[alloc][scaling][unit][regression]") {
+    // Bug: the constructor reserved max_workers + stuck_allowance pointers in two vectors up
+    // front, so max_workers = INT_MAX (Java's cached-pool idiom) asked for ~32 GiB and threw
+    // bad_alloc with 1 GiB of address space to spare, and SIZE_MAX wrapped the sum. Memory now
+    // grows with the workers that exist.
+    const std::size_t limit = GENERATE(std::size_t{std::numeric_limits<int>::max()},
+                                       std::numeric_limits<std::size_t>::max());
+    workerpool::options<int> o;
+    o.min_workers = 2;
+    o.max_workers = limit;
+    o.stuck_allowance = std::numeric_limits<std::size_t>::max();
+    std::atomic<int> done{0};
+    std::optional<workerpool::dispatcher<int>> pool;
+    const counts c = measure([&] { pool.emplace([&done](int&) { done.fetch_add(1); }, o); });
+    INFO("max_workers " << limit << ": " << c.allocations << " allocations, " << c.bytes
+                        << " bytes (by size:" << c.by_size << ")");
+    CHECK(c.bytes < (std::uint64_t{1} << 20));  // the queue's rings and two workers: well under 1 MiB
+    for (int i = 0; i < 100; ++i) {
+        REQUIRE(pool->try_submit(int{i}) == submit_status::accepted);
+    }
+    REQUIRE(pool->wait_idle_for(30s));
+    CHECK(pool->add_worker());
+    CHECK(done.load() == 100);
 }

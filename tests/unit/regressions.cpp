@@ -17,6 +17,7 @@
 #include <exception>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -459,4 +460,111 @@ TEST_CASE("idle workers past their keep-alive retire together while the policy s
         retired += e.workers_before - e.workers_after;
     }
     CHECK(retired == 7u);
+}
+
+TEST_CASE("with max_workers = SIZE_MAX a stuck worker is replaced and add_worker still works",
+          "[dispatcher][stuck][scaling][regression][unit]") {
+    // Bug (ants' "infinite pool"): the thread limit was max_workers + min(stuck, allowance),
+    // which wrapped to 0 once a worker was stuck, so no replacement started, the quick requests
+    // behind the stuck one waited, and add_worker() returned false. Limits now saturate.
+    workerpool::test::gate release;
+    std::atomic<int> stuck_started{0};
+    std::atomic<int> quick_done{0};
+    workerpool::options<int> o;
+    o.min_workers = 1;
+    o.max_workers = std::numeric_limits<std::size_t>::max();
+    o.default_timeout = 30ms;
+    o.stuck_grace = 30ms;
+    o.scale_up_depth = 1000;  // the backlog alone never grows the pool: only a replacement can
+    o.scale_interval = 10ms;
+    dispatcher<int> pool(
+        [&](int& id) {
+            if (id == 0) {
+                stuck_started.fetch_add(1);
+                release.wait();  // ignores its token
+                return;
+            }
+            quick_done.fetch_add(1);
+        },
+        o);
+    workerpool::test::opener open_at_end(release);
+    REQUIRE(pool.try_submit(0) == submit_status::accepted);
+    REQUIRE(eventually([&] { return pool.stats().stuck == 1u; }));
+    for (int i = 1; i <= 3; ++i) {
+        REQUIRE(pool.try_submit(int{i}) == submit_status::accepted);
+    }
+    CHECK(eventually([&] { return quick_done.load() == 3; }));
+    CHECK(pool.add_worker());
+    release.open();
+    CHECK(pool.wait_idle_for(30s));
+    CHECK(stuck_started.load() == 1);
+}
+
+TEST_CASE("every option at its extreme value works without overflow",
+          "[dispatcher][options][regression][unit]") {
+    // Bug class: sums and conversions of user limits wrapped or overflowed (undefined behaviour,
+    // caught by UBSan in the asan preset): nanoseconds(scale_interval) for milliseconds::max(),
+    // now + stuck_grace, the spin deadline, 20 * horizon. Each section sets its fields to their
+    // extremes and runs a little work, a failure and a retry through the pool.
+    workerpool::options<int> o;
+    o.min_workers = 1;
+    o.max_workers = 2;
+    o.retry.max_attempts = 2;
+    o.retry.initial_backoff = 0ns;
+    o.retry.jitter = workerpool::jitter_mode::none;
+    workerpool::job_options jo;
+    SECTION("worker limits and allowances") {
+        o.max_workers = std::numeric_limits<std::size_t>::max();
+        o.stuck_allowance = std::numeric_limits<std::size_t>::max();
+        o.scale_up_depth = std::numeric_limits<std::size_t>::max();
+        o.scale_down_ratio = std::numeric_limits<double>::denorm_min();
+    }
+    SECTION("durations at their maximum") {
+        o.scale_interval = std::chrono::milliseconds::max();
+        o.idle_keep_alive = std::chrono::nanoseconds::max();
+        o.scale_down_cooldown = std::chrono::nanoseconds::max();
+        o.default_timeout = std::chrono::nanoseconds::max();
+        o.stuck_grace = std::chrono::nanoseconds::max();
+        o.destructor_grace = std::chrono::nanoseconds::max();
+        o.retry.max_backoff = std::chrono::nanoseconds::max();
+        o.retry.multiplier = std::numeric_limits<double>::max();
+    }
+    SECTION("a spin that never ends on its own") {
+        o.spin_before_sleep = std::chrono::nanoseconds::max();
+        o.latency_sample_every = std::numeric_limits<unsigned>::max();
+    }
+    SECTION("a tiny interval and timeouts") {
+        o.scale_interval = 1ms;
+        o.default_timeout = 1ns;
+        o.stuck_grace = 0ns;
+        o.idle_keep_alive = 1ns;
+        o.latency_sample_every = 1;
+    }
+    SECTION("per-request extremes") {
+        jo.timeout = std::chrono::nanoseconds::max();
+        jo.max_attempts = std::numeric_limits<unsigned>::max();
+        jo.deadline = std::chrono::steady_clock::time_point::max();
+    }
+    std::atomic<int> ran{0};
+    std::atomic<int> failed{0};
+    o.on_failure = [&failed](failure<int>&&) { failed.fetch_add(1); };
+    std::optional<dispatcher<int>> pool;
+    pool.emplace(
+        [&ran](int& r) {
+            if (ran.fetch_add(1) == 0 && r == 0) {
+                throw std::runtime_error("first attempt of request 0 fails once");
+            }
+        },
+        o);
+    for (int i = 0; i < 20; ++i) {
+        REQUIRE(pool->submit(int{i}, jo) == submit_status::accepted);
+    }
+    REQUIRE(pool->wait_idle_for(30s));
+    CHECK(pool->add_worker() == (o.max_workers > 2 || pool->worker_count() < 2));
+    const auto report = pool->shutdown(5s);
+    CHECK(report.drained);
+    const auto s = pool->stats();
+    CHECK(s.completed == 20u);
+    CHECK(failed.load() == 0);
+    CHECK(s.retried == 1u);
 }
