@@ -5,6 +5,7 @@
 /// its requests in; usable on its own.
 
 #include <workerpool/detail/cache_line.hpp>
+#include <workerpool/detail/physical_memory.hpp>
 #include <workerpool/status.hpp>
 
 #include <atomic>
@@ -13,6 +14,7 @@
 #include <memory>
 #include <new>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -39,7 +41,8 @@ class bounded_queue {
 
 public:
     /// Creates an empty queue holding at most `capacity` elements.
-    /// Throws: `std::invalid_argument` if `capacity` is 0 or absurdly large; `std::bad_alloc`.
+    /// Throws: `std::invalid_argument` if `capacity` is 0 or above `max_capacity()`;
+    /// `std::bad_alloc`.
     explicit bounded_queue(std::size_t capacity)
         : capacity_(capacity), slots_(allocate(capacity)) {}
 
@@ -215,6 +218,36 @@ public:
     /// Returns the exact maximum number of elements.
     [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
 
+    /// Returns the bytes one slot takes: `T` and its turn number, rounded up to whole cache
+    /// lines.
+    [[nodiscard]] static constexpr std::size_t slot_size() noexcept { return sizeof(slot); }
+
+    /// Returns the largest capacity a queue of `T` may have on this machine: its slots must fit
+    /// in 1 TiB and in the machine's physical memory (the constructor writes every slot, so a
+    /// larger queue could only end with the out-of-memory killer). The same bound applies to all
+    /// the rings of one dispatcher together.
+    [[nodiscard]] static std::size_t max_capacity() noexcept {
+        std::uint64_t bytes = max_bytes;
+        if (const std::uint64_t physical = detail::physical_memory(); physical != 0) {
+            bytes = physical < bytes ? physical : bytes;
+        }
+        return static_cast<std::size_t>(bytes / sizeof(slot));
+    }
+
+    /// Throws `std::invalid_argument` naming `what` unless 0 < `capacity` <= `max_capacity()`.
+    static void check_capacity(std::size_t capacity, const char* what) {
+        if (capacity == 0) {
+            throw std::invalid_argument(std::string("workerpool: ") + what + " must be > 0");
+        }
+        if (capacity > max_capacity()) {
+            throw std::invalid_argument(
+                std::string("workerpool: ") + what + " is too large: " + std::to_string(capacity) +
+                " slots of " + std::to_string(sizeof(slot)) + " bytes; at most " +
+                std::to_string(max_capacity()) +
+                " fit in this machine's memory (and in 1 TiB) for this element type");
+        }
+    }
+
 private:
     struct alignas(detail::cache_line) slot {
         // 2t when free for the push of turn t (position t * capacity + index), 2t + 1 once that
@@ -226,12 +259,13 @@ private:
     };
 
     static constexpr std::uint64_t closed_bit = std::uint64_t{1} << 63;
+    static constexpr std::uint64_t max_bytes = std::uint64_t{1} << 40;  // see max_capacity()
 
     static slot* allocate(std::size_t capacity) {
-        if (capacity == 0) {
-            throw std::invalid_argument("workerpool: bounded_queue capacity must be > 0");
-        }
-        if (capacity > (std::size_t{1} << 40) / sizeof(slot)) {
+        check_capacity(capacity, "bounded_queue capacity");
+        if (capacity > max_bytes / sizeof(slot)) {
+            // Never true after check_capacity; written here so that the optimiser sees the bound
+            // (GCC's -Walloc-size-larger-than otherwise warns about a size it cannot rule out).
             throw std::invalid_argument("workerpool: bounded_queue capacity is too large");
         }
         auto* slots = static_cast<slot*>(

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <limits>
 #include <stdexcept>
@@ -212,4 +213,35 @@ TEST_CASE("queue_shards 0 picks one ring per worker, at most one per hardware th
         dispatcher<int> pool([](int&) {}, o);
         CHECK(pool.queue_shards() == 3u);
     }
+}
+
+TEST_CASE("a capacity whose rings together exceed memory is refused before anything is allocated",
+          "[options][regression][unit]") {
+    // Bug: the "absurd capacity" check was per ring. capacity = 1 << 40 with 1 or 2 rings gave
+    // invalid_argument, but with queue_shards = 256 (what the default picks on a 256-thread
+    // machine) each ring passed it, and the constructor asked for 512 GiB per ring (bad_alloc)
+    // or touched ring after ring until the out-of-memory killer came. The check is now on the
+    // whole pool, against max_capacity(): 1 TiB and the machine's physical memory.
+    const std::size_t shards = GENERATE(std::size_t{1}, std::size_t{2}, std::size_t{256});
+    opts o;
+    o.queue_shards = shards;
+    SECTION("1 << 40 slots") {
+        o.capacity = std::size_t{1} << 40;
+    }
+    SECTION("one slot more than fits") {
+        using ring = workerpool::bounded_queue<int>;  // a bound for any slot size: int's is smallest
+        o.capacity = ring::max_capacity() + 1;
+    }
+    INFO("capacity " << o.capacity << ", " << shards << " rings");
+    const std::string message = construction_error(o);
+    CHECK_THAT(message, Catch::Matchers::Contains("options.capacity"));
+    CHECK_THAT(message, Catch::Matchers::Contains("too large"));
+}
+
+TEST_CASE("bounded_queue refuses a capacity above max_capacity()", "[bounded_queue][unit]") {
+    using ring = workerpool::bounded_queue<int>;
+    CHECK(ring::max_capacity() > 0u);
+    CHECK(ring::max_capacity() * ring::slot_size() <= (std::uint64_t{1} << 40));
+    CHECK_THROWS_AS(ring(ring::max_capacity() + 1), std::invalid_argument);
+    CHECK_THROWS_AS(ring(0), std::invalid_argument);
 }

@@ -51,7 +51,9 @@ inline thread_local home_cache my_home_cache;
 template <class T>
 class sharded_queue {
 public:
-    /// Throws `std::invalid_argument` unless 0 < shards <= capacity; `std::bad_alloc`.
+    /// Throws `std::invalid_argument` unless 0 < shards <= capacity and the rings together fit
+    /// in `bounded_queue<T>::max_capacity()` (checked before anything is allocated);
+    /// `std::bad_alloc`.
     sharded_queue(std::size_t capacity, std::size_t shards)
         : capacity_(capacity), count_(check_shards(capacity, shards)),
           // relaxed: pairs with nothing; an id only needs to be distinct
@@ -200,7 +202,10 @@ public:
 
 private:
     static std::size_t check_shards(std::size_t capacity, std::size_t shards) {
-        if (shards == 0 || shards > capacity) {  // also refuses capacity 0
+        // The whole pool's allocation, not each ring's: 256 rings of a capacity that each ring
+        // alone would accept could still ask for 256 times the memory there is.
+        bounded_queue<T>::check_capacity(capacity, "options.capacity");
+        if (shards == 0 || shards > capacity) {
             throw std::invalid_argument(
                 "workerpool: the queue's shard count must be in [1, capacity]");
         }
