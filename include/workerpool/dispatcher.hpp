@@ -160,6 +160,17 @@ struct envelope {
           enqueued_ns(enqueued) {}
 };
 
+/// Room for one `T`, constructed and destroyed by hand (placement new, `std::destroy_at`), so that
+/// an aggregate such as `failure<Request>` can be built in place, with no temporary on the stack.
+template <class T>
+struct alignas(T) uninitialized {
+    unsigned char bytes[sizeof(T)];
+};
+
+/// Requests up to this size may sit on a thread's stack; larger ones never do (a worker's
+/// stack is 8 MiB by default, and other threads may have far less).
+inline constexpr std::size_t stack_friendly_bytes = 16 * 1024;
+
 /// A type-erased handler: one indirect call per request, one allocation per pool.
 template <class Request>
 class erased_handler {
@@ -259,6 +270,8 @@ class dispatcher {
 
     using envelope = detail::envelope<Request>;
     using clock = std::chrono::steady_clock;
+    // Whether a failure record is too large for a thread's stack (see dead_letter_unowned).
+    static constexpr bool big_request = sizeof(failure<Request>) > detail::stack_friendly_bytes;
 
 public:
     /// The request type.
@@ -290,6 +303,9 @@ public:
           scale_interval_ns_(detail::saturated_ns(options_.scale_interval)),
           min_workers_(options_.min_workers), max_workers_(options_.max_workers),
           rng_seed_(std::random_device{}()) {
+        if constexpr (big_request) {
+            spare_failure_.reset(new detail::uninitialized<failure<Request>>);
+        }
         if (options_.policy) {
             policy_ = options_.policy;
         } else {
@@ -769,6 +785,10 @@ private:
         detail::owned_counter expired;
         detail::owned_histogram wait_time;  // sampled queue waits; single writer
         detail::owned_histogram run_time;   // sampled attempt run times; single writer
+        // The request being served and the failure record handed to on_failure: here rather than
+        // on the worker's stack, which a large Request would overflow. Worker thread only.
+        std::optional<envelope> current;
+        detail::uninitialized<failure<Request>> failing;
     };
 
     struct totals {
@@ -1104,7 +1124,9 @@ private:
             }
         }
         std::minstd_rand rng(static_cast<std::uint_fast32_t>(rng_seed_ + w.id * 7919));
-        std::optional<envelope> current;
+        // The request being served lives in the worker's slot on the heap, not on this stack: a
+        // Request of several MiB would overflow the thread's stack before the first submit.
+        std::optional<envelope>& current = w.current;
         // With several rings, the ring a pop starts at: the worker's own, moved on by one every
         // `pops_per_ring` pops. Starting at the same ring for ever would starve the other rings
         // whenever there are fewer workers than rings and that one is never empty.
@@ -1387,20 +1409,26 @@ private:
 
     void dead_letter(worker_slot& w, envelope& e, failure_reason reason) noexcept {
         emit(event_kind::dead_letter, to_string(reason), e.attempts);
-        deliver_failure(std::move(e.request), reason, e.attempts, e.last_error);
+        deliver_failure(w.failing, std::move(e.request), reason, e.attempts, e.last_error);
         w.failed.bump();  // [C1] after the sink ran: wait_idle returns after on_failure did
     }
 
-    void deliver_failure(Request&& r, failure_reason reason, unsigned attempts,
+    // Builds the failure record in `room` (never on the stack: see detail::uninitialized) and
+    // hands it to on_failure.
+    void deliver_failure(detail::uninitialized<failure<Request>>& room, Request&& r,
+                         failure_reason reason, unsigned attempts,
                          std::exception_ptr error) noexcept {
         if (!options_.on_failure) {
             return;
         }
+        failure<Request>* f = ::new (static_cast<void*>(room.bytes))
+            failure<Request>{std::move(r), reason, attempts, std::move(error)};
         try {
-            options_.on_failure(failure<Request>{std::move(r), reason, attempts, std::move(error)});
+            options_.on_failure(std::move(*f));
         } catch (...) {
             callback_errors_.fetch_add(1, std::memory_order_relaxed);  // statistics only
         }
+        std::destroy_at(f);
     }
 
     // For requests that the destructor must discard: counted failed, reason `cancelled`.
@@ -1408,7 +1436,14 @@ private:
                              std::exception_ptr error = {}) noexcept {
         pool_failed_.fetch_add(1, std::memory_order_relaxed);  // statistics only
         emit(event_kind::dead_letter, "cancelled", attempts);
-        deliver_failure(std::move(r), failure_reason::cancelled, attempts, std::move(error));
+        if constexpr (big_request) {
+            deliver_failure(*spare_failure_, std::move(r), failure_reason::cancelled, attempts,
+                            std::move(error));
+        } else {
+            detail::uninitialized<failure<Request>> room;
+            deliver_failure(room, std::move(r), failure_reason::cancelled, attempts,
+                            std::move(error));
+        }
     }
 
     void finish_worker(worker_slot& w) noexcept {
@@ -1464,7 +1499,8 @@ private:
 
     // Starts a worker. Pre: workers_mutex_ held. Throws std::system_error / std::bad_alloc.
     void spawn_worker_locked(bool count_as_scale_up) {
-        auto slot = std::make_unique<worker_slot>();
+        // Default-initialised, not value-initialised: nothing zeroes the request buffers.
+        std::unique_ptr<worker_slot> slot(new worker_slot);
         slot->id = next_worker_id_++;
         slot->token = slot->source.get_token();
         worker_slot* w = slot.get();
@@ -2102,6 +2138,9 @@ private:
     bool shut_down_ = false;  // guarded by shutdown_mutex_
 
     const unsigned rng_seed_;
+    // Room for the destructor's failure records when a Request is too large for its stack;
+    // allocated at construction so that the destructor never allocates. Destructor only.
+    std::unique_ptr<detail::uninitialized<failure<Request>>> spare_failure_;
     std::jthread supervisor_;  // last: started after everything above exists
 };
 

@@ -10,6 +10,7 @@
 #include "support/held_workers.hpp"
 #include "support/test_util.hpp"
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -567,4 +568,117 @@ TEST_CASE("every option at its extreme value works without overflow",
     CHECK(s.completed == 20u);
     CHECK(failed.load() == 0);
     CHECK(s.retried == 1u);
+}
+
+namespace {
+
+// 12 MiB: more than a worker thread's 8 MiB stack. Never on a stack in these tests either.
+struct huge_request {
+    int id = 0;
+    std::array<unsigned char, std::size_t{12} << 20> bytes;
+};
+
+std::unique_ptr<huge_request> make_huge(int id) {
+    auto r = std::make_unique<huge_request>();
+    r->id = id;
+    r->bytes.fill(static_cast<unsigned char>(id));
+    return r;
+}
+
+bool intact(const huge_request& r) {
+    const auto b = static_cast<unsigned char>(r.id);
+    return r.bytes.front() == b && r.bytes[r.bytes.size() / 2] == b && r.bytes.back() == b;
+}
+
+}  // namespace
+
+TEST_CASE("a Request larger than a thread's stack runs, retries, fails and is handed back",
+          "[dispatcher][regression][unit]") {
+    // Bug: run_worker kept the request it served in a std::optional on the worker's stack, so a
+    // 12 MiB Request segfaulted the process as soon as the pool was constructed, before any
+    // submit (it passed with ulimit -s 65536); on_failure's record was a temporary on the stack
+    // too. Both now live in the worker's slot on the heap.
+    static_assert(sizeof(huge_request) > (std::size_t{8} << 20));
+    std::atomic<int> damaged{0};
+    std::atomic<int> completed{0};
+    std::mutex mutex;
+    std::vector<std::pair<int, failure_reason>> failures;
+    std::array<std::atomic<bool>, 16> failed_once{};
+    workerpool::options<huge_request> o;
+    o.capacity = 4;
+    o.min_workers = 2;
+    o.max_workers = 2;
+    o.retry.max_attempts = 2;
+    o.retry.initial_backoff = 0ns;
+    o.retry.jitter = workerpool::jitter_mode::none;
+    o.destructor_grace = 0ns;
+    o.on_failure = [&](failure<huge_request>&& f) {
+        if (!intact(f.request)) {
+            damaged.fetch_add(1);
+        }
+        std::lock_guard lock(mutex);
+        failures.emplace_back(f.request.id, f.reason);
+    };
+    permits hold_first;
+    permits hold_second;
+    std::atomic<permits*> hold{&hold_first};
+    auto handler = [&](huge_request& r, const std::stop_token& st) {
+        if (!intact(r)) {
+            damaged.fetch_add(1);
+        }
+        if (r.id >= 100) {  // held until released or cancelled
+            if (!hold.load()->acquire(st)) {
+                throw stopped_by_token{};
+            }
+        } else if (r.id % 3 == 2 ||
+                   (r.id % 3 == 1 && !failed_once[static_cast<std::size_t>(r.id)].exchange(true))) {
+            throw std::runtime_error("fails");  // 2, 5, 8 always; 1, 4, 7 once
+        }
+        completed.fetch_add(1);
+    };
+    {
+        dispatcher<huge_request> pool(handler, o);
+        finally release([&] { hold_first.release_all(); });
+        for (int id = 0; id < 9; ++id) {
+            REQUIRE(pool.submit(std::move(*make_huge(id))) == submit_status::accepted);
+        }
+        REQUIRE(pool.wait_idle_for(60s));
+        const auto s = pool.stats();
+        CHECK(s.completed == 6u);
+        CHECK(s.failed == 3u);
+        CHECK(s.retried == 6u);
+
+        // Shutdown: two held (cancelled), two queued (handed back whole).
+        for (int id = 100; id < 104; ++id) {
+            REQUIRE(pool.submit(std::move(*make_huge(id))) == submit_status::accepted);
+        }
+        REQUIRE(eventually([&] { return hold_first.waiting() == 2; }));
+        auto report = pool.shutdown(0s);
+        REQUIRE(report.unprocessed.size() == 2u);
+        for (const huge_request& r : report.unprocessed) {
+            CHECK(r.id >= 100);
+            CHECK(intact(r));
+        }
+    }
+    {
+        // The destructor dead-letters what is still queued, through its own room for the record.
+        hold = &hold_second;
+        // Released after the pool is gone: its destructor finds two held and two queued.
+        finally release([&] { hold_second.release_all(); });
+        dispatcher<huge_request> pool(handler, o);
+        for (int id = 110; id < 114; ++id) {
+            REQUIRE(pool.submit(std::move(*make_huge(id))) == submit_status::accepted);
+        }
+        REQUIRE(eventually([&] { return hold_second.waiting() == 2; }));
+    }
+    CHECK(damaged.load() == 0);
+    std::lock_guard lock(mutex);
+    int errors = 0;
+    int cancelled = 0;
+    for (const auto& [id, reason] : failures) {
+        errors += reason == failure_reason::error ? 1 : 0;
+        cancelled += reason == failure_reason::cancelled ? 1 : 0;
+    }
+    CHECK(errors == 3);
+    CHECK(cancelled == 2 + 4);  // two cancelled by shutdown; four by the destructor (two ran)
 }
