@@ -471,6 +471,7 @@ public:
         }
         s.rejected = rejected_.load(std::memory_order_relaxed);
         s.callback_errors = callback_errors_.load(std::memory_order_relaxed);
+        s.supervisor_wakeups = supervisor_wakeups_.load(std::memory_order_relaxed);
         s.queue_depth = queue_.approx_size();
         s.capacity = queue_.capacity();
         s.retry_pending = retry_pending_.load(std::memory_order_relaxed);
@@ -616,6 +617,10 @@ private:
         {
             std::lock_guard lock(retry_mutex_);
             retry_closed_ = true;
+            if (retries_wait_for_room_.load(std::memory_order_relaxed)) {  // guarded here
+                retries_wait_for_room_.store(false, std::memory_order_relaxed);  // see [R1]
+                blocked_producers_.fetch_sub(1, std::memory_order_relaxed);  // only a hint, [W3]
+            }
             left.reserve(retry_queue_.size());
             for (auto& [due, e] : retry_queue_) {
                 left.push_back(std::move(e));
@@ -992,8 +997,20 @@ private:
 
     void after_pop() noexcept {
         // [W3] consumer side: the pop's seq_cst CAS precedes this seq_cst load.
-        if (blocked_producers_.load(std::memory_order_seq_cst) != 0 &&
-            !producer_wake_pending_.exchange(true, std::memory_order_seq_cst)) {
+        if (blocked_producers_.load(std::memory_order_seq_cst) != 0) {
+            room_freed();
+        }
+    }
+
+    // A pop freed a slot while someone waited for room: due retries first (they were accepted
+    // before anything a blocked producer holds), then the blocked producers.
+    void room_freed() noexcept {
+        // [R1] relaxed: ordered by the [W3] load that saw the supervisor's count (an acquire
+        // reading its release fetch_add, or an RMW after it).
+        if (retries_wait_for_room_.load(std::memory_order_relaxed)) {
+            release_retries_into_room();
+        }
+        if (!producer_wake_pending_.exchange(true, std::memory_order_seq_cst)) {
             // One notification per sleep of the producers, not one per freed slot: a woken
             // producer refills the queue, then polls for spin_before_sleep before it sleeps
             // again, so it sleeps (and costs a wake-up) only when the workers are slow.
@@ -1324,9 +1341,11 @@ private:
             // Out of memory: keep the stopped source; later attempts see a stopped token at once
             // and fail fast rather than the pool aborting.
         }
+        bool recovered = false;
         {
             std::lock_guard lock(workers_mutex_);
             if (w.stuck) {
+                recovered = true;
                 w.stuck = false;
                 --stuck_count_;
                 const std::size_t before = worker_count_.load(std::memory_order_relaxed);
@@ -1341,6 +1360,9 @@ private:
             }
         }
         flush_pending_events();
+        if (recovered) {
+            note_worker_awake();  // the supervisor left it out of its stamping rounds
+        }
         return cause;
     }
 
@@ -1383,6 +1405,7 @@ private:
             return;
         }
         bool queued = false;
+        bool room_awaited = false;
         try {
             std::lock_guard lock(retry_mutex_);
             if (retry_closed_) {
@@ -1392,6 +1415,8 @@ private:
                 retry_pending_.fetch_add(1,
                                          std::memory_order_relaxed);  // statistics and scaling only
                 queued = true;
+                // relaxed: guarded by retry_mutex_
+                room_awaited = retries_wait_for_room_.load(std::memory_order_relaxed);
             }
         } catch (...) {
             dead_letter(w, e, failure_reason::error);  // out of memory for the delay queue
@@ -1399,9 +1424,11 @@ private:
         }
         if (queued) {
             emit(event_kind::retry_scheduled, "handler threw", e.attempts);
-            // [D1]-like: the delay queue is read under retry_mutex_ after the supervisor publishes
-            // its wake-up time, so either it sees this entry or we see its time here.
-            if (due < next_wake_ns_.load(std::memory_order_seq_cst)) {
+            // The supervisor publishes its wake-up time before it reads the delay queue under
+            // retry_mutex_, so either it sees this entry or we see its time here. While due
+            // retries wait for room the pops release this one too, and whoever ends the wait
+            // kicks the supervisor if the delay queue needs it sooner (release_retries_into_room).
+            if (!room_awaited && due < next_wake_ns_.load(std::memory_order_seq_cst)) {
                 kick_supervisor();
             }
         }
@@ -1748,6 +1775,8 @@ private:
         std::uint64_t last_popped = queue_.pushed_count() - queue_.approx_size();
         std::int64_t last_progress = detail::now_ns();
         while (!st.stop_requested()) {
+            // relaxed: statistics only (a single writer)
+            supervisor_wakeups_.fetch_add(1, std::memory_order_relaxed);
             std::int64_t now = detail::now_ns();
             std::int64_t wake_at = std::numeric_limits<std::int64_t>::max();
             {
@@ -1807,13 +1836,21 @@ private:
                 if (detail::is_deadline(s)) {
                     earliest = std::min(earliest, static_cast<std::int64_t>(s));
                 } else if (detail::is_unstamped(s)) {
-                    earliest = now;  // started after our sweep: go round once more and stamp it
+                    // Started after our sweep read its slot, so at `now` or later: stamping it
+                    // within its stamp period from now is in time. (Going round at once instead
+                    // made a busy pool with timeouts loop as fast as attempts started.)
+                    earliest = std::min(
+                        earliest,
+                        now + detail::stamp_period(
+                                  w->timeout_ns.load(std::memory_order_relaxed),  // by [A1]/[D1]
+                                  scale_interval_ns_));
                 }
             }
             // [D3] While any worker is awake it may start timed attempts without a fence: come
-            // round every awake_period_ns_ to stamp them.
+            // round every awake_period_ns_ to stamp them. A stuck worker starts none: it does not
+            // count (when it recovers, end_attempt makes it count again).
             if (awake_period_ns_ != 0 &&
-                workers_.size() > idle_count_.load(std::memory_order_seq_cst)) {
+                workers_.size() - stuck_count_ > idle_count_.load(std::memory_order_seq_cst)) {
                 earliest = std::min(earliest, now + awake_period_ns_);
             }
         }
@@ -1821,8 +1858,11 @@ private:
             stamp_horizon_ns_.store(earliest - now, std::memory_order_seq_cst);
         }
         {
+            // Retries that wait for room are released by the pops, and a closed queue takes
+            // none: neither is a reason to wake.
             std::lock_guard lock(retry_mutex_);
-            if (!retry_queue_.empty()) {
+            if (!retry_queue_.empty() && !retries_wait_for_room_.load(std::memory_order_relaxed) &&
+                !queue_.is_closed()) {
                 earliest = std::min(earliest, retry_queue_.begin()->first);
             }
         }
@@ -1974,39 +2014,96 @@ private:
         }
     }
 
-    // Moves due retries into the queue; returns when the next one is due.
+    // What one pass of moving due retries into the queue did.
+    struct retry_release {
+        std::size_t pushed = 0;  // retries moved into the queue
+        // When the supervisor must look again for the retries' sake: the next due time, or
+        // "never" when there is none, when the ones due wait for room (workers release those, see
+        // room_freed), or when the queue is closed (shutdown collects them).
+        std::int64_t next_due = std::numeric_limits<std::int64_t>::max();
+    };
+
+    // Moves the retries due at `now` into the queue, earliest first. A retry is never dropped:
+    // when the queue is full with retries still due, they wait for room, and the supervisor
+    // counts itself as a blocked producer so that the next pop releases them ([R1]) instead of
+    // the supervisor polling a full queue. Pre: retry_mutex_ held.
+    retry_release release_due_retries_locked(std::int64_t now) noexcept {
+        retry_release r;
+        while (!retry_queue_.empty()) {
+            auto it = retry_queue_.begin();
+            if (it->first > now) {
+                r.next_due = it->first;
+                break;
+            }
+            if (it->second.enqueued_ns != 0) {
+                it->second.enqueued_ns = now;  // sampled: its queue wait starts again now
+            }
+            const submit_status s = queue_.try_emplace(std::move(it->second));
+            if (s == submit_status::closed) {
+                return r;  // shutdown collects what is left
+            }
+            if (s == submit_status::full) {
+                if (!retries_wait_for_room_.load(std::memory_order_relaxed)) {
+                    // relaxed: guarded by retry_mutex_; readers outside it are ordered by [R1].
+                    retries_wait_for_room_.store(true, std::memory_order_relaxed);
+                    // [R1] release: publishes the flag to a worker whose [W3] load sees this
+                    // count. seq_cst: the producer side of [W3] (count, then look for room).
+                    blocked_producers_.fetch_add(1, std::memory_order_seq_cst);
+                }
+                // Full after we were counted: a later pop sees the count and releases them.
+                if (queue_.free_slots() == 0) {
+                    return r;
+                }
+                // A pop freed a slot and may have looked before we were counted: its consumer is
+                // still moving the element out, or a producer takes the slot first. Try again.
+                std::this_thread::yield();
+                continue;
+            }
+            requeued_.fetch_add(1, std::memory_order_relaxed);       // read under retry_mutex_
+            retry_pending_.fetch_sub(1, std::memory_order_relaxed);  // statistics only
+            retry_queue_.erase(it);
+            ++r.pushed;
+        }
+        if (retries_wait_for_room_.load(std::memory_order_relaxed)) {
+            // Nothing due waits any more: stop counting as a blocked producer.
+            retries_wait_for_room_.store(false, std::memory_order_relaxed);  // see [R1]
+            blocked_producers_.fetch_sub(1, std::memory_order_relaxed);  // only a hint, see [W3]
+        }
+        return r;
+    }
+
+    // The supervisor's pass over the delay queue; returns when it must look again.
     std::int64_t release_due_retries(std::int64_t now) noexcept {
-        std::int64_t next = std::numeric_limits<std::int64_t>::max();
-        std::size_t pushed = 0;
+        retry_release r;
         {
             std::lock_guard lock(retry_mutex_);
-            while (!retry_queue_.empty()) {
-                auto it = retry_queue_.begin();
-                if (it->first > now) {
-                    next = it->first;
-                    break;
-                }
-                if (it->second.enqueued_ns != 0) {
-                    it->second.enqueued_ns = now;  // sampled: its queue wait starts again now
-                }
-                const submit_status s = queue_.try_emplace(std::move(it->second));
-                if (s == submit_status::full) {
-                    next = now + 1'000'000;  // a retry is never dropped: try again in 1 ms
-                    break;
-                }
-                if (s == submit_status::closed) {
-                    break;  // shutdown collects what is left
-                }
-                requeued_.fetch_add(1, std::memory_order_relaxed);       // read under retry_mutex_
-                retry_pending_.fetch_sub(1, std::memory_order_relaxed);  // statistics only
-                retry_queue_.erase(it);
-                ++pushed;
-            }
+            r = release_due_retries_locked(now);
         }
+        wake_for_released(r.pushed);
+        return r.next_due;
+    }
+
+    // A worker's pass after its pop freed a slot while due retries waited for room.
+    void release_retries_into_room() noexcept {
+        retry_release r;
+        {
+            std::lock_guard lock(retry_mutex_);
+            if (!retries_wait_for_room_.load(std::memory_order_relaxed)) {
+                return;  // another worker, or the supervisor, released them first
+            }
+            r = release_due_retries_locked(detail::now_ns());
+        }
+        wake_for_released(r.pushed);
+        // The supervisor planned no wake-up for the delay queue while retries waited for room.
+        if (r.next_due < next_wake_ns_.load(std::memory_order_seq_cst)) {
+            kick_supervisor();
+        }
+    }
+
+    void wake_for_released(std::size_t pushed) noexcept {
         for (; pushed > 0 && idle_count_.load(std::memory_order_seq_cst) != 0; --pushed) {
             wake_one_idle();  // [W1] as after_push()
         }
-        return next;
     }
 
     // ---------------------------------------------------------------- events
@@ -2088,6 +2185,7 @@ private:
     std::atomic<std::uint64_t> requeued_{0};     // retries pushed back; written under retry_mutex_
     std::atomic<std::size_t> retry_pending_{0};  // statistics and scaling only
     std::atomic<std::uint64_t> callback_errors_{0};  // statistics only
+    std::atomic<std::uint64_t> supervisor_wakeups_{0};  // statistics only; supervisor writes
     std::atomic<std::uint64_t> pool_failed_{0};      // dead letters outside workers; statistics
     std::atomic<std::uint64_t> returned_{0};         // requests handed back by shutdown
     std::atomic<std::size_t> idle_waiters_{0};       // threads in wait_idle; a hint for workers
@@ -2129,6 +2227,9 @@ private:
     std::multimap<std::int64_t, envelope> retry_queue_;  // guarded by retry_mutex_; by due time
     std::vector<envelope> handed_back_;                  // guarded by retry_mutex_
     bool retry_closed_ = false;                          // guarded by retry_mutex_
+    // Due retries wait for room in a full queue; the supervisor then counts in
+    // blocked_producers_. Written under retry_mutex_; read without it after [W3], see [R1].
+    std::atomic<bool> retries_wait_for_room_{false};
 
     std::mutex supervisor_mutex_;
     std::condition_variable supervisor_cv_;

@@ -51,6 +51,11 @@ struct stats_snapshot {
     std::uint64_t scale_ups = 0;    ///< Workers added (by the scaler or `add_worker`).
     std::uint64_t scale_downs = 0;  ///< Workers retired (scaler, keep-alive, `remove_worker`).
     std::uint64_t stuck_total = 0;  ///< Times a worker was declared stuck.
+    /// Times the supervisor thread woke up: for a scaling tick (every `scale_interval`), a
+    /// deadline to stamp or enforce, a retry falling due, or a kick (a worker exiting, a submit
+    /// to a pool without workers). It never wakes without one of these causes; see
+    /// docs/guarantees.md for the bound.
+    std::uint64_t supervisor_wakeups = 0;
     /// Time sampled requests waited in the queue, from submit (or retry due time) to the start of
     /// their attempt; over the last 5 to 10 seconds. See `options::latency_sample_every`.
     latency_summary queue_wait;

@@ -19,7 +19,11 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 #include <stop_token>
 #include <thread>
 #include <vector>
@@ -207,5 +211,125 @@ TEST_CASE("measure: idle CPU of a pool at min_workers", "[.measure][idle]") {
             static_cast<long long>(interval.count()), pool.worker_count(), cpu, wall,
             100.0 * cpu / wall);
         std::fflush(stdout);
+    }
+}
+
+namespace {
+
+// CPU seconds used so far by this process's thread named `name` (Linux: the first field of
+// /proc/self/task/<tid>/schedstat, in nanoseconds); -1 if there is none or it cannot be told.
+double thread_cpu_seconds(const std::string& name) {
+#if defined(__linux__)
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) {
+        std::ifstream comm(entry.path() / "comm");
+        std::string thread_name;
+        std::getline(comm, thread_name);
+        if (thread_name != name) {
+            continue;
+        }
+        std::ifstream schedstat(entry.path() / "schedstat");
+        double on_cpu_ns = -1;
+        if (schedstat >> on_cpu_ns) {
+            return on_cpu_ns / 1e9;
+        }
+    }
+#else
+    (void)name;
+#endif
+    return -1;
+}
+
+}  // namespace
+
+TEST_CASE("measure: supervisor CPU with retries, timeouts and a stuck handler",
+          "[.measure][supervisor]") {
+    // Issue 14's scenarios: the supervisor must stay under 3 % of one core in each.
+    struct scenario {
+        const char* name;
+        std::size_t capacity;
+        int requests;
+        int every;              // every `every`-th request fails (or overruns) its first attempt
+        bool overrun;           // fail by overrunning the timeout rather than by throwing
+        std::chrono::nanoseconds timeout;
+    };
+    const scenario scenarios[] = {
+        {"retries, capacity 64, every 10th fails once", 64, 3000, 10, false, 0ns},
+        {"retries, capacity 32, every 5th fails once", 32, 1500, 5, false, 0ns},
+        {"timeouts 20 ms, every 5th overruns once", 32, 1500, 5, true, 20ms},
+        {"timeouts 20 ms, none overruns", 32, 1500, 0, false, 20ms},
+    };
+    for (const scenario& sc : scenarios) {
+        workerpool::options<int> o;
+        o.capacity = sc.capacity;
+        o.min_workers = 2;
+        o.max_workers = 2;
+        o.default_timeout = sc.timeout;
+        o.retry.max_attempts = 2;
+        o.retry.initial_backoff = 1ms;
+        o.retry.jitter = workerpool::jitter_mode::none;
+        std::vector<std::atomic<bool>> first(static_cast<std::size_t>(sc.requests));
+        dispatcher<int> pool(
+            [&](int& id, const std::stop_token& st) {
+                const bool fails = sc.every != 0 && id % sc.every == 0 &&
+                                   !first[static_cast<std::size_t>(id)].exchange(true);
+                if (fails && sc.overrun) {
+                    std::mutex m;
+                    std::condition_variable_any cv;
+                    std::unique_lock lock(m);
+                    cv.wait(lock, st, [] { return false; });
+                    throw std::runtime_error("stopped");
+                }
+                std::this_thread::sleep_for(1ms);
+                if (fails) {
+                    throw std::runtime_error("fails once");
+                }
+            },
+            o);
+        // The supervisor names itself once it runs: wait for that before the first reading.
+        (void)eventually([] { return thread_cpu_seconds("workerpool-sup") >= 0; });
+        const double cpu0 = thread_cpu_seconds("workerpool-sup");
+        const auto t0 = clock_type::now();
+        for (int i = 0; i < sc.requests; ++i) {
+            (void)pool.submit(int{i});
+        }
+        pool.wait_idle();
+        const double wall = std::chrono::duration<double>(clock_type::now() - t0).count();
+        const double cpu = thread_cpu_seconds("workerpool-sup") - cpu0;
+        const auto s = pool.stats();
+        std::printf("[measure] supervisor, %s: %.3f s CPU in %.2f s = %.2f %% of a core, "
+                    "%llu wake-ups (%llu retries, %llu timeouts)\n",
+                    sc.name, cpu, wall, 100.0 * cpu / wall,
+                    static_cast<unsigned long long>(s.supervisor_wakeups),
+                    static_cast<unsigned long long>(s.retried),
+                    static_cast<unsigned long long>(s.timed_out));
+    }
+    {
+        // A handler that ignores its token for 3 s, with a 20 ms timeout and stuck_grace.
+        workerpool::options<int> o;
+        o.min_workers = 1;
+        o.max_workers = 1;
+        o.default_timeout = 20ms;
+        o.stuck_grace = 20ms;
+        gate release;
+        dispatcher<int> pool(
+            [&](int& id) {
+                if (id == 0) {
+                    release.wait();
+                }
+            },
+            o);
+        // The supervisor names itself once it runs: wait for that before the first reading.
+        (void)eventually([] { return thread_cpu_seconds("workerpool-sup") >= 0; });
+        const double cpu0 = thread_cpu_seconds("workerpool-sup");
+        const auto t0 = clock_type::now();
+        (void)pool.try_submit(0);
+        (void)eventually([&] { return clock_type::now() - t0 >= 3s; }, 10s);
+        const double wall = std::chrono::duration<double>(clock_type::now() - t0).count();
+        const double cpu = thread_cpu_seconds("workerpool-sup") - cpu0;
+        release.open();
+        std::printf("[measure] supervisor, a handler stuck for 3 s: %.3f s CPU in %.2f s = %.2f %% "
+                    "of a core, %llu wake-ups\n",
+                    cpu, wall, 100.0 * cpu / wall,
+                    static_cast<unsigned long long>(pool.stats().supervisor_wakeups));
     }
 }

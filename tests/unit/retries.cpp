@@ -9,6 +9,7 @@
 #include "support/failure_log.hpp"
 #include "support/test_util.hpp"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -460,6 +461,65 @@ TEST_CASE("a due retry meeting a full queue waits for a free slot instead of bei
     CHECK(failures.size() == 0u);
     CHECK(pool.stats().completed == 5u);
     CHECK(pool.stats().retried == 1u);
+}
+
+TEST_CASE("a due retry waiting for room takes the first freed slot, ahead of a blocked producer",
+          "[retry][backpressure][unit]") {
+    // The supervisor does not poll a full queue for due retries (it spun doing so, issue 14):
+    // they wait for room, and the pop that frees a slot moves them in before it wakes the
+    // producers blocked in submit. One worker, a queue of two, FIFO: request 0 fails with a
+    // 200 ms backoff; request 1 holds the worker; 2 and 3 fill the queue; a producer blocks on 4.
+    gate hold;
+    std::mutex mutex;
+    std::vector<int> order;  // guarded by mutex
+    std::atomic<int> zero_calls{0};
+    std::atomic<std::int64_t> failed_at{0};
+    auto o = retry_options(2);
+    o.capacity = 2;
+    o.queue_shards = 1;
+    o.min_workers = 1;
+    o.max_workers = 1;
+    o.retry.initial_backoff = 200ms;
+    dispatcher<int> pool(
+        [&](int& id) {
+            {
+                std::lock_guard lock(mutex);
+                order.push_back(id);
+            }
+            if (id == 0 && zero_calls.fetch_add(1) == 0) {
+                failed_at = clock_type::now().time_since_epoch().count();
+                throw std::runtime_error("first attempt fails");
+            }
+            if (id == 1) {
+                hold.wait();
+            }
+        },
+        o);
+    workerpool::test::opener release(hold);
+    REQUIRE(pool.try_submit(0) == submit_status::accepted);
+    REQUIRE(eventually([&] { return pool.stats().retry_pending == 1u; }));
+    REQUIRE(pool.try_submit(1) == submit_status::accepted);
+    REQUIRE(eventually([&] { return hold.waiting() == 1; }));
+    REQUIRE(pool.try_submit(2) == submit_status::accepted);
+    REQUIRE(pool.try_submit(3) == submit_status::accepted);  // the queue is full now
+    std::atomic<bool> producer_done{false};
+    std::jthread producer([&] {
+        (void)pool.submit(4);
+        producer_done = true;
+    });
+    const auto due = clock_type::time_point(clock_type::duration(failed_at.load())) + 200ms;
+    REQUIRE(clock_type::now() < due);  // the set-up beat the backoff
+    // Time is the behaviour: let the retry fall due against the full queue, and then some.
+    REQUIRE(eventually([&] { return clock_type::now() > due + 50ms; }));
+    CHECK_FALSE(producer_done.load());
+    hold.open();
+    REQUIRE(eventually([&] { return producer_done.load(); }));
+    REQUIRE(pool.wait_idle_for(30s));
+    std::lock_guard lock(mutex);
+    REQUIRE(order.size() == 6u);
+    const auto retry_at = std::find(order.begin() + 1, order.end(), 0) - order.begin();
+    const auto producer_at = std::find(order.begin(), order.end(), 4) - order.begin();
+    CHECK(retry_at < producer_at);
 }
 
 TEST_CASE("a retry that would wait past the request's deadline expires at once",
