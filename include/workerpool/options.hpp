@@ -131,6 +131,15 @@ struct options {
 
 namespace detail {
 
+/// The scaling policy `o` asks for: its own, or a `depth_policy` built from its fields.
+template <class Request>
+[[nodiscard]] scale_policy policy_of(const options<Request>& o) {
+    if (o.policy) {
+        return o.policy;
+    }
+    return depth_policy({o.scale_up_depth, o.scale_down_ratio, o.scale_down_cooldown});
+}
+
 inline void require(bool ok, const char* field, const char* what) {
     if (!ok) {
         throw std::invalid_argument(std::string("workerpool: options.") + field + " " + what);

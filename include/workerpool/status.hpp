@@ -2,9 +2,10 @@
 
 /// @file
 /// `submit_status` (what a submit call returns), `failure_reason` and `failure<Request>` (what the
-/// dead-letter sink receives).
+/// dead-letter sink receives), and `wait_deadlock`.
 
 #include <exception>
+#include <stdexcept>
 
 namespace workerpool {
 
@@ -52,6 +53,15 @@ constexpr const char* to_string(submit_status s) noexcept {
     }
     return "unknown";
 }
+
+/// Thrown by `dispatcher::wait_idle()` when it is called from one of the pool's own threads (a
+/// handler, or a callback such as `on_failure` or `on_event` running on a worker or the
+/// supervisor): the pool cannot become idle while the caller waits inside it.
+class wait_deadlock : public std::logic_error {
+public:
+    /// Takes the message, as `std::logic_error` does.
+    using std::logic_error::logic_error;
+};
 
 /// A request that will not be processed, handed to the dead-letter sink with its history.
 template <class Request>

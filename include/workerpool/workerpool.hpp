@@ -13,6 +13,7 @@
 #include <workerpool/options.hpp>
 #include <workerpool/retry.hpp>
 #include <workerpool/scaler.hpp>
+#include <workerpool/shutdown_report.hpp>
 #include <workerpool/stats.hpp>
 #include <workerpool/status.hpp>
 #if __has_include(<workerpool/version.hpp>)

@@ -5,6 +5,7 @@
 /// so that many producers and workers do not all claim slots on the same two cache lines.
 
 #include <workerpool/bounded_queue.hpp>
+#include <workerpool/detail/spin.hpp>
 #include <workerpool/status.hpp>
 
 #include <atomic>
@@ -13,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <stdexcept>
+#include <thread>
 #include <utility>
 
 namespace workerpool::detail {
@@ -140,6 +142,24 @@ public:
         return false;
     }
 
+    /// Moves every element left into `out`, waiting for producers that claimed a slot before the
+    /// close to finish writing it. Pre: closed by this thread (`close()` read-modify-writes every
+    /// ring's tail, so the tails read here are final and the reservation is enough: the callback
+    /// never allocates), and no other consumer. Throws: `std::bad_alloc` (from the reservation).
+    template <class Vector>
+    void drain_into(Vector& out) {
+        out.reserve(out.size() + approx_size());
+        for (;;) {
+            if (consume(0, [&out](T&& e) noexcept { out.push_back(std::move(e)); })) {
+                continue;
+            }
+            if (!has_claimed_elements()) {
+                return;
+            }
+            std::this_thread::yield();  // a producer that won a slot before close is still writing
+        }
+    }
+
     /// Closes every shard; returns the total number of pushes ever accepted. Idempotent.
     std::uint64_t close() noexcept {
         closed_.store(true, std::memory_order_seq_cst);  // seq_cst: before any ring's close
@@ -176,6 +196,19 @@ public:
     /// `has_claimed_elements()` before it sleeps.
     [[nodiscard]] bool has_claimed_elements_at(std::size_t home) const noexcept {
         return shards_[home < count_ ? home : home % count_]->has_claimed_elements();
+    }
+
+    /// Polls for up to `budget_ns` (see `spin_until`) for an element, or for `other()` to become
+    /// true; returns whether either happened. It polls the ring a `consume(home, ...)` starts at,
+    /// and every ring (and `other`) only on the slow checks: each ring's two indices are written by
+    /// its producers and consumers, and many pollers reading all of them on every poll slow those
+    /// writers down.
+    template <class Other>
+    bool spin_for_elements(std::size_t home, std::int64_t budget_ns, Other&& other) const noexcept {
+        return spin_until(budget_ns, [&](bool slow_check) {
+            return has_claimed_elements_at(home) ||
+                   (slow_check && ((count_ > 1 && has_claimed_elements()) || other()));
+        });
     }
 
     /// The calling thread's home ring (see `home_shard()`), for hints such as

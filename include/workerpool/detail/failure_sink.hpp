@@ -1,0 +1,88 @@
+#pragma once
+
+/// @file
+/// `detail::failure_sink<Request>`: how a request that will not be processed reaches
+/// `options::on_failure` — its record built in place, never on a thread's stack.
+
+#include <workerpool/detail/callbacks.hpp>
+#include <workerpool/detail/envelope.hpp>
+#include <workerpool/status.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <new>
+#include <utility>
+#include <vector>
+
+namespace workerpool::detail {
+
+/// Hands failed requests to `on_failure`. A worker builds each record in room of its own (its
+/// slot, on the heap); the destructor uses room allocated here at construction when a record is
+/// too large for a thread's stack, so that it never allocates.
+///
+/// Thread safety: `deliver` from any thread with its own room; `deliver_unowned` from one thread
+/// at a time (the destructor).
+template <class Request>
+class failure_sink {
+public:
+    /// The room a record is built in.
+    using room = uninitialized<failure<Request>>;
+
+    /// Whether a record is too large for a thread's stack.
+    static constexpr bool big = sizeof(failure<Request>) > stack_friendly_bytes;
+
+    /// Delivers to `on_failure` (which outlives this object; empty: records are not built),
+    /// guarded by `calls`. Throws: `std::bad_alloc` (the spare room of a big record).
+    failure_sink(const std::function<void(failure<Request>&&)>& on_failure, callbacks& calls)
+        : on_failure_(on_failure), calls_(calls) {
+        if constexpr (big) {
+            spare_.reset(new room);
+        }
+    }
+
+    /// Builds the record in `r` and hands it to `on_failure`.
+    void deliver(room& r, Request&& request, failure_reason reason, unsigned attempts,
+                 std::exception_ptr error) noexcept {
+        if (!on_failure_) {
+            return;
+        }
+        failure<Request>* f = ::new (static_cast<void*>(r.bytes))
+            failure<Request>{std::move(request), reason, attempts, std::move(error)};
+        calls_.guard(on_failure_, std::move(*f));
+        std::destroy_at(f);
+    }
+
+    /// For requests that the destructor must discard: each goes to `on_failure` as `cancelled`
+    /// with its attempts and last error, after `on_each(attempts)` (an event, say).
+    template <class Envelope, class OnEach>
+    void deliver_unowned(std::vector<Envelope>& left, OnEach&& on_each) noexcept {
+        for (Envelope& e : left) {
+            unowned_.fetch_add(1, std::memory_order_relaxed);  // statistics only
+            on_each(e.attempts);
+            if constexpr (big) {
+                deliver(*spare_, std::move(e.request), failure_reason::cancelled, e.attempts,
+                        e.last_error);
+            } else {
+                room r;
+                deliver(r, std::move(e.request), failure_reason::cancelled, e.attempts,
+                        e.last_error);
+            }
+        }
+    }
+
+    /// Requests discarded by `deliver_unowned` so far (they count as failed).
+    [[nodiscard]] std::uint64_t unowned() const noexcept {
+        return unowned_.load(std::memory_order_relaxed);  // statistics only
+    }
+
+private:
+    const std::function<void(failure<Request>&&)>& on_failure_;
+    callbacks& calls_;
+    std::unique_ptr<room> spare_;           // big records only; see the class comment
+    std::atomic<std::uint64_t> unowned_{0};  // statistics only
+};
+
+}  // namespace workerpool::detail

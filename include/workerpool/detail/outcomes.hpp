@@ -1,0 +1,187 @@
+#pragma once
+
+/// @file
+/// `detail::outcomes<...>`: what happens to a request once its attempt has ended — a success
+/// counted and reported, a failure retried after its backoff or handed to `on_failure` — the last
+/// step of the worker loop.
+
+#include <workerpool/detail/attempt_slot.hpp>
+#include <workerpool/detail/callbacks.hpp>
+#include <workerpool/detail/clock.hpp>
+#include <workerpool/detail/counters.hpp>
+#include <workerpool/detail/delay_queue.hpp>
+#include <workerpool/detail/failure_sink.hpp>
+#include <workerpool/detail/idle_stack.hpp>
+#include <workerpool/detail/lifecycle.hpp>
+#include <workerpool/detail/supervisor.hpp>
+#include <workerpool/detail/worker_set.hpp>
+#include <workerpool/options.hpp>
+#include <workerpool/retry.hpp>
+#include <workerpool/stats.hpp>
+#include <workerpool/status.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <optional>
+#include <random>
+#include <utility>
+#include <vector>
+
+namespace workerpool::detail {
+
+/// Reports the end of each attempt: counts it in the worker's counters (the `completed` and
+/// `failed` bumps come last, [C1], so that `wait_idle` sees the whole outcome), calls
+/// `on_success`, decides a retry (`retry_if`, attempts left, the request's expiry) and puts it in
+/// the delay queue, or hands the request to `on_failure`. Its parts outlive it.
+///
+/// Thread safety: `ended`, `succeeded`, `failed`, `expired` on the worker that owns `w`;
+/// `discard` on one thread at a time (the destructor).
+template <class Request, class Payload, class Queue>
+class outcomes {
+public:
+    /// The request with its bookkeeping.
+    using envelope = detail::envelope<Request>;
+    /// The worker set's slot type; its `Payload` has room `failing` for a failure record.
+    using worker = typename worker_set<Payload>::slot;
+
+    /// The components an outcome touches.
+    struct parts {
+        const options<Request>& opts;
+        callbacks& calls;
+        delay_queue<envelope>& delay;
+        const lifecycle& life;
+        supervisor_signal& signal;
+        worker_set<Payload>& workers;
+        idle_stack<worker>& idle;
+        const Queue& queue;            // for the events' queue depth
+        std::int64_t awake_period_ns;  // the supervisor's stamping cadence; 0: none ([D3])
+    };
+
+    /// Reports into `p`. Throws: `std::bad_alloc` (see failure_sink).
+    explicit outcomes(parts p) : p_(p), sink_(p.opts.on_failure, p.calls) {}
+
+    /// Ends `w`'s attempt; returns why its token was stopped. A worker that was stuck counts
+    /// again (the supervisor must come round to stamp it, [D3]), or retires when its replacement
+    /// still runs.
+    stop_cause ended(worker& w) noexcept {
+        const stop_cause cause = w.attempt.end();
+        const std::size_t before = p_.workers.live();
+        const recovery r = cause == stop_cause::none ? recovery::none
+                                                     : p_.workers.note_returned(w, p_.idle);
+        if (r == recovery::none) {
+            return cause;
+        }
+        p_.calls.emit(event_of(event_kind::worker_recovered, "handler returned", 0, before));
+        if (r == recovery::surplus) {
+            p_.calls.emit(
+                event_of(event_kind::scale_down, "stuck worker recovered, surplus", 0, before));
+        } else {
+            p_.signal.worker_woke(p_.awake_period_ns);
+        }
+        return cause;
+    }
+
+    /// The handler returned; `cause` says whether a deadline had stopped its token (a late
+    /// success).
+    void succeeded(worker& w, envelope& e, stop_cause cause) noexcept {
+        if (cause == stop_cause::deadline) {
+            w.counters.bump(counter::late);
+        }
+        if (p_.opts.on_success) {
+            p_.calls.guard(p_.opts.on_success, e.request);
+        }
+        w.counters.bump(counter::completed);  // [C1] last: the outcome is published
+    }
+
+    /// The handler threw `error`; `cause` says why its token was stopped, if it was.
+    void failed(worker& w, envelope& e, std::exception_ptr error, stop_cause cause,
+                std::minstd_rand& rng) noexcept {
+        e.last_error = std::move(error);
+        if (cause == stop_cause::shutdown) {
+            w.counters.bump(counter::cancelled);
+            dead_letter(w, e, failure_reason::cancelled);
+            return;
+        }
+        const bool timed_out = cause == stop_cause::deadline;
+        if (timed_out) {
+            w.counters.bump(counter::timed_out);
+        }
+        if (e.attempts < e.max_attempts && should_retry(e.last_error, e.attempts)) {
+            retry(w, e, rng);
+        } else {
+            dead_letter(w, e, timed_out ? failure_reason::timed_out : failure_reason::error);
+        }
+    }
+
+    /// The request's expiry passed before it could run (again).
+    void expired(worker& w, envelope& e) noexcept {
+        w.counters.bump(counter::expired);
+        dead_letter(w, e, failure_reason::expired);
+    }
+
+    /// For requests the destructor must discard: `on_failure` as `cancelled`, counted failed.
+    void discard(std::vector<envelope>& left) noexcept {
+        sink_.deliver_unowned(left, [this](unsigned attempts) {
+            p_.calls.emit(event_of(event_kind::dead_letter, "cancelled", attempts));
+        });
+    }
+
+    /// Requests discarded so far (they count as failed).
+    [[nodiscard]] std::uint64_t discarded() const noexcept { return sink_.unowned(); }
+
+private:
+    [[nodiscard]] bool should_retry(const std::exception_ptr& error, unsigned attempts) noexcept {
+        if (!p_.opts.retry.retry_if) {
+            return default_retry_if(error);
+        }
+        return p_.calls.guard_or(false, p_.opts.retry.retry_if, error, attempts);
+    }
+
+    void retry(worker& w, envelope& e, std::minstd_rand& rng) noexcept {
+        const double unit = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+        const auto delay = backoff_delay(p_.opts.retry, e.attempts, unit);
+        const std::int64_t due = add_saturated(now_ns(), delay.count());
+        if (e.expires_ns != 0 && due >= e.expires_ns) {
+            expired(w, e);  // a retry never waits past the request's expiry
+            return;
+        }
+        const unsigned attempts = e.attempts;
+        using scheduled = typename delay_queue<envelope>::scheduled;
+        scheduled s{};
+        try {
+            s = p_.delay.schedule(due, std::move(e), p_.life);
+        } catch (...) {
+            dead_letter(w, e, failure_reason::error);  // out of memory for the delay queue
+            return;
+        }
+        if (s == scheduled::handed_back) {
+            return;  // shutdown began: it goes back unprocessed
+        }
+        p_.calls.emit(event_of(event_kind::retry_scheduled, "handler threw", attempts));
+        // The supervisor publishes its wake-up time before it reads the delay queue under its
+        // mutex, so either it sees this entry or we see its time here. While due retries wait
+        // for room, the pops release this one too.
+        if (s == scheduled::queued && due < p_.signal.next_wake()) {
+            p_.signal.kick();
+        }
+    }
+
+    void dead_letter(worker& w, envelope& e, failure_reason reason) noexcept {
+        p_.calls.emit(event_of(event_kind::dead_letter, to_string(reason), e.attempts));
+        sink_.deliver(w.payload.failing, std::move(e.request), reason, e.attempts, e.last_error);
+        w.counters.bump(counter::failed);  // [C1] after on_failure: wait_idle sees it ran
+    }
+
+    [[nodiscard]] event event_of(event_kind kind, const char* reason, unsigned attempts,
+                                 std::optional<std::size_t> before = std::nullopt) const noexcept {
+        const std::size_t live = p_.workers.live();
+        return callbacks::make(kind, reason, before.value_or(live), live, p_.queue.approx_size(),
+                               attempts);
+    }
+
+    parts p_;
+    failure_sink<Request> sink_;
+};
+
+}  // namespace workerpool::detail

@@ -1,0 +1,50 @@
+#pragma once
+
+/// @file
+/// What a pool knows about the thread it runs on: whether it is one of its own (for self-call
+/// detection), its name in `top -H` and debuggers, and the per-thread latency sampling count.
+
+#include <workerpool/detail/clock.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <optional>
+
+#if defined(__linux__)
+#include <pthread.h>
+#endif
+
+namespace workerpool::detail {
+
+/// The pool whose worker or supervisor runs on this thread, if any (for self-call detection).
+inline thread_local const void* current_pool = nullptr;
+
+/// Counts down this thread's submits to the next one that is timed for latency statistics.
+inline thread_local unsigned latency_countdown = 1;
+
+/// Returns the time now for one call in `every` on this thread (0: never), else 0: the submits
+/// timed for the latency figures.
+[[nodiscard]] inline std::int64_t sample_now(unsigned every) noexcept {
+    if (every == 0 || --latency_countdown != 0) {
+        return 0;
+    }
+    latency_countdown = every;
+    return now_ns();
+}
+
+/// Names this thread "workerpool-<id>" (a worker) or "workerpool-sup" (the supervisor), so that
+/// pool threads show in top -H and debuggers. Linux only; elsewhere a no-op.
+inline void name_this_thread(std::optional<std::size_t> worker_id) noexcept {
+#if defined(__linux__)
+    char name[16] = "workerpool-sup";  // at most 15 characters and the terminator
+    if (worker_id) {
+        std::snprintf(name, sizeof name, "workerpool-%zu", *worker_id % 10000);
+    }
+    pthread_setname_np(pthread_self(), name);
+#else
+    (void)worker_id;
+#endif
+}
+
+}  // namespace workerpool::detail

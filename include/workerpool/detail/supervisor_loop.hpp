@@ -1,0 +1,217 @@
+#pragma once
+
+/// @file
+/// `detail::supervisor<...>`: the supervisor thread's round — reap exited workers, sweep the
+/// attempts (stamp, stop, declare stuck), run the scaling tick, release due retries, plan the
+/// sleep — over the components it is handed.
+
+#include <workerpool/detail/callbacks.hpp>
+#include <workerpool/detail/clock.hpp>
+#include <workerpool/detail/delay_queue.hpp>
+#include <workerpool/detail/idle_stack.hpp>
+#include <workerpool/detail/lifecycle.hpp>
+#include <workerpool/detail/pool_thread.hpp>
+#include <workerpool/detail/supervisor.hpp>
+#include <workerpool/detail/worker_set.hpp>
+#include <workerpool/scaler.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <utility>
+#include <vector>
+
+namespace workerpool::detail {
+
+/// The supervisor's round. It owns the scaling policy and the tick's state; everything else it
+/// touches belongs to the components in `parts`, which outlive it. `Body` is what a started
+/// worker's thread runs. Thread safety: `run` on the supervisor thread only.
+template <class Envelope, class Payload, class Queue, class Body>
+class supervisor {
+public:
+    /// The worker set's slot type.
+    using worker = typename worker_set<Payload>::slot;
+
+    /// The components the round works on.
+    struct parts {
+        const void* pool;  // the dispatcher, for self-call detection (detail::current_pool)
+        worker_set<Payload>& workers;
+        idle_stack<worker>& idle;
+        Queue& queue;
+        delay_queue<Envelope>& delay;
+        back_pressure& pressure;
+        callbacks& calls;
+        const lifecycle& life;
+        supervisor_signal& signal;
+    };
+
+    /// The pool's settings the round needs, in nanoseconds (saturated).
+    struct settings {
+        std::int64_t stuck_grace_ns = 0;
+        std::int64_t keep_alive_ns = 0;
+        std::int64_t interval_ns = 0;
+        std::int64_t awake_period_ns = 0;  // the stamping cadence while workers are awake; 0: none
+    };
+
+    /// A round over `p` with `s`; `policy` decides the worker count, `body` runs new workers.
+    supervisor(parts p, settings s, scale_policy policy, Body body) noexcept
+        : p_(p), s_(s), policy_(std::move(policy)), body_(body) {}
+
+    /// Runs rounds until `st` is stopped (and the supervisor kicked).
+    void run(const std::stop_token& st) noexcept {
+        current_pool = p_.pool;  // callbacks run here too: self-calls are detected
+        name_this_thread(std::nullopt);
+        std::int64_t next_tick = now_ns();
+        wait_estimator estimator(p_.queue.pushed_count() - p_.queue.approx_size(), next_tick);
+        while (!st.stop_requested()) {
+            p_.signal.count_wakeup();
+            const std::int64_t now = now_ns();
+            wake_reasons why;
+            why.now_ns = now;
+            why.awake_period_ns = s_.awake_period_ns;
+            {
+                std::lock_guard lock(p_.workers.mutex());
+                p_.workers.reap_exited_locked();
+                p_.workers.rotate_latency_window_locked(now);
+                why.sweep = sweep_locked(now);
+                if (now >= next_tick) {
+                    const std::size_t depth = p_.queue.approx_size();
+                    scale_locked(now, depth,
+                                 estimator.estimate(now, depth, p_.queue.pushed_count() - depth));
+                    next_tick = add_saturated(now, s_.interval_ns);
+                } else if (p_.workers.live() == 0 && p_.queue.has_claimed_elements() &&
+                           !p_.life.at_least(phase::closed)) {
+                    (void)p_.workers.spawn_locked(p_.idle, body_, true);  // a submit kicked us
+                }
+                why.tick = next_tick;
+            }
+            p_.calls.flush();
+            const auto released = p_.delay.release_due(now, p_.queue, p_.pressure);
+            if (p_.idle.wake_up_to(released.pushed) != 0) {  // [W1] as after a push
+                p_.signal.worker_woke(s_.awake_period_ns);
+            }
+            why.retries = released.next_due;
+            p_.signal.sleep_until(plan_sleep(why), st);
+        }
+    }
+
+private:
+    // [D2] Publishes when the supervisor will wake, then looks again at what workers publish
+    // without a lock (attempts, whether any worker is awake), so that a deadline or a stamp that
+    // is due earlier is never slept through; the delay queue is read under its mutex after the
+    // publication (a worker scheduling a retry reads the wake-up time after its insertion).
+    std::int64_t plan_sleep(wake_reasons why) noexcept {
+        const std::int64_t first = plan_wake(why);
+        p_.signal.publish(why.now_ns, first);
+        {
+            std::lock_guard lock(p_.workers.mutex());
+            p_.workers.for_each_locked([&](const worker& w) {
+                why.attempts = std::min(why.attempts, attempt_wake(w, why.now_ns, s_.interval_ns));
+            });
+            // [D3] A stuck worker starts no attempt: only the others need stamping rounds.
+            why.worker_awake =
+                p_.workers.slots_locked() - p_.workers.stuck_locked() > p_.idle.count();
+        }
+        why.retries = std::min(why.retries, p_.delay.next_wake(p_.queue.is_closed()));
+        const std::int64_t planned = plan_wake(why);
+        if (planned != first) {
+            p_.signal.publish(why.now_ns, planned);
+        }
+        return planned;
+    }
+
+    // Stamps new timed attempts, stops overdue ones, declares stuck workers (starting
+    // replacements); returns when it must look again. Pre: the worker set's lock.
+    std::int64_t sweep_locked(std::int64_t now) noexcept {
+        std::int64_t next = never;
+        // By index: a replacement for a stuck worker grows the set.
+        for (std::size_t i = 0; i < p_.workers.slots_locked(); ++i) {
+            worker& w = p_.workers.at_locked(i);
+            const sweep_step step = sweep_worker(w, now, s_.stuck_grace_ns, s_.interval_ns);
+            next = std::min(next, step.next);
+            if (step.timed_out) {
+                defer(event_kind::attempt_timed_out, "deadline", p_.workers.live());
+            }
+            if (step.stuck) {
+                const std::size_t before = p_.workers.live();
+                defer(event_kind::worker_stuck, "deadline + stuck grace", before);
+                // A stuck worker is lost capacity, not load: replace it at once.
+                if (p_.workers.declare_stuck_locked(w, p_.idle, body_,
+                                                    !p_.life.at_least(phase::closed))) {
+                    defer(event_kind::scale_up, "replace stuck worker", before);
+                }
+            }
+        }
+        return next;
+    }
+
+    // The scaling tick: the policy's target, and every idle worker past its keep-alive.
+    // Pre: the worker set's lock.
+    void scale_locked(std::int64_t now, std::size_t depth, std::chrono::nanoseconds wait) noexcept {
+        if (p_.life.at_least(phase::closed)) {
+            return;
+        }
+        std::vector<worker*> expired;  // allocates only when some are past their keep-alive
+        std::size_t idle = 0;
+        try {
+            idle = p_.idle.listed_before(now - s_.keep_alive_ns, expired);
+        } catch (...) {
+            idle = p_.idle.approx_count();  // out of memory: no keep-alive this tick
+        }
+        const std::size_t serving = p_.workers.serving_locked();
+        scale_metrics m;
+        m.now = to_time_point(now);
+        m.queue_depth = depth + p_.delay.pending();
+        m.workers = serving;
+        m.idle_workers = std::min(idle, serving);
+        m.busy_workers = serving - m.idle_workers;
+        m.min_workers = p_.workers.min_locked();
+        m.max_workers = p_.workers.max_locked();
+        m.queue_wait = wait;
+        std::size_t target = p_.calls.guard_or(serving, policy_, m);
+        target = std::clamp(target, m.min_workers, m.max_workers);
+        if (target == 0 && m.queue_depth > 0) {
+            target = 1;  // min_workers == 0: someone must serve a non-empty queue
+        }
+        const std::size_t before = p_.workers.live();
+        if (target > serving) {
+            if (p_.workers.grow_locked(target, p_.idle, body_) > 0) {
+                defer(event_kind::scale_up, "backlog", before);
+            }
+            return;
+        }
+        // Keep-alive first, whatever the policy wants (short of growth): every idle worker past
+        // its time retires now, down to min_workers, not one per tick behind a shrinking policy.
+        std::size_t retired = 0;
+        for (worker* w : expired) {
+            if (p_.workers.serving_locked() > m.min_workers && !w->retiring) {
+                p_.workers.retire_locked(*w, p_.idle);
+                ++retired;
+            }
+        }
+        if (retired > 0) {
+            defer(event_kind::scale_down, "idle keep-alive", before);
+        }
+        const std::size_t after_keep_alive = p_.workers.live();
+        if (p_.workers.shrink_locked(target, p_.idle) > 0) {
+            defer(event_kind::scale_down, "quiet", after_keep_alive);
+        }
+    }
+
+    // Keeps an event found under the worker set's lock for delivery after it.
+    void defer(event_kind kind, const char* reason, std::size_t before) noexcept {
+        p_.calls.defer(callbacks::make(kind, reason, before, p_.workers.live(),
+                                       p_.queue.approx_size()));
+    }
+
+    parts p_;
+    settings s_;
+    scale_policy policy_;
+    Body body_;
+};
+
+}  // namespace workerpool::detail
