@@ -30,6 +30,22 @@ envelope make(int id) {
     return envelope(int{id}, request_settings{}, 0);
 }
 
+// A delay queue in front of a queue of `capacity` slots, with what it talks to.
+struct bench {
+    explicit bench(std::size_t capacity, std::size_t rings = 1) : q(capacity, rings) {}
+    ring q;
+    back_pressure bp;
+    lifecycle life;
+    delay_queue d;
+    // Fills the one-slot queue with request 100, then schedules 1 and 2 at 10 and `second_due`.
+    void full_with_two(std::int64_t second_due) {
+        REQUIRE(q.try_emplace(int{100}, request_settings{}, 0) ==
+                workerpool::submit_status::accepted);
+        CHECK(d.schedule(10, make(1), life) == scheduled::queued);
+        CHECK(d.schedule(second_due, make(2), life) == scheduled::queued);
+    }
+};
+
 // Pops everything from `q`, returning the ids in pop order.
 std::vector<int> pop_all(ring& q) {
     std::vector<int> ids;
@@ -73,13 +89,9 @@ TEST_CASE("delay_queue releases what is due, earliest first, and says when the n
 
 TEST_CASE("delay_queue: due requests meeting a full queue wait for room, and the next pop ends it",
           "[delay_queue][backpressure][unit]") {
-    ring q(1, 1);
-    back_pressure bp;
-    lifecycle life;
-    delay_queue d;
-    REQUIRE(q.try_emplace(int{100}, request_settings{}, 0) == workerpool::submit_status::accepted);
-    CHECK(d.schedule(10, make(1), life) == scheduled::queued);
-    CHECK(d.schedule(50, make(2), life) == scheduled::queued);
+    bench b(1);
+    b.full_with_two(50);
+    auto& [q, bp, life, d] = b;
 
     auto r = d.release_due(20, q, bp);
     CHECK(r.pushed == 0u);
@@ -109,13 +121,9 @@ TEST_CASE("delay_queue: due requests meeting a full queue wait for room, and the
 
 TEST_CASE("delay_queue: once shutdown drains, retries are handed back, and close takes the rest",
           "[delay_queue][shutdown][unit]") {
-    ring q(1, 1);
-    back_pressure bp;
-    lifecycle life;
-    delay_queue d;
-    REQUIRE(q.try_emplace(int{100}, request_settings{}, 0) == workerpool::submit_status::accepted);
-    CHECK(d.schedule(10, make(1), life) == scheduled::queued);
-    CHECK(d.schedule(20, make(2), life) == scheduled::queued);
+    bench b(1);
+    b.full_with_two(20);
+    auto& [q, bp, life, d] = b;
     (void)d.release_due(15, q, bp);  // 1 waits for room
     REQUIRE(bp.waiting());
 
