@@ -9,6 +9,7 @@
 #include <workerpool/detail/histogram.hpp>
 #include <workerpool/detail/null_callable.hpp>
 #include <workerpool/detail/sharded_queue.hpp>
+#include <workerpool/detail/usage_checks.hpp>
 #include <workerpool/options.hpp>
 #include <workerpool/retry.hpp>
 #include <workerpool/scaler.hpp>
@@ -65,10 +66,13 @@ struct shutdown_report {
 };
 
 /// True when `H` can serve as a handler for `Request`: callable as `h(Request&, std::stop_token)`
-/// or as `h(Request&)`.
+/// or as `h(Request&)`, and not visibly taking the request by value (a function pointer, or a
+/// class with one non-template `operator()`, whose first parameter is `Request`): a handler works
+/// on the pool's request, so that what it writes into it stays for the retries and `on_success`.
 template <class H, class Request>
 concept request_handler =
-    std::is_invocable_v<H&, Request&, std::stop_token> || std::is_invocable_v<H&, Request&>;
+    (std::is_invocable_v<H&, Request&, std::stop_token> ||
+     std::is_invocable_v<H&, Request&>)&&!detail::takes_request_by_value<H, Request>;
 
 namespace detail {
 
@@ -355,6 +359,26 @@ public:
                                            job_options jo = {}) noexcept {
         return submit_until(r, jo, detail::end_of_wait(timeout));
     }
+
+    /// Not callable with a `Request` lvalue: fails to compile with a message that says to pass
+    /// `std::move(request)` (a submit moves from the request only when it returns `accepted`).
+    template <class R>
+    requires detail::request_lvalue<R, Request> submit_status try_submit(R&& /*request*/,
+                                                                         job_options /*jo*/ = {})
+    noexcept { return detail::lvalue_submit<R>::refuse(); }
+
+    /// Not callable with a `Request` lvalue; see `try_submit`.
+    template <class R>
+    requires detail::request_lvalue<R, Request> submit_status submit(R&& /*request*/,
+                                                                     job_options /*jo*/ = {})
+    noexcept { return detail::lvalue_submit<R>::refuse(); }
+
+    /// Not callable with a `Request` lvalue; see `try_submit`.
+    template <class R, class Rep, class Period>
+    requires detail::request_lvalue<R, Request>
+        submit_status submit_for(R&& /*request*/, std::chrono::duration<Rep, Period> /*timeout*/,
+                                 job_options /*jo*/ = {})
+    noexcept { return detail::lvalue_submit<R>::refuse(); }
 
     /// Stops intake, drains the queue for up to `grace`, then stops the token of every running
     /// handler, joins the workers, and returns every request it did not process.
@@ -722,10 +746,15 @@ private:
     template <class Handler>
     static detail::erased_handler<Request> check_handler(Handler&& h) {
         using H = std::decay_t<Handler>;
-        static_assert(request_handler<H, Request>,
+        static_assert(!detail::takes_request_by_value<H, Request>,
+                      "dispatcher<Request>: the handler takes the request by value, so what it "
+                      "writes into the request (state kept across retries, results read by "
+                      "on_success) is lost with its copy: take it as Request& (const Request& if "
+                      "it only reads)");
+        static_assert(detail::takes_request_by_value<H, Request> || request_handler<H, Request>,
                       "dispatcher<Request>: the handler must be callable as "
-                      "handler(Request&, const std::stop_token&) or handler(Request&); "
-                      "check the request type and the parameter order");
+                      "handler(Request&, const std::stop_token&) or handler(Request&), the request "
+                      "by reference; check the request type and the parameter order");
         if (detail::is_null_callable(h)) {
             // Found at construction, not as a failure of every request (an empty std::function)
             // or a crash on a worker thread (a null function pointer).
