@@ -41,6 +41,9 @@ int main() {
     workerpool::dispatcher<request> pool(std::function<void(request)>([](request) {}));
 #elif VARIANT == 5
     workerpool::dispatcher<request> pool([](const request r, std::stop_token) mutable { (void)r; });
+#elif VARIANT == 6
+    workerpool::handler_map<request, int> routes{[](const request& r) { return r.kind; }};
+    routes.on(1, [](request r) { ++r.attempts; });
 #elif VARIANT == 10
     // control: a handler that only reads may take const Request&
     workerpool::dispatcher<request> pool([](const request& r) { (void)r; });

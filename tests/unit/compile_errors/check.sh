@@ -70,6 +70,7 @@ done
 for variant in 1 2 3 4 5; do
     expect_error by_value_handler.cpp "dispatcher<Request>: $by_value_phrase" --not "$handler_phrase" -DVARIANT=$variant
 done
+expect_error by_value_handler.cpp "handler_map::on: $by_value_phrase" --not "must be callable" -DVARIANT=6
 expect_success lvalue_submit.cpp -DVARIANT=0
 for variant in 1 2 3 4; do
     expect_error lvalue_submit.cpp "$lvalue_phrase" -DVARIANT=$variant
