@@ -8,6 +8,7 @@
 #include <workerpool/detail/cache_line.hpp>
 #include <workerpool/detail/histogram.hpp>
 #include <workerpool/detail/null_callable.hpp>
+#include <workerpool/detail/route_options.hpp>
 #include <workerpool/detail/sharded_queue.hpp>
 #include <workerpool/detail/usage_checks.hpp>
 #include <workerpool/options.hpp>
@@ -153,6 +154,9 @@ public:
 
     void operator()(Request& r, const std::stop_token& st) const { call_(object_.get(), r, st); }
 
+    // The handler object, for route_options_source (which knows its type).
+    [[nodiscard]] const void* target() const noexcept { return object_.get(); }
+
 private:
     std::unique_ptr<void, void (*)(void*) noexcept> object_;
     void (*call_)(void*, Request&, const std::stop_token&);
@@ -251,6 +255,8 @@ public:
     explicit dispatcher(Handler handler, options<Request> o = {})
         : options_((detail::validate(o), std::move(o))),
           handler_(check_handler(std::move(handler))),
+          route_options_(detail::route_options_source<Request>::of(
+              static_cast<const std::decay_t<Handler>*>(handler_.target()))),
           queue_(options_.capacity,
                  options_.queue_shards != 0
                      ? options_.queue_shards
@@ -327,9 +333,12 @@ public:
 
     /// Enqueues `r` without blocking.
     /// Returns `accepted` (and moves from `r`), `full`, or `closed`; on refusal `r` is untouched.
-    /// A zero (or negative) `jo.timeout` / `jo.max_attempts` means the pool's default.
-    /// Thread safety: any thread, including a handler of this pool. Never blocks, never allocates.
+    /// A zero (or negative) `jo.timeout`, a zero `jo.max_attempts` or an epoch `jo.deadline` means
+    /// the option of `r`'s route (`handler_map::on`), and where that is zero too, the pool's.
+    /// Thread safety: any thread, including a handler of this pool. Never blocks; never allocates
+    /// (with route options, unless taking a request's key allocates).
     [[nodiscard]] submit_status try_submit(Request&& r, job_options jo = {}) noexcept {
+        jo = route_options_.apply(r, jo);
         const submit_status s =
             queue_.try_emplace(std::move(r), resolve_timeout(jo), resolve_expiry(jo),
                                resolve_attempts(jo), sample_enqueue_time());
@@ -344,7 +353,8 @@ public:
     /// Enqueues `r`, blocking while the queue is full (back-pressure).
     /// Returns `accepted` (and moves from `r`) or `closed` (shutdown began, maybe while waiting;
     /// `r` is untouched). Called from a handler of this same pool it does not block: it returns
-    /// `full` instead of waiting for a slot that only its own pool could free.
+    /// `full` instead of waiting for a slot that only its own pool could free. `jo` as in
+    /// `try_submit`.
     /// Thread safety: any thread. Blocks: while the queue is full.
     [[nodiscard]] submit_status submit(Request&& r, job_options jo = {}) noexcept {
         return submit_until(r, jo, std::nullopt);
@@ -847,8 +857,9 @@ private:
         }
     }
 
-    submit_status submit_until(Request& r, const job_options& jo,
+    submit_status submit_until(Request& r, job_options jo,
                                std::optional<clock::time_point> until) noexcept {
+        jo = route_options_.apply(r, jo);
         inside_submit inside;  // counts this call from its first wait until it returns
         for (;;) {
             const submit_status s =
@@ -1976,6 +1987,9 @@ private:
 
     const options<Request> options_;
     const detail::erased_handler<Request> handler_;
+    // The job_options of a request's route (handler_map::on), merged at submit; empty, and
+    // skipped, for a handler without route options.
+    const detail::route_options_source<Request> route_options_;
     detail::sharded_queue<envelope> queue_;
     scale_policy policy_;  // called by the supervisor only
     // Timed attempts with a timeout of at least this publish without a fence; see [D3].

@@ -8,9 +8,15 @@
 
 #include "support/catch.hpp"
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <mutex>
 #include <stdexcept>
 #include <stop_token>
+#include <utility>
+#include <vector>
 
 namespace {
 
@@ -105,4 +111,132 @@ TEST_CASE("a handler without route options gets no route_options_source", "[rout
     CHECK(
         same(source::of(&with).apply(page{kind::fetch}, own), {.timeout = 7s, .max_attempts = 4}));
     CHECK(same(source::of(&with).apply(page{kind::parse}, own), own));
+}
+
+// ---------------------------------------------------------------- through a dispatcher
+
+namespace {
+
+struct dead_letters {
+    std::mutex m;
+    std::vector<workerpool::failure<page>> list;  // guarded by m
+
+    void add(workerpool::failure<page>&& f) {
+        std::lock_guard lock(m);
+        list.push_back(std::move(f));
+    }
+    std::size_t size() {
+        std::lock_guard lock(m);
+        return list.size();
+    }
+};
+
+// Waits on the attempt's token for up to 5 s; throws when it was stopped, returns otherwise.
+void wait_for_stop(const std::stop_token& stop) {
+    std::mutex m;
+    std::condition_variable_any cv;
+    std::unique_lock lock(m);
+    (void)cv.wait_for(lock, stop, 5s, [] { return false; });
+    if (stop.stop_requested()) {
+        throw std::runtime_error("stopped");
+    }
+}
+
+workerpool::options<page> quick_retries(dead_letters& dead) {
+    workerpool::options<page> opts;
+    opts.retry.initial_backoff = 1ms;
+    opts.retry.max_backoff = 1ms;
+    opts.on_failure = [&dead](workerpool::failure<page>&& f) { dead.add(std::move(f)); };
+    return opts;
+}
+
+}  // namespace
+
+TEST_CASE("a dispatcher applies a route's timeout and attempts to the route's requests",
+          "[route_options][dispatcher][unit]") {
+    dead_letters dead;
+    std::atomic<int> store_calls{0};
+    handler_map<page, kind> routes{key_of};
+    routes
+        .on(kind::fetch, [](page&, const std::stop_token& stop) { wait_for_stop(stop); },
+            {.timeout = 20ms})
+        .on(kind::parse, [](page&) { throw std::runtime_error("bad markup"); }, {.max_attempts = 3})
+        .on(kind::store, [&](page&) {
+            ++store_calls;
+            throw std::runtime_error("disk full");
+        });
+    workerpool::dispatcher<page> pool{std::move(routes), quick_retries(dead)};  // 1 attempt, no
+                                                                                // timeout
+    REQUIRE(pool.submit(page{kind::fetch, 1}) == workerpool::submit_status::accepted);
+    REQUIRE(pool.submit(page{kind::parse, 2}) == workerpool::submit_status::accepted);
+    REQUIRE(pool.submit(page{kind::store, 3}) == workerpool::submit_status::accepted);
+    REQUIRE(pool.wait_idle_for(30s));
+    (void)pool.shutdown(1s);
+
+    std::lock_guard lock(dead.m);
+    REQUIRE(dead.list.size() == 3);
+    for (const auto& f : dead.list) {
+        if (f.request.k == kind::fetch) {  // the route's 20 ms timeout stopped it
+            CHECK(f.reason == workerpool::failure_reason::timed_out);
+            CHECK(f.attempts == 1u);
+        } else if (f.request.k == kind::parse) {  // the route's 3 attempts
+            CHECK(f.reason == workerpool::failure_reason::error);
+            CHECK(f.attempts == 3u);
+        } else {  // no route options: the pool's single attempt
+            CHECK(f.attempts == 1u);
+        }
+    }
+    CHECK(store_calls.load() == 1);
+}
+
+TEST_CASE("a request's own job_options override its route's in a dispatcher",
+          "[route_options][dispatcher][unit]") {
+    dead_letters dead;
+    auto opts = quick_retries(dead);
+    opts.retry.max_attempts = 4;
+    handler_map<page, kind> routes{key_of};
+    routes.on(kind::fetch, [](page&, const std::stop_token& stop) { wait_for_stop(stop); },
+              {.timeout = 10ms, .max_attempts = 3});
+    routes.on(kind::parse, [](page&) { throw std::runtime_error("bad markup"); }, {.timeout = 1h});
+    workerpool::dispatcher<page> pool{std::move(routes), opts};
+
+    // Own attempts, the route's timeout.
+    REQUIRE(pool.submit(page{kind::fetch, 1}, {.max_attempts = 2}) ==
+            workerpool::submit_status::accepted);
+    // Nothing of its own: the route's timeout and attempts.
+    REQUIRE(pool.submit(page{kind::fetch, 2}) == workerpool::submit_status::accepted);
+    // The route sets no attempts: the pool's 4.
+    REQUIRE(pool.submit(page{kind::parse, 3}) == workerpool::submit_status::accepted);
+    REQUIRE(pool.wait_idle_for(30s));
+    (void)pool.shutdown(1s);
+
+    std::lock_guard lock(dead.m);
+    REQUIRE(dead.list.size() == 3);
+    for (const auto& f : dead.list) {
+        if (f.request.id == 1) {
+            CHECK(f.reason == workerpool::failure_reason::timed_out);
+            CHECK(f.attempts == 2u);
+        } else if (f.request.id == 2) {
+            CHECK(f.reason == workerpool::failure_reason::timed_out);
+            CHECK(f.attempts == 3u);
+        } else {
+            CHECK(f.reason == workerpool::failure_reason::error);
+            CHECK(f.attempts == 4u);
+        }
+    }
+}
+
+TEST_CASE("a key that cannot be taken at submit fails the request, not the submit",
+          "[route_options][dispatcher][unit]") {
+    dead_letters dead;
+    handler_map<page, kind> routes{key_of};
+    routes.on(kind::fetch, [](page&) {}, {.max_attempts = 3});
+    workerpool::dispatcher<page> pool{std::move(routes), quick_retries(dead)};
+    REQUIRE(pool.try_submit(page{kind::fetch, 1, true}) == workerpool::submit_status::accepted);
+    REQUIRE(pool.wait_idle_for(30s));
+    (void)pool.shutdown(1s);
+    std::lock_guard lock(dead.m);
+    REQUIRE(dead.list.size() == 1);
+    CHECK(dead.list[0].attempts == 1u);  // the route's options could not be found: the pool's
+    CHECK(workerpool::what(dead.list[0].error) == "no kind: the request is corrupt");
 }
