@@ -11,6 +11,7 @@
 #include <workerpool/dispatcher.hpp>
 #include <workerpool/handler_map.hpp>
 #include <workerpool/options.hpp>
+#include <workerpool/prometheus.hpp>
 #include <workerpool/retry.hpp>
 #include <workerpool/scaler.hpp>
 #include <workerpool/stats.hpp>
