@@ -165,8 +165,8 @@ TEST_CASE("a dispatcher applies a route's timeout and attempts to the route's re
             ++store_calls;
             throw std::runtime_error("disk full");
         });
-    workerpool::dispatcher<page> pool{std::move(routes), quick_retries(dead)};  // 1 attempt, no
-                                                                                // timeout
+    // The pool's options: 1 attempt, no timeout.
+    workerpool::dispatcher<page> pool{std::move(routes), quick_retries(dead)};
     REQUIRE(pool.submit(page{kind::fetch, 1}) == workerpool::submit_status::accepted);
     REQUIRE(pool.submit(page{kind::parse, 2}) == workerpool::submit_status::accepted);
     REQUIRE(pool.submit(page{kind::store, 3}) == workerpool::submit_status::accepted);
