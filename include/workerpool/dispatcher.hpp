@@ -338,7 +338,7 @@ public:
     /// Thread safety: any thread, including a handler of this pool. Never blocks; never allocates
     /// (with route options, unless taking a request's key allocates).
     [[nodiscard]] submit_status try_submit(Request&& r, job_options jo = {}) noexcept {
-        jo = route_options_.apply(r, jo);
+        route_options_.apply(r, jo);
         const submit_status s =
             queue_.try_emplace(std::move(r), resolve_timeout(jo), resolve_expiry(jo),
                                resolve_attempts(jo), sample_enqueue_time());
@@ -859,7 +859,7 @@ private:
 
     submit_status submit_until(Request& r, job_options jo,
                                std::optional<clock::time_point> until) noexcept {
-        jo = route_options_.apply(r, jo);
+        route_options_.apply(r, jo);
         inside_submit inside;  // counts this call from its first wait until it returns
         for (;;) {
             const submit_status s =

@@ -98,19 +98,26 @@ TEST_CASE("a request's own job_options override its route's, field by field",
 TEST_CASE("a handler without route options gets no route_options_source", "[route_options][unit]") {
     using source = workerpool::detail::route_options_source<page>;
     const job_options own{.timeout = 7s};
+    const auto applied = [&own](const source& src, const page& p) {
+        job_options jo = own;
+        src.apply(p, jo);
+        return jo;
+    };
 
     const auto plain = [](page&) {};
-    CHECK(same(source::of(&plain).apply(page{}, own), own));
+    CHECK_FALSE(source::of(&plain).active());  // nothing to ask at submit
+    CHECK(same(applied(source::of(&plain), page{}), own));
 
     handler_map<page, kind> without{key_of};
     without.on(kind::fetch, [](page&) {});
-    CHECK(same(source::of(&without).apply(page{kind::fetch}, own), own));
+    CHECK_FALSE(source::of(&without).active());
+    CHECK(same(applied(source::of(&without), page{kind::fetch}), own));
 
     handler_map<page, kind> with{key_of};
     with.on(kind::fetch, [](page&) {}, {.timeout = 1s, .max_attempts = 4});
-    CHECK(
-        same(source::of(&with).apply(page{kind::fetch}, own), {.timeout = 7s, .max_attempts = 4}));
-    CHECK(same(source::of(&with).apply(page{kind::parse}, own), own));
+    CHECK(source::of(&with).active());
+    CHECK(same(applied(source::of(&with), page{kind::fetch}), {.timeout = 7s, .max_attempts = 4}));
+    CHECK(same(applied(source::of(&with), page{kind::parse}), own));
 }
 
 // ---------------------------------------------------------------- through a dispatcher

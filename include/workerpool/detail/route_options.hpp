@@ -49,7 +49,7 @@ concept carries_route_options = requires(const H& h, const Request& r) {
 template <class Request>
 class route_options_source {
 public:
-    /// No route options: `apply` returns the request's own options.
+    /// No route options: `apply` leaves a request's options as they are.
     route_options_source() = default;
 
     /// Returns a source that asks `*handler` (of type `H`, owned by the pool for its whole life)
@@ -66,15 +66,24 @@ public:
         return {};
     }
 
-    /// Returns `own` merged over the options of `r`'s route (see `merge_route_options`).
-    [[nodiscard]] job_options apply(const Request& r, const job_options& own) const noexcept {
-        if (options_for_ == nullptr) {
-            return own;
+    /// Returns whether there are route options to ask for at all.
+    [[nodiscard]] bool active() const noexcept { return options_for_ != nullptr; }
+
+    /// Merges the options of `r`'s route under `jo`, the request's own (see
+    /// `merge_route_options`); leaves `jo` as it is when there are no route options.
+    void apply(const Request& r, job_options& jo) const noexcept {
+        if (active()) [[unlikely]] {
+            ask(r, jo);
         }
-        return merge_route_options(options_for_(handler_, r), own);
     }
 
 private:
+    // Out of line and cold, so that the submit's own code gains only the test (one load, one
+    // branch) for a pool without route options.
+    [[gnu::cold]] [[gnu::noinline]] void ask(const Request& r, job_options& jo) const noexcept {
+        jo = merge_route_options(options_for_(handler_, r), jo);
+    }
+
     using options_for_fn = job_options (*)(const void*, const Request&) noexcept;
 
     route_options_source(const void* handler, options_for_fn fn) noexcept
