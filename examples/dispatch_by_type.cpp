@@ -9,7 +9,7 @@
 // back-pressure instead of being dropped. A status line shows the pool while it runs; the summary
 // accounts for every accepted request, and the program fails if one is missing.
 //
-// Run: ./dispatch_by_type [--seconds N] [--timeline FILE.csv]
+// Run: ./dispatch_by_type [--seconds N] [--timeline FILE.csv] [--metrics FILE.prom]
 #include <workerpool/workerpool.hpp>
 
 #include <array>
@@ -147,10 +147,29 @@ constexpr std::array<phase, 6> plan{{
 constexpr auto shutdown_grace = 500ms;
 
 int usage(std::FILE* to, int code) {
-    std::fprintf(to, "usage: dispatch_by_type [--seconds N] [--timeline FILE.csv]\n"
-                     "  --seconds N          length of the run, 2..3600 (default 10)\n"
-                     "  --timeline FILE.csv  record queue depth, workers, ... every 25 ms\n");
+    std::fprintf(
+        to, "usage: dispatch_by_type [--seconds N] [--timeline FILE.csv] [--metrics FILE.prom]\n"
+            "  --seconds N          length of the run, 2..3600 (default 10)\n"
+            "  --timeline FILE.csv  record queue depth, workers, ... every 25 ms\n"
+            "  --metrics FILE.prom  keep the pool's stats in FILE.prom, in Prometheus's text\n"
+            "                       format, rewritten every 0.5 s (for a node exporter's\n"
+            "                       textfile collector)\n");
     return code;
+}
+
+// Replaces `path` with `text` in one step (a temporary file, then rename), so that a reader such
+// as the node exporter's textfile collector never sees half a file.
+bool write_atomically(const std::string& path, const std::string& text) {
+    const std::string tmp = path + ".tmp";
+    std::FILE* f = std::fopen(tmp.c_str(), "w");
+    if (f == nullptr) {
+        return false;
+    }
+    const bool written = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+    if (std::fclose(f) != 0 || !written) {
+        return false;
+    }
+    return std::rename(tmp.c_str(), path.c_str()) == 0;
 }
 
 double seconds_since(clock_type::time_point t0, clock_type::time_point t) {
@@ -181,6 +200,7 @@ unsigned long long ull(std::uint64_t v) {
 int main(int argc, char** argv) {
     int seconds = 10;
     const char* timeline_path = nullptr;
+    const char* metrics_path = nullptr;
     for (int i = 1; i < argc; ++i) {
         const char* arg = argv[i];
         if (std::strcmp(arg, "--help") == 0 || std::strcmp(arg, "-h") == 0) {
@@ -198,6 +218,8 @@ int main(int argc, char** argv) {
             seconds = static_cast<int>(n);
         } else if (std::strcmp(arg, "--timeline") == 0) {
             timeline_path = argv[++i];
+        } else if (std::strcmp(arg, "--metrics") == 0) {
+            metrics_path = argv[++i];
         } else {
             return usage(stderr, 2);
         }
@@ -225,8 +247,12 @@ int main(int argc, char** argv) {
     std::atomic<std::uint64_t> timed_out{0}, host_down{0}, not_html{0}, no_route{0}, cancelled{0},
         other_failure{0};
 
+    // Each route carries its requests' job_options: parsing and storing are quick, so they get a
+    // tighter deadline than a fetch, which takes the pool's default_timeout below.
     workerpool::handler_map<request, kind> routes{[](const request& r) { return r.type; }};
-    routes.on(kind::fetch, fetch_page).on(kind::parse, parse_page).on(kind::store, store_page);
+    routes.on(kind::fetch, fetch_page)
+        .on(kind::parse, parse_page, {.timeout = 50ms})
+        .on(kind::store, store_page, {.timeout = 100ms});
     // kind::ftp has no route on purpose: such requests fail with unknown_route, never retried.
 
     workerpool::options<request> opts;
@@ -283,8 +309,10 @@ int main(int argc, char** argv) {
                 "workers", "in flight", "done", "retries", "timeouts", "failed");
     std::fflush(stdout);
 
-    // The reporter: samples stats() every 25 ms for the timeline and the status line. It only
-    // reads the pool, so it can run beside the producer and through the shutdown.
+    // The reporter: samples stats() every 25 ms for the timeline and the status line, and every
+    // 0.5 s rewrites the metrics file. It only reads the pool, so it can run beside the producer
+    // and through the shutdown.
+    bool metrics_failed = false;  // written by the reporter; read after it is joined
     std::jthread reporter([&](const std::stop_token& stop) {
         constexpr auto tick = 25ms;
         constexpr std::size_t rate_window = 20;  // ticks: the rate is over the last 0.5 s
@@ -308,6 +336,10 @@ int main(int argc, char** argv) {
                              s.queue_depth, s.workers, s.in_flight, ull(s.completed), ull(s.failed),
                              ull(s.retried), ull(s.timed_out),
                              last ? "stopped" : phase_name(now_phase));
+            }
+            if (metrics_path != nullptr && (ticks % 20 == 0 || last) &&
+                !write_atomically(metrics_path, workerpool::to_prometheus(s, "dispatch_by_type"))) {
+                metrics_failed = true;
             }
             // A terminal gets the line redrawn every 100 ms, and keeps the last line of each
             // phase; a pipe or a file gets a plain line every 0.5 s.
@@ -345,10 +377,7 @@ int main(int argc, char** argv) {
                           : pick < 0.80  ? kind::parse
                           : pick < 0.998 ? kind::store
                                          : kind::ftp;
-        // Parsing and storing are quick: a tighter per-request deadline than a fetch's.
-        workerpool::job_options jo;
-        jo.timeout = type == kind::parse ? 50ms : type == kind::store ? 100ms : 0ms;
-        if (pool.submit(request{type, id}, jo) == workerpool::submit_status::accepted) {
+        if (pool.submit(request{type, id}) == workerpool::submit_status::accepted) {
             ++accepted;
             ++accepted_by_kind[index_of(type)];
         }
@@ -380,6 +409,10 @@ int main(int argc, char** argv) {
     reporter.join();
     if (timeline != nullptr && std::fclose(timeline) != 0) {
         std::fprintf(stderr, "dispatch_by_type: error writing %s\n", timeline_path);
+        return 1;
+    }
+    if (metrics_failed) {
+        std::fprintf(stderr, "dispatch_by_type: cannot write %s\n", metrics_path);
         return 1;
     }
 
@@ -429,6 +462,10 @@ int main(int argc, char** argv) {
                 format_duration(s.run_time.p99).c_str(), format_duration(s.run_time.max).c_str());
     if (timeline_path != nullptr) {
         std::printf("  timeline      %s (scripts/plot-timeline.sh draws it)\n", timeline_path);
+    }
+    if (metrics_path != nullptr) {
+        std::printf("  metrics       %s (Prometheus text format, the pool's final stats)\n",
+                    metrics_path);
     }
     if (!balanced) {
         std::fprintf(stderr,

@@ -16,7 +16,8 @@ int main() {
     opts.default_timeout = 2s;    // each attempt's stop token is stopped after 2 s
     opts.retry.max_attempts = 3;  // 1 call + 2 retries, with exponential backoff
     opts.on_failure = [](workerpool::failure<fetch>&& f) {
-        std::printf("gave up on %s: %s\n", f.request.url.c_str(), workerpool::to_string(f.reason));
+        std::printf("gave up on %s: %s (%s)\n", f.request.url.c_str(),
+                    workerpool::to_string(f.reason), workerpool::what(f.error).c_str());
     };
     workerpool::dispatcher<fetch> pool{
         [](fetch& job, const std::stop_token& stop) {
@@ -28,7 +29,12 @@ int main() {
         opts};
 
     for (int i = 0; i < 10; ++i) {
-        (void)pool.submit(fetch{"https://example.com/" + std::to_string(i)});  // blocks while full
+        // Blocks while the queue is full; refuses only once shutdown has begun (`closed`).
+        const workerpool::submit_status status =
+            pool.submit(fetch{"https://example.com/" + std::to_string(i)});
+        if (status != workerpool::submit_status::accepted) {
+            std::printf("request %d not taken: %s\n", i, workerpool::to_string(status));
+        }
     }
     auto report = pool.shutdown(5s);  // drain for up to 5 s, then cancel what still runs
     std::printf("%zu requests handed back\n", report.unprocessed.size());

@@ -56,8 +56,9 @@ int main() {
     opts.retry.max_backoff = 40ms;
     opts.on_failure = [&](workerpool::failure<request>&& f) {
         std::lock_guard lock(out);
-        std::printf("%5lld ms  dead letter: request %d, %s after %u attempt(s)\n", ms(),
-                    f.request.id, workerpool::to_string(f.reason), f.attempts);
+        std::printf("%5lld ms  dead letter: request %d, %s after %u attempt(s): %s\n", ms(),
+                    f.request.id, workerpool::to_string(f.reason), f.attempts,
+                    workerpool::what(f.error).c_str());
     };
     opts.on_event = [&](const workerpool::event& e) {
         using workerpool::event_kind;

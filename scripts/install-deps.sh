@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Installs what building, testing and benchmarking workerpool needs on Debian/Ubuntu, and nothing
-# that is already there. Safe to run again. Usage: scripts/install-deps.sh [--bench]
+# that is already there. Safe to run again. Usage: scripts/install-deps.sh [--bench | --plot]
+#   --bench  also what the benchmarks need (the peer libraries), and gnuplot
+#   --plot   also gnuplot, for scripts/plot-timeline.sh
 set -euo pipefail
 
 # hiredis and redis-server: the optional Redis Streams consumer (workerpool::redis) and its tests.
 packages=(cmake g++ ninja-build catch2 libhiredis-dev redis-server)
-if [[ "${1:-}" == "--bench" ]]; then
-    packages+=(libbenchmark-dev libboost-dev libtbb-dev libconcurrentqueue-dev gnuplot-nox)
-fi
+case "${1:-}" in
+--bench) packages+=(libbenchmark-dev libboost-dev libtbb-dev libconcurrentqueue-dev gnuplot-nox) ;;
+--plot) packages+=(gnuplot-nox) ;;
+"") ;;
+*)
+    echo "usage: scripts/install-deps.sh [--bench | --plot]" >&2
+    exit 2
+    ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do

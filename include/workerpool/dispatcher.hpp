@@ -1,9 +1,8 @@
 #pragma once
 
 /// @file
-/// `dispatcher<Request>`, the worker pool itself, and the `request_handler` concept its handlers
-/// satisfy: the public API, the worker loop (pop → begin attempt → call → end attempt → report)
-/// and the shutdown steps. Each mechanism they use has a header of its own under `detail/` (see
+/// `dispatcher<Request>`, the worker pool itself: the public API, the worker loop (pop → begin
+/// attempt → call → end attempt → report) and the shutdown steps. Each mechanism they use has a header of its own under `detail/` (see
 /// docs/design.md for the map).
 
 #include <workerpool/bounded_queue.hpp>
@@ -20,11 +19,14 @@
 #include <workerpool/detail/lifecycle.hpp>
 #include <workerpool/detail/outcomes.hpp>
 #include <workerpool/detail/pool_thread.hpp>
+#include <workerpool/detail/route_options.hpp>
 #include <workerpool/detail/sharded_queue.hpp>
 #include <workerpool/detail/spin.hpp>
 #include <workerpool/detail/supervisor.hpp>
 #include <workerpool/detail/supervisor_loop.hpp>
+#include <workerpool/detail/usage_checks.hpp>
 #include <workerpool/detail/worker_set.hpp>
+#include <workerpool/handler.hpp>
 #include <workerpool/options.hpp>
 #include <workerpool/retry.hpp>
 #include <workerpool/scaler.hpp>
@@ -48,12 +50,6 @@
 #include <vector>
 
 namespace workerpool {
-
-/// True when `H` can serve as a handler for `Request`: callable as `h(Request&, std::stop_token)`
-/// or as `h(Request&)`.
-template <class H, class Request>
-concept request_handler =
-    std::is_invocable_v<H&, Request&, std::stop_token> || std::is_invocable_v<H&, Request&>;
 
 /// A bounded, self-scaling pool of worker threads that runs a handler on each submitted `Request`
 /// under a per-attempt timeout with retries, and never loses an accepted request.
@@ -113,7 +109,9 @@ public:
     template <class Handler>
     explicit dispatcher(Handler handler, options<Request> o = {})
         : options_((detail::validate(o), std::move(o))),
-          handler_(check_handler(std::move(handler))),
+          handler_(detail::checked_handler<Request>(std::move(handler))),
+          route_options_(detail::route_options_source<Request>::of(
+              static_cast<const std::decay_t<Handler>*>(handler_.target()))),
           queue_(options_.capacity,
                  options_.queue_shards != 0
                      ? options_.queue_shards
@@ -142,8 +140,7 @@ public:
                     workers_.spawn_or_throw_locked(idle_, worker_body(), false);
                 }
             }
-            supervisor_thread_ =
-                std::jthread([this](const std::stop_token& st) { supervisor_.run(st); });
+            supervisor_.start();
         } catch (...) {
             stop_and_join_everything();
             throw;
@@ -186,9 +183,12 @@ public:
 
     /// Enqueues `r` without blocking.
     /// Returns `accepted` (and moves from `r`), `full`, or `closed`; on refusal `r` is untouched.
-    /// A zero (or negative) `jo.timeout` / `jo.max_attempts` means the pool's default.
-    /// Thread safety: any thread, including a handler of this pool. Never blocks, never allocates.
+    /// A zero (or negative) `jo.timeout`, a zero `jo.max_attempts` or an epoch `jo.deadline` means
+    /// the option of `r`'s route (`handler_map::on`), and where that is zero too, the pool's.
+    /// Thread safety: any thread, including a handler of this pool. Never blocks; never allocates
+    /// (with route options, unless taking a request's key allocates).
     [[nodiscard]] submit_status try_submit(Request&& r, job_options jo = {}) noexcept {
+        route_options_.apply(r, jo);
         const submit_status s = push(r, jo);
         if (s == submit_status::full) {
             rejected_.fetch_add(1, std::memory_order_relaxed);  // statistics only
@@ -199,8 +199,8 @@ public:
     /// Enqueues `r`, blocking while the queue is full (back-pressure).
     /// Returns `accepted` (and moves from `r`) or `closed` (shutdown began, maybe while waiting;
     /// `r` is untouched). Called from one of this pool's own threads it does not block: it returns
-    /// `full` instead of waiting for a slot that only its own pool could free.
-    /// Thread safety: any thread. Blocks: while the queue is full.
+    /// `full` instead of waiting for a slot that only its own pool could free. `jo` as in
+    /// `try_submit`. Thread safety: any thread. Blocks: while the queue is full.
     [[nodiscard]] submit_status submit(Request&& r, job_options jo = {}) noexcept {
         return submit_until(r, jo, std::nullopt);
     }
@@ -213,6 +213,23 @@ public:
     [[nodiscard]] submit_status submit_for(Request&& r, std::chrono::duration<Rep, Period> timeout,
                                            job_options jo = {}) noexcept {
         return submit_until(r, jo, detail::end_of_wait(timeout));
+    }
+
+    /// Not callable with a `Request` lvalue: fails to compile with a message that says to pass
+    /// `std::move(request)` (a submit moves from the request only when it returns `accepted`).
+    template <class R, class... Rest>
+    requires detail::request_lvalue<R, Request> submit_status try_submit(R&&, Rest&&...) noexcept {
+        return detail::lvalue_submit<R>::refuse();
+    }
+    /// Not callable with a `Request` lvalue; see `try_submit`.
+    template <class R, class... Rest>
+    requires detail::request_lvalue<R, Request> submit_status submit(R&&, Rest&&...) noexcept {
+        return detail::lvalue_submit<R>::refuse();
+    }
+    /// Not callable with a `Request` lvalue; see `try_submit`.
+    template <class R, class... Rest>
+    requires detail::request_lvalue<R, Request> submit_status submit_for(R&&, Rest&&...) noexcept {
+        return detail::lvalue_submit<R>::refuse();
     }
 
     /// Stops intake, drains the queue for up to `grace`, then stops the token of every running
@@ -355,15 +372,6 @@ private:
         return changed;
     }
 
-    template <class Handler>
-    static detail::erased_handler<Request> check_handler(Handler&& h) {
-        static_assert(request_handler<std::decay_t<Handler>, Request>,
-                      "dispatcher<Request>: the handler must be callable as "
-                      "handler(Request&, const std::stop_token&) or handler(Request&); "
-                      "check the request type and the parameter order");
-        return detail::erased_handler<Request>(std::forward<Handler>(h));  // refuses a null one
-    }
-
     // ---------------------------------------------------------------- submission
 
     // One try at the queue; on `accepted` wakes a sleeping worker if there is one.
@@ -383,8 +391,9 @@ private:
         return s;
     }
 
-    submit_status submit_until(Request& r, const job_options& jo,
+    submit_status submit_until(Request& r, job_options jo,
                                std::optional<clock::time_point> until) noexcept {
+        route_options_.apply(r, jo);
         const submit_status s =
             pressure_.submit_until(queue_, [&] { return push(r, jo); }, detail::current_pool == this,
                                    options_.spin_before_sleep.count(), until);
@@ -574,7 +583,7 @@ private:
         // 3. Wait out the grace; 4. then cancel what still runs.
         const bool grace_over = !workers_.wait_exited_until(grace_end) && cancel_the_rest();
         // 5. Join the supervisor and the workers that exited; the others are stuck.
-        join_supervisor();
+        supervisor_.stop();
         {
             std::lock_guard lock(workers_.mutex());
             workers_.reap_exited_locked();
@@ -627,17 +636,9 @@ private:
         close_intake();
         life_.advance(phase::cancelling);
         idle_.wake_all();
-        join_supervisor();
+        supervisor_.stop();
         workers_.join_all(idle_);
         life_.advance(phase::stopped);
-    }
-
-    void join_supervisor() noexcept {
-        supervisor_thread_.request_stop();  // before the kick: it looks at its stop token after
-        signal_.kick();
-        if (supervisor_thread_.joinable()) {
-            supervisor_thread_.join();
-        }
     }
 
     // ---------------------------------------------------------------- idle waiting
@@ -666,6 +667,9 @@ private:
 
     const options<Request> options_;
     const detail::erased_handler<Request> handler_;
+    // The job_options of a request's route (handler_map::on), merged at submit; empty, and
+    // skipped, for a handler without route options.
+    const detail::route_options_source<Request> route_options_;
     queue_type queue_;
     detail::callbacks callbacks_;              // user code and events; see callbacks.hpp
     detail::lifecycle life_;                   // the phase; see lifecycle.hpp
@@ -683,14 +687,13 @@ private:
     const unsigned rng_seed_;
     // The end of each attempt: success, retry, dead letter; see outcomes.hpp.
     detail::outcomes<Request, worker_payload, queue_type> outcomes_;
-    // The supervisor's round, over the components above; see supervisor_loop.hpp.
-    detail::supervisor<envelope, worker_payload, queue_type, worker_entry> supervisor_;
 
     alignas(detail::cache_line) std::atomic<std::uint64_t> rejected_{0};  // statistics only
     std::atomic<std::uint64_t> returned_{0};     // requests handed back by shutdown; see [H1]
     std::mutex shutdown_mutex_;  // serialises shutdowns
-
-    std::jthread supervisor_thread_;  // last: started after everything above exists
+    // The supervisor's thread and round, over the components above; last: started after
+    // everything above exists, stopped before any of it is destroyed. See supervisor_loop.hpp.
+    detail::supervisor<envelope, worker_payload, queue_type, worker_entry> supervisor_;
 };
 
 }  // namespace workerpool

@@ -19,7 +19,8 @@
 
 namespace workerpool {
 
-/// Per-request overrides, given to a submit call. Zero fields mean "the pool's default".
+/// Per-request overrides, given to a submit call (or to `handler_map::on`, for every request of a
+/// route). Zero fields mean "the route's, else the pool's default".
 struct job_options {
     /// Deadline of each attempt, counted from the attempt's start; zero (or negative) =
     /// `options::default_timeout`.
@@ -116,8 +117,9 @@ struct options {
     /// the pool). Exceptions are swallowed and counted. Empty: no cost.
     std::function<void(const event&)> on_event{};
     /// Called with each request whose handler returned normally (late ones too), on the worker
-    /// thread, right after the handler. Lets callers collect results without wrapping every
-    /// handler. Exceptions are swallowed and counted. Empty: no cost.
+    /// thread, right after the handler, with what the handler wrote into it. Lets callers collect
+    /// results without wrapping every handler; it may move out of the request, which the pool
+    /// destroys right after it returns. Exceptions are swallowed and counted. Empty: no cost.
     std::function<void(Request&)> on_success{};
     /// Called on each worker thread when it starts and before it exits, with the worker's id
     /// (per-thread set-up: a connection, a thread-local cache). Exceptions are swallowed and

@@ -2,10 +2,11 @@
 
 /// @file
 /// `submit_status` (what a submit call returns), `failure_reason` and `failure<Request>` (what the
-/// dead-letter sink receives), and `wait_deadlock`.
+/// dead-letter sink receives), `what()`, the message of a failure's exception, and `wait_deadlock`.
 
 #include <exception>
 #include <stdexcept>
+#include <string>
 
 namespace workerpool {
 
@@ -71,5 +72,24 @@ struct failure {
     unsigned attempts;         ///< How many times the handler was called (0 if it never ran).
     std::exception_ptr error;  ///< The last exception the handler threw; null if none.
 };
+
+/// Returns the message of the exception `error` holds: `what()` of a `std::exception` (of any
+/// class derived from it), the fixed text "unknown exception (not derived from std::exception)"
+/// for anything else that was thrown, and an empty string when `error` is null. Spares every
+/// `on_failure` the rethrow-and-catch: `workerpool::what(f.error)`.
+/// Throws: `std::bad_alloc` only. Thread safety: any thread; the exception object is only read.
+[[nodiscard]] inline std::string what(const std::exception_ptr& error) {
+    if (!error) {
+        return {};
+    }
+    try {
+        std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+        const char* message = e.what();
+        return message != nullptr ? message : "";
+    } catch (...) {
+        return "unknown exception (not derived from std::exception)";
+    }
+}
 
 }  // namespace workerpool

@@ -1,5 +1,6 @@
-// A tiny program that uses workerpool the way an application does. tests/package/run.sh builds it
-// against the library brought in by add_subdirectory, FetchContent and find_package.
+// A tiny program that uses workerpool the way an application does. tests/package/run.sh builds it,
+// as my_app, against the library brought in by the README's add_subdirectory, FetchContent and
+// find_package blocks.
 
 #include <workerpool/bounded_queue.hpp>
 #include <workerpool/version.hpp>

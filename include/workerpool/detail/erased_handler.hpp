@@ -36,6 +36,9 @@ public:
     /// Calls the handler; lets its exception through.
     void operator()(Request& r, const std::stop_token& st) const { call_(object_.get(), r, st); }
 
+    /// The handler object, for whoever knows its type (`route_options_source`).
+    [[nodiscard]] const void* target() const noexcept { return object_.get(); }
+
 private:
     template <class H>
     static H* checked(H h) {

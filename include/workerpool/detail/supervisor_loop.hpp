@@ -22,14 +22,16 @@
 #include <mutex>
 #include <optional>
 #include <stop_token>
+#include <thread>
 #include <utility>
 #include <vector>
 
 namespace workerpool::detail {
 
-/// The supervisor's round. It owns the scaling policy and the tick's state; everything else it
-/// touches belongs to the components in `parts`, which outlive it. `Body` is what a started
-/// worker's thread runs. Thread safety: `run` on the supervisor thread only.
+/// The supervisor: its thread and its round. It owns the thread, the scaling policy and the
+/// tick's state; everything else it touches belongs to the components in `parts`, which outlive
+/// it. `Body` is what a started worker's thread runs. Thread safety: `start` and `stop` from one
+/// thread at a time; the round runs on the supervisor's own thread.
 template <class Envelope, class Payload, class Queue, class Body>
 class supervisor {
 public:
@@ -61,7 +63,28 @@ public:
     supervisor(parts p, settings s, scale_policy policy, Body body) noexcept
         : p_(p), s_(s), policy_(std::move(policy)), body_(body) {}
 
-    /// Runs rounds until `st` is stopped (and the supervisor kicked).
+    supervisor(const supervisor&) = delete;
+    supervisor& operator=(const supervisor&) = delete;
+    supervisor(supervisor&&) = delete;
+    supervisor& operator=(supervisor&&) = delete;
+    ~supervisor() { stop(); }
+
+    /// Starts the supervisor thread. Throws: `std::system_error`, `std::bad_alloc`.
+    void start() {
+        thread_ = std::jthread([this](const std::stop_token& st) { run(st); });
+    }
+
+    /// Stops the supervisor thread and joins it; idempotent.
+    void stop() noexcept {
+        thread_.request_stop();  // before the kick: the round looks at its stop token after it
+        p_.signal.kick();
+        if (thread_.joinable()) {
+            thread_.join();
+        }
+    }
+
+private:
+    // Runs rounds until `st` is stopped (and the supervisor kicked).
     void run(const std::stop_token& st) noexcept {
         current_pool = p_.pool;  // callbacks run here too: self-calls are detected
         name_this_thread(std::nullopt);
@@ -99,7 +122,6 @@ public:
         }
     }
 
-private:
     // [D2] Publishes when the supervisor will wake, then looks again at what workers publish
     // without a lock (attempts, whether any worker is awake), so that a deadline or a stamp that
     // is due earlier is never slept through; the delay queue is read under its mutex after the
@@ -212,6 +234,7 @@ private:
     settings s_;
     scale_policy policy_;
     Body body_;
+    std::jthread thread_;  // last: stopped and joined before the rest is destroyed
 };
 
 }  // namespace workerpool::detail

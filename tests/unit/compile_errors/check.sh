@@ -57,10 +57,24 @@ handler_phrase="the handler must be callable as handler(Request&, const std::sto
 move_phrase="Request must be nothrow move-constructible"
 destructor_phrase="Request's destructor must not throw"
 
+by_value_phrase="the handler takes the request by value, so what it writes into the request (state kept across retries, results read by on_success) is lost with its copy: take it as Request&"
+lvalue_phrase="take the request as an rvalue: pass std::move(request). The request is moved from only when the call returns accepted"
+
 expect_success bad_handler.cpp -DVARIANT=0
 expect_error bad_handler.cpp "$handler_phrase" -DVARIANT=1
 expect_error bad_handler.cpp "$handler_phrase" -DVARIANT=2
 expect_error bad_handler.cpp "$handler_phrase" -DVARIANT=3
+for variant in 0 10 11 12; do
+    expect_success by_value_handler.cpp -DVARIANT=$variant
+done
+for variant in 1 2 3 4 5; do
+    expect_error by_value_handler.cpp "dispatcher<Request>: $by_value_phrase" --not "$handler_phrase" -DVARIANT=$variant
+done
+expect_error by_value_handler.cpp "handler_map::on: $by_value_phrase" --not "must be callable" -DVARIANT=6
+expect_success lvalue_submit.cpp -DVARIANT=0
+for variant in 1 2 3 4; do
+    expect_error lvalue_submit.cpp "$lvalue_phrase" -DVARIANT=$variant
+done
 expect_success not_nothrow_movable.cpp -DCONTROL
 expect_error not_nothrow_movable.cpp "$move_phrase"
 expect_success throwing_destructor.cpp -DCONTROL

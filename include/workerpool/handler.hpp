@@ -1,0 +1,46 @@
+#pragma once
+
+/// @file
+/// `request_handler`: what a pool's handler must be.
+
+#include <workerpool/detail/erased_handler.hpp>
+#include <workerpool/detail/usage_checks.hpp>
+
+#include <stop_token>
+#include <type_traits>
+#include <utility>
+
+namespace workerpool {
+
+/// True when `H` can serve as a handler for `Request`: callable as `h(Request&, std::stop_token)`
+/// or as `h(Request&)`, and not visibly taking the request by value (a function pointer, or a
+/// class with one non-template `operator()`, whose first parameter is `Request`): a handler works
+/// on the pool's request, so that what it writes into it stays for the retries and `on_success`.
+template <class H, class Request>
+concept request_handler =
+    (std::is_invocable_v<H&, Request&, std::stop_token> ||
+     std::is_invocable_v<H&, Request&>)&&!detail::takes_request_by_value<H, Request>;
+
+namespace detail {
+
+/// `h`, checked at compile time (a clear message for a handler that takes the request by value
+/// or has the wrong signature) and at run time (a null handler throws `std::invalid_argument`),
+/// behind one indirect call.
+template <class Request, class Handler>
+[[nodiscard]] erased_handler<Request> checked_handler(Handler&& h) {
+    using H = std::decay_t<Handler>;
+    static_assert(!takes_request_by_value<H, Request>,
+                  "dispatcher<Request>: the handler takes the request by value, so what it "
+                  "writes into the request (state kept across retries, results read by "
+                  "on_success) is lost with its copy: take it as Request& (const Request& if "
+                  "it only reads)");
+    static_assert(takes_request_by_value<H, Request> || request_handler<H, Request>,
+                  "dispatcher<Request>: the handler must be callable as "
+                  "handler(Request&, const std::stop_token&) or handler(Request&), the request "
+                  "by reference; check the request type and the parameter order");
+    return erased_handler<Request>(std::forward<Handler>(h));  // refuses a null one
+}
+
+}  // namespace detail
+
+}  // namespace workerpool
