@@ -145,7 +145,7 @@ TEST_CASE("at default settings a replacement runs queued work soon after a stuck
                                                << " ms after the stuck attempt's deadline");
     CHECK(latency >= 100ms);  // not before the stuck grace ran out
     // The requirement is 250 ms; under sanitizers on a loaded 2-core machine, allow much more.
-    // tests/stress/measure.cpp reports the true figure.
+    // bench/measure.cpp reports the true figure.
     CHECK(latency < 2s);
     CHECK(pool.stats().stuck_total == 1u);
 }

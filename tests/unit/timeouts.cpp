@@ -78,7 +78,7 @@ TEST_CASE("an attempt past default_timeout has its token stopped and fails as ti
     const double waited_ms = std::chrono::duration<double, std::milli>(waited).count();
     INFO("stop seen " << waited_ms << " ms after submit (timeout 20 ms)");
     CHECK(waited >= 20ms);  // never before the deadline
-    CHECK(waited < 5s);     // generous: the precise figure is measured in tests/stress/measure.cpp
+    CHECK(waited < 5s);     // generous: the precise figure is measured in bench/measure.cpp
     REQUIRE(failures.items.size() == 1u);
     CHECK(failures.items[0].request == 1);
     CHECK(failures.items[0].reason == failure_reason::timed_out);
