@@ -15,6 +15,4 @@
 #include <workerpool/scaler.hpp>
 #include <workerpool/stats.hpp>
 #include <workerpool/status.hpp>
-#if __has_include(<workerpool/version.hpp>)
 #include <workerpool/version.hpp>
-#endif
