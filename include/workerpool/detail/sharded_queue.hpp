@@ -75,7 +75,8 @@ public:
         if (count_ == 1) {
             return shards_[0]->try_emplace(std::forward<Args>(args)...);
         }
-        if (closed_.load(std::memory_order_acquire)) {  // pairs with close(); see the class doc
+        // [Q5] sees what the closer did before close(); see the class doc
+        if (closed_.load(std::memory_order_acquire)) {
             return submit_status::closed;
         }
         std::size_t i = home_shard();
@@ -142,7 +143,9 @@ public:
 
     /// Closes every shard; returns the total number of pushes ever accepted. Idempotent.
     std::uint64_t close() noexcept {
-        closed_.store(true, std::memory_order_seq_cst);  // seq_cst: before any ring's close
+        // [Q5] seq_cst: set before any ring closes, so a thread that saw a ring closed (an
+        // acquire load of its closed bit) sees the flag on its later calls too
+        closed_.store(true, std::memory_order_seq_cst);
         std::uint64_t pushed = 0;
         for (std::size_t i = 0; i < count_; ++i) {
             pushed += shards_[i]->close();
@@ -152,7 +155,8 @@ public:
 
     /// Returns whether `close()` has begun. Thread safety: any thread.
     [[nodiscard]] bool is_closed() const noexcept {
-        return closed_.load(std::memory_order_acquire);  // pairs with close()
+        // [Q5] sees what the closer did before close()
+        return closed_.load(std::memory_order_acquire);
     }
 
     /// Elements queued at about one moment; racy by nature.
