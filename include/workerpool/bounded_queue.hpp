@@ -58,14 +58,14 @@ public:
         std::uint64_t head = dequeue_pos_.value.load(std::memory_order_relaxed);
         const std::uint64_t tail = enqueue_pos_.value.load(std::memory_order_relaxed) & ~closed_bit;
         for (; head != tail; ++head) {
-            slot& s = slots_[index(head)];
+            slot& s = slot_at(index(head));
             // relaxed: as above
             if (s.seq.load(std::memory_order_relaxed) == full_turn(head)) {
                 s.ptr()->~T();
             }
         }
         for (std::size_t i = 0; i < capacity_; ++i) {
-            slots_[i].~slot();
+            slot_at(i).~slot();
         }
         ::operator delete (slots_, std::align_val_t{alignof(slot)});
     }
@@ -90,7 +90,7 @@ public:
             if ((pos & closed_bit) != 0) {
                 return submit_status::closed;
             }
-            slot& s = slots_[index(pos)];
+            slot& s = slot_at(index(pos));
             // [Q3-acq] sees the consumer's move-out and destruction that preceded [Q3-rel].
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
             const auto diff = static_cast<std::int64_t>(seq - empty_turn(pos));
@@ -129,7 +129,7 @@ public:
         // relaxed: a hint; the CAS checks it, and [Q2] orders the element
         std::uint64_t pos = dequeue_pos_.value.load(std::memory_order_relaxed);
         for (;;) {
-            slot& s = slots_[index(pos)];
+            slot& s = slot_at(index(pos));
             // [Q2] sees the element written before [Q1]
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
             const auto diff = static_cast<std::int64_t>(seq - full_turn(pos));
@@ -210,7 +210,7 @@ public:
         // relaxed, both: a hint that pairs with nothing; try_emplace re-checks with acquire
         const std::uint64_t pos =
             (enqueue_pos_.value.load(std::memory_order_relaxed) & ~closed_bit) + n - 1;
-        const std::uint64_t seq = slots_[index(pos)].seq.load(std::memory_order_relaxed);
+        const std::uint64_t seq = slot_at(index(pos)).seq.load(std::memory_order_relaxed);
         return static_cast<std::int64_t>(seq - empty_turn(pos)) >= 0;
     }
 
@@ -254,13 +254,19 @@ public:
     }
 
 private:
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): `storage` stays raw, see below
     struct alignas(detail::cache_line) slot {
         // 2t when free for the push of turn t (position t * capacity + index), 2t + 1 once that
         // push has written its element. Distinct values for "full at turn t" and "free for turn
         // t + 1" are what make a single-slot queue safe.
         std::atomic<std::uint64_t> seq;
+        // Raw room for a T that push constructs in place and pop destroys; left uninitialised.
+        // NOLINTNEXTLINE(*-avoid-c-arrays)
         alignas(T) unsigned char storage[sizeof(T)];
-        T* ptr() noexcept { return std::launder(reinterpret_cast<T*>(storage)); }
+        T* ptr() noexcept {
+            // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): the T built in storage
+            return std::launder(reinterpret_cast<T*>(storage));
+        }
     };
 
     static constexpr std::uint64_t closed_bit = std::uint64_t{1} << 63;
@@ -276,12 +282,18 @@ private:
         auto* slots = static_cast<slot*>(
             ::operator new (capacity * sizeof(slot), std::align_val_t{alignof(slot)}));
         for (std::size_t i = 0; i < capacity; ++i) {
+            // NOLINTNEXTLINE(cppcoreguidelines-pro-bounds-pointer-arithmetic): see slot_at
             auto* s = ::new (static_cast<void*>(slots + i)) slot;
             // relaxed: free for turn 0; published by whatever hands the constructed queue to
             // other threads
             s->seq.store(0, std::memory_order_relaxed);
         }
         return slots;
+    }
+
+    // The slot at `i` (< capacity_): with allocate(), the only code that indexes the raw array.
+    [[nodiscard]] slot& slot_at(std::size_t i) const noexcept {
+        return slots_[i];  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
     }
 
     [[nodiscard]] std::size_t index(std::uint64_t pos) const noexcept {
