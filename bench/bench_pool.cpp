@@ -8,6 +8,7 @@
 // Every pool must run every request exactly once; the benchmark aborts otherwise.
 
 #include "peers/mutex_pool.hpp"
+#include "peers/workerpool_pool.hpp"
 #include "support.hpp"
 
 #ifdef WORKERPOOL_BENCH_HAVE_ASIO
@@ -18,10 +19,6 @@
 #endif
 #ifdef WORKERPOOL_BENCH_HAVE_MOODYCAMEL
 #include "peers/moodycamel_pool.hpp"
-#endif
-#if __has_include(<workerpool/workerpool.hpp>)
-#define WORKERPOOL_BENCH_HAVE_DISPATCHER 1
-#include "peers/workerpool_pool.hpp"
 #endif
 
 #include <benchmark/benchmark.h>
@@ -239,12 +236,11 @@ void register_pool() {
 }
 
 const bool registered = [] {
-#ifdef WORKERPOOL_BENCH_HAVE_DISPATCHER
+    // In the order of bench/pools.txt.
     register_pool<wb::workerpool_pool>();
     register_pool<wb::workerpool_no_timeout_pool>();
     register_pool<wb::workerpool_fifo_pool>();
     register_pool<wb::workerpool_sharded_pool>();
-#endif
     register_pool<wb::mutex_pool>();
 #ifdef WORKERPOOL_BENCH_HAVE_ASIO
     register_pool<wb::asio_pool>();

@@ -68,7 +68,8 @@ struct ours_sharded {
 /// enqueue (which may allocate a block when the preallocated ones are in use; in practice it
 /// recycles them) and try_dequeue, without producer/consumer tokens, as a pool would call it.
 /// Not bounded. Its try_enqueue (the non-allocating, bounded call) is no usable reference here:
-/// in the SPSC pattern it fails almost always and the pair crawls at ~0.2 M/s on our machine.
+/// in the SPSC pattern it fails almost always (docs/performance.md, "Measurements behind the
+/// code").
 struct moodycamel_queue {
     static constexpr const char* name = "moodycamel";
     moodycamel::ConcurrentQueue<std::uint64_t> q{queue_capacity};

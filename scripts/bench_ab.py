@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Compares two bench_pool binaries (say, before and after a change) on a noisy machine.
 
-    scripts/bench_ab.py OLD/bench_pool NEW/bench_pool [--rounds 30] [--filter REGEX]
+    scripts/bench_ab.py OLD/bench_pool NEW/bench_pool [--rounds 30]
+        [--pools workerpool,workerpool_no_timeout] [--workloads noop_1p1w,...] [--filter REGEX]
 
 Each round runs both binaries once, in alternating order, with the same filter; every figure
-is the median (min-max) of the rounds, and new/old is the ratio of the medians. Build the old
+is the median (min-max) of the rounds, and new/old is the ratio of the medians. By default it
+runs the no-op workloads (1P/1W, 1P/2W, 2P/2W) and the 64-slot queue (full64_noop_1p2w) on
+`workerpool` and `workerpool_no_timeout`; pool names come from bench/pools.txt. Build the old
 one from a worktree, e.g.:
 
     git worktree add /tmp/old <commit>
@@ -17,8 +20,12 @@ import argparse
 import collections
 import json
 import os
+import re
 import statistics
 import subprocess
+import sys
+
+from bench_pools import NAMES
 
 
 def run(binary: str, pattern: str, min_time: str, env: dict[str, str]) -> dict[str, float]:
@@ -35,10 +42,21 @@ def main() -> None:
     ap.add_argument("old")
     ap.add_argument("new")
     ap.add_argument("--rounds", type=int, default=30)
-    ap.add_argument("--filter", default="BM_noop_(1p1w|1p2w|2p2w)/workerpool(_no_timeout)?/")
+    ap.add_argument("--pools", default="workerpool,workerpool_no_timeout",
+                    help="comma-separated pools of bench/pools.txt")
+    ap.add_argument("--workloads", default="noop_1p1w,noop_1p2w,noop_2p2w,full64_noop_1p2w",
+                    help="comma-separated workloads (benchmark names without BM_ and the pool)")
+    ap.add_argument("--filter", help="a --benchmark_filter regex instead of --pools/--workloads")
     ap.add_argument("--min-time", default="0.05")
     ap.add_argument("--requests", type=int, default=200_000)
     args = ap.parse_args()
+    if args.filter is None:
+        pools = args.pools.split(",")
+        unknown = [p for p in pools if p not in NAMES]
+        if unknown:
+            sys.exit(f"bench_ab: {', '.join(unknown)}: not in bench/pools.txt ({', '.join(NAMES)})")
+        args.filter = (f"BM_({'|'.join(map(re.escape, args.workloads.split(',')))})/"
+                       f"({'|'.join(map(re.escape, pools))})/")
 
     env = dict(os.environ, WORKERPOOL_BENCH_REQUESTS=str(args.requests))
     samples: dict[tuple[str, str], list[float]] = collections.defaultdict(list)

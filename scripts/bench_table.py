@@ -7,8 +7,7 @@ import json
 import statistics
 import sys
 
-POOLS = ["workerpool", "workerpool_no_timeout", "workerpool_fifo", "workerpool_sharded", "mutex_cv", "asio", "moodycamel", "onetbb"]
-PEERS = POOLS[4:]
+from bench_pools import NAMES as POOLS, PEERS
 
 
 def throughput(path):

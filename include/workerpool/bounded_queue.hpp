@@ -53,16 +53,19 @@ public:
 
     /// Destroys the elements still queued. Pre: no other thread uses the queue.
     ~bounded_queue() {
+        // relaxed, all three: no other thread uses the queue any more; whatever handed it to
+        // this thread (a join, say) ordered every push and pop before this.
         std::uint64_t head = dequeue_pos_.value.load(std::memory_order_relaxed);
         const std::uint64_t tail = enqueue_pos_.value.load(std::memory_order_relaxed) & ~closed_bit;
         for (; head != tail; ++head) {
-            slot& s = slots_[index(head)];
+            slot& s = slot_at(index(head));
+            // relaxed: as above
             if (s.seq.load(std::memory_order_relaxed) == full_turn(head)) {
                 s.ptr()->~T();
             }
         }
         for (std::size_t i = 0; i < capacity_; ++i) {
-            slots_[i].~slot();
+            slot_at(i).~slot();
         }
         ::operator delete (slots_, std::align_val_t{alignof(slot)});
     }
@@ -78,36 +81,35 @@ public:
     [[nodiscard]] submit_status try_emplace(Args&&... args) noexcept {
         static_assert(std::is_nothrow_constructible_v<T, Args&&...>,
                       "bounded_queue::try_emplace: constructing T from these arguments may throw");
-        // Every load of enqueue_pos_ here is acquire, not for the slot (the CAS and [Q3-acq] see to
-        // that) but so that seeing the closed bit pairs with close()'s fetch_or: what the closer
-        // did first (a sharded_queue's closed flag) is then visible to this thread's later calls.
-        std::uint64_t pos = enqueue_pos_.value.load(std::memory_order_acquire);  // a hint
+        // [Q4] Every load of enqueue_pos_ here is acquire, not for the slot (the CAS and [Q3-acq]
+        // see to that) but so that seeing the closed bit pairs with close()'s fetch_or: what the
+        // closer did first (a sharded_queue's closed flag) is then visible to this thread's later
+        // calls. The position itself is a hint; the CAS checks it.
+        std::uint64_t pos = enqueue_pos_.value.load(std::memory_order_acquire);
         for (;;) {
             if ((pos & closed_bit) != 0) {
                 return submit_status::closed;
             }
-            slot& s = slots_[index(pos)];
+            slot& s = slot_at(index(pos));
             // [Q3-acq] sees the consumer's move-out and destruction that preceded [Q3-rel].
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
             const auto diff = static_cast<std::int64_t>(seq - empty_turn(pos));
             if (diff == 0) {
-                // seq_cst: this claim and the dispatcher's idle-worker count form a Dekker pair
-                // (a producer sees a sleeper, or the sleeper sees this item); see dispatcher.hpp
-                // [W1].
+                // [W1] seq_cst: this claim and the dispatcher's idle-worker count form a Dekker
+                // pair (a producer sees a sleeper, or the sleeper sees this item). [Q4] On
+                // failure, acquire, as above.
                 if (enqueue_pos_.value.compare_exchange_weak(
-                        pos, pos + 1, std::memory_order_seq_cst,
-                        std::memory_order_acquire)) {  // failure: acquire, see above
+                        pos, pos + 1, std::memory_order_seq_cst, std::memory_order_acquire)) {
                     ::new (static_cast<void*>(s.storage)) T(std::forward<Args>(args)...);
-                    s.seq.store(
-                        full_turn(pos),
-                        std::memory_order_release);  // [Q1] publishes the element; pairs with [Q2]
+                    // [Q1] publishes the element; pairs with [Q2]
+                    s.seq.store(full_turn(pos), std::memory_order_release);
                     return submit_status::accepted;
                 }
             } else if (diff < 0) {
                 return submit_status::full;
             } else {
-                pos = enqueue_pos_.value.load(
-                    std::memory_order_acquire);  // another producer won; retry (acquire: above)
+                // Another producer won: retry. [Q4] acquire, as above.
+                pos = enqueue_pos_.value.load(std::memory_order_acquire);
             }
         }
     }
@@ -124,32 +126,31 @@ public:
     /// one. `f` must not throw and must not touch this queue. Thread safety: any thread.
     template <class F>
     [[nodiscard]] bool consume(F&& f) noexcept {
-        std::uint64_t pos =
-            dequeue_pos_.value.load(std::memory_order_relaxed);  // a hint; the CAS checks it
+        // relaxed: a hint; the CAS checks it, and [Q2] orders the element
+        std::uint64_t pos = dequeue_pos_.value.load(std::memory_order_relaxed);
         for (;;) {
-            slot& s = slots_[index(pos)];
-            const std::uint64_t seq =
-                s.seq.load(std::memory_order_acquire);  // [Q2] sees the element written before [Q1]
+            slot& s = slot_at(index(pos));
+            // [Q2] sees the element written before [Q1]
+            const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
             const auto diff = static_cast<std::int64_t>(seq - full_turn(pos));
             if (diff == 0) {
-                // seq_cst: this claim and the dispatcher's blocked-producer count form a Dekker
-                // pair (a consumer sees a waiting producer, or the producer sees the free slot);
-                // see [W3].
+                // [W3] seq_cst: this claim and the dispatcher's blocked-producer count form a
+                // Dekker pair (a consumer sees a waiting producer, or the producer sees the free
+                // slot). On failure, relaxed: a retry re-reads the slot with [Q2].
                 if (dequeue_pos_.value.compare_exchange_weak(
                         pos, pos + 1, std::memory_order_seq_cst, std::memory_order_relaxed)) {
                     T* p = s.ptr();
                     std::forward<F>(f)(std::move(*p));
                     p->~T();
-                    s.seq.store(
-                        empty_turn(pos + capacity_),
-                        std::memory_order_release);  // [Q3-rel] frees the slot; pairs with [Q3-acq]
+                    // [Q3-rel] frees the slot; pairs with [Q3-acq]
+                    s.seq.store(empty_turn(pos + capacity_), std::memory_order_release);
                     return true;
                 }
             } else if (diff < 0) {
                 return false;
             } else {
-                pos = dequeue_pos_.value.load(
-                    std::memory_order_relaxed);  // another consumer won; retry
+                // relaxed: another consumer won; retry (a hint, as above)
+                pos = dequeue_pos_.value.load(std::memory_order_relaxed);
             }
         }
     }
@@ -158,21 +159,22 @@ public:
     /// Returns the total number of pushes ever accepted; exactly those elements can still be
     /// popped. Thread safety: any thread.
     std::uint64_t close() noexcept {
-        // seq_cst RMW on the same word as the producers' claim: a push is either before the close
-        // (and counted in the result) or after it (and refused); nothing falls in between.
+        // [Q4] seq_cst RMW on the same word as the producers' claim: a push is either before the
+        // close (and counted in the result) or after it (and refused); nothing falls in between.
+        // It also publishes what the closer did before to every thread that sees the closed bit.
         return enqueue_pos_.value.fetch_or(closed_bit, std::memory_order_seq_cst) & ~closed_bit;
     }
 
     /// Returns whether `close()` has been called. Thread safety: any thread.
     [[nodiscard]] bool is_closed() const noexcept {
-        return (enqueue_pos_.value.load(std::memory_order_acquire) & closed_bit) !=
-               0;  // pairs with close()
+        // [Q4] sees what the closer did before close()
+        return (enqueue_pos_.value.load(std::memory_order_acquire) & closed_bit) != 0;
     }
 
     /// Returns the number of elements at one recent moment; racy by nature (may be stale).
     [[nodiscard]] std::size_t approx_size() const noexcept {
-        const std::uint64_t head = dequeue_pos_.value.load(
-            std::memory_order_relaxed);  // a racy estimate, no ordering needed
+        // relaxed, both: a racy estimate, no ordering needed
+        const std::uint64_t head = dequeue_pos_.value.load(std::memory_order_relaxed);
         const std::uint64_t tail = enqueue_pos_.value.load(std::memory_order_relaxed) & ~closed_bit;
         if (tail <= head) {
             return 0;
@@ -184,6 +186,7 @@ public:
     /// Returns whether some push has been claimed that no pop has claimed yet (the element may
     /// still be being written). seq_cst: this is the reading side of the Dekker pairs above.
     [[nodiscard]] bool has_claimed_elements() const noexcept {
+        // [W1] seq_cst, both: a sleeping worker's re-check of the queue, its side of the pair
         const std::uint64_t tail = enqueue_pos_.value.load(std::memory_order_seq_cst) & ~closed_bit;
         const std::uint64_t head = dequeue_pos_.value.load(std::memory_order_seq_cst);
         return tail > head;
@@ -191,6 +194,7 @@ public:
 
     /// Returns the number of free slots at one recent moment (seq_cst, see [W3]).
     [[nodiscard]] std::size_t free_slots() const noexcept {
+        // [W3] seq_cst, both: a blocked producer's check for room, its side of the pair
         const std::uint64_t head = dequeue_pos_.value.load(std::memory_order_seq_cst);
         const std::uint64_t tail = enqueue_pos_.value.load(std::memory_order_seq_cst) & ~closed_bit;
         const std::uint64_t used = tail > head ? tail - head : 0;
@@ -206,13 +210,14 @@ public:
         // relaxed, both: a hint that pairs with nothing; try_emplace re-checks with acquire
         const std::uint64_t pos =
             (enqueue_pos_.value.load(std::memory_order_relaxed) & ~closed_bit) + n - 1;
-        const std::uint64_t seq = slots_[index(pos)].seq.load(std::memory_order_relaxed);
+        const std::uint64_t seq = slot_at(index(pos)).seq.load(std::memory_order_relaxed);
         return static_cast<std::int64_t>(seq - empty_turn(pos)) >= 0;
     }
 
     /// Returns the total number of pushes accepted so far (including popped ones).
     [[nodiscard]] std::uint64_t pushed_count() const noexcept {
-        return enqueue_pos_.value.load(std::memory_order_relaxed) & ~closed_bit;  // statistics only
+        // relaxed: statistics only
+        return enqueue_pos_.value.load(std::memory_order_relaxed) & ~closed_bit;
     }
 
     /// Returns the exact maximum number of elements.
@@ -249,13 +254,19 @@ public:
     }
 
 private:
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-member-init): `storage` stays raw, see below
     struct alignas(detail::cache_line) slot {
         // 2t when free for the push of turn t (position t * capacity + index), 2t + 1 once that
         // push has written its element. Distinct values for "full at turn t" and "free for turn
         // t + 1" are what make a single-slot queue safe.
         std::atomic<std::uint64_t> seq;
+        // Raw room for a T that push constructs in place and pop destroys; left uninitialised.
+        // NOLINTNEXTLINE(*-avoid-c-arrays)
         alignas(T) unsigned char storage[sizeof(T)];
-        T* ptr() noexcept { return std::launder(reinterpret_cast<T*>(storage)); }
+        T* ptr() noexcept {
+            // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): the T built in storage
+            return std::launder(reinterpret_cast<T*>(storage));
+        }
     };
 
     static constexpr std::uint64_t closed_bit = std::uint64_t{1} << 63;
@@ -271,11 +282,18 @@ private:
         auto* slots = static_cast<slot*>(
             ::operator new (capacity * sizeof(slot), std::align_val_t{alignof(slot)}));
         for (std::size_t i = 0; i < capacity; ++i) {
+            // NOLINTNEXTLINE(cppcoreguidelines-pro-bounds-pointer-arithmetic): see slot_at
             auto* s = ::new (static_cast<void*>(slots + i)) slot;
-            s->seq.store(0, std::memory_order_relaxed);  // free for turn 0; published by the
-                                                         // constructor's completion
+            // relaxed: free for turn 0; published by whatever hands the constructed queue to
+            // other threads
+            s->seq.store(0, std::memory_order_relaxed);
         }
         return slots;
+    }
+
+    // The slot at `i` (< capacity_): with allocate(), the only code that indexes the raw array.
+    [[nodiscard]] slot& slot_at(std::size_t i) const noexcept {
+        return slots_[i];  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
     }
 
     [[nodiscard]] std::size_t index(std::uint64_t pos) const noexcept {

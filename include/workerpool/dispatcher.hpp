@@ -85,9 +85,9 @@ class dispatcher {
     using envelope = detail::envelope<Request>;
     using clock = std::chrono::steady_clock;
     using phase = detail::phase;
-    // What a worker keeps for itself in its slot, on the heap: the request it serves and the
+    // What a worker keeps in its slot, on the heap: the request it serves and raw room for the
     // failure record it hands to on_failure (a large Request would overflow its stack).
-    struct worker_payload {
+    struct worker_payload {  // NOLINT(cppcoreguidelines-pro-type-member-init): `failing` is raw
         std::optional<envelope> current;
         detail::uninitialized<failure<Request>> failing;
     };
@@ -480,7 +480,8 @@ private:
     }
 
     // Polls briefly before sleeping; returns true if there may be work (or a reason to look).
-    bool spin_for_work(const std::stop_token& st, std::size_t home) const noexcept {
+    [[nodiscard]] bool spin_for_work(const std::stop_token& st,
+                                     std::size_t home) const noexcept {
         return queue_.spin_for_elements(home, options_.spin_before_sleep.count(), [&] {
             // relaxed: a hint, read again with order before sleeping
             return st.stop_requested() || life_.at_least(phase::draining, std::memory_order_relaxed);

@@ -28,13 +28,14 @@ namespace detail {
 /// behind one indirect call.
 template <class Request, class Handler>
 [[nodiscard]] erased_handler<Request> checked_handler(Handler&& h) {
-    using H = std::decay_t<Handler>;
-    static_assert(!takes_request_by_value<H, Request>,
+    using handler_type = std::decay_t<Handler>;
+    static_assert(!takes_request_by_value<handler_type, Request>,
                   "dispatcher<Request>: the handler takes the request by value, so what it "
                   "writes into the request (state kept across retries, results read by "
                   "on_success) is lost with its copy: take it as Request& (const Request& if "
                   "it only reads)");
-    static_assert(takes_request_by_value<H, Request> || request_handler<H, Request>,
+    static_assert(takes_request_by_value<handler_type, Request> ||
+                      request_handler<handler_type, Request>,
                   "dispatcher<Request>: the handler must be callable as "
                   "handler(Request&, const std::stop_token&) or handler(Request&), the request "
                   "by reference; check the request type and the parameter order");

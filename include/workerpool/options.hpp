@@ -41,10 +41,8 @@ struct job_options {
 /// The ring count that `options::queue_shards = 0` picks, once, when the dispatcher is built (a
 /// later `set_worker_limits` does not change it): `max_workers`, at most
 /// `std::thread::hardware_concurrency()`, and at most `capacity / 64` (rings of fewer slots spill
-/// into each other too often to pay off); never below 1. On a 16-core machine this ran 1.7x to
-/// 7x the no-op requests per second of one ring wherever several workers shared the queue (one
-/// producer feeding 2 or 15 workers, N producers feeding N workers): see
-/// docs/performance-16core.md.
+/// into each other too often to pay off); never below 1. The measurements behind this default
+/// are in docs/performance.md ("Measurements behind the code").
 [[nodiscard]] inline std::size_t auto_queue_shards(std::size_t capacity,
                                                    std::size_t max_workers) noexcept {
     constexpr std::size_t min_ring_slots = 64;
@@ -100,8 +98,8 @@ struct options {
     /// waiting for a batch of free slots rather than one. Must be >= 0.
     std::chrono::nanoseconds spin_before_sleep = std::chrono::microseconds(50);
     /// One request in this many (per submitting thread) is timed for the latency figures in
-    /// `stats()`: its queue wait and run time. Timing costs three clock reads (about 40 ns each
-    /// on a VM), so sampling keeps it off the average request. 1 times every request; 0 disables.
+    /// `stats()`: its queue wait and run time. Timing costs three clock reads, so sampling keeps
+    /// it off the average request. 1 times every request; 0 disables.
     unsigned latency_sample_every = 32;
     /// The grace the destructor gives `shutdown()` when the user did not call it. Must be >= 0.
     std::chrono::nanoseconds destructor_grace = std::chrono::seconds(1);

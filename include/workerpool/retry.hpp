@@ -75,8 +75,8 @@ namespace detail {
 /// `min(max_backoff, initial_backoff * multiplier^(failed_attempts - 1))`. Pure; never throws.
 [[nodiscard]] inline std::chrono::nanoseconds backoff_ceiling(const retry_policy& p,
                                                               unsigned failed_attempts) noexcept {
-    const double cap = static_cast<double>(p.max_backoff.count());
-    double d = static_cast<double>(p.initial_backoff.count());
+    const auto cap = static_cast<double>(p.max_backoff.count());
+    auto d = static_cast<double>(p.initial_backoff.count());
     for (unsigned i = 1; i < failed_attempts && d < cap; ++i) {
         d *= p.multiplier;
     }

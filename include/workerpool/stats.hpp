@@ -108,7 +108,7 @@ constexpr const char* to_string(event_kind k) noexcept {
 /// One thing that happened in a pool, passed to `options::on_event`.
 /// `reason` points to a string literal (static storage); it is never null.
 struct event {
-    event_kind kind;                             ///< What happened.
+    event_kind kind{};                           ///< What happened.
     std::chrono::steady_clock::time_point when;  ///< When it was noticed.
     std::size_t workers_before = 0;              ///< Live workers before (scale events).
     std::size_t workers_after = 0;               ///< Live workers after (scale events).

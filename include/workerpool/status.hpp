@@ -68,8 +68,8 @@ public:
 template <class Request>
 struct failure {
     Request request;           ///< The request itself, moved out of the pool.
-    failure_reason reason;     ///< Why it ended here.
-    unsigned attempts;         ///< How many times the handler was called (0 if it never ran).
+    failure_reason reason{};   ///< Why it ended here.
+    unsigned attempts = 0;     ///< How many times the handler was called (0 if it never ran).
     std::exception_ptr error;  ///< The last exception the handler threw; null if none.
 };
 

@@ -3,6 +3,9 @@
 /// @file
 /// The library's version, as macros for the preprocessor and as constants in `workerpool`.
 
+// The version must be macros, for `#if` in users' code; `version_major` and the others below are
+// the same as constants. NOLINTBEGIN(cppcoreguidelines-macro-usage)
+
 /// The library's major version. Kept equal to `project(workerpool VERSION ...)` in CMakeLists.txt,
 /// whose configure step fails if the two disagree.
 #define WORKERPOOL_VERSION_MAJOR 0
@@ -27,6 +30,7 @@
     WORKERPOOL_DETAIL_STRINGIFY(WORKERPOOL_VERSION_MINOR) "."                                      \
     WORKERPOOL_DETAIL_STRINGIFY(WORKERPOOL_VERSION_PATCH)
 // clang-format on
+// NOLINTEND(cppcoreguidelines-macro-usage)
 
 namespace workerpool {
 

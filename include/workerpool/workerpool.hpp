@@ -18,6 +18,4 @@
 #include <workerpool/shutdown_report.hpp>
 #include <workerpool/stats.hpp>
 #include <workerpool/status.hpp>
-#if __has_include(<workerpool/version.hpp>)
 #include <workerpool/version.hpp>
-#endif

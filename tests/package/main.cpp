@@ -4,10 +4,7 @@
 
 #include <workerpool/bounded_queue.hpp>
 #include <workerpool/version.hpp>
-#if __has_include(<workerpool/workerpool.hpp>)
 #include <workerpool/workerpool.hpp>
-#define WORKERPOOL_CONSUMER_HAS_DISPATCHER 1
-#endif
 
 #include <atomic>
 #include <chrono>
@@ -27,7 +24,6 @@ int main() {
         return 2;
     }
 
-#ifdef WORKERPOOL_CONSUMER_HAS_DISPATCHER
     std::atomic<int> handled{0};
     {
         workerpool::dispatcher<int> pool{
@@ -42,7 +38,6 @@ int main() {
             return 4;
         }
     }
-#endif
 
     std::printf("workerpool %s: consumer ok\n", workerpool::version_string);
     return 0;

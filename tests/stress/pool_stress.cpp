@@ -18,7 +18,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -41,6 +40,7 @@ using workerpool::job_options;
 using workerpool::submit_status;
 using workerpool::test::eventually;
 using workerpool::test::tracked;
+using workerpool::test::wait_for_stop;
 
 std::uint64_t env_u64(const char* name, std::uint64_t fallback) {
     const char* v = std::getenv(name);
@@ -109,14 +109,6 @@ job_options options_for(kind k) {
         jo.timeout = 1ms;
     }
     return jo;
-}
-
-bool wait_for_stop(const std::stop_token& st, std::chrono::nanoseconds limit) {
-    std::mutex m;
-    std::condition_variable_any cv;
-    std::unique_lock lock(m);
-    cv.wait_for(lock, st, limit, [] { return false; });
-    return st.stop_requested();
 }
 
 // What happened to one request id; every field written by pool threads or producers, read after

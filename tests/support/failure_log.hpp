@@ -1,12 +1,15 @@
-// Collects what a pool hands to on_failure, for tests to inspect. Shared by the
-// dispatcher_failures, retries and timeouts tests.
+// Collects what a pool hands to on_failure, for tests to inspect, and reads the exceptions in it.
+// The one failure log of the tests (dispatcher_failures, dispatcher_shutdown, retries, timeouts).
 #pragma once
 
 #include <workerpool/status.hpp>
 
 #include <cstddef>
+#include <exception>
 #include <functional>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -36,5 +39,32 @@ struct failure_log {
         return std::move(items);
     }
 };
+
+// The message of the exception in `p`: its what(), or "<non-std exception>" for any other type.
+// Pre: `p` is not null.
+inline std::string message_of(const std::exception_ptr& p) {
+    try {
+        std::rethrow_exception(p);
+    } catch (const std::exception& e) {
+        return e.what();
+    } catch (...) {
+        return "<non-std exception>";
+    }
+}
+
+// Whether `p` holds an exception of type `E` (or of a type derived from it).
+template <class E>
+bool holds(const std::exception_ptr& p) {
+    if (!p) {
+        return false;
+    }
+    try {
+        std::rethrow_exception(p);
+    } catch (const E&) {
+        return true;
+    } catch (...) {
+        return false;
+    }
+}
 
 }  // namespace workerpool::test

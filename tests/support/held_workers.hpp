@@ -1,6 +1,6 @@
-// Helpers for tests that hold workers inside their handlers and watch blocked submitters, and the
-// move-only request type they submit. Shared by the dispatcher_* , regressions and misbehaviour
-// tests.
+// Helpers for tests that hold workers inside their handlers (with test_util.hpp's `gate`) and
+// watch blocked submitters, and the move-only request type they submit. Shared by the
+// dispatcher_*, regressions and misbehaviour tests.
 #pragma once
 
 #include <workerpool/options.hpp>
@@ -15,12 +15,10 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <fstream>
 #include <memory>
 #include <mutex>
-#include <stop_token>
 #include <string>
 #include <utility>
 #include <vector>
@@ -53,44 +51,6 @@ workerpool::options<Request> held_options(std::size_t capacity, std::size_t work
     return o;
 }
 
-// Thrown by a handler whose permit wait was cut short by its stop token.
-struct stopped_by_token {};
-
-// Permits that hold handlers: `acquire` blocks until a permit is released or the handler's token
-// is stopped, so a pool can always be shut down even when a test fails half-way.
-class permits {
-public:
-    // Returns true with a permit, false if `st` was stopped first.
-    bool acquire(const std::stop_token& st) {
-        std::unique_lock lock(mutex_);
-        ++waiting_;
-        const bool got = cv_.wait(lock, st, [this] { return available_ > 0; });
-        --waiting_;
-        if (got) {
-            --available_;
-        }
-        return got;
-    }
-    void release(int n = 1) {
-        {
-            std::lock_guard lock(mutex_);
-            available_ += n;
-        }
-        cv_.notify_all();
-    }
-    void release_all() { release(1'000'000); }
-    int waiting() {
-        std::lock_guard lock(mutex_);
-        return waiting_;
-    }
-
-private:
-    std::mutex mutex_;
-    std::condition_variable_any cv_;
-    int available_ = 0;  // guarded by mutex_
-    int waiting_ = 0;    // guarded by mutex_
-};
-
 // Records the ids that handlers saw, in order.
 class recorder {
 public:
@@ -110,20 +70,6 @@ public:
 private:
     std::mutex mutex_;
     std::vector<int> ids_;  // guarded by mutex_
-};
-
-// Runs `f` when the scope ends, also when a REQUIRE unwinds it: used to release held handlers
-// and shut the pool down before a submitter thread is joined.
-template <class F>
-class finally {
-public:
-    explicit finally(F f) : f_(std::move(f)) {}
-    finally(const finally&) = delete;
-    finally& operator=(const finally&) = delete;
-    ~finally() { f_(); }
-
-private:
-    F f_;
 };
 
 // The calling thread's kernel id (Linux), or 1 elsewhere.

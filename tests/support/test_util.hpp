@@ -1,14 +1,20 @@
 #pragma once
 
 // Helpers for deterministic concurrent tests: `eventually` instead of sleeping, `gate` to hold
-// workers inside a handler, and `tracked` to count live objects. None of them uses Catch2, so
-// they may be used on worker threads (where assertions are not allowed).
+// workers inside a handler (the only way tests hold threads), `finally` to let them go when a
+// test fails half-way, `wait_for_stop` for handlers that honour their token, and `tracked` to
+// count live objects. None of them uses Catch2, so they may be used on worker threads (where
+// assertions are not allowed).
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
+#include <stop_token>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace workerpool::test {
@@ -36,11 +42,20 @@ template <class Pred>
     }
 }
 
-/// A one-shot barrier: every `wait()` blocks until `open()` is called, and returns at once after.
-/// Use it to hold N workers inside a handler so that queue depth, stats and scaling are exact:
-/// the handler calls `wait()`, the test checks `eventually([&] { return g.waiting() == N; })`,
-/// asserts, then calls `open()`. Open the gate before the pool is shut down or destroyed.
-/// Thread safety: all members, any thread. Not reusable (there is no close).
+/// Thrown by a handler whose `gate::wait(st)` was cut short by its stop token.
+struct stopped_by_token {};
+
+/// The one way tests hold threads: workers inside a handler, or test threads at a start line.
+/// `release(n)` lets `n` threads through (waiting now or arriving later), `open()` lets every
+/// thread through from then on, and `waiting()` counts the threads held right now, so a test
+/// holds N workers exactly (`eventually([&] { return g.waiting() == N; })`), asserts on depth,
+/// stats or scaling, then lets them go.
+/// `wait(st)` also returns (false) when `st` is stopped, so a pool whose handlers wait that way
+/// can always be shut down, even when a test fails half-way; `wait()` ignores stop tokens, for a
+/// handler that must ignore its token (a stuck handler) and for threads that have none. A test
+/// that holds handlers with `wait()` opens the gate before the pool is shut down or destroyed:
+/// `finally open_at_end([&] { g.open(); })` does it even when a REQUIRE fails.
+/// Thread safety: all members, any thread.
 class gate {
 public:
     gate() = default;
@@ -50,49 +65,95 @@ public:
     gate& operator=(gate&&) = delete;
     ~gate() = default;
 
-    /// Blocks until `open()` has been called. Returns at once if it already was.
-    void wait() noexcept {
-        arrived_.fetch_add(1, std::memory_order_relaxed);  // a count for tests to poll; no ordering
-        // [G2] sees what the test wrote before [G1].
-        while (!open_.load(std::memory_order_acquire)) {
-            open_.wait(false, std::memory_order_acquire);
+    /// Blocks until this thread may pass (a `release` it takes, or `open()`).
+    void wait() {
+        std::unique_lock lock(mutex_);
+        ++waiting_;
+        cv_.wait(lock, [this] { return may_pass_locked(); });
+        --waiting_;
+    }
+
+    /// Blocks until this thread may pass, or `st` is stopped. Returns true if it passed, false if
+    /// `st` was stopped first (it then takes no pass).
+    [[nodiscard]] bool wait(const std::stop_token& st) {
+        std::unique_lock lock(mutex_);
+        ++waiting_;
+        const bool passed = cv_.wait(lock, st, [this] { return may_pass_locked(); });
+        --waiting_;
+        return passed;
+    }
+
+    /// Lets `n` more threads through, waiting now or arriving later.
+    void release(std::size_t n = 1) {
+        {
+            std::lock_guard lock(mutex_);
+            passes_ += n;
         }
-        arrived_.fetch_sub(1, std::memory_order_relaxed);
+        cv_.notify_all();
     }
 
-    /// Releases every current and future waiter. Idempotent.
-    void open() noexcept {
-        // [G1] publishes what the test wrote before opening; pairs with [G2].
-        open_.store(true, std::memory_order_release);
-        open_.notify_all();
+    /// Lets every thread through, now and later. Idempotent.
+    void open() {
+        {
+            std::lock_guard lock(mutex_);
+            open_ = true;
+        }
+        cv_.notify_all();
     }
 
-    /// Returns whether `open()` has been called.
-    [[nodiscard]] bool is_open() const noexcept { return open_.load(std::memory_order_acquire); }
-
-    /// Returns how many threads are inside `wait()` right now (racy by nature; poll it).
-    [[nodiscard]] std::size_t waiting() const noexcept {
-        return arrived_.load(std::memory_order_relaxed);
+    /// Returns how many threads are inside a `wait` right now (poll it with `eventually`).
+    [[nodiscard]] std::size_t waiting() const {
+        std::lock_guard lock(mutex_);
+        return waiting_;
     }
 
 private:
-    std::atomic<bool> open_{false};
-    std::atomic<std::size_t> arrived_{0};  // threads inside wait()
+    // Takes a pass if there is one. Pre: mutex_ held.
+    bool may_pass_locked() {
+        if (open_) {
+            return true;
+        }
+        if (passes_ == 0) {
+            return false;
+        }
+        --passes_;
+        return true;
+    }
+
+    mutable std::mutex mutex_;
+    std::condition_variable_any cv_;
+    std::size_t passes_ = 0;   // guarded by mutex_
+    std::size_t waiting_ = 0;  // guarded by mutex_
+    bool open_ = false;        // guarded by mutex_
 };
 
-/// Opens `g` when the scope ends, so threads parked on it are released even if a REQUIRE fails.
-class opener {
+/// Runs `f` when the scope ends, also when a REQUIRE unwinds it: opens a gate, and shuts a pool
+/// down, before the threads it holds are joined.
+template <class F>
+class finally {
 public:
-    explicit opener(gate& g) : g_(g) {}
-    opener(const opener&) = delete;
-    opener& operator=(const opener&) = delete;
-    opener(opener&&) = delete;
-    opener& operator=(opener&&) = delete;
-    ~opener() { g_.open(); }
+    explicit finally(F f) : f_(std::move(f)) {}
+    finally(const finally&) = delete;
+    finally& operator=(const finally&) = delete;
+    finally(finally&&) = delete;
+    finally& operator=(finally&&) = delete;
+    ~finally() { f_(); }
 
 private:
-    gate& g_;
+    F f_;
 };
+
+/// Blocks until `st` is stopped or `limit` has passed (a safety net, so that a broken pool
+/// cannot hang the test); returns whether the token was stopped. For a handler that honours its
+/// token; it wakes through a std::stop_callback.
+inline bool wait_for_stop(const std::stop_token& st,
+                          std::chrono::nanoseconds limit = std::chrono::seconds(10)) {
+    std::mutex m;
+    std::condition_variable_any cv;
+    std::unique_lock lock(m);
+    cv.wait_for(lock, st, limit, [] { return false; });
+    return st.stop_requested();
+}
 
 /// Whether this build runs under ThreadSanitizer (which makes threads 5-15x slower: tests scale
 /// their element counts down with it).

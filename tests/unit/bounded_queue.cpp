@@ -1,8 +1,10 @@
-// bounded_queue beyond the basics (bounded_queue_basic.cpp): exact capacity for capacities that
-// are not powers of two, across many wrap-arounds; FIFO between two threads; try_emplace and
-// consume; close accounting; element lifetimes through every path; and a 4-producer/4-consumer
-// run in which every element arrives exactly once and each producer's elements stay in order.
-// Threads only record; assertions run after they are joined.
+// bounded_queue on its own: exact capacity (also for capacities that are not powers of two,
+// across many wrap-arounds), FIFO order, full and closed refusals that leave the value untouched,
+// draining after close and its accounting, try_emplace and consume, element lifetimes through
+// every path and the destruction of what is still queued, the room hint (has_room_for), FIFO
+// between two threads, and a 4-producer/4-consumer run in which every element arrives exactly
+// once and each producer's elements stay in order. Threads only record; assertions run after
+// they are joined.
 
 #include <workerpool/bounded_queue.hpp>
 #include <workerpool/status.hpp>
@@ -25,12 +27,95 @@ namespace {
 using workerpool::bounded_queue;
 using workerpool::submit_status;
 using workerpool::test::eventually;
+using workerpool::test::finally;
 using workerpool::test::gate;
-using workerpool::test::opener;
 using workerpool::test::tracked;
 using workerpool::test::under_tsan;
 
 }  // namespace
+
+TEST_CASE("bounded_queue reports its exact capacity", "[bounded_queue][unit]") {
+    const bounded_queue<int> q{3};
+    CHECK(q.capacity() == 3u);
+    CHECK(q.approx_size() == 0u);
+    CHECK(q.free_slots() == 3u);
+    CHECK_FALSE(q.is_closed());
+}
+
+TEST_CASE("bounded_queue pops in FIFO order", "[bounded_queue][unit]") {
+    bounded_queue<int> q{4};
+    for (int i = 1; i <= 4; ++i) {
+        REQUIRE(q.try_push(int{i}) == submit_status::accepted);
+    }
+    CHECK(q.approx_size() == 4u);
+    for (int i = 1; i <= 4; ++i) {
+        int out = 0;
+        REQUIRE(q.try_pop(out));
+        CHECK(out == i);
+    }
+    int out = 0;
+    CHECK_FALSE(q.try_pop(out));
+}
+
+TEST_CASE("try_push on a full bounded_queue returns full and leaves the value untouched",
+          "[bounded_queue][unit]") {
+    tracked::reset();
+    {
+        bounded_queue<tracked> q{2};
+        REQUIRE(q.try_push(tracked{1}) == submit_status::accepted);
+        REQUIRE(q.try_push(tracked{2}) == submit_status::accepted);
+
+        // A refused push leaves its argument untouched, so `third` is used after std::move on
+        // purpose. NOLINTBEGIN(bugprone-use-after-move)
+        tracked third{3};
+        CHECK(q.try_push(std::move(third)) == submit_status::full);
+        CHECK_FALSE(third.moved_from);
+        CHECK(third.id == 3);
+        CHECK(q.free_slots() == 0u);
+
+        tracked out;
+        REQUIRE(q.try_pop(out));
+        CHECK(out.id == 1);
+        CHECK(q.try_push(std::move(third)) == submit_status::accepted);
+        CHECK(third.moved_from);  // accepted, so moved from
+        // NOLINTEND(bugprone-use-after-move)
+    }
+    CHECK(tracked::live == 0);
+    CHECK(tracked::misuse == 0);
+}
+
+TEST_CASE("close refuses later pushes but lets queued elements drain", "[bounded_queue][unit]") {
+    bounded_queue<int> q{4};
+    REQUIRE(q.try_push(7) == submit_status::accepted);
+    REQUIRE(q.try_push(8) == submit_status::accepted);
+
+    CHECK(q.close() == 2u);
+    CHECK(q.is_closed());
+    CHECK(q.close() == 2u);  // idempotent
+    CHECK(q.try_push(9) == submit_status::closed);
+
+    int out = 0;
+    REQUIRE(q.try_pop(out));
+    CHECK(out == 7);
+    REQUIRE(q.try_pop(out));
+    CHECK(out == 8);
+    CHECK_FALSE(q.try_pop(out));
+}
+
+TEST_CASE("bounded_queue destroys the elements still queued", "[bounded_queue][unit]") {
+    tracked::reset();
+    {
+        bounded_queue<tracked> q{8};
+        for (int i = 0; i < 5; ++i) {
+            REQUIRE(q.try_push(tracked{i}) == submit_status::accepted);
+        }
+        tracked out;
+        REQUIRE(q.try_pop(out));
+        CHECK(tracked::live == 5);  // four queued plus `out`
+    }
+    CHECK(tracked::live == 0);
+    CHECK(tracked::misuse == 0);
+}
 
 TEST_CASE("bounded_queue holds exactly capacity elements, lap after lap", "[bounded_queue][unit]") {
     for (const std::size_t capacity : {2u, 3u, 5u, 7u, 64u}) {
@@ -70,6 +155,34 @@ TEST_CASE("bounded_queue holds exactly capacity elements, lap after lap", "[boun
         CHECK(next_out == next_in);
         CHECK(q.pushed_count() == next_in);
         CHECK(q.approx_size() == 0u);
+    }
+}
+
+TEST_CASE("has_room_for(n) says whether the next n pushes find free slots, lap after lap",
+          "[bounded_queue][unit]") {
+    const std::size_t capacity = GENERATE(std::size_t{1}, std::size_t{3}, std::size_t{8});
+    bounded_queue<int> q{capacity};
+    int v = 0;
+    // Three laps: each time the ring fills and drains, the answer must follow the occupancy.
+    for (int lap = 0; lap < 3; ++lap) {
+        for (std::size_t used = 0; used <= capacity; ++used) {
+            for (std::size_t n = 1; n <= capacity; ++n) {
+                INFO("lap " << lap << ", " << used << " queued, n " << n);
+                CHECK(q.has_room_for(n) == (used + n <= capacity));
+            }
+            if (used < capacity) {
+                REQUIRE(q.try_push(int{v++}) == submit_status::accepted);
+            }
+        }
+        // Full; free one slot at a time from the front.
+        for (std::size_t freed = 1; freed <= capacity; ++freed) {
+            int out = -1;
+            REQUIRE(q.try_pop(out));
+            for (std::size_t n = 1; n <= capacity; ++n) {
+                INFO("lap " << lap << ", " << freed << " freed, n " << n);
+                CHECK(q.has_room_for(n) == (n <= freed));
+            }
+        }
     }
 }
 
@@ -204,7 +317,9 @@ TEST_CASE("every element is destroyed exactly once through push, pop, refusal an
     CHECK(tracked::misuse == 0);
 }
 
-TEST_CASE("bounded_queue refuses a capacity it cannot honour", "[bounded_queue][unit]") {
+TEST_CASE("bounded_queue refuses a zero capacity and one it cannot honour",
+          "[bounded_queue][unit]") {
+    CHECK_THROWS_AS(bounded_queue<int>{0}, std::invalid_argument);
     CHECK_THROWS_AS(bounded_queue<int>{std::size_t{1} << 62}, std::invalid_argument);
     CHECK_THROWS_AS(bounded_queue<int>{static_cast<std::size_t>(-1)}, std::invalid_argument);
 }
@@ -226,7 +341,7 @@ TEST_CASE("four producers and four consumers deliver every element exactly once 
     {
         bounded_queue<tracked> q{64};
         gate start;
-        opener open_on_exit{start};
+        finally open_on_exit([&] { start.open(); });
         std::vector<std::jthread> threads;
         for (int p = 0; p < producers; ++p) {
             threads.emplace_back([&, p] {

@@ -15,9 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <memory>
-#include <mutex>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -34,6 +32,7 @@ using workerpool::submit_status;
 using workerpool::test::eventually;
 using workerpool::test::failure_log;
 using workerpool::test::job;
+using workerpool::test::message_of;
 
 template <class Request>
 workerpool::options<Request> one_worker() {
@@ -43,16 +42,6 @@ workerpool::options<Request> one_worker() {
     o.max_workers = 1;
     o.destructor_grace = 0ns;
     return o;
-}
-
-std::string message_of(const std::exception_ptr& p) {
-    try {
-        std::rethrow_exception(p);
-    } catch (const std::exception& e) {
-        return e.what();
-    } catch (...) {
-        return "<non-std exception>";
-    }
 }
 
 }  // namespace

@@ -7,18 +7,16 @@
 #include <workerpool/dispatcher.hpp>
 
 #include "support/catch.hpp"
+#include "support/event_log.hpp"
+#include "support/failure_log.hpp"
 #include "support/held_workers.hpp"
 #include "support/test_util.hpp"
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <exception>
-#include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <stop_token>
@@ -36,91 +34,29 @@ using workerpool::event_kind;
 using workerpool::failure;
 using workerpool::failure_reason;
 using workerpool::submit_status;
+using workerpool::test::event_log;
 using workerpool::test::eventually;
+using workerpool::test::failure_log;
 using workerpool::test::finally;
+using workerpool::test::gate;
 using workerpool::test::held_options;
+using workerpool::test::holds;
 using workerpool::test::job;
-using workerpool::test::permits;
 using workerpool::test::recorder;
 using workerpool::test::stopped_by_token;
 using workerpool::test::submitter;
+using workerpool::test::untouched;
 
-// What on_failure received, without the exception objects' types.
-struct failure_record {
-    int id;
-    bool payload_intact;
-    failure_reason reason;
-    unsigned attempts;
-    bool has_error;
-    bool error_is_stop;  // the handler's stopped_by_token
-};
+// The shutdown events among everything a pool reported, in order.
+std::vector<event_kind> shutdown_kinds(const event_log& log) {
+    return log.kinds(
+        {event_kind::shutdown_begin, event_kind::shutdown_grace_over, event_kind::shutdown_done});
+}
 
-class failure_log {
-public:
-    std::function<void(failure<job>&&)> sink() {
-        return [this](failure<job>&& f) {
-            bool is_stop = false;
-            if (f.error) {
-                try {
-                    std::rethrow_exception(f.error);
-                } catch (const stopped_by_token&) {
-                    is_stop = true;
-                } catch (...) {
-                }
-            }
-            const bool intact = f.request.payload && *f.request.payload == f.request.id * 10;
-            std::lock_guard lock(mutex_);
-            items_.push_back(
-                {f.request.id, intact, f.reason, f.attempts, f.error != nullptr, is_stop});
-        };
-    }
-    std::vector<failure_record> items() {
-        std::lock_guard lock(mutex_);
-        return items_;
-    }
-    std::size_t size() {
-        std::lock_guard lock(mutex_);
-        return items_.size();
-    }
-
-private:
-    std::mutex mutex_;
-    std::vector<failure_record> items_;  // guarded by mutex_
-};
-
-// Records the shutdown events in order, and runs an optional action on shutdown_begin.
-class shutdown_events {
-public:
-    std::function<void()> on_begin;
-
-    std::function<void(const event&)> sink() {
-        return [this](const event& e) {
-            if (e.kind != event_kind::shutdown_begin && e.kind != event_kind::shutdown_grace_over &&
-                e.kind != event_kind::shutdown_done) {
-                return;
-            }
-            {
-                std::lock_guard lock(mutex_);
-                kinds_.push_back(e.kind);
-            }
-            if (e.kind == event_kind::shutdown_begin && on_begin) {
-                on_begin();
-            }
-        };
-    }
-    std::vector<event_kind> kinds() {
-        std::lock_guard lock(mutex_);
-        return kinds_;
-    }
-    bool began() {
-        std::lock_guard lock(mutex_);
-        return !kinds_.empty();
-    }
-
-private:
-    std::mutex mutex_;
-    std::vector<event_kind> kinds_;  // guarded by mutex_
-};
+// Whether on_failure got the request whole (`job(id)`'s payload still in it).
+bool payload_intact(const failure<job>& f) {
+    return untouched(f.request, f.request.id);
+}
 
 std::vector<int> ids_of(const std::vector<job>& jobs) {
     std::vector<int> ids;
@@ -131,10 +67,10 @@ std::vector<int> ids_of(const std::vector<job>& jobs) {
     return ids;
 }
 
-// A handler that waits for a permit (throwing stopped_by_token if stopped first), then records.
-auto held_handler(permits& hold, recorder& seen) {
+// A handler that waits for a pass (throwing stopped_by_token if stopped first), then records.
+auto held_handler(gate& hold, recorder& seen) {
     return [&hold, &seen](job& j, std::stop_token st) {
-        if (!hold.acquire(st)) {
+        if (!hold.wait(st)) {
             throw stopped_by_token{};
         }
         seen.add(j.id);
@@ -157,13 +93,13 @@ TEST_CASE("shutdown of an idle pool returns at once with a drained, empty report
 }
 
 TEST_CASE("shutdown drains every queued request within the grace", "[dispatcher][shutdown][unit]") {
-    permits hold;
+    gate hold;
     recorder seen;
-    shutdown_events events;
+    event_log events;
     auto o = held_options(8, 1);
     o.on_event = events.sink();
     dispatcher<job> pool(held_handler(hold, seen), o);
-    finally release([&] { hold.release_all(); });
+    finally release([&] { hold.open(); });
     for (int i = 0; i < 6; ++i) {
         REQUIRE(pool.try_submit(job{i}) == submit_status::accepted);
     }
@@ -171,15 +107,17 @@ TEST_CASE("shutdown drains every queued request within the grace", "[dispatcher]
 
     workerpool::shutdown_report<job> report;
     std::jthread closer([&] { report = pool.shutdown(60s); });
-    REQUIRE(eventually([&] { return events.began(); }));  // intake is closing; the queue is full
-    hold.release_all();
+    REQUIRE(eventually([&] {
+        return events.count(event_kind::shutdown_begin) == 1u;
+    }));  // intake is closing; the queue is full
+    hold.open();
     closer.join();
 
     CHECK(report.drained);
     CHECK(report.unprocessed.empty());
     CHECK(report.stuck_workers == 0u);
     CHECK(seen.ids() == std::vector<int>{0, 1, 2, 3, 4, 5});  // one worker: FIFO
-    CHECK(events.kinds() ==
+    CHECK(shutdown_kinds(events) ==
           std::vector<event_kind>{event_kind::shutdown_begin, event_kind::shutdown_done});
     const auto s = pool.stats();
     CHECK(s.completed == 6u);
@@ -192,15 +130,15 @@ TEST_CASE("shutdown drains every queued request within the grace", "[dispatcher]
 TEST_CASE("shutdown past its grace stops in-flight tokens and hands back exactly the "
           "never-started requests",
           "[dispatcher][shutdown][unit]") {
-    permits hold;
+    gate hold;
     recorder seen;
-    failure_log failures;
-    shutdown_events events;
+    failure_log<job> failures;
+    event_log events;
     auto o = held_options(8, 2);
     o.on_failure = failures.sink();
     o.on_event = events.sink();
     dispatcher<job> pool(held_handler(hold, seen), o);
-    finally release([&] { hold.release_all(); });
+    finally release([&] { hold.open(); });
     REQUIRE(pool.try_submit(job{0}) == submit_status::accepted);
     REQUIRE(pool.try_submit(job{1}) == submit_status::accepted);
     REQUIRE(eventually([&] { return hold.waiting() == 2; }));
@@ -209,7 +147,7 @@ TEST_CASE("shutdown past its grace stops in-flight tokens and hands back exactly
     }
 
     const auto start = clock_type::now();
-    auto report = pool.shutdown(20ms);  // no permit is ever released
+    auto report = pool.shutdown(20ms);  // the gate never lets a handler through
     CHECK(clock_type::now() - start < 5s);
 
     CHECK_FALSE(report.drained);
@@ -217,19 +155,19 @@ TEST_CASE("shutdown past its grace stops in-flight tokens and hands back exactly
     CHECK(ids_of(report.unprocessed) == std::vector<int>{2, 3, 4, 5, 6});  // whole, in FIFO order
     CHECK(seen.ids().empty());
 
-    const auto f = failures.items();
+    const auto f = failures.take();
     REQUIRE(f.size() == 2u);
     for (const auto& r : f) {
-        CHECK((r.id == 0 || r.id == 1));
+        CHECK((r.request.id == 0 || r.request.id == 1));
         CHECK(r.reason == failure_reason::cancelled);
         CHECK(r.attempts == 1u);
-        CHECK(r.error_is_stop);  // the handler saw its token stopped and threw
-        CHECK(r.payload_intact);
+        CHECK(holds<stopped_by_token>(r.error));  // the handler saw its token stopped and threw
+        CHECK(payload_intact(r));
     }
-    CHECK(f[0].id != f[1].id);
-    CHECK(events.kinds() == std::vector<event_kind>{event_kind::shutdown_begin,
-                                                    event_kind::shutdown_grace_over,
-                                                    event_kind::shutdown_done});
+    CHECK(f[0].request.id != f[1].request.id);
+    CHECK(shutdown_kinds(events) == std::vector<event_kind>{event_kind::shutdown_begin,
+                                                            event_kind::shutdown_grace_over,
+                                                            event_kind::shutdown_done});
 
     const auto s = pool.stats();
     CHECK(s.submitted == 7u);
@@ -245,13 +183,13 @@ TEST_CASE("shutdown past its grace stops in-flight tokens and hands back exactly
 TEST_CASE("a handler that returns normally after shutdown stopped it counts as completed",
           "[dispatcher][shutdown][unit]") {
     std::atomic<int> saw_stop{0};
-    failure_log failures;
-    permits hold;
+    failure_log<job> failures;
+    gate hold;
     auto o = held_options(4, 1);
     o.on_failure = failures.sink();
     dispatcher<job> pool(
         [&](job&, std::stop_token st) {
-            if (!hold.acquire(st)) {
+            if (!hold.wait(st)) {
                 saw_stop.fetch_add(1);  // and return normally
             }
         },
@@ -271,7 +209,7 @@ TEST_CASE("a handler that returns normally after shutdown stopped it counts as c
 
 TEST_CASE("a second shutdown returns at once with an empty report",
           "[dispatcher][shutdown][unit]") {
-    permits hold;
+    gate hold;
     recorder seen;
     dispatcher<job> pool(held_handler(hold, seen), held_options(4, 1));
     REQUIRE(pool.try_submit(job{0}) == submit_status::accepted);
@@ -292,13 +230,13 @@ TEST_CASE("a second shutdown returns at once with an empty report",
 
 TEST_CASE("a shutdown racing another waits for it and returns an empty report",
           "[dispatcher][shutdown][unit]") {
-    permits hold;
+    gate hold;
     recorder seen;
-    shutdown_events events;
+    event_log events;
     auto o = held_options(8, 1);
     o.on_event = events.sink();
     dispatcher<job> pool(held_handler(hold, seen), o);
-    finally release([&] { hold.release_all(); });
+    finally release([&] { hold.open(); });
     for (int i = 0; i < 4; ++i) {
         REQUIRE(pool.try_submit(job{i}) == submit_status::accepted);
     }
@@ -308,12 +246,13 @@ TEST_CASE("a shutdown racing another waits for it and returns an empty report",
     workerpool::shutdown_report<job> second;
     std::atomic<bool> second_done{false};
     std::jthread t1([&] { first = pool.shutdown(60s); });
-    REQUIRE(eventually([&] { return events.began(); }));  // t1 holds the shutdown
+    REQUIRE(eventually(
+        [&] { return events.count(event_kind::shutdown_begin) == 1u; }));  // t1 holds the shutdown
     std::jthread t2([&] {
         second = pool.shutdown(0s);
         second_done = true;
     });
-    hold.release_all();
+    hold.open();
     t1.join();
     t2.join();
     CHECK(second_done.load());
@@ -326,7 +265,7 @@ TEST_CASE("a shutdown racing another waits for it and returns an empty report",
 
 TEST_CASE("shutdown called from inside a handler returns deferred and does not hang",
           "[dispatcher][shutdown][unit]") {
-    permits hold;
+    gate hold;
     recorder seen;
     std::atomic<bool> inner_done{false};
     std::atomic<bool> inner_deferred{false};
@@ -340,7 +279,7 @@ TEST_CASE("shutdown called from inside a handler returns deferred and does not h
                 seen.add(j.id);
                 return;
             }
-            if (!hold.acquire(st)) {
+            if (!hold.wait(st)) {
                 throw stopped_by_token{};
             }
             const auto start = clock_type::now();
@@ -355,7 +294,7 @@ TEST_CASE("shutdown called from inside a handler returns deferred and does not h
         },
         held_options(8, 1));
     self = &pool;  // published to the worker by the queue's push (release) / pop (acquire)
-    finally release([&] { hold.release_all(); });
+    finally release([&] { hold.open(); });
     REQUIRE(pool.try_submit(job{0}) == submit_status::accepted);
     REQUIRE(eventually([&] { return hold.waiting() == 1; }));
     for (int i = 1; i < 4; ++i) {
@@ -383,37 +322,38 @@ TEST_CASE("shutdown called from inside a handler returns deferred and does not h
 TEST_CASE("the destructor with pending work does not hang and sends what is left to on_failure "
           "as cancelled",
           "[dispatcher][shutdown][destructor][unit]") {
-    permits hold;
+    gate hold;
     recorder seen;
-    failure_log failures;
+    failure_log<job> failures;
     auto o = held_options(8, 1);  // destructor_grace = 0
     o.on_failure = failures.sink();
     std::optional<dispatcher<job>> pool;
     pool.emplace(held_handler(hold, seen), o);
-    finally release([&] { hold.release_all(); });
+    finally release([&] { hold.open(); });
     for (int i = 0; i < 5; ++i) {
         REQUIRE(pool->try_submit(job{i}) == submit_status::accepted);
     }
     REQUIRE(eventually([&] { return hold.waiting() == 1; }));
 
     const auto start = clock_type::now();
-    pool.reset();  // no permit is ever released: request 0 can only end by its stop token
+    pool.reset();  // the gate never lets a handler through: request 0 can only end by its stop
+                   // token
     CHECK(clock_type::now() - start < 5s);
 
     CHECK(seen.ids().empty());
-    const auto f = failures.items();
+    const auto f = failures.take();
     REQUIRE(f.size() == 5u);  // completed (0) + failed (5) == accepted (5)
     std::vector<int> never_started;
     for (const auto& r : f) {
         CHECK(r.reason == failure_reason::cancelled);
-        CHECK(r.payload_intact);
-        if (r.id == 0) {
+        CHECK(payload_intact(r));
+        if (r.request.id == 0) {
             CHECK(r.attempts == 1u);  // it ran, and threw once its token was stopped
-            CHECK(r.error_is_stop);
+            CHECK(holds<stopped_by_token>(r.error));
         } else {
-            never_started.push_back(r.id);
+            never_started.push_back(r.request.id);
             CHECK(r.attempts == 0u);
-            CHECK_FALSE(r.has_error);
+            CHECK(r.error == nullptr);
         }
     }
     CHECK(never_started == std::vector<int>{1, 2, 3, 4});
@@ -421,18 +361,23 @@ TEST_CASE("the destructor with pending work does not hang and sends what is left
 
 TEST_CASE("the destructor gives queued work destructor_grace to finish",
           "[dispatcher][shutdown][destructor][unit]") {
-    permits hold;
+    gate hold;
     recorder seen;
-    failure_log failures;
-    shutdown_events events;
-    events.on_begin = [&hold] { hold.release_all(); };  // the handlers may go on once it starts
+    failure_log<job> failures;
+    event_log events;
+    // The handlers may go on once shutdown begins.
+    events.then = [&hold](const event& e) {
+        if (e.kind == event_kind::shutdown_begin) {
+            hold.open();
+        }
+    };
     auto o = held_options(8, 1);
     o.destructor_grace = 60s;
     o.on_failure = failures.sink();
     o.on_event = events.sink();
     {
         // No `finally` here: releasing the handlers before the destructor would defeat the test;
-        // on_begin releases them in every case.
+        // `events.then` releases them in every case.
         dispatcher<job> pool(held_handler(hold, seen), o);
         for (int i = 0; i < 6; ++i) {
             REQUIRE(pool.try_submit(job{i}) == submit_status::accepted);
@@ -441,15 +386,15 @@ TEST_CASE("the destructor gives queued work destructor_grace to finish",
     }
     CHECK(seen.ids() == std::vector<int>{0, 1, 2, 3, 4, 5});
     CHECK(failures.size() == 0u);
-    CHECK(events.kinds() ==
+    CHECK(shutdown_kinds(events) ==
           std::vector<event_kind>{event_kind::shutdown_begin, event_kind::shutdown_done});
 }
 
 TEST_CASE("the destructor after an explicit shutdown reports nothing more",
           "[dispatcher][shutdown][destructor][unit]") {
-    permits hold;
+    gate hold;
     recorder seen;
-    failure_log failures;
+    failure_log<job> failures;
     auto o = held_options(8, 1);
     o.on_failure = failures.sink();
     std::vector<job> handed_back;
@@ -469,14 +414,14 @@ TEST_CASE("the destructor after an explicit shutdown reports nothing more",
 TEST_CASE("completed + failed + unprocessed == accepted when some succeed, some fail and some "
           "never start",
           "[dispatcher][shutdown][accounting][unit]") {
-    permits hold;
+    gate hold;
     recorder seen;
-    failure_log failures;
+    failure_log<job> failures;
     auto o = held_options(16, 1);
     o.on_failure = failures.sink();
     dispatcher<job> pool(
         [&](job& j, std::stop_token st) {
-            if (!hold.acquire(st)) {
+            if (!hold.wait(st)) {
                 throw stopped_by_token{};
             }
             if (j.id % 2 == 1) {
@@ -485,7 +430,7 @@ TEST_CASE("completed + failed + unprocessed == accepted when some succeed, some 
             seen.add(j.id);
         },
         o);
-    finally release([&] { hold.release_all(); });
+    finally release([&] { hold.open(); });
     for (int i = 0; i < 12; ++i) {
         REQUIRE(pool.try_submit(job{i}) == submit_status::accepted);
     }
@@ -498,15 +443,15 @@ TEST_CASE("completed + failed + unprocessed == accepted when some succeed, some 
 
     CHECK(seen.ids() == std::vector<int>{0, 2, 4});
     CHECK(ids_of(report.unprocessed) == std::vector<int>{7, 8, 9, 10, 11});
-    const auto f = failures.items();
+    const auto f = failures.take();
     REQUIRE(f.size() == 4u);
     for (std::size_t i = 0; i < 3; ++i) {
-        CHECK(f[i].id == static_cast<int>(2 * i + 1));
+        CHECK(f[i].request.id == static_cast<int>(2 * i + 1));
         CHECK(f[i].reason == failure_reason::error);
         CHECK(f[i].attempts == 1u);
-        CHECK(f[i].has_error);
+        CHECK(f[i].error != nullptr);
     }
-    CHECK(f[3].id == 6);
+    CHECK(f[3].request.id == 6);
     CHECK(f[3].reason == failure_reason::cancelled);
 
     const auto s = pool.stats();

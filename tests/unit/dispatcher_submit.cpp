@@ -32,9 +32,9 @@ using workerpool::dispatcher;
 using workerpool::submit_status;
 using workerpool::test::eventually;
 using workerpool::test::finally;
+using workerpool::test::gate;
 using workerpool::test::held_options;
 using workerpool::test::job;
-using workerpool::test::permits;
 using workerpool::test::recorder;
 using workerpool::test::stopped_by_token;
 using workerpool::test::submitter;
@@ -83,19 +83,19 @@ TEST_CASE("try_submit on a full queue returns full and leaves the request untouc
           "[dispatcher][unit]") {
     const std::size_t shards = GENERATE(1u, 2u);  // with 2 rings the second push spills over
     CAPTURE(shards);
-    permits hold;
+    gate hold;
     recorder seen;
     auto o = held_options(2, 1);
     o.queue_shards = shards;
     dispatcher<job> pool(
         [&](job& j, std::stop_token st) {
-            if (!hold.acquire(st)) {
+            if (!hold.wait(st)) {
                 throw stopped_by_token{};
             }
             seen.add(j.id);
         },
         o);
-    finally release([&] { hold.release_all(); });
+    finally release([&] { hold.open(); });
     REQUIRE(pool.try_submit(job{0}) == submit_status::accepted);
     REQUIRE(eventually([&] { return hold.waiting() == 1; }));  // the worker holds request 0
     REQUIRE(pool.try_submit(job{1}) == submit_status::accepted);
@@ -109,7 +109,7 @@ TEST_CASE("try_submit on a full queue returns full and leaves the request untouc
     CHECK(pool.stats().rejected == 2u);
     CHECK(pool.stats().submitted == 3u);
 
-    hold.release_all();
+    hold.open();
     const auto report = pool.shutdown(10s);
     CHECK(report.drained);
     CHECK(ran(seen, shards) == std::vector<int>{0, 1, 2});
@@ -140,13 +140,13 @@ TEST_CASE("submit blocks while the queue is full and is accepted once a worker f
           "[dispatcher][backpressure][unit]") {
     const std::size_t shards = GENERATE(1u, 2u);  // full means every ring is full
     CAPTURE(shards);
-    permits hold;
+    gate hold;
     recorder seen;
     auto o = held_options(2, 1);
     o.queue_shards = shards;
     dispatcher<job> pool(
         [&](job& j, std::stop_token st) {
-            if (!hold.acquire(st)) {
+            if (!hold.wait(st)) {
                 throw stopped_by_token{};
             }
             seen.add(j.id);
@@ -166,14 +166,14 @@ TEST_CASE("submit blocks while the queue is full and is accepted once a worker f
         sub.done = true;
     });
     finally cleanup([&] {
-        hold.release_all();
+        hold.open();
         (void)pool.shutdown(0s);  // wakes the submitter with `closed` if a REQUIRE failed
     });
 
     REQUIRE(sub.blocked());  // asleep in submit: the queue is full
     CHECK(pool.stats().queue_depth == 2u);
 
-    hold.release_all();  // the worker drains, freeing slots
+    hold.open();  // the worker drains, freeing slots
     REQUIRE(eventually([&] { return sub.done.load(); }));
     CHECK(sub.result.load() == submit_status::accepted);
     CHECK_FALSE(sub.request_untouched.load());  // accepted, so moved from
@@ -186,15 +186,15 @@ TEST_CASE("submit blocks while the queue is full and is accepted once a worker f
 
 TEST_CASE("submit_for on a full queue returns full after its timeout with the request untouched",
           "[dispatcher][backpressure][unit]") {
-    permits hold;
+    gate hold;
     dispatcher<job> pool(
         [&](job&, std::stop_token st) {
-            if (!hold.acquire(st)) {
+            if (!hold.wait(st)) {
                 throw stopped_by_token{};
             }
         },
         held_options(2, 1));
-    finally release([&] { hold.release_all(); });
+    finally release([&] { hold.open(); });
     REQUIRE(pool.try_submit(job{0}) == submit_status::accepted);
     REQUIRE(eventually([&] { return hold.waiting() == 1; }));
     REQUIRE(pool.try_submit(job{1}) == submit_status::accepted);
@@ -216,17 +216,17 @@ TEST_CASE("submit_for on a full queue returns full after its timeout with the re
     CHECK(untouched(j, 3));  // NOLINT(bugprone-use-after-move)
     CHECK(pool.stats().rejected == 3u);
 
-    hold.release_all();
+    hold.open();
     CHECK(pool.shutdown(10s).drained);
     CHECK(pool.stats().completed == 3u);
 }
 
 TEST_CASE("submit_for is accepted when a slot frees before its timeout",
           "[dispatcher][backpressure][unit]") {
-    permits hold;
+    gate hold;
     dispatcher<job> pool(
         [&](job&, std::stop_token st) {
-            if (!hold.acquire(st)) {
+            if (!hold.wait(st)) {
                 throw stopped_by_token{};
             }
         },
@@ -244,11 +244,11 @@ TEST_CASE("submit_for is accepted when a slot frees before its timeout",
         sub.done = true;
     });
     finally cleanup([&] {
-        hold.release_all();
+        hold.open();
         (void)pool.shutdown(0s);
     });
     REQUIRE(sub.blocked());
-    hold.release_all();
+    hold.open();
     REQUIRE(eventually([&] { return sub.done.load(); }));
     CHECK(sub.result.load() == submit_status::accepted);
     CHECK(pool.shutdown(10s).drained);
@@ -257,11 +257,11 @@ TEST_CASE("submit_for is accepted when a slot frees before its timeout",
 
 TEST_CASE("blocked submitters wake with closed when shutdown starts, requests untouched",
           "[dispatcher][backpressure][shutdown][unit]") {
-    permits hold;
+    gate hold;
     std::atomic<int> completed{0};
     dispatcher<job> pool(
         [&](job&, std::stop_token st) {
-            if (!hold.acquire(st)) {
+            if (!hold.wait(st)) {
                 throw stopped_by_token{};
             }
             completed.fetch_add(1);
@@ -292,7 +292,7 @@ TEST_CASE("blocked submitters wake with closed when shutdown starts, requests un
     workerpool::shutdown_report<job> report;
     std::jthread closer;
     finally cleanup([&] {
-        hold.release_all();
+        hold.open();
         if (!closer.joinable()) {
             (void)pool.shutdown(0s);
         }
@@ -313,7 +313,7 @@ TEST_CASE("blocked submitters wake with closed when shutdown starts, requests un
     CHECK(blocking.request_untouched.load());
     CHECK(timed.request_untouched.load());
 
-    hold.release_all();
+    hold.open();
     closer.join();
     CHECK(report.drained);
     CHECK(report.unprocessed.empty());
@@ -329,13 +329,13 @@ TEST_CASE("submit from a handler of the same pool returns full instead of blocki
     std::atomic<int> inner_result{-1};
     std::atomic<int> inner_untouched{0};
     std::atomic<int> outer_done{0};
-    permits hold;
+    gate hold;
     dispatcher<job>* self = nullptr;
     dispatcher<job> pool(
         [&](job& j, std::stop_token st) {
             if (j.id == 0) {
                 // Request 0 runs while 1 and 2 fill the queue, then submits to its own pool.
-                if (!hold.acquire(st)) {
+                if (!hold.wait(st)) {
                     throw stopped_by_token{};
                 }
                 job inner{99};
@@ -346,7 +346,7 @@ TEST_CASE("submit from a handler of the same pool returns full instead of blocki
         },
         held_options(2, 1));
     self = &pool;  // published to the worker by the queue's push (release) / pop (acquire)
-    finally release([&] { hold.release_all(); });
+    finally release([&] { hold.open(); });
     REQUIRE(pool.try_submit(job{0}) == submit_status::accepted);
     REQUIRE(eventually([&] { return hold.waiting() == 1; }));
     REQUIRE(pool.try_submit(job{1}) == submit_status::accepted);
@@ -360,17 +360,17 @@ TEST_CASE("submit from a handler of the same pool returns full instead of blocki
 }
 
 TEST_CASE("stats are exact while a gate holds the workers", "[dispatcher][stats][unit]") {
-    permits hold;
+    gate hold;
     auto o = held_options(8, 2);
     o.scale_up_depth = 64;  // the scaler has no reason to act
     dispatcher<job> pool(
         [&](job&, std::stop_token st) {
-            if (!hold.acquire(st)) {
+            if (!hold.wait(st)) {
                 throw stopped_by_token{};
             }
         },
         o);
-    finally release([&] { hold.release_all(); });
+    finally release([&] { hold.open(); });
     REQUIRE(pool.try_submit(job{0}) == submit_status::accepted);
     REQUIRE(pool.try_submit(job{1}) == submit_status::accepted);
     REQUIRE(eventually([&] { return hold.waiting() == 2; }));  // both workers busy
@@ -406,7 +406,7 @@ TEST_CASE("stats are exact while a gate holds the workers", "[dispatcher][stats]
     CHECK(s.queue_depth == 5u);
     CHECK(s.in_flight == 2u);
 
-    hold.release_all();
+    hold.open();
     CHECK(pool.shutdown(10s).drained);
     s = pool.stats();
     CHECK(s.completed == 10u);
@@ -512,11 +512,12 @@ TEST_CASE("with more rings than workers, a ring that is never empty does not sta
     // the test arranges who pushes first to put the chain and the waiting request where it
     // wants them, whatever the worker's id (which decides its start ring).
     constexpr int generations = 500;
-    constexpr int gate = -1;
+    constexpr int held = -1;
     constexpr int waiting = 1001;
     constexpr int filler = 2000;  // pushed only to take a home; runs early and harmlessly
-    permits hold;
+    gate hold;
     recorder seen;
+    std::atomic<int> refused{0};  // submits from the worker or a helper thread that failed
     std::atomic<std::size_t> worker_id{~std::size_t{0}};
     dispatcher<int>* self = nullptr;
     auto o = held_options<int>(8, 1);
@@ -524,28 +525,33 @@ TEST_CASE("with more rings than workers, a ring that is never empty does not sta
     o.on_worker_start = [&worker_id](std::size_t id) { worker_id.store(id); };
     dispatcher<int> pool(
         [&](int& id, std::stop_token st) {
-            if (id == gate) {
-                if (!hold.acquire(st)) {
+            if (id == held) {
+                if (!hold.wait(st)) {
                     throw stopped_by_token{};
                 }
                 // The worker thread's first push: the chain starts in its home ring.
-                CHECK(self->try_submit(int{0}) == submit_status::accepted);
+                if (self->try_submit(int{0}) != submit_status::accepted) {
+                    refused.fetch_add(1);
+                }
                 return;
             }
             seen.add(id);
-            if (id >= 0 && id < generations) {
-                CHECK(self->try_submit(int{id + 1}) == submit_status::accepted);
+            if (id >= 0 && id < generations &&
+                self->try_submit(int{id + 1}) != submit_status::accepted) {
+                refused.fetch_add(1);
             }
         },
         o);
     self = &pool;
-    finally release([&] { hold.release_all(); });
-    const auto push_from_new_thread = [&pool](int id) {
-        std::jthread([&pool, id] {
-            CHECK(pool.submit(int{id}) == submit_status::accepted);
+    finally release([&] { hold.open(); });
+    const auto push_from_new_thread = [&pool, &refused](int id) {
+        std::jthread([&pool, &refused, id] {
+            if (pool.submit(int{id}) != submit_status::accepted) {
+                refused.fetch_add(1);
+            }
         }).join();
     };
-    REQUIRE(pool.submit(int{gate}) == submit_status::accepted);  // this thread: home 0
+    REQUIRE(pool.submit(int{held}) == submit_status::accepted);  // this thread: home 0
     REQUIRE(eventually([&] { return hold.waiting() == 1; }));    // the worker holds the gate
     REQUIRE(worker_id.load() != ~std::size_t{0});
     // The worker starts its pops at ring `start` (for its first 32 pops); the chain must be there.
@@ -560,8 +566,9 @@ TEST_CASE("with more rings than workers, a ring that is never empty does not sta
     push_from_new_thread(waiting);  // lands in ring 1 - start
     ++next_home;
     REQUIRE(next_home % 2 == start);  // so the worker thread's home, taken next, is `start`
-    hold.release_all();
+    hold.open();
     REQUIRE(pool.wait_idle_for(30s));
+    CHECK(refused.load() == 0);
     const std::vector<int> ids = seen.ids();
     REQUIRE(ids.size() == std::size_t{generations + 2} + static_cast<std::size_t>(fillers));
     const auto at = [&ids](int id) { return std::find(ids.begin(), ids.end(), id) - ids.begin(); };
@@ -575,14 +582,14 @@ TEST_CASE("a blocked submit waits for a batch of free slots only briefly, then t
     // ring, here 16 of 64) for at most min(spin_before_sleep / 4, 10 us), then for any one slot.
     // With spin_before_sleep at 10 s it never sleeps during this test, so only that fallback can
     // let it take the single slot that frees: without it the submit would spin for 10 s.
-    permits hold;
+    gate hold;
     std::atomic<int> completed{0};
     auto o = held_options(64, 1);
     o.queue_shards = 1;
     o.spin_before_sleep = 10s;
     dispatcher<job> pool(
         [&](job& j, std::stop_token st) {
-            if (!hold.acquire(st)) {
+            if (!hold.wait(st)) {
                 throw stopped_by_token{};
             }
             static_cast<void>(j);
@@ -601,7 +608,7 @@ TEST_CASE("a blocked submit waits for a batch of free slots only briefly, then t
         done.store(true);
     });
     finally cleanup([&] {
-        hold.release_all();
+        hold.open();
         (void)pool.shutdown(0s);
     });
     std::this_thread::sleep_for(20ms);

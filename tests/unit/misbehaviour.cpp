@@ -41,7 +41,6 @@ using workerpool::submit_status;
 using workerpool::test::eventually;
 using workerpool::test::finally;
 using workerpool::test::gate;
-using workerpool::test::permits;
 using workerpool::test::stopped_by_token;
 using workerpool::test::submitter;
 using workerpool::test::this_tid;
@@ -157,7 +156,7 @@ TEST_CASE("the destructor wakes producers blocked in submit with closed and outl
     for (int round = 0; round < rounds; ++round) {
         INFO("round " << round);
         tracked::reset();
-        permits hold;
+        gate hold;
         std::atomic<int> dead_letters{0};
         std::atomic<int> not_cancelled{0};  // dead letters with another reason
         workerpool::options<tracked> o;
@@ -173,7 +172,7 @@ TEST_CASE("the destructor wakes producers blocked in submit with closed and outl
         };
         auto pool = std::make_unique<dispatcher<tracked>>(
             [&](tracked&, const std::stop_token& st) {
-                if (!hold.acquire(st)) {
+                if (!hold.wait(st)) {
                     throw stopped_by_token{};
                 }
             },
@@ -192,7 +191,7 @@ TEST_CASE("the destructor wakes producers blocked in submit with closed and outl
         std::vector<std::jthread> threads;
         threads.reserve(producers);
         finally cleanup([&] {
-            hold.release_all();
+            hold.open();
             pool.reset();  // wakes any producer still blocked, if a REQUIRE below unwound
         });
         for (int i = 0; i < producers; ++i) {

@@ -40,17 +40,17 @@ using workerpool::failure_reason;
 using workerpool::submit_status;
 using workerpool::test::eventually;
 using workerpool::test::finally;
+using workerpool::test::gate;
 using workerpool::test::held_options;
 using workerpool::test::job;
-using workerpool::test::permits;
 using workerpool::test::stopped_by_token;
 using workerpool::test::submitter;
 using workerpool::test::this_tid;
 using workerpool::test::untouched;
 
-auto held_handler(permits& hold, std::atomic<int>& completed) {
+auto held_handler(gate& hold, std::atomic<int>& completed) {
     return [&hold, &completed](job&, std::stop_token st) {
-        if (!hold.acquire(st)) {
+        if (!hold.wait(st)) {
             throw stopped_by_token{};
         }
         completed.fetch_add(1);
@@ -86,7 +86,7 @@ TEST_CASE("a blocked submit is accepted as soon as one slot frees, even while ha
     // Bug: consumers woke blocked submitters only once `producer_batch_` (capacity / 2, up to 64)
     // slots were free. When the workers then held their next requests, a submitter stayed
     // blocked although the queue was not full, for as long as the handlers ran.
-    permits hold;
+    gate hold;
     std::atomic<int> completed{0};
     dispatcher<job> pool(held_handler(hold, completed), held_options(4, 1));
     REQUIRE(pool.try_submit(job{0}) == submit_status::accepted);
@@ -101,7 +101,7 @@ TEST_CASE("a blocked submit is accepted as soon as one slot frees, even while ha
         sub.done = true;
     });
     finally cleanup([&] {
-        hold.release_all();
+        hold.open();
         (void)pool.shutdown(0s);
     });
     REQUIRE(sub.blocked());
@@ -125,7 +125,7 @@ TEST_CASE("submit_for with a timeout too long to add to now blocks instead of fa
     SECTION("nanoseconds::max()") {
         in_hours = false;
     }
-    permits hold;
+    gate hold;
     std::atomic<int> completed{0};
     dispatcher<job> pool(held_handler(hold, completed), held_options(2, 1));
     REQUIRE(pool.try_submit(job{0}) == submit_status::accepted);
@@ -143,11 +143,11 @@ TEST_CASE("submit_for with a timeout too long to add to now blocks instead of fa
         sub.done = true;
     });
     finally cleanup([&] {
-        hold.release_all();
+        hold.open();
         (void)pool.shutdown(0s);
     });
     CHECK(sub.blocked());
-    hold.release_all();
+    hold.open();
     REQUIRE(eventually([&] { return sub.done.load(); }));
     CHECK(sub.result.load() == submit_status::accepted);
 }
@@ -165,7 +165,7 @@ TEST_CASE("a shutdown grace too long to add to now waits for the handlers instea
     SECTION("the destructor with destructor_grace = nanoseconds::max()") {
         by_destructor = true;
     }
-    permits hold;
+    gate hold;
     std::atomic<int> completed{0};
     std::atomic<int> failed{0};
     std::atomic<int> grace_over{0};
@@ -174,7 +174,7 @@ TEST_CASE("a shutdown grace too long to add to now waits for the handlers instea
     // The handlers may go on once shutdown has begun: a correct pool then drains the queue.
     o.on_event = [&](const event& e) {
         if (e.kind == event_kind::shutdown_begin) {
-            hold.release_all();
+            hold.open();
         } else if (e.kind == event_kind::shutdown_grace_over) {
             grace_over.fetch_add(1);
         }
@@ -184,7 +184,7 @@ TEST_CASE("a shutdown grace too long to add to now waits for the handlers instea
         o.destructor_grace = std::chrono::nanoseconds::max();
     }
     pool.emplace(held_handler(hold, completed), o);
-    finally release([&] { hold.release_all(); });
+    finally release([&] { hold.open(); });
     for (int i = 0; i < 4; ++i) {
         REQUIRE(pool->try_submit(job{i}) == submit_status::accepted);
     }
@@ -335,7 +335,7 @@ TEST_CASE("wait_idle from one of the pool's own threads throws wait_deadlock ins
         },
         o);
     self = &pool;
-    workerpool::test::opener release(hold);
+    workerpool::test::finally open_at_end([&] { hold.open(); });
     REQUIRE(pool.try_submit(0) == submit_status::accepted);
     // A backlog behind a held worker makes the supervisor add a worker (and run on_event).
     for (int i = 1; i <= 4; ++i) {
@@ -410,10 +410,10 @@ TEST_CASE("shutdown(0) with a request running or queued reports not drained and 
             cancelled.fetch_add(1);
         }
     };
-    permits hold;
+    gate hold;
     std::atomic<int> completed{0};
     dispatcher<job> pool(held_handler(hold, completed), o);
-    finally release([&] { hold.release_all(); });
+    finally release([&] { hold.open(); });
     REQUIRE(pool.try_submit(job{0}) == submit_status::accepted);
     REQUIRE(eventually([&] { return hold.waiting() == 1; }));
     if (queued_too) {
@@ -488,7 +488,7 @@ TEST_CASE("with max_workers = SIZE_MAX a stuck worker is replaced and add_worker
             quick_done.fetch_add(1);
         },
         o);
-    workerpool::test::opener open_at_end(release);
+    workerpool::test::finally open_at_end([&] { release.open(); });
     REQUIRE(pool.try_submit(0) == submit_status::accepted);
     REQUIRE(eventually([&] { return pool.stats().stuck == 1u; }));
     for (int i = 1; i <= 3; ++i) {
@@ -619,15 +619,15 @@ TEST_CASE("a Request larger than a thread's stack runs, retries, fails and is ha
         std::lock_guard lock(mutex);
         failures.emplace_back(f.request.id, f.reason);
     };
-    permits hold_first;
-    permits hold_second;
-    std::atomic<permits*> hold{&hold_first};
+    gate hold_first;
+    gate hold_second;
+    std::atomic<gate*> hold{&hold_first};
     auto handler = [&](huge_request& r, const std::stop_token& st) {
         if (!intact(r)) {
             damaged.fetch_add(1);
         }
         if (r.id >= 100) {  // held until released or cancelled
-            if (!hold.load()->acquire(st)) {
+            if (!hold.load()->wait(st)) {
                 throw stopped_by_token{};
             }
         } else if (r.id % 3 == 2 ||
@@ -638,7 +638,7 @@ TEST_CASE("a Request larger than a thread's stack runs, retries, fails and is ha
     };
     {
         dispatcher<huge_request> pool(handler, o);
-        finally release([&] { hold_first.release_all(); });
+        finally release([&] { hold_first.open(); });
         for (int id = 0; id < 9; ++id) {
             REQUIRE(pool.submit(std::move(*make_huge(id))) == submit_status::accepted);
         }
@@ -664,7 +664,7 @@ TEST_CASE("a Request larger than a thread's stack runs, retries, fails and is ha
         // The destructor dead-letters what is still queued, through its own room for the record.
         hold = &hold_second;
         // Released after the pool is gone: its destructor finds two held and two queued.
-        finally release([&] { hold_second.release_all(); });
+        finally release([&] { hold_second.open(); });
         dispatcher<huge_request> pool(handler, o);
         for (int id = 110; id < 114; ++id) {
             REQUIRE(pool.submit(std::move(*make_huge(id))) == submit_status::accepted);

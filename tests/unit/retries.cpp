@@ -13,7 +13,6 @@
 #include <array>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -38,6 +37,8 @@ using workerpool::submit_status;
 using workerpool::test::eventually;
 using workerpool::test::failure_log;
 using workerpool::test::gate;
+using workerpool::test::message_of;
+using workerpool::test::wait_for_stop;
 
 // Attempt start and end times per request id, recorded by handlers, read after shutdown.
 struct attempt_log {
@@ -63,24 +64,6 @@ struct attempt_log {
         return out;
     }
 };
-
-bool wait_for_stop(const std::stop_token& st, std::chrono::nanoseconds limit = 10s) {
-    std::mutex m;
-    std::condition_variable_any cv;
-    std::unique_lock lock(m);
-    cv.wait_for(lock, st, limit, [] { return false; });
-    return st.stop_requested();
-}
-
-std::string message_of(const std::exception_ptr& p) {
-    try {
-        std::rethrow_exception(p);
-    } catch (const std::exception& e) {
-        return e.what();
-    } catch (...) {
-        return "<non-std exception>";
-    }
-}
 
 workerpool::options<int> retry_options(unsigned attempts) {
     workerpool::options<int> o;
@@ -495,7 +478,7 @@ TEST_CASE("a due retry waiting for room takes the first freed slot, ahead of a b
             }
         },
         o);
-    workerpool::test::opener release(hold);
+    workerpool::test::finally open_at_end([&] { hold.open(); });
     REQUIRE(pool.try_submit(0) == submit_status::accepted);
     REQUIRE(eventually([&] { return pool.stats().retry_pending == 1u; }));
     REQUIRE(pool.try_submit(1) == submit_status::accepted);

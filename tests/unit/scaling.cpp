@@ -5,12 +5,12 @@
 #include <workerpool/dispatcher.hpp>
 
 #include "support/catch.hpp"
+#include "support/event_log.hpp"
 #include "support/test_util.hpp"
 
 #include <dirent.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -18,7 +18,6 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -34,40 +33,9 @@ using workerpool::event;
 using workerpool::event_kind;
 using workerpool::scale_metrics;
 using workerpool::submit_status;
+using workerpool::test::event_log;
 using workerpool::test::eventually;
 using workerpool::test::gate;
-
-// Records every event; read it after the pool is quiet (or under its lock).
-class event_log {
-public:
-    std::function<void(const event&)> sink() {
-        return [this](const event& e) {
-            std::lock_guard lock(mutex_);
-            events_.push_back(e);
-        };
-    }
-    std::vector<event> of(event_kind k) const {
-        std::lock_guard lock(mutex_);
-        std::vector<event> out;
-        std::copy_if(events_.begin(), events_.end(), std::back_inserter(out),
-                     [k](const event& e) { return e.kind == k; });
-        return out;
-    }
-    std::size_t count(event_kind k) const { return of(k).size(); }
-    // Workers added (or retired) according to the scale events.
-    std::size_t delta(event_kind k) const {
-        std::size_t n = 0;
-        for (const event& e : of(k)) {
-            n += k == event_kind::scale_up ? e.workers_after - e.workers_before
-                                           : e.workers_before - e.workers_after;
-        }
-        return n;
-    }
-
-private:
-    mutable std::mutex mutex_;
-    std::vector<event> events_;
-};
 
 // Counts the supervisor's ticks (one policy call each) and forwards to a real policy, or holds
 // the count while disarmed so a test can build its backlog before the first real decision.

@@ -38,8 +38,8 @@ namespace {
 using workerpool::submit_status;
 using workerpool::detail::sharded_queue;
 using workerpool::test::eventually;
+using workerpool::test::finally;
 using workerpool::test::gate;
-using workerpool::test::opener;
 using workerpool::test::tracked;
 using workerpool::test::under_tsan;
 
@@ -313,7 +313,8 @@ TEST_CASE("two producers' elements each stay in push order when no shard overflo
             gate start;
             std::vector<std::jthread> threads;
             threads.reserve(producers);
-            opener open_on_exit{start};  // destroyed first: opens the gate before the joins
+            finally open_on_exit(
+                [&] { start.open(); });  // destroyed first: opens the gate before the joins
             for (int p = 0; p < producers; ++p) {
                 threads.emplace_back([&, p] {
                     start.wait();
@@ -493,7 +494,8 @@ TEST_CASE("a close racing producers: close's count is what is popped, and closed
             std::vector<std::jthread> consumer_threads;
             producer_threads.reserve(producers);
             consumer_threads.reserve(consumers);
-            opener open_on_exit{start};  // destroyed first: opens the gate before the joins
+            finally open_on_exit(
+                [&] { start.open(); });  // destroyed first: opens the gate before the joins
             for (int p = 0; p < producers; ++p) {
                 producer_threads.emplace_back([&, p] {
                     const auto pi = static_cast<std::size_t>(p);
@@ -611,7 +613,8 @@ TEST_CASE("four producers and four consumers on 1 to 8 shards deliver every elem
             gate start;
             std::vector<std::jthread> threads;
             threads.reserve(producers + consumers);
-            opener open_on_exit{start};  // destroyed first: opens the gate before the joins
+            finally open_on_exit(
+                [&] { start.open(); });  // destroyed first: opens the gate before the joins
             for (int p = 0; p < producers; ++p) {
                 threads.emplace_back([&, p] {
                     start.wait();

@@ -5,18 +5,15 @@
 #include <workerpool/dispatcher.hpp>
 
 #include "support/catch.hpp"
+#include "support/event_log.hpp"
 #include "support/test_util.hpp"
 
 #include <array>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <functional>
-#include <mutex>
 #include <stdexcept>
 #include <stop_token>
-#include <string>
 #include <thread>
 #include <vector>
 
@@ -28,37 +25,10 @@ using workerpool::dispatcher;
 using workerpool::event;
 using workerpool::event_kind;
 using workerpool::submit_status;
+using workerpool::test::event_log;
 using workerpool::test::eventually;
 using workerpool::test::gate;
-
-struct event_log {
-    std::mutex mutex;
-    std::vector<event> events;
-    std::function<void(const event&)> sink() {
-        return [this](const event& e) {
-            std::lock_guard lock(mutex);
-            events.push_back(e);
-        };
-    }
-    std::size_t count(event_kind k, const char* reason = nullptr) {
-        std::lock_guard lock(mutex);
-        std::size_t n = 0;
-        for (const event& e : events) {
-            if (e.kind == k && (reason == nullptr || std::string(e.reason) == reason)) {
-                ++n;
-            }
-        }
-        return n;
-    }
-};
-
-bool wait_for_stop(const std::stop_token& st, std::chrono::nanoseconds limit = 10s) {
-    std::mutex m;
-    std::condition_variable_any cv;
-    std::unique_lock lock(m);
-    cv.wait_for(lock, st, limit, [] { return false; });
-    return st.stop_requested();
-}
+using workerpool::test::wait_for_stop;
 
 std::int64_t now_ticks() {
     return clock_type::now().time_since_epoch().count();
@@ -175,7 +145,7 @@ TEST_CASE("at default settings a replacement runs queued work soon after a stuck
                                                << " ms after the stuck attempt's deadline");
     CHECK(latency >= 100ms);  // not before the stuck grace ran out
     // The requirement is 250 ms; under sanitizers on a loaded 2-core machine, allow much more.
-    // tests/stress/measure.cpp reports the true figure.
+    // bench/measure.cpp reports the true figure.
     CHECK(latency < 2s);
     CHECK(pool.stats().stuck_total == 1u);
 }

@@ -195,7 +195,7 @@ TEST_CASE("the supervisor does not keep stamping for a stuck worker",
             }
         },
         o);
-    workerpool::test::opener open_at_end(release);
+    workerpool::test::finally open_at_end([&] { release.open(); });
     REQUIRE(pool.try_submit(0) == submit_status::accepted);
     REQUIRE(eventually([&] { return pool.stats().stuck == 1u; }));
     for (int i = 1; i <= 3; ++i) {

@@ -6,16 +6,15 @@
 #include <workerpool/dispatcher.hpp>
 
 #include "support/catch.hpp"
+#include "support/event_log.hpp"
 #include "support/failure_log.hpp"
 #include "support/test_util.hpp"
 
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -34,37 +33,12 @@ using workerpool::failure;
 using workerpool::failure_reason;
 using workerpool::job_options;
 using workerpool::submit_status;
+using workerpool::test::event_log;
 using workerpool::test::eventually;
 using workerpool::test::failure_log;
 using workerpool::test::gate;
-
-// Blocks until `st` is stopped or `limit` passes (a safety net so a broken pool cannot hang the
-// test); returns whether the token was stopped. Wakes through a std::stop_callback.
-bool wait_for_stop(const std::stop_token& st, std::chrono::nanoseconds limit = 10s) {
-    std::mutex m;
-    std::condition_variable_any cv;
-    std::unique_lock lock(m);
-    cv.wait_for(lock, st, limit, [] { return false; });
-    return st.stop_requested();
-}
-
-struct event_counter {
-    std::array<std::atomic<int>, 16> counts{};
-    std::function<void(const event&)> sink() {
-        return [this](const event& e) { counts[static_cast<std::size_t>(e.kind)].fetch_add(1); };
-    }
-    int operator[](event_kind k) const { return counts[static_cast<std::size_t>(k)].load(); }
-};
-
-std::string message_of(const std::exception_ptr& p) {
-    try {
-        std::rethrow_exception(p);
-    } catch (const std::exception& e) {
-        return e.what();
-    } catch (...) {
-        return "<non-std exception>";
-    }
-}
+using workerpool::test::message_of;
+using workerpool::test::wait_for_stop;
 
 workerpool::options<int> timeout_options() {
     workerpool::options<int> o;
@@ -80,7 +54,7 @@ workerpool::options<int> timeout_options() {
 TEST_CASE("an attempt past default_timeout has its token stopped and fails as timed_out",
           "[timeout][unit]") {
     failure_log<int> failures;
-    event_counter events;
+    event_log events;
     std::atomic<bool> stopped{false};
     std::atomic<std::int64_t> seen_at{0};
     auto o = timeout_options();
@@ -104,7 +78,7 @@ TEST_CASE("an attempt past default_timeout has its token stopped and fails as ti
     const double waited_ms = std::chrono::duration<double, std::milli>(waited).count();
     INFO("stop seen " << waited_ms << " ms after submit (timeout 20 ms)");
     CHECK(waited >= 20ms);  // never before the deadline
-    CHECK(waited < 5s);     // generous: the precise figure is measured in tests/stress/measure.cpp
+    CHECK(waited < 5s);     // generous: the precise figure is measured in bench/measure.cpp
     REQUIRE(failures.items.size() == 1u);
     CHECK(failures.items[0].request == 1);
     CHECK(failures.items[0].reason == failure_reason::timed_out);
@@ -115,7 +89,7 @@ TEST_CASE("an attempt past default_timeout has its token stopped and fails as ti
     CHECK(s.failed == 1u);
     CHECK(s.completed == 0u);
     CHECK(s.late == 0u);
-    CHECK(events[event_kind::attempt_timed_out] == 1);
+    CHECK(events.count(event_kind::attempt_timed_out) == 1u);
 }
 
 TEST_CASE("a stop_callback registered by the handler runs when the deadline passes",
@@ -225,7 +199,7 @@ TEST_CASE("a per-request timeout overrides the pool default", "[timeout][unit]")
 TEST_CASE("a handler that returns normally after its deadline is a late success",
           "[timeout][unit]") {
     failure_log<int> failures;
-    event_counter events;
+    event_log events;
     std::atomic<bool> was_stopped{false};
     auto o = timeout_options();
     o.default_timeout = 20ms;
@@ -246,7 +220,7 @@ TEST_CASE("a handler that returns normally after its deadline is a late success"
     CHECK(s.timed_out == 0u);
     CHECK(s.failed == 0u);
     CHECK(failures.size() == 0u);
-    CHECK(events[event_kind::attempt_timed_out] == 1);
+    CHECK(events.count(event_kind::attempt_timed_out) == 1u);
 }
 
 TEST_CASE("a handler that throws before its deadline fails as error, not timed_out",
@@ -350,7 +324,7 @@ TEST_CASE("a huge timeout behaves as no timeout", "[timeout][unit][regression]")
 TEST_CASE("a request whose deadline passed before it could start never runs",
           "[timeout][expired][unit]") {
     failure_log<int> failures;
-    event_counter events;
+    event_log events;
     gate hold;
     std::atomic<int> ran_expired{0};
     std::atomic<int> ran_other{0};
@@ -391,7 +365,7 @@ TEST_CASE("a request whose deadline passed before it could start never runs",
     CHECK(s.expired == 1u);
     CHECK(s.failed == 1u);
     CHECK(s.completed == 2u);
-    CHECK(events[event_kind::dead_letter] == 1);
+    CHECK(events.count(event_kind::dead_letter) == 1u);
 }
 
 TEST_CASE("a request submitted with a deadline already past goes to on_failure unrun",

@@ -155,7 +155,8 @@ public:
 
     /// Whether anyone waits for room: the consumer's side of [W3], after its pop.
     [[nodiscard]] bool waiting() const noexcept {
-        return blocked_.load(std::memory_order_seq_cst);
+        // [W3] [R1] the consumer's load: also sees what a waiter published with its count.
+        return blocked_.load(std::memory_order_seq_cst) != 0;
     }
 
     /// A consumer's pop freed a slot while `waiting()`: due retries of `delay` that wait for room
@@ -182,9 +183,11 @@ public:
     }
 
     /// Counts a waiter that is not a sleeping producer (the delay queue's due retries).
-    /// seq_cst: the waiter's side of [W3] (count, then look for room again); as a release it is
-    /// also [R1], publishing what the caller wrote before.
-    void count_waiter() noexcept { blocked_.fetch_add(1, std::memory_order_seq_cst); }
+    void count_waiter() noexcept {
+        // [W3] [R1] seq_cst: the waiter's side of [W3] (count, then look for room again); as a
+        // release it publishes what the caller wrote before (the delay queue's flag).
+        blocked_.fetch_add(1, std::memory_order_seq_cst);
+    }
 
     /// Stops counting a waiter counted by `count_waiter`.
     void uncount_waiter() noexcept {

@@ -86,6 +86,7 @@ public:
     /// Whether due requests wait for room. Read by a consumer after its [W3] load saw a waiter:
     /// [R1] relaxed, ordered by that load (it read `count_waiter`'s release, or an RMW after it).
     [[nodiscard]] bool room_awaited() const noexcept {
+        // [R1] relaxed: ordered by the [W3] load that saw a waiter
         return room_awaited_.load(std::memory_order_relaxed);
     }
 

@@ -8,6 +8,7 @@
 #include <workerpool/options.hpp>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -58,11 +59,14 @@ struct envelope {
 /// an aggregate such as `failure<Request>` can be built in place, with no temporary on the stack.
 template <class T>
 struct alignas(T) uninitialized {
-    unsigned char bytes[sizeof(T)];
+    std::array<unsigned char, sizeof(T)> bytes;  // not initialised: built by hand
+
+    /// Where the object goes.
+    [[nodiscard]] void* place() noexcept { return bytes.data(); }
 };
 
 /// Objects up to this size may sit on a thread's stack; larger ones never do (a worker's stack is
 /// 8 MiB by default, and other threads may have far less).
-inline constexpr std::size_t stack_friendly_bytes = 16 * 1024;
+inline constexpr std::size_t stack_friendly_bytes = std::size_t{16} * 1024;
 
 }  // namespace workerpool::detail

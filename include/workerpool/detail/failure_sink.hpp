@@ -49,7 +49,7 @@ public:
         if (!on_failure_) {
             return;
         }
-        failure<Request>* f = ::new (static_cast<void*>(r.bytes))
+        auto* f = ::new (r.place())
             failure<Request>{std::move(request), reason, attempts, std::move(error)};
         calls_.guard(on_failure_, std::move(*f));
         std::destroy_at(f);

@@ -55,7 +55,8 @@ private:
     alignas(cache_line) std::atomic<phase> phase_{phase::running};
 };
 
-static_assert(alignof(lifecycle) == cache_line && sizeof(lifecycle) == cache_line,
-              "the phase, read on every worker round, must not share a line with busy state");
+static_assert(sizeof(lifecycle) == cache_line,
+              "the phase, read on every worker round, fills a cache line of its own: it must not "
+              "share one with busy state");
 
 }  // namespace workerpool::detail

@@ -95,9 +95,9 @@ public:
     }
 
     /// The handler threw `error`; `cause` says why its token was stopped, if it was.
-    void failed(worker& w, envelope& e, std::exception_ptr error, stop_cause cause,
+    void failed(worker& w, envelope& e, const std::exception_ptr& error, stop_cause cause,
                 std::minstd_rand& rng) noexcept {
-        e.last_error = std::move(error);
+        e.last_error = error;
         if (cause == stop_cause::shutdown) {
             w.counters.bump(counter::cancelled);
             dead_letter(w, e, failure_reason::cancelled);

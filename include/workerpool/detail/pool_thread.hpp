@@ -6,10 +6,13 @@
 
 #include <workerpool/detail/clock.hpp>
 
+#include <algorithm>
+#include <array>
+#include <charconv>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
 #include <optional>
+#include <string_view>
 
 #if defined(__linux__)
 #include <pthread.h>
@@ -17,11 +20,16 @@
 
 namespace workerpool::detail {
 
+// NOLINTBEGIN(cppcoreguidelines-avoid-non-const-global-variables): per-thread state, written by
+// its own thread only; that is what these two are.
+
 /// The pool whose worker or supervisor runs on this thread, if any (for self-call detection).
 inline thread_local const void* current_pool = nullptr;
 
 /// Counts down this thread's submits to the next one that is timed for latency statistics.
 inline thread_local unsigned latency_countdown = 1;
+
+// NOLINTEND(cppcoreguidelines-avoid-non-const-global-variables)
 
 /// Returns the time now for one call in `every` on this thread (0: never), else 0: the submits
 /// timed for the latency figures.
@@ -37,11 +45,18 @@ inline thread_local unsigned latency_countdown = 1;
 /// pool threads show in top -H and debuggers. Linux only; elsewhere a no-op.
 inline void name_this_thread(std::optional<std::size_t> worker_id) noexcept {
 #if defined(__linux__)
-    char name[16] = "workerpool-sup";  // at most 15 characters and the terminator
+    std::array<char, 16> name{};  // at most 15 characters and the terminator
+    constexpr std::string_view prefix = "workerpool-";
+    std::copy(prefix.begin(), prefix.end(), name.begin());
+    char* const rest = name.data() + prefix.size();  // NOLINT(*-pointer-arithmetic): in bounds
     if (worker_id) {
-        std::snprintf(name, sizeof name, "workerpool-%zu", *worker_id % 10000);
+        (void)std::to_chars(rest, name.data() + name.size() - 1,  // NOLINT(*-pointer-arithmetic)
+                            *worker_id % 10000);
+    } else {
+        constexpr std::string_view sup = "sup";
+        std::copy(sup.begin(), sup.end(), rest);
     }
-    pthread_setname_np(pthread_self(), name);
+    pthread_setname_np(pthread_self(), name.data());
 #else
     (void)worker_id;
 #endif

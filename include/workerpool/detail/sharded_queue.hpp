@@ -8,6 +8,7 @@
 #include <workerpool/detail/spin.hpp>
 #include <workerpool/status.hpp>
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -21,6 +22,7 @@ namespace workerpool::detail {
 
 /// Each sharded queue has a process-unique id, so that a thread can remember its home shard in
 /// each of the last few queues it pushed to (see `sharded_queue::home_shard`).
+// NOLINTNEXTLINE(cppcoreguidelines-avoid-non-const-global-variables): one counter per process
 inline std::atomic<std::uint64_t> next_sharded_queue_id{1};
 
 /// A thread's home shards in the `home_cache::size` sharded queues it pushed to most recently,
@@ -31,8 +33,9 @@ struct home_cache {
         std::uint64_t queue = 0;  // 0: unused (ids start at 1)
         std::size_t shard = 0;
     };
-    entry entries[size];
+    std::array<entry, size> entries;
 };
+// NOLINTNEXTLINE(cppcoreguidelines-avoid-non-const-global-variables): per thread, never shared
 inline thread_local home_cache my_home_cache;
 
 /// A bounded MPMC queue split into `shards` rings whose capacities add up to exactly `capacity`.
@@ -60,6 +63,7 @@ public:
         : capacity_(capacity), count_(check_shards(capacity, shards)),
           // relaxed: pairs with nothing; an id only needs to be distinct
           id_(next_sharded_queue_id.fetch_add(1, std::memory_order_relaxed)),
+          // NOLINTNEXTLINE(*-avoid-c-arrays): see shards_
           shards_(std::make_unique<std::optional<bounded_queue<T>>[]>(count_)) {
         for (std::size_t i = 0; i < count_; ++i) {
             // The first `capacity % shards` rings take one slot more.
@@ -69,6 +73,8 @@ public:
 
     sharded_queue(const sharded_queue&) = delete;
     sharded_queue& operator=(const sharded_queue&) = delete;
+    /// Destroys the rings and the elements still queued in them.
+    ~sharded_queue() = default;
 
     /// Constructs an element from `args` in the caller's home shard, or in the first other shard
     /// with room. Returns `accepted`, `full` or `closed`; `args` are untouched unless accepted.
@@ -77,7 +83,8 @@ public:
         if (count_ == 1) {
             return shards_[0]->try_emplace(std::forward<Args>(args)...);
         }
-        if (closed_.load(std::memory_order_acquire)) {  // pairs with close(); see the class doc
+        // [Q5] sees what the closer did before close(); see the class doc
+        if (closed_.load(std::memory_order_acquire)) {
             return submit_status::closed;
         }
         std::size_t i = home_shard();
@@ -99,7 +106,7 @@ public:
     /// in turn takes a new home (the next in the round) in a queue it comes back to after the
     /// others pushed it out.
     [[nodiscard]] std::size_t home_shard() noexcept {
-        home_cache::entry* const entries = my_home_cache.entries;
+        std::array<home_cache::entry, home_cache::size>& entries = my_home_cache.entries;
         if (entries[0].queue == id_ && entries[0].shard < count_) {
             return entries[0].shard;  // the common case: the queue this thread used last
         }
@@ -162,7 +169,9 @@ public:
 
     /// Closes every shard; returns the total number of pushes ever accepted. Idempotent.
     std::uint64_t close() noexcept {
-        closed_.store(true, std::memory_order_seq_cst);  // seq_cst: before any ring's close
+        // [Q5] seq_cst: set before any ring closes, so a thread that saw a ring closed (an
+        // acquire load of its closed bit) sees the flag on its later calls too
+        closed_.store(true, std::memory_order_seq_cst);
         std::uint64_t pushed = 0;
         for (std::size_t i = 0; i < count_; ++i) {
             pushed += shards_[i]->close();
@@ -172,7 +181,8 @@ public:
 
     /// Returns whether `close()` has begun. Thread safety: any thread.
     [[nodiscard]] bool is_closed() const noexcept {
-        return closed_.load(std::memory_order_acquire);  // pairs with close()
+        // [Q5] sees what the closer did before close()
+        return closed_.load(std::memory_order_acquire);
     }
 
     /// Elements queued at about one moment; racy by nature.
@@ -258,7 +268,8 @@ private:
     const std::size_t count_;
     const std::uint64_t id_;
     std::atomic<std::size_t> next_home_{0};
-    std::unique_ptr<std::optional<bounded_queue<T>>[]> shards_;
+    // One allocation of count_ rings, which can be neither copied nor moved (so no vector).
+    std::unique_ptr<std::optional<bounded_queue<T>>[]> shards_;  // NOLINT(*-avoid-c-arrays)
     std::atomic<bool> closed_{false};
 };
 

@@ -58,6 +58,7 @@ public:
     /// planned wake-up pairs with `next_wake` through the delay queue's mutex.
     void publish(std::int64_t now_ns, std::int64_t wake_at_ns) noexcept {
         next_wake_ns_.store(wake_at_ns, std::memory_order_seq_cst);
+        // [D2] [D3] the supervisor's store of its horizon, before it looks at the workers
         horizon_ns_.store(wake_at_ns - now_ns, std::memory_order_seq_cst);
     }
 
@@ -86,6 +87,7 @@ public:
     /// tick, so the horizon is at most the scale interval, and stamp_period(timeout) < horizon
     /// reduces to this.
     [[nodiscard]] bool too_slow_for(std::int64_t timeout_ns) const noexcept {
+        // [D2] the worker's load of the horizon, after [D1]'s store of its attempt
         const std::int64_t horizon = horizon_ns_.load(std::memory_order_seq_cst);
         return horizon > 1'000'000 && timeout_ns / 20 < horizon;
     }
@@ -188,7 +190,8 @@ sweep_step sweep_worker(Worker& w, std::int64_t now_ns, std::int64_t grace_ns,
 template <class Worker>
 [[nodiscard]] std::int64_t attempt_wake(const Worker& w, std::int64_t now_ns,
                                         std::int64_t interval_ns) noexcept {
-    const attempt_view v = w.attempt.look(std::memory_order_seq_cst);  // [D2]
+    // [D1] the supervisor's look at the word, after [D2]'s store of its horizon
+    const attempt_view v = w.attempt.look(std::memory_order_seq_cst);
     if (v.kind == attempt_view::state::deadline) {
         return v.deadline_ns;
     }

@@ -1,10 +1,12 @@
-// Measurements for the record, not assertions (hidden tag [.measure]; ctest does not run them):
+// Measurements for the record, not tests (Catch2 test cases, so that one can be picked by name or
+// tag; ctest never runs them):
 //   - timeout precision: lateness between an attempt's deadline and its cooperative handler
 //     seeing the stop;
 //   - time from a burst to max_workers at default options;
 //   - time from a stuck attempt's deadline to its replacement running queued work, at defaults;
-//   - idle CPU of a pool at min_workers.
-// Run:  <build>/tests/workerpool_stress_tests "[.measure]" -s   (see tests/stress/README.md)
+//   - idle CPU of a pool at min_workers;
+//   - supervisor CPU with retries, timeouts and a stuck handler.
+// Run:  build/bench/bench/measure            (every measurement; see bench/README.md)
 
 #include <workerpool/dispatcher.hpp>
 
@@ -23,8 +25,8 @@
 #include <fstream>
 #include <mutex>
 #include <stdexcept>
-#include <string>
 #include <stop_token>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -80,7 +82,7 @@ double cpu_seconds() {
 
 }  // namespace
 
-TEST_CASE("measure: timeout precision of a cooperative handler", "[.measure][timeout]") {
+TEST_CASE("measure: timeout precision of a cooperative handler", "[measure][timeout]") {
     for (const auto timeout : {20ms, 100ms}) {
         constexpr int samples = 200;
         std::vector<std::int64_t> start(samples), seen(samples);
@@ -129,7 +131,7 @@ TEST_CASE("measure: timeout precision of a cooperative handler", "[.measure][tim
     }
 }
 
-TEST_CASE("measure: time from a burst to max_workers", "[.measure][scaling]") {
+TEST_CASE("measure: time from a burst to max_workers", "[measure][scaling]") {
     for (const std::size_t max_workers : {workerpool::default_max_workers(), std::size_t{8}}) {
         std::vector<double> ms;
         for (int round = 0; round < 20; ++round) {
@@ -155,7 +157,7 @@ TEST_CASE("measure: time from a burst to max_workers", "[.measure][scaling]") {
     }
 }
 
-TEST_CASE("measure: stuck deadline to replacement running queued work", "[.measure][stuck]") {
+TEST_CASE("measure: stuck deadline to replacement running queued work", "[measure][stuck]") {
     std::vector<double> ms;
     for (int round = 0; round < 15; ++round) {
         gate release;
@@ -189,7 +191,7 @@ TEST_CASE("measure: stuck deadline to replacement running queued work", "[.measu
           summarise(ms), "ms");
 }
 
-TEST_CASE("measure: idle CPU of a pool at min_workers", "[.measure][idle]") {
+TEST_CASE("measure: idle CPU of a pool at min_workers", "[measure][idle]") {
     for (const auto interval : {std::chrono::milliseconds(50), std::chrono::milliseconds(5)}) {
         workerpool::options<int> o;  // defaults: min_workers 1
         o.scale_interval = interval;
@@ -242,14 +244,14 @@ double thread_cpu_seconds(const std::string& name) {
 }  // namespace
 
 TEST_CASE("measure: supervisor CPU with retries, timeouts and a stuck handler",
-          "[.measure][supervisor]") {
+          "[measure][supervisor]") {
     // Issue 14's scenarios: the supervisor must stay under 3 % of one core in each.
     struct scenario {
         const char* name;
         std::size_t capacity;
         int requests;
-        int every;              // every `every`-th request fails (or overruns) its first attempt
-        bool overrun;           // fail by overrunning the timeout rather than by throwing
+        int every;     // every `every`-th request fails (or overruns) its first attempt
+        bool overrun;  // fail by overrunning the timeout rather than by throwing
         std::chrono::nanoseconds timeout;
     };
     const scenario scenarios[] = {
