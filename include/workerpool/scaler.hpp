@@ -43,6 +43,24 @@ namespace detail {
 /// and when the pool last grew, and allows a shrink only after a quiet cool-down.
 class shrink_gate {
 public:
+    /// One tick, given where the policy's signal stands: above the high mark (grow by `add`,
+    /// capped at `max_workers`), above the low mark (hold), or at or below it (shed one worker
+    /// once the signal has stayed there for `cooldown`, an idle worker exists and no growth
+    /// happened within `cooldown`). Returns the wanted worker count.
+    std::size_t step(const scale_metrics& m, bool above_high, bool above_low, std::size_t add,
+                     std::chrono::nanoseconds cooldown) noexcept {
+        const std::size_t current = std::clamp(m.workers, m.min_workers, m.max_workers);
+        if (above_high && m.workers < m.max_workers) {
+            note_growth(m.now);
+            return grow_by(m, add);
+        }
+        if (above_low) {
+            note_between_marks();
+            return current;
+        }
+        return below_low_mark(m, cooldown) ? m.workers - 1 : current;
+    }
+
     void note_growth(std::chrono::steady_clock::time_point now) noexcept {
         below_ = false;
         grew_ = true;
@@ -99,19 +117,11 @@ public:
 
     /// Returns the wanted worker count for this tick (see the class comment).
     std::size_t operator()(const scale_metrics& m) noexcept {
-        const std::size_t current = std::clamp(m.workers, m.min_workers, m.max_workers);
-        if (m.queue_depth > config_.scale_up_depth && m.workers < m.max_workers) {
-            gate_.note_growth(m.now);
-            const std::size_t add =
-                std::max<std::size_t>(1, m.queue_depth / config_.scale_up_depth);
-            return detail::grow_by(m, add);
-        }
         const auto low = static_cast<double>(config_.scale_up_depth) * config_.scale_down_ratio;
-        if (static_cast<double>(m.queue_depth) > low) {
-            gate_.note_between_marks();
-            return current;
-        }
-        return gate_.below_low_mark(m, config_.cooldown) ? m.workers - 1 : current;
+        return gate_.step(m, m.queue_depth > config_.scale_up_depth,
+                          static_cast<double>(m.queue_depth) > low,
+                          std::max<std::size_t>(1, m.queue_depth / config_.scale_up_depth),
+                          config_.cooldown);
     }
 
 private:
@@ -147,20 +157,13 @@ public:
 
     /// Returns the wanted worker count for this tick (see the class comment).
     std::size_t operator()(const scale_metrics& m) noexcept {
-        const std::size_t current = std::clamp(m.workers, m.min_workers, m.max_workers);
-        if (m.queue_wait > config_.target_wait && m.workers < m.max_workers) {
-            gate_.note_growth(m.now);
-            const std::size_t add =
-                m.queue_wait - config_.target_wait > config_.target_wait ? std::max<std::size_t>(1, m.workers) : 1;
-            return detail::grow_by(m, add);
-        }
         const auto low = std::chrono::duration<double, std::nano>(config_.target_wait) *
                          config_.scale_down_ratio;
-        if (std::chrono::duration<double, std::nano>(m.queue_wait) > low) {
-            gate_.note_between_marks();
-            return current;
-        }
-        return gate_.below_low_mark(m, config_.cooldown) ? m.workers - 1 : current;
+        // Past twice the target (written so that it cannot overflow): double the workers.
+        const bool far_behind = m.queue_wait - config_.target_wait > config_.target_wait;
+        return gate_.step(m, m.queue_wait > config_.target_wait,
+                          std::chrono::duration<double, std::nano>(m.queue_wait) > low,
+                          far_behind ? std::max<std::size_t>(1, m.workers) : 1, config_.cooldown);
     }
 
 private:

@@ -99,13 +99,13 @@ public:
     [[nodiscard]] static event make(event_kind kind, const char* reason, std::size_t workers_before,
                                     std::size_t workers_after, std::size_t queue_depth,
                                     unsigned attempts = 0) noexcept {
-        event e{kind, std::chrono::steady_clock::now()};
-        e.workers_before = workers_before;
-        e.workers_after = workers_after;
-        e.queue_depth = queue_depth;
-        e.attempts = attempts;
-        e.reason = reason;
-        return e;
+        return event{.kind = kind,
+                     .when = std::chrono::steady_clock::now(),
+                     .workers_before = workers_before,
+                     .workers_after = workers_after,
+                     .queue_depth = queue_depth,
+                     .attempts = attempts,
+                     .reason = reason};
     }
 
 private:
