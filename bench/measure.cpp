@@ -13,8 +13,6 @@
 #include "support/catch.hpp"
 #include "support/test_util.hpp"
 
-#include <sys/resource.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -71,13 +69,6 @@ void print(const char* what, const summary& s, const char* unit) {
     std::printf("[measure] %s: min %.3f, median %.3f, p90 %.3f, p99 %.3f, max %.3f %s\n", what,
                 s.min, s.median, s.p90, s.p99, s.max, unit);
     std::fflush(stdout);
-}
-
-double cpu_seconds() {
-    rusage u{};
-    getrusage(RUSAGE_SELF, &u);
-    return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
-           static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
 
 }  // namespace
@@ -191,6 +182,32 @@ TEST_CASE("measure: stuck deadline to replacement running queued work", "[measur
           summarise(ms), "ms");
 }
 
+namespace {
+
+// CPU seconds used so far by this process's threads named "workerpool-..." (the pools' workers
+// and supervisors; Linux: the first field of /proc/self/task/<tid>/schedstat, in nanoseconds).
+double pool_threads_cpu_seconds() {
+    double total = 0;
+#if defined(__linux__)
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) {
+        std::ifstream comm(entry.path() / "comm");
+        std::string name;
+        std::getline(comm, name);
+        if (name.rfind("workerpool-", 0) != 0) {
+            continue;
+        }
+        std::ifstream schedstat(entry.path() / "schedstat");
+        double on_cpu_ns = 0;
+        if (schedstat >> on_cpu_ns) {
+            total += on_cpu_ns / 1e9;
+        }
+    }
+#endif
+    return total;
+}
+
+}  // namespace
+
 TEST_CASE("measure: idle CPU of a pool at min_workers", "[measure][idle]") {
     for (const auto interval : {std::chrono::milliseconds(50), std::chrono::milliseconds(5)}) {
         workerpool::options<int> o;  // defaults: min_workers 1
@@ -201,17 +218,27 @@ TEST_CASE("measure: idle CPU of a pool at min_workers", "[measure][idle]") {
             REQUIRE(pool.submit(int{i}) == submit_status::accepted);
         }
         REQUIRE(eventually([&] { return pool.stats().completed == 1000u; }));
-        std::this_thread::sleep_for(200ms);  // past the post-burst spinning
-        const double cpu0 = cpu_seconds();
+        // Settle: past the post-burst spinning, and back at min_workers (the policy's cool-down).
+        (void)eventually(
+            [&] {
+                const std::uint64_t before = pool.stats().supervisor_wakeups;
+                std::this_thread::sleep_for(200ms);
+                return pool.worker_count() == o.min_workers &&
+                       pool.stats().supervisor_wakeups == before;
+            },
+            30s);
+        const std::uint64_t wakeups0 = pool.stats().supervisor_wakeups;
+        const double cpu0 = pool_threads_cpu_seconds();
         const auto t0 = clock_type::now();
-        std::this_thread::sleep_for(2s);  // time is what is measured
-        const double cpu = cpu_seconds() - cpu0;
+        std::this_thread::sleep_for(5s);  // time is what is measured
+        const double cpu = pool_threads_cpu_seconds() - cpu0;
         const double wall = std::chrono::duration<double>(clock_type::now() - t0).count();
         std::printf(
-            "[measure] idle pool (scale_interval %lld ms, %zu workers): %.4f s CPU in %.3f s "
-            "= %.3f %% of one core\n",
+            "[measure] idle pool (scale_interval %lld ms, %zu workers): its threads used %.6f s "
+            "CPU in %.3f s = %.4f %% of one core; %llu supervisor wake-ups\n",
             static_cast<long long>(interval.count()), pool.worker_count(), cpu, wall,
-            100.0 * cpu / wall);
+            100.0 * cpu / wall,
+            static_cast<unsigned long long>(pool.stats().supervisor_wakeups - wakeups0));
         std::fflush(stdout);
     }
 }

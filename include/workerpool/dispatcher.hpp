@@ -16,10 +16,10 @@
 #include <workerpool/detail/erased_handler.hpp>
 #include <workerpool/detail/idle_stack.hpp>
 #include <workerpool/detail/idle_waiters.hpp>
+#include <workerpool/detail/intake.hpp>
 #include <workerpool/detail/lifecycle.hpp>
 #include <workerpool/detail/outcomes.hpp>
 #include <workerpool/detail/pool_thread.hpp>
-#include <workerpool/detail/route_options.hpp>
 #include <workerpool/detail/sharded_queue.hpp>
 #include <workerpool/detail/spin.hpp>
 #include <workerpool/detail/supervisor.hpp>
@@ -110,8 +110,7 @@ public:
     explicit dispatcher(Handler handler, options<Request> o = {})
         : options_((detail::validate(o), std::move(o))),
           handler_(detail::checked_handler<Request>(std::move(handler))),
-          route_options_(detail::route_options_source<Request>::of(
-              static_cast<const std::decay_t<Handler>*>(handler_.target()))),
+
           queue_(options_.capacity,
                  options_.queue_shards != 0
                      ? options_.queue_shards
@@ -127,11 +126,14 @@ public:
                                                       scale_interval_ns_)
                                : 0),
           rng_seed_(std::random_device{}()),
+          intake_({options_, queue_, idle_, pressure_, signal_, workers_, awake_period_ns_},
+                  detail::route_options_source<Request>::of(
+                      static_cast<const std::decay_t<Handler>*>(handler_.target()))),
           outcomes_({options_, callbacks_, delay_, life_, signal_, workers_, idle_, queue_,
                      awake_period_ns_}),
           supervisor_({this, workers_, idle_, queue_, delay_, pressure_, callbacks_, life_, signal_},
                       {options_.stuck_grace.count(), options_.idle_keep_alive.count(),
-                       scale_interval_ns_, awake_period_ns_},
+                       scale_interval_ns_, awake_period_ns_, detail::policy_rests(options_)},
                       detail::policy_of(options_), worker_body()) {
         try {
             {
@@ -188,12 +190,7 @@ public:
     /// Thread safety: any thread, including a handler of this pool. Never blocks; never allocates
     /// (with route options, unless taking a request's key allocates).
     [[nodiscard]] submit_status try_submit(Request&& r, job_options jo = {}) noexcept {
-        route_options_.apply(r, jo);
-        const submit_status s = push(r, jo);
-        if (s == submit_status::full) {
-            rejected_.fetch_add(1, std::memory_order_relaxed);  // statistics only
-        }
-        return s;
+        return intake_.try_submit(r, jo);
     }
 
     /// Enqueues `r`, blocking while the queue is full (back-pressure).
@@ -202,7 +199,7 @@ public:
     /// `full` instead of waiting for a slot that only its own pool could free. `jo` as in
     /// `try_submit`. Thread safety: any thread. Blocks: while the queue is full.
     [[nodiscard]] submit_status submit(Request&& r, job_options jo = {}) noexcept {
-        return submit_until(r, jo, std::nullopt);
+        return intake_.submit_until(r, jo, detail::current_pool == this, std::nullopt);
     }
 
     /// Enqueues `r`, blocking up to `timeout` while the queue is full.
@@ -212,7 +209,8 @@ public:
     template <class Rep, class Period>
     [[nodiscard]] submit_status submit_for(Request&& r, std::chrono::duration<Rep, Period> timeout,
                                            job_options jo = {}) noexcept {
-        return submit_until(r, jo, detail::end_of_wait(timeout));
+        return intake_.submit_until(r, jo, detail::current_pool == this,
+                                    detail::end_of_wait(timeout));
     }
 
     /// Not callable with a `Request` lvalue: fails to compile with a message that says to pass
@@ -263,12 +261,13 @@ public:
         stats_snapshot s;
         {
             std::lock_guard lock(workers_.mutex());
+            workers_.rotate_latency_window_locked(detail::now_ns());  // a parked supervisor does not
             workers_.fill_stats_locked(s);
         }
         // Counters kept outside the worker slots; all relaxed: statistics only.
         s.failed += outcomes_.discarded();
         s.submitted = delay_.submitted(queue_);  // never goes back, see delay_queue
-        s.rejected = rejected_.load(std::memory_order_relaxed);
+        s.rejected = intake_.rejected();
         s.callback_errors = callbacks_.errors();
         s.supervisor_wakeups = signal_.wakeups();
         s.queue_depth = queue_.approx_size();
@@ -369,39 +368,13 @@ private:
         if (moved) {
             callbacks_.emit(*moved);
         }
+        if (signal_.take_parked()) {
+            signal_.kick();  // a count above min_workers is something for the supervisor to shed
+        }
         return changed;
     }
 
     // ---------------------------------------------------------------- submission
-
-    // One try at the queue; on `accepted` wakes a sleeping worker if there is one.
-    submit_status push(Request& r, const job_options& jo) noexcept {
-        const submit_status s = queue_.try_emplace(
-            std::move(r),
-            detail::request_settings::of(jo, options_.default_timeout, options_.retry.max_attempts),
-            detail::sample_now(options_.latency_sample_every));
-        if (s == submit_status::accepted) {
-            // [W1] the producer's side: the claim (the queue's seq_cst CAS) precedes this load.
-            if (idle_.count() != 0) {
-                wake_one_idle();
-            } else if (workers_.live() == 0) {
-                signal_.kick();  // min_workers == 0 and nobody is running: start one now
-            }
-        }
-        return s;
-    }
-
-    submit_status submit_until(Request& r, job_options jo,
-                               std::optional<clock::time_point> until) noexcept {
-        route_options_.apply(r, jo);
-        const submit_status s =
-            pressure_.submit_until(queue_, [&] { return push(r, jo); }, detail::current_pool == this,
-                                   options_.spin_before_sleep.count(), until);
-        if (s == submit_status::full) {
-            rejected_.fetch_add(1, std::memory_order_relaxed);  // statistics only
-        }
-        return s;
-    }
 
     void close_intake() noexcept {
         queue_.close();  // the queue's own close bit orders every push before or after it
@@ -494,12 +467,6 @@ private:
                 return queue_.has_claimed_elements() || st.stop_requested() ||
                        life_.at_least(phase::draining);  // [W1] seq_cst
             })) {
-            note_worker_awake();
-        }
-    }
-
-    void wake_one_idle() noexcept {
-        if (idle_.wake_most_recent()) {
             note_worker_awake();
         }
     }
@@ -668,9 +635,6 @@ private:
 
     const options<Request> options_;
     const detail::erased_handler<Request> handler_;
-    // The job_options of a request's route (handler_map::on), merged at submit; empty, and
-    // skipped, for a handler without route options.
-    const detail::route_options_source<Request> route_options_;
     queue_type queue_;
     detail::callbacks callbacks_;              // user code and events; see callbacks.hpp
     detail::lifecycle life_;                   // the phase; see lifecycle.hpp
@@ -686,10 +650,11 @@ private:
     // While any worker is awake, the supervisor comes round this often (0: no default timeout).
     const std::int64_t awake_period_ns_;
     const unsigned rng_seed_;
+    // The submit path: settings, the push, its wake-up decision, refusals; see intake.hpp.
+    detail::intake<Request, queue_type, workers> intake_;
     // The end of each attempt: success, retry, dead letter; see outcomes.hpp.
     detail::outcomes<Request, worker_payload, queue_type> outcomes_;
 
-    alignas(detail::cache_line) std::atomic<std::uint64_t> rejected_{0};  // statistics only
     std::atomic<std::uint64_t> returned_{0};     // requests handed back by shutdown; see [H1]
     std::mutex shutdown_mutex_;  // serialises shutdowns
     // The supervisor's thread and round, over the components above; last: started after

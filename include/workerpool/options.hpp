@@ -81,7 +81,9 @@ struct options {
     double scale_down_ratio = 0.75;
     /// How long the load must stay low (and how long after a growth) before a shrink.
     std::chrono::nanoseconds scale_down_cooldown = std::chrono::seconds(1);
-    /// Period of the scaler's tick. An idle pool wakes no more often than this. Must be > 0.
+    /// Period of the scaler's tick while the pool has work, is above `min_workers`, or uses a
+    /// policy of its own. A pool at rest (nothing queued or waiting to retry, at `min_workers`,
+    /// a built-in policy) does not tick at all until work comes. Must be > 0.
     std::chrono::milliseconds scale_interval{50};
     /// A worker asleep for longer than this retires, down to `min_workers`. Must be > 0.
     std::chrono::nanoseconds idle_keep_alive = std::chrono::seconds(10);
@@ -138,6 +140,14 @@ template <class Request>
         return o.policy;
     }
     return depth_policy({o.scale_up_depth, o.scale_down_ratio, o.scale_down_cooldown});
+}
+
+/// Whether `o`'s scaling policy is a built-in one (`depth_policy`, `wait_time_policy`), whose
+/// answer cannot change while nothing is queued and no worker is above `min_workers`.
+template <class Request>
+[[nodiscard]] bool policy_rests(const options<Request>& o) noexcept {
+    return !o.policy || o.policy.template target<depth_policy>() != nullptr ||
+           o.policy.template target<wait_time_policy>() != nullptr;
 }
 
 inline void require(bool ok, const char* field, const char* what) {

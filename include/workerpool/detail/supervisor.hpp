@@ -43,14 +43,21 @@ public:
         cv_.notify_one();
     }
 
-    /// Sleeps until `wake_at_ns`, a kick, or a stop request; then forgets the kick.
+    /// Sleeps until `wake_at_ns` (`never`: no end), a kick, or a stop request; then forgets the
+    /// kick and whether it was parked.
     void sleep_until(std::int64_t wake_at_ns, const std::stop_token& st) noexcept {
-        std::unique_lock lock(mutex_);
-        if (!kicked_) {
-            cv_.wait_until(lock, to_time_point(wake_at_ns),
-                           [&] { return kicked_ || st.stop_requested(); });
+        {
+            std::unique_lock lock(mutex_);
+            const auto woken = [&] { return kicked_ || st.stop_requested(); };
+            if (wake_at_ns == std::numeric_limits<std::int64_t>::max()) {
+                cv_.wait(lock, woken);
+            } else {
+                cv_.wait_until(lock, to_time_point(wake_at_ns), woken);
+            }
+            kicked_ = false;
         }
-        kicked_ = false;
+        // relaxed: a stale flag only costs a producer one needless kick
+        parked_.store(false, std::memory_order_relaxed);
     }
 
     /// [D2] Publishes the planned wake-up and the horizon (how long from `now_ns`). seq_cst: the
@@ -92,6 +99,29 @@ public:
         return horizon > 1'000'000 && timeout_ns / 20 < horizon;
     }
 
+    /// [K1] Parks the supervisor: its next sleep has no end, so a producer must kick it when work
+    /// arrives. Returns false (and does not park) if `has_work()`, asked after the flag is set,
+    /// finds some already: a producer that claimed a slot before seeing the flag is seen here.
+    template <class HasWork>
+    bool park(HasWork&& has_work) noexcept {
+        // [K1] seq_cst: the supervisor's side (flag, then look at the queue)
+        parked_.store(true, std::memory_order_seq_cst);
+        if (has_work()) {
+            parked_.store(false, std::memory_order_relaxed);  // nobody needs to kick us: no order
+            return false;
+        }
+        return true;
+    }
+
+    /// [K1] The producer's side, after its claim of a slot: whether the supervisor is parked, in
+    /// which case this call unparks it and the caller must kick it (only one caller does).
+    [[nodiscard]] bool take_parked() noexcept {
+        // [K1] seq_cst load: a plain load on x86, on a line written only when the supervisor
+        // parks or unparks
+        return parked_.load(std::memory_order_seq_cst) &&
+               parked_.exchange(false, std::memory_order_seq_cst);
+    }
+
     /// Counts one wake-up (statistics).
     void count_wakeup() noexcept {
         wakeups_.fetch_add(1, std::memory_order_relaxed);  // statistics only; one writer
@@ -109,10 +139,23 @@ private:
     alignas(cache_line) std::atomic<std::int64_t> next_wake_ns_{0};  // see publish
     std::atomic<std::int64_t> horizon_ns_{0};                          // see publish
     std::atomic<std::uint64_t> wakeups_{0};                            // statistics only
+    std::atomic<bool> parked_{false};  // the supervisor sleeps with no end; see [K1]
 };
 
 static_assert(alignof(supervisor_signal) == cache_line,
               "the supervisor's published plan, read by workers, starts a cache line");
+
+/// Wakes the most recently listed sleeper of `idle`, if any, and then, as [D3] asks of anyone who
+/// wakes a worker, tells the supervisor (`awake_period_ns`: its stamping cadence, 0 for none).
+/// Returns whether a worker woke.
+template <class IdleStack>
+bool wake_sleeper(IdleStack& idle, supervisor_signal& signal, std::int64_t awake_period_ns) noexcept {
+    if (!idle.wake_most_recent()) {
+        return false;
+    }
+    signal.worker_woke(awake_period_ns);
+    return true;
+}
 
 /// The queue wait of a request arriving now, by Little's law: the depth divided by the dequeue
 /// rate since the last progress; if nothing was dequeued while requests waited, the time since the

@@ -57,6 +57,10 @@ public:
         std::int64_t keep_alive_ns = 0;
         std::int64_t interval_ns = 0;
         std::int64_t awake_period_ns = 0;  // the stamping cadence while workers are awake; 0: none
+        // The policy is a built-in one, whose answer cannot change while the pool is at rest (see
+        // at_rest_locked): the supervisor may then stop ticking. A custom policy may decide on
+        // time alone, so it is asked every tick.
+        bool policy_rests = false;
     };
 
     /// A round over `p` with `s`; `policy` decides the worker count, `body` runs new workers.
@@ -101,11 +105,15 @@ private:
                 p_.workers.reap_exited_locked();
                 p_.workers.rotate_latency_window_locked(now);
                 why.sweep = sweep_locked(now);
+                if (next_tick == never && !at_rest_locked()) {
+                    next_tick = now;  // work came (a kick, or a deadline woke us): tick again
+                }
                 if (now >= next_tick) {
                     const std::size_t depth = p_.queue.approx_size();
                     scale_locked(now, depth,
                                  estimator.estimate(now, depth, p_.queue.pushed_count() - depth));
-                    next_tick = add_saturated(now, s_.interval_ns);
+                    // At rest the policy's answer cannot change until work comes: no tick.
+                    next_tick = at_rest_locked() ? never : add_saturated(now, s_.interval_ns);
                 } else if (p_.workers.live() == 0 && p_.queue.has_claimed_elements() &&
                            !p_.life.at_least(phase::closed)) {
                     (void)p_.workers.spawn_locked(p_.idle, body_, true);  // a submit kicked us
@@ -118,8 +126,22 @@ private:
                 p_.signal.worker_woke(s_.awake_period_ns);
             }
             why.retries = released.next_due;
-            p_.signal.sleep_until(plan_sleep(why), st);
+            std::int64_t wake_at = plan_sleep(why);
+            if (wake_at == never &&
+                !p_.signal.park([this] { return p_.queue.has_claimed_elements(); })) {
+                wake_at = now;  // a push raced with parking: go round at once
+            }
+            p_.signal.sleep_until(wake_at, st);
         }
+    }
+
+    // Whether the pool is at rest: a built-in policy, nothing queued or waiting to retry, and no
+    // worker above min_workers (nothing for the policy or the keep-alive to shed). Its answer
+    // then stays the same until work comes, and work kicks a parked supervisor (see [K1]).
+    // Pre: the worker set's lock.
+    [[nodiscard]] bool at_rest_locked() const noexcept {
+        return s_.policy_rests && p_.queue.approx_size() == 0 && p_.delay.pending() == 0 &&
+               p_.workers.serving_locked() <= p_.workers.min_locked();
     }
 
     // [D2] Publishes when the supervisor will wake, then looks again at what workers publish

@@ -437,7 +437,7 @@ public:
 
     /// Moves the latency window on every 5 s: `stats()` reports counts since the base, which moves
     /// up to the previous rotation's totals, so the window spans 5 to 10 s.
-    void rotate_latency_window_locked(std::int64_t now) noexcept {
+    void rotate_latency_window_locked(std::int64_t now) const noexcept {
         constexpr std::int64_t period = 5'000'000'000;
         if (now - window_rotated_ns_ < period) {
             return;
@@ -474,9 +474,11 @@ private:
     std::size_t next_id_ = 0;               // guarded by mutex_
     counter_totals retired_;                // guarded by mutex_: counters of reaped workers
     histogram_counts retired_wait_, retired_run_;                  // guarded by mutex_
-    histogram_counts window_base_wait_, window_base_run_;          // guarded by mutex_
-    histogram_counts window_last_wait_, window_last_run_;          // guarded by mutex_
-    std::int64_t window_rotated_ns_ = 0;                           // guarded by mutex_
+    // The latency window, moved on by the supervisor and by stats() readers (a parked supervisor
+    // does not tick): mutable, guarded by mutex_.
+    mutable histogram_counts window_base_wait_, window_base_run_;
+    mutable histogram_counts window_last_wait_, window_last_run_;
+    mutable std::int64_t window_rotated_ns_ = 0;
     std::mutex exit_mutex_;
     std::condition_variable exit_cv_;
     std::size_t threads_alive_ = 0;  // guarded by exit_mutex_
