@@ -1,4 +1,4 @@
-// The Redis Streams consumer against a real redis-server (ctest starts one; see server.sh).
+// The Redis Streams consumer against a real redis-server (ctest starts one; see scripts/redis-local.sh).
 
 #include <workerpool/redis/stream_consumer.hpp>
 

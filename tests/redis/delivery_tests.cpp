@@ -1,6 +1,6 @@
 // Dead letters that cannot be written, entries too big for a Lua call, binary values, delivery
 // counts and max_deliveries on every path, and claiming speed: against the shared test server
-// (ctest starts it; see server.sh). Each test audits from Redis: XPENDING, the dead-letter
+// (ctest starts it; see scripts/redis-local.sh). Each test audits from Redis: XPENDING, the dead-letter
 // stream, and a per-id record of handler runs.
 
 #include <workerpool/redis/stream_consumer.hpp>

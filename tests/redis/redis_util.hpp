@@ -18,7 +18,7 @@
 namespace workerpool::test {
 
 /// The test server's port: $WORKERPOOL_REDIS_PORT, else the number in the file named by
-/// $WORKERPOOL_REDIS_PORT_FILE (written by tests/redis/server.sh, which ctest runs first).
+/// $WORKERPOOL_REDIS_PORT_FILE (written by scripts/redis-local.sh, which ctest runs first).
 inline int redis_port() {
     if (const char* p = std::getenv("WORKERPOOL_REDIS_PORT")) {
         return std::stoi(p);

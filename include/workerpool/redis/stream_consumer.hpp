@@ -18,6 +18,7 @@
 #include <workerpool/redis/detail/link.hpp>
 #include <workerpool/redis/detail/reader.hpp>
 #include <workerpool/redis/detail/recovery.hpp>
+#include <workerpool/redis/detail/stream_id.hpp>
 #include <workerpool/redis/stream_entry.hpp>
 #include <workerpool/stats.hpp>
 #include <workerpool/status.hpp>
@@ -136,6 +137,20 @@ public:
         report.stuck_workers = pool_report.stuck_workers;
         // The handed-back entries (and cancelled ones) stay held: pending in Redis. One last
         // flush of everything owed, reconnecting once if the connection is down.
+        if (reader_.outstanding() && link_.up()) {
+            // A read sent ahead: what it delivered stays pending here (held, not run).
+            if (!acks_.awaiting() || settle(acks_.receive_acks(link_.get()))) {
+                const detail::read_reply reply = reader_.take(link_.get());
+                if (check_failure(reply.status, reply.error)) {
+                    std::vector<std::string> ids;
+                    for (const stream_entry& e : detail::reader::parse(reply).entries) {
+                        ids.push_back(e.id);
+                    }
+                    (void)ledger_.hold(std::move(ids));
+                }
+            }
+        }
+        reader_.abandon();
         if (!link_.up()) {
             (void)link_.connect();
         }
@@ -259,8 +274,12 @@ private:
 
     // One step of work: what is owed first, then recovery, then new entries.
     void turn(const std::stop_token& st) {
-        const clock::time_point now = clock::now();
         absorb_completions();
+        if (reader_.outstanding()) {
+            collect_read(st);  // its reply comes before any other command's
+            return;
+        }
+        const clock::time_point now = clock::now();
         if (acks_.dead_due(now) && !settle(acks_.write_dead(link_.get(), now))) {
             return;
         }
@@ -270,17 +289,16 @@ private:
                 return;
             }
         }
-        if (!alone_.empty() &&
-            (!ledger_.holds(alone_) ||
-             (ledger_.in_pool() == 0 && !acks_.acks_due() && !acks_.dead_due(now)))) {
+        if (alone_ && (!ledger_.holds(*alone_) ||
+                       (ledger_.in_pool() == 0 && !acks_.acks_due() && !acks_.dead_due(now)))) {
             // The entry that ran alone is settled (acknowledged, dead-lettered), or its dead
             // letter was refused and waits for a retry: others may start again.
-            alone_.clear();
+            alone_.reset();
         }
-        if (recovery_.parked() || !alone_.empty()) {
+        if (recovery_.parked() || alone_) {
             // An entry runs alone, or waits for the pool to empty to do so: nothing else starts
             // until it is settled, so that a crash meanwhile is charged to it alone.
-            if (alone_.empty() && ledger_.in_pool() == 0) {
+            if (!alone_ && ledger_.in_pool() == 0) {
                 run_alone();
             } else {
                 wait_for_completions(st, now);
@@ -308,39 +326,69 @@ private:
         }
         const auto until = std::chrono::duration_cast<std::chrono::milliseconds>(
             std::min(recovery_.next_tick(), now + options_.block) - now);
-        (void)ledger_.wait(st, std::max(until, std::chrono::milliseconds(1)), [] { return false; });
+        (void)ledger_.wait(st, std::max(until, std::chrono::milliseconds(1)));
     }
 
     // Reads new entries, the acknowledgements owed riding in the same round trip.
     void read_new(const std::stop_token& st, std::size_t room) {
+        if (send_read(room)) {
+            collect_read(st);
+        }
+    }
+
+    // Sends the acknowledgements owed and a read of up to `room` entries, pipelined.
+    bool send_read(std::size_t room) {
         detail::connection& c = link_.get();
-        const bool acking = acks_.acks_due() && acks_.send_acks(c);
+        if (acks_.acks_due() && !acks_.send_acks(c)) {
+            return check_failure(detail::reply_class::broken, c.error());
+        }
         // Held entries will want acknowledging soon: do not sit in a long read meanwhile.
         const auto wait =
             ledger_.held() > 0 ? std::min(options_.block, options_.ack_delay) : options_.block;
-        const bool reading = reader_.send(c, std::min(room, options_.batch), wait);
-        if (acking && !settle(acks_.receive_acks(c))) {
+        if (!reader_.send(c, std::min(room, options_.batch), wait)) {
+            return check_failure(detail::reply_class::broken, c.error());
+        }
+        return true;
+    }
+
+    // Takes the answers to `send_read`. When the read brought entries and nothing else is due,
+    // the next read is sent before these are parsed and submitted: the server prepares the next
+    // batch while this one is handed to the pool.
+    void collect_read(const std::stop_token& st) {
+        detail::connection& c = link_.get();
+        if (acks_.awaiting() && !settle(acks_.receive_acks(c))) {
+            reader_.abandon();
             return;
         }
-        if (!reading) {
-            (void)check_failure(detail::reply_class::broken, c.error());
-            return;
-        }
-        detail::read_result r = reader_.receive(c);
-        if (!check_failure(r.status, r.error)) {
-            if (r.status == detail::reply_class::error) {
+        const detail::read_reply reply = reader_.take(c);
+        if (!check_failure(reply.status, reply.error)) {
+            if (reply.status == detail::reply_class::error) {
                 (void)ledger_.sleep(st, options_.block);  // the group deleted? do not spin
             }
             return;
         }
+        const std::size_t n = detail::reader::count(reply);
+        if (n > 0 && may_read_ahead()) {
+            absorb_completions();
+            const std::size_t held = ledger_.held() + n;
+            if (held < max_in_flight_) {
+                (void)send_read(max_in_flight_ - held);
+            }
+        }
+        detail::read_result r = detail::reader::parse(reply);
         read_.fetch_add(r.entries.size(), std::memory_order_relaxed);  // statistics only
-        if (!r.gone.empty()) {
-            // Delivered without a body (deleted meanwhile): nothing to run, only to acknowledge.
-            detail::ledger::completions none;
-            none.acks = ledger_.hold(std::move(r.gone));
-            acks_.owe(none);
+        // Delivered without a body (deleted meanwhile): nothing to run, only to acknowledge.
+        for (const std::string& id : ledger_.hold(std::move(r.gone))) {
+            acks_.owe_ack(detail::parse_id(id).value_or(detail::stream_id{}));  // held: it parsed
         }
         start(std::move(r.entries));
+    }
+
+    // Whether nothing but reading is due, so that a read may be sent ahead.
+    bool may_read_ahead() const {
+        const clock::time_point now = clock::now();
+        return !alone_ && !recovery_.parked() && !recovery_.own_due() && !recovery_.claim_due() &&
+               !recovery_.tick_due(now) && !acks_.dead_due(now);
     }
 
     void send_acks() {
@@ -357,16 +405,25 @@ private:
         if (entries.empty()) {
             return;
         }
-        std::vector<std::string> ids;
+        std::vector<detail::stream_id> ids;
         ids.reserve(entries.size());
         for (const stream_entry& e : entries) {
-            ids.push_back(e.id);
+            // Redis ids always parse; "0-0" (which no entry has) stands for one that did not.
+            ids.push_back(detail::parse_id(e.id).value_or(detail::stream_id{}));
         }
-        const std::vector<std::string> taken = ledger_.hold(std::move(ids));
+        const std::vector<detail::stream_id> taken = ledger_.hold(ids);
         if (taken.size() != entries.size()) {
-            std::erase_if(entries, [&](const stream_entry& e) {
-                return std::find(taken.begin(), taken.end(), e.id) == taken.end();
-            });
+            std::size_t kept = 0;
+            for (std::size_t i = 0; i < entries.size(); ++i) {
+                if (ids[i] != detail::stream_id{} &&
+                    std::find(taken.begin(), taken.end(), ids[i]) != taken.end()) {
+                    if (kept != i) {
+                        entries[kept] = std::move(entries[i]);
+                    }
+                    ++kept;
+                }
+            }
+            entries.resize(kept);
         }
         submit(entries);
     }
@@ -422,7 +479,7 @@ private:
         }
         read_.fetch_add(a.run.size(), std::memory_order_relaxed);  // statistics only
         if (!a.run.empty()) {
-            alone_ = a.run.front().id;
+            alone_ = detail::parse_id(a.run.front().id);
         }
         settle_adoption(std::move(a));
     }
@@ -510,7 +567,8 @@ private:
     detail::acknowledger acks_;
     detail::recovery recovery_;
     detail::ledger::completions done_;  // scratch for absorb_completions
-    std::string alone_;  // the entry running alone, until settled: start nothing else meanwhile
+    // The entry running alone, until settled: nothing else starts meanwhile.
+    std::optional<detail::stream_id> alone_;
 
     // Statistics: relaxed counters, written by the reader, read by stats() from any thread.
     std::atomic<std::uint64_t> read_{0};

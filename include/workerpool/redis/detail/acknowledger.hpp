@@ -7,11 +7,13 @@
 #include <workerpool/redis/consumer_options.hpp>
 #include <workerpool/redis/detail/connection.hpp>
 #include <workerpool/redis/detail/ledger.hpp>
+#include <workerpool/redis/detail/stream_id.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <deque>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -38,7 +40,7 @@ inline constexpr std::string_view dead_letter_check_script =
 struct settle_result {
     reply_class status = reply_class::ok;  ///< `ok`, or the failure that stopped the sending.
     std::string error;                     ///< Its text (or a definite error's).
-    std::vector<std::string> settled;      ///< Ids done with: stop holding them.
+    std::vector<stream_id> settled;        ///< Ids done with: stop holding them.
     std::size_t acknowledged = 0;          ///< Entries acknowledged (XACK counted them).
     std::size_t dead_lettered = 0;         ///< Dead letters written (and entries acknowledged).
     std::size_t dead_failed = 0;           ///< Dead letters refused; their entries stay owed.
@@ -60,12 +62,8 @@ public:
 
     /// Takes over what the pool reported.
     void owe(ledger::completions& c) {
-        if (acks_.empty()) {
-            acks_.swap(c.acks);
-        } else {
-            acks_.insert(acks_.end(), c.acks.begin(), c.acks.end());
-            c.acks.clear();
-        }
+        acks_.insert(acks_.end(), c.acks.begin(), c.acks.end());
+        c.acks.clear();
         for (dead_letter& d : c.dead) {
             owe(std::move(d));
         }
@@ -84,17 +82,30 @@ public:
                            [&](const owed_dead& d) { return d.not_before <= now; });
     }
 
+    /// Whether an XACK was sent and its answer not read yet.
+    [[nodiscard]] bool awaiting() const noexcept { return !sent_.empty(); }
+
     /// Entries owed something (acknowledgement or dead letter).
     [[nodiscard]] std::size_t owed() const noexcept {
         return acks_.size() + sent_.size() + dead_.size();
     }
 
+    /// Owes an acknowledgement for `id` (an entry with nothing to run).
+    void owe_ack(stream_id id) { acks_.push_back(id); }
+
     /// Queues one XACK with every id owed (pipelining); read its answer with `receive_acks`.
     bool send_acks(connection& c) {
         sent_.swap(acks_);
         acks_.clear();
+        // The ids as text, in one buffer sized first: the views below must not move.
+        text_.resize(sent_.size() * max_id_text);
         args_.assign({"XACK", stream_, group_});
-        args_.insert(args_.end(), sent_.begin(), sent_.end());
+        char* at = text_.data();
+        for (const stream_id id : sent_) {
+            char* const end = format_id(id, at);
+            args_.emplace_back(at, static_cast<std::size_t>(end - at));
+            at = end;
+        }
         return c.append_views(args_);
     }
 
@@ -146,7 +157,9 @@ public:
                 continue;
             }
             out.dead_lettered += t.written ? 1U : 0U;
-            out.settled.push_back(dead_[i].letter.entry.id);
+            if (const std::optional<stream_id> id = parse_id(dead_[i].letter.entry.id)) {
+                out.settled.push_back(*id);
+            }
             done[i] = true;
         }
         if (out.status != reply_class::ok) {
@@ -249,8 +262,9 @@ private:
     const std::chrono::milliseconds retry_min_;
     const std::chrono::milliseconds retry_max_;
     std::chrono::milliseconds retry_;     // delay before retrying refused dead letters
-    std::vector<std::string> acks_;       // owed, not sent
-    std::vector<std::string> sent_;       // in the XACK awaiting its reply
+    std::vector<stream_id> acks_;         // owed, not sent
+    std::vector<stream_id> sent_;         // in the XACK awaiting its reply
+    std::string text_;                    // scratch: the XACK's ids as text
     std::deque<owed_dead> dead_;          // owed dead letters, oldest first
     std::vector<std::string_view> args_;  // scratch for one command
     std::string attempts_;

@@ -4,6 +4,7 @@
 /// Not API: the ledger of what a `stream_consumer` holds, the one piece of state its pool threads
 /// and its reader thread share.
 
+#include <workerpool/redis/detail/stream_id.hpp>
 #include <workerpool/redis/stream_entry.hpp>
 #include <workerpool/status.hpp>
 
@@ -12,9 +13,9 @@
 #include <cstddef>
 #include <exception>
 #include <mutex>
+#include <optional>
 #include <stop_token>
 #include <string>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -54,23 +55,30 @@ class ledger {
 public:
     /// Completions taken by the reader: ids to acknowledge, entries to dead-letter.
     struct completions {
-        std::vector<std::string> acks;  ///< Handlers returned: acknowledge these.
+        std::vector<stream_id> acks;    ///< Handlers returned: acknowledge these.
         std::vector<dead_letter> dead;  ///< Failed for good: dead-letter these.
     };
 
-    /// Reserves room for `n` ids without rehashing.
-    explicit ledger(std::size_t n) { held_.reserve(n); }
+    /// Room for `n` ids before the set grows.
+    explicit ledger(std::size_t n) : held_(n) { done_.acks.reserve(n); }
 
     // --- pool threads ----------------------------------------------------------------------
 
     /// The handler of `id` returned: it is owed an acknowledgement.
     void completed(const std::string& id) {
+        const std::optional<stream_id> parsed = parse_id(id);
+        bool wake = false;
         {
             const std::lock_guard lock(mutex_);
             --in_pool_;
-            done_.acks.push_back(id);
+            if (parsed) {
+                done_.acks.push_back(*parsed);
+            }
+            wake = reader_waiting_;
         }
-        cv_.notify_one();
+        if (wake) {
+            cv_.notify_one();
+        }
     }
 
     /// `f` will not be processed: dead-letter it, unless shutdown cancelled it (then it stays
@@ -91,16 +99,20 @@ public:
 
     /// Holds each of `ids` not held yet; returns those it took (the rest are held already: read
     /// twice, or claimed while running here).
-    std::vector<std::string> hold(std::vector<std::string> ids) {
+    std::vector<stream_id> hold(std::vector<stream_id> ids) {
         const std::lock_guard lock(mutex_);
-        std::erase_if(ids, [&](const std::string& id) { return !held_.insert(id).second; });
+        std::erase_if(ids, [&](stream_id id) { return !held_.insert(id); });
         return ids;
     }
 
-    /// Holds `id` if it is not held yet; returns whether it did.
-    bool hold_one(const std::string& id) {
+    /// `hold` for ids as text (an id that does not parse is not taken).
+    std::vector<std::string> hold(std::vector<std::string> ids) {
         const std::lock_guard lock(mutex_);
-        return held_.insert(id).second;
+        std::erase_if(ids, [&](const std::string& id) {
+            const std::optional<stream_id> parsed = parse_id(id);
+            return !parsed || !held_.insert(*parsed);
+        });
+        return ids;
     }
 
     /// `n` held entries were handed to the pool.
@@ -116,23 +128,28 @@ public:
     }
 
     /// Stops holding `ids` (acknowledged, dead-lettered, gone, or given up).
-    template <class Ids>
-    void release(const Ids& ids) {
+    void release(const std::vector<stream_id>& ids) {
         const std::lock_guard lock(mutex_);
-        for (const auto& id : ids) {
-            held_.erase(id);
+        for (const stream_id id : ids) {
+            (void)held_.erase(id);
+        }
+    }
+
+    /// `release` for ids as text.
+    void release(const std::vector<std::string>& ids) {
+        const std::lock_guard lock(mutex_);
+        for (const std::string& id : ids) {
+            if (const std::optional<stream_id> parsed = parse_id(id)) {
+                (void)held_.erase(*parsed);
+            }
         }
     }
 
     /// Moves the completions reported since the last call into `out` (appending).
     void take(completions& out) {
         const std::lock_guard lock(mutex_);
-        if (out.acks.empty()) {
-            out.acks.swap(done_.acks);
-        } else {
-            out.acks.insert(out.acks.end(), done_.acks.begin(), done_.acks.end());
-            done_.acks.clear();
-        }
+        out.acks.insert(out.acks.end(), done_.acks.begin(), done_.acks.end());
+        done_.acks.clear();
         for (dead_letter& d : done_.dead) {
             out.dead.push_back(std::move(d));
         }
@@ -146,9 +163,9 @@ public:
     }
 
     /// Whether `id` is held.
-    [[nodiscard]] bool holds(const std::string& id) const {
+    [[nodiscard]] bool holds(stream_id id) const {
         const std::lock_guard lock(mutex_);
-        return held_.count(id) == 1;
+        return held_.contains(id);
     }
 
     /// How many held entries are in the pool (queued, running or waiting to retry).
@@ -158,18 +175,17 @@ public:
     }
 
     /// Every held id.
-    [[nodiscard]] std::vector<std::string> held_ids() const {
+    [[nodiscard]] std::vector<stream_id> held_ids() const {
         const std::lock_guard lock(mutex_);
-        return {held_.begin(), held_.end()};
+        return held_.items();
     }
 
-    /// Waits up to `d` for a completion or a stop request; returns early when `ready()` (checked
-    /// under the lock) is true. Returns false if stop was requested.
-    template <class Ready>
-    bool wait(const std::stop_token& st, std::chrono::milliseconds d, Ready ready) {
+    /// Waits up to `d` for a completion or a stop request. Returns false if stop was requested.
+    bool wait(const std::stop_token& st, std::chrono::milliseconds d) {
         std::unique_lock lock(mutex_);
-        (void)cv_.wait_for(lock, st, d,
-                           [&] { return !done_.acks.empty() || !done_.dead.empty() || ready(); });
+        reader_waiting_ = true;
+        (void)cv_.wait_for(lock, st, d, [&] { return !done_.acks.empty() || !done_.dead.empty(); });
+        reader_waiting_ = false;
         return !st.stop_requested();
     }
 
@@ -193,10 +209,11 @@ public:
 
 private:
     mutable std::mutex mutex_;
-    std::condition_variable_any cv_;        // completions and stop wake the reader
-    std::unordered_set<std::string> held_;  // guarded by mutex_
-    std::size_t in_pool_ = 0;               // guarded by mutex_; a subset of held_
-    completions done_;                      // guarded by mutex_; reported, not yet taken
+    std::condition_variable_any cv_;  // completions (while the reader waits) and stop wake it
+    id_set held_;                     // guarded by mutex_
+    std::size_t in_pool_ = 0;         // guarded by mutex_; a subset of held_
+    completions done_;                // guarded by mutex_; reported, not yet taken
+    bool reader_waiting_ = false;     // guarded by mutex_; completions notify only then
 };
 
 }  // namespace workerpool::redis::detail

@@ -17,16 +17,22 @@
 
 namespace workerpool::redis::detail {
 
-/// What one read brought.
-struct read_result {
+/// The reply of one read, taken off the connection but not parsed yet.
+struct read_reply {
     reply_class status = reply_class::ok;  ///< `ok`, or why there are no entries.
     std::string error;                     ///< The error reply's text, if any.
-    std::vector<stream_entry> entries;     ///< New entries, in stream order.
-    std::vector<std::string> gone;         ///< Ids delivered without a body (deleted meanwhile).
+    reply_ptr reply;                       ///< The reply itself (with `ok`).
+    const redisReply* entries = nullptr;   ///< Its entry array; null if none (BLOCK timed out).
 };
 
-/// Sends XREADGROUP for new entries and parses what comes back. Owns only the command's
-/// constant words.
+/// What one read brought, parsed.
+struct read_result {
+    std::vector<stream_entry> entries;  ///< New entries, in stream order.
+    std::vector<std::string> gone;      ///< Ids delivered without a body (deleted meanwhile).
+};
+
+/// Sends XREADGROUP for new entries and parses what comes back. At most one read is outstanding
+/// (sent, its reply not taken yet), so the next one can be sent before the last one is parsed.
 ///
 /// Thread safety: one thread (the reader).
 class reader {
@@ -39,35 +45,56 @@ public:
     bool send(connection& c, std::size_t count, std::chrono::milliseconds block) {
         count_ = std::to_string(count);
         block_ = std::to_string(block.count());
-        return c.append_views({"XREADGROUP", "GROUP", group_, consumer_, "COUNT", count_, "BLOCK",
-                               block_, "STREAMS", stream_, ">"});
+        outstanding_ = c.append_views({"XREADGROUP", "GROUP", group_, consumer_, "COUNT", count_,
+                                       "BLOCK", block_, "STREAMS", stream_, ">"});
+        return outstanding_;
     }
 
-    /// Reads the reply of the queued read.
-    read_result receive(connection& c) const {
-        read_result out;
-        const reply_ptr r = c.reply();
-        out.status = classify(r.get());
+    /// Whether a read was sent and its reply not taken yet.
+    [[nodiscard]] bool outstanding() const noexcept { return outstanding_; }
+
+    /// Forgets the outstanding read (its connection is gone; what it delivered is pending here,
+    /// for the own-list scan after reconnecting).
+    void abandon() noexcept { outstanding_ = false; }
+
+    /// Takes the outstanding read's reply off the connection.
+    read_reply take(connection& c) {
+        outstanding_ = false;
+        read_reply out;
+        out.reply = c.reply();
+        out.status = classify(out.reply.get());
         if (out.status != reply_class::ok) {
-            out.error = r == nullptr ? c.error() : reply_text(r.get());
+            out.error = out.reply == nullptr ? c.error() : reply_text(out.reply.get());
             return out;
         }
         // [[stream, [entry, ...]]], or nil when BLOCK timed out.
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 1 ||
-            r->element[0]->type != REDIS_REPLY_ARRAY || r->element[0]->elements != 2) {
+        const redisReply* r = out.reply.get();
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+            r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 2 &&
+            r->element[0]->element[1]->type == REDIS_REPLY_ARRAY) {
+            out.entries = r->element[0]->element[1];
+        }
+        return out;
+    }
+
+    /// How many entries `r` holds.
+    static std::size_t count(const read_reply& r) noexcept {
+        return r.entries == nullptr ? 0 : r.entries->elements;
+    }
+
+    /// Parses the entries of `r`.
+    static read_result parse(const read_reply& r) {
+        read_result out;
+        if (r.entries == nullptr) {
             return out;
         }
-        const redisReply* entries = r->element[0]->element[1];
-        if (entries->type != REDIS_REPLY_ARRAY) {
-            return out;
-        }
-        out.entries.reserve(entries->elements);
-        for (std::size_t i = 0; i < entries->elements; ++i) {
-            std::optional<stream_entry> e = parse_entry(entries->element[i]);
+        out.entries.reserve(r.entries->elements);
+        for (std::size_t i = 0; i < r.entries->elements; ++i) {
+            std::optional<stream_entry> e = parse_entry(r.entries->element[i]);
             if (e) {
                 out.entries.push_back(std::move(*e));
             } else {
-                out.gone.push_back(entry_id(entries->element[i]));
+                out.gone.push_back(entry_id(r.entries->element[i]));
             }
         }
         return out;
@@ -77,8 +104,9 @@ private:
     const std::string group_;
     const std::string consumer_;
     const std::string stream_;
-    std::string count_;  // scratch: the command's numbers, alive until sent
+    std::string count_;  // scratch: the command's numbers
     std::string block_;
+    bool outstanding_ = false;
 };
 
 }  // namespace workerpool::redis::detail

@@ -9,6 +9,7 @@
 #include <workerpool/redis/consumer_options.hpp>
 #include <workerpool/redis/detail/connection.hpp>
 #include <workerpool/redis/detail/ledger.hpp>
+#include <workerpool/redis/detail/stream_id.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -156,14 +157,18 @@ public:
 
     /// Resets the idle time of `held` (XCLAIM to itself, JUSTID: not a delivery), so that other
     /// consumers do not claim entries that only wait here.
-    candidates refresh(connection& c, const std::vector<std::string>& held) {
+    candidates refresh(connection& c, const std::vector<stream_id>& held) {
         candidates out;
         constexpr std::size_t chunk = 512;
+        std::vector<std::string> text;
         for (std::size_t i = 0; i < held.size(); i += chunk) {
-            std::vector<std::string_view> cmd{"XCLAIM", stream_, group_, consumer_, "0"};
             const std::size_t end = std::min(held.size(), i + chunk);
-            cmd.insert(cmd.end(), held.begin() + static_cast<std::ptrdiff_t>(i),
-                       held.begin() + static_cast<std::ptrdiff_t>(end));
+            text.clear();
+            for (std::size_t k = i; k < end; ++k) {
+                text.push_back(to_string(held[k]));
+            }
+            std::vector<std::string_view> cmd{"XCLAIM", stream_, group_, consumer_, "0"};
+            cmd.insert(cmd.end(), text.begin(), text.end());
             cmd.emplace_back("JUSTID");
             const reply_ptr r = c.append_views(cmd) ? c.reply() : nullptr;
             if (!take_status(r, c, out)) {
