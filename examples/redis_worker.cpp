@@ -38,13 +38,20 @@ struct server {
     std::string password;
 };
 
+// Points consumer_options or producer_options at `where`.
+template <class Options>
+Options aimed_at(const server& where) {
+    Options o;
+    o.host = where.host;
+    o.port = where.port;
+    o.username = where.username;
+    o.password = where.password;
+    o.stream = "jobs";
+    return o;
+}
+
 int produce(int n, const server& where) {
-    wr::producer_options po;
-    po.host = where.host;
-    po.port = where.port;
-    po.username = where.username;
-    po.password = where.password;
-    po.stream = "jobs";
+    const auto po = aimed_at<wr::producer_options>(where);
     wr::stream_producer producer(po);
     std::vector<wr::stream_producer::fields> batch;
     for (int i = 0; i < n; ++i) {
@@ -90,12 +97,7 @@ int consume(const std::string& name, const server& where) {
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-    wr::consumer_options o;
-    o.host = where.host;
-    o.port = where.port;
-    o.username = where.username;
-    o.password = where.password;
-    o.stream = "jobs";
+    auto o = aimed_at<wr::consumer_options>(where);
     o.group = "workers";
     o.consumer = name;
     o.create_group = true;

@@ -1,4 +1,5 @@
-// The Redis Streams consumer against a real redis-server (ctest starts one; see scripts/redis-local.sh).
+// The Redis Streams consumer against a real redis-server (ctest starts one; see
+// scripts/redis-local.sh).
 
 #include <workerpool/redis/stream_consumer.hpp>
 
@@ -26,17 +27,7 @@ namespace wr = workerpool::redis;
 namespace {
 
 wr::consumer_options options_for(const std::string& stream, const std::string& consumer = "c1") {
-    wr::consumer_options o;
-    o.port = workerpool::test::redis_port();
-    o.stream = stream;
-    o.group = "g";
-    o.consumer = consumer;
-    o.create_group = true;
-    o.block = 20ms;
-    o.pool.max_workers = 2;
-    o.pool.retry.initial_backoff = 1ms;
-    o.pool.retry.max_backoff = 2ms;
-    return o;
+    return workerpool::test::consumer_options_for(workerpool::test::redis_port(), stream, consumer);
 }
 
 // Pending entries of the whole group, from the summary form of XPENDING.

@@ -112,34 +112,42 @@ void check_poison_outcome(redis_client& r, const std::string& stream, const flee
                 f.members().size(), aborts.at(b.poison), a.duplicates + finished.size());
 }
 
+// A poison batch consumed by processes one at a time, each restarted as `name_of(n)` when the
+// last one died; then the outcome is checked.
+void crash_loop(const std::string& what, int claim_idle_ms,
+                const std::function<std::string(std::size_t)>& name_of) {
+    redis_client r;
+    const std::string stream = workerpool::test::unique_name(what);
+    const poison_batch b = add_poison_batch(r, stream);
+    const scratch_dir dir;
+    fleet f(workerpool::test::redis_port(), stream, dir.path, 2000, claim_idle_ms, max_deliveries);
+    (void)run_one_at_a_time(f, r, stream, b.last, 8, name_of);
+    check_poison_outcome(r, stream, f, b);
+    r.del({stream, stream + ":dead"});
+}
+
+// Handler runs finished so far, over every process.
+std::size_t total_runs(const fleet& f) {
+    std::size_t n = 0;
+    for (const auto& [id, runs] : f.finished()) {
+        n += static_cast<std::size_t>(runs);
+    }
+    return n;
+}
+
 }  // namespace
 
 TEST_CASE("redis: an entry that kills its consumer is dead-lettered after max_deliveries runs "
           "when the consumer restarts under the same name",
           "[redis][kill]") {
-    redis_client r;
-    const std::string stream = workerpool::test::unique_name("crash-same");
-    const poison_batch b = add_poison_batch(r, stream);
-    const scratch_dir dir;
-    fleet f(workerpool::test::redis_port(), stream, dir.path, 2000, 0, max_deliveries);
     // claim_idle 0: only the own pending list brings the entry back.
-    (void)run_one_at_a_time(f, r, stream, b.last, 8, [](std::size_t) { return "same"; });
-    check_poison_outcome(r, stream, f, b);
-    r.del({stream, stream + ":dead"});
+    crash_loop("crash-same", 0, [](std::size_t) { return "same"; });
 }
 
 TEST_CASE("redis: an entry that kills its consumer is dead-lettered after max_deliveries runs, and "
           "the good entries of its batch run, when each restart takes a new name",
           "[redis][kill]") {
-    redis_client r;
-    const std::string stream = workerpool::test::unique_name("crash-new");
-    const poison_batch b = add_poison_batch(r, stream);
-    const scratch_dir dir;
-    fleet f(workerpool::test::redis_port(), stream, dir.path, 2000, 200, max_deliveries);
-    (void)run_one_at_a_time(f, r, stream, b.last, 8,
-                            [](std::size_t n) { return "new-" + std::to_string(n); });
-    check_poison_outcome(r, stream, f, b);
-    r.del({stream, stream + ":dead"});
+    crash_loop("crash-new", 200, [](std::size_t n) { return "new-" + std::to_string(n); });
 }
 
 TEST_CASE("redis: consumers SIGKILLed again and again, restarted under the same and new names, "
@@ -187,18 +195,11 @@ TEST_CASE("redis: consumers SIGKILLed again and again, restarted under the same 
     // Kill a consumer every few hundred finished entries (about every 0.5-2 s here).
     const std::size_t kills = 6;
     for (std::size_t k = 0; k < kills && !all_done(r, stream, last); ++k) {
-        std::size_t seen = 0;
-        for (const auto& [id, n] : f.finished()) {
-            seen += static_cast<std::size_t>(n);
-        }
+        const std::size_t seen = total_runs(f);
         REQUIRE(eventually(
             [&] {
                 tend();
-                std::size_t now = 0;
-                for (const auto& [id, n] : f.finished()) {
-                    now += static_cast<std::size_t>(n);
-                }
-                return now >= seen + static_cast<std::size_t>(entries) / 10 ||
+                return total_runs(f) >= seen + static_cast<std::size_t>(entries) / 10 ||
                        all_done(r, stream, last);
             },
             60s));

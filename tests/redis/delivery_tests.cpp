@@ -1,7 +1,7 @@
 // Dead letters that cannot be written, entries too big for a Lua call, binary values, delivery
 // counts and max_deliveries on every path, and claiming speed: against the shared test server
-// (ctest starts it; see scripts/redis-local.sh). Each test audits from Redis: XPENDING, the dead-letter
-// stream, and a per-id record of handler runs.
+// (ctest starts it; see scripts/redis-local.sh). Each test audits from Redis: XPENDING, the
+// dead-letter stream, and a per-id record of handler runs.
 
 #include <workerpool/redis/stream_consumer.hpp>
 
@@ -28,18 +28,7 @@ using kind = wr::consumer_event_kind;
 namespace {
 
 wr::consumer_options options_for(const std::string& stream, const std::string& consumer = "c1") {
-    wr::consumer_options o;
-    o.port = workerpool::test::redis_port();
-    o.stream = stream;
-    o.group = "g";
-    o.consumer = consumer;
-    o.create_group = true;
-    o.block = 20ms;
-    o.claim_idle = 0ms;
-    o.reconnect_min = 10ms;
-    o.reconnect_max = 50ms;
-    o.pool.max_workers = 2;
-    return o;
+    return workerpool::test::consumer_options_for(workerpool::test::redis_port(), stream, consumer);
 }
 
 // Delivery count of `id` in group "g", from XPENDING (-1 if not pending).

@@ -35,24 +35,7 @@ namespace {
 constexpr const char* stream = "jobs";
 
 wr::consumer_options options_for(const server_process& srv, const std::string& consumer = "c1") {
-    wr::consumer_options o;
-    o.port = srv.port();
-    o.stream = stream;
-    o.group = "g";
-    o.consumer = consumer;
-    o.create_group = true;
-    o.block = 20ms;
-    o.claim_idle = 0ms;
-    o.reconnect_min = 10ms;
-    o.reconnect_max = 100ms;
-    o.pool.max_workers = 2;
-    return o;
-}
-
-void add_entries(redis_client& r, int n) {
-    for (int i = 0; i < n; ++i) {
-        (void)r.xadd(stream, {{"n", std::to_string(i)}});
-    }
+    return workerpool::test::consumer_options_for(srv.port(), stream, consumer);
 }
 
 // Whether a fresh connection's PING gets an error starting with `prefix` (BUSY, LOADING).
@@ -85,6 +68,51 @@ void check_exactly_once(redis_client& r, const wr::stream_consumer& c,
     CHECK(a.duplicates == 0);
 }
 
+// A consumer that records its events and its handler runs. With `gated`, each handler first
+// waits at `gate`, so the consumer holds what it read until `gate.open()`.
+struct watched_consumer {
+    explicit watched_consumer(wr::consumer_options o, bool gated = false)
+        : gated_(gated), consumer(
+                             [this](wr::stream_entry& e) {
+                                 if (gated_) {
+                                     gate.wait();
+                                 }
+                                 runs.ran(e.id);
+                             },
+                             observed(std::move(o))) {}
+
+    // Whether it holds `held` entries, two handlers waiting at the gate.
+    [[nodiscard]] bool full(std::size_t held) const {
+        return consumer.stats().in_flight == held && gate.waiting() == 2;
+    }
+
+private:
+    const bool gated_;
+
+public:
+    workerpool::test::event_log events;
+    workerpool::test::gate gate;
+    workerpool::test::run_record runs;
+    wr::stream_consumer consumer;
+    workerpool::test::opener open_at_end{gate};  // destroyed before the consumer
+
+private:
+    wr::consumer_options observed(wr::consumer_options o) {
+        o.on_event = events.observer();
+        return o;
+    }
+};
+
+// A fresh client of `srv`, after creating the group and appending `n` entries.
+redis_client stream_of(const server_process& srv, int n) {
+    redis_client r = srv.client();
+    r.run({"XGROUP", "CREATE", stream, "g", "0", "MKSTREAM"});
+    for (int i = 0; i < n; ++i) {
+        (void)r.xadd(stream, {{"n", std::to_string(i)}});
+    }
+    return r;
+}
+
 }  // namespace
 
 TEST_CASE("redis faults: acknowledgements a BUSY server refuses are kept and sent when it "
@@ -94,25 +122,13 @@ TEST_CASE("redis faults: acknowledgements a BUSY server refuses are kept and sen
     // would claim its own forgotten entries back and run them twice.
     const auto claim_idle = GENERATE(0ms, 300ms);
     server_process srv;
-    redis_client r = srv.client();
-    r.run({"XGROUP", "CREATE", stream, "g", "0", "MKSTREAM"});
-    add_entries(r, 300);
+    redis_client r = stream_of(srv, 300);
     wr::consumer_options o = options_for(srv);
     o.claim_idle = claim_idle;
     o.max_in_flight = 50;
     o.batch = 10;
-    workerpool::test::event_log events;
-    o.on_event = events.observer();
-    workerpool::test::gate g;
-    workerpool::test::run_record runs;
-    wr::stream_consumer c(
-        [&](wr::stream_entry& e) {
-            g.wait();
-            runs.ran(e.id);
-        },
-        o);
-    workerpool::test::opener open_at_end(g);  // before c is destroyed
-    REQUIRE(eventually([&] { return c.stats().in_flight == 50 && g.waiting() == 2; }));
+    watched_consumer held(o, true);
+    REQUIRE(eventually([&] { return held.full(50); }));
 
     // A script that never ends keeps the server BUSY for every other client until SCRIPT KILL.
     r.run({"CONFIG", "SET", "busy-reply-threshold", "50"});
@@ -121,16 +137,16 @@ TEST_CASE("redis faults: acknowledgements a BUSY server refuses are kept and sen
         (void)s.run({"EVAL", "while true do end", "0"});  // ends with an error at SCRIPT KILL
     });
     REQUIRE(eventually([&] { return answers_with(srv, "BUSY"); }));
-    g.open();  // the 50 held entries finish while the server is busy: their XACKs are refused
-    REQUIRE(eventually([&] { return runs.total() == 50 && events.mentions("BUSY"); }));
-    CHECK(events.count(kind::disconnected) >= 1);
+    held.gate.open();  // the 50 held entries finish while the server is busy: XACK is refused
+    REQUIRE(eventually([&] { return held.runs.total() == 50 && held.events.mentions("BUSY"); }));
+    CHECK(held.events.count(kind::disconnected) >= 1);
     (void)r.run({"SCRIPT", "KILL"});
     script.join();
 
-    REQUIRE(eventually([&] { return c.stats().acknowledged == 300; }, 30s));
+    REQUIRE(eventually([&] { return held.consumer.stats().acknowledged == 300; }, 30s));
     REQUIRE(eventually([&] { return r.pending(stream, "g") == 0; }));
-    check_exactly_once(r, c, runs, 300);
-    (void)c.stop(1s);
+    check_exactly_once(r, held.consumer, held.runs, 300);
+    (void)held.consumer.stop(1s);
 }
 
 TEST_CASE("redis faults: acknowledgements owed while a restarted server is LOADING are kept and "
@@ -138,9 +154,7 @@ TEST_CASE("redis faults: acknowledgements owed while a restarted server is LOADI
           "[redis][faults]") {
     const auto claim_idle = GENERATE(0ms, 300ms);
     server_process srv;
-    redis_client r = srv.client();
-    r.run({"XGROUP", "CREATE", stream, "g", "0", "MKSTREAM"});
-    add_entries(r, 100);
+    redis_client r = stream_of(srv, 100);
     // Keys that make the next start load slowly (--key-load-delay: microseconds per key).
     for (int k = 0; k < 2000; k += 500) {
         std::vector<std::string> mset{"MSET"};
@@ -154,31 +168,21 @@ TEST_CASE("redis faults: acknowledgements owed while a restarted server is LOADI
     o.claim_idle = claim_idle;
     o.max_in_flight = 20;
     o.batch = 10;
-    workerpool::test::event_log events;
-    o.on_event = events.observer();
-    workerpool::test::gate g;
-    workerpool::test::run_record runs;
-    wr::stream_consumer c(
-        [&](wr::stream_entry& e) {
-            g.wait();
-            runs.ran(e.id);
-        },
-        o);
-    workerpool::test::opener open_at_end(g);  // before c is destroyed
-    REQUIRE(eventually([&] { return c.stats().in_flight == 20 && g.waiting() == 2; }));
+    watched_consumer held(o, true);
+    REQUIRE(eventually([&] { return held.full(20); }));
 
     srv.shutdown("SAVE");
     srv.restart({"--key-load-delay", "1000", "--loading-process-events-interval-bytes", "1024"});
     REQUIRE(answers_with(srv, "LOADING"));
-    g.open();  // the 20 held entries finish while the server loads
-    REQUIRE(eventually([&] { return runs.total() == 20; }));
+    held.gate.open();  // the 20 held entries finish while the server loads
+    REQUIRE(eventually([&] { return held.runs.total() == 20; }));
 
-    REQUIRE(eventually([&] { return c.stats().acknowledged == 100; }, 60s));
+    REQUIRE(eventually([&] { return held.consumer.stats().acknowledged == 100; }, 60s));
     redis_client after = srv.client();
     REQUIRE(eventually([&] { return after.pending(stream, "g") == 0; }));
-    check_exactly_once(after, c, runs, 100);
-    CHECK(events.count(kind::disconnected) >= 1);
-    (void)c.stop(1s);
+    check_exactly_once(after, held.consumer, held.runs, 100);
+    CHECK(held.events.count(kind::disconnected) >= 1);
+    (void)held.consumer.stop(1s);
 }
 
 TEST_CASE("redis faults: a server restarted with AOF (SHUTDOWN or SIGTERM) mid-run loses "
@@ -186,19 +190,14 @@ TEST_CASE("redis faults: a server restarted with AOF (SHUTDOWN or SIGTERM) mid-r
           "[redis][faults]") {
     const bool by_signal = GENERATE(false, true);
     server_process srv({"--appendonly", "yes", "--appendfsync", "always"});
-    redis_client r = srv.client();
-    r.run({"XGROUP", "CREATE", stream, "g", "0", "MKSTREAM"});
     constexpr int n = 2000;
-    add_entries(r, n);
+    redis_client r = stream_of(srv, n);
     wr::consumer_options o = options_for(srv);
     o.claim_idle = 500ms;
     o.max_in_flight = 40;
     o.batch = 20;
-    workerpool::test::event_log events;
-    o.on_event = events.observer();
-    workerpool::test::run_record runs;
-    wr::stream_consumer c([&](wr::stream_entry& e) { runs.ran(e.id); }, o);
-    REQUIRE(eventually([&] { return runs.total() >= n / 4; }));
+    watched_consumer w(o);
+    REQUIRE(eventually([&] { return w.runs.total() >= n / 4; }));
     if (by_signal) {
         srv.signal(SIGTERM);
     } else {
@@ -206,60 +205,53 @@ TEST_CASE("redis faults: a server restarted with AOF (SHUTDOWN or SIGTERM) mid-r
     }
     srv.restart();
     redis_client after = srv.client();
-    REQUIRE(eventually([&] { return runs.runs().size() == n && c.stats().in_flight == 0; }, 60s));
+    REQUIRE(eventually(
+        [&] { return w.runs.runs().size() == n && w.consumer.stats().in_flight == 0; }, 60s));
     REQUIRE(eventually([&] { return after.pending(stream, "g") == 0; }));
-    check_exactly_once(after, c, runs, n);
-    CHECK(events.count(kind::disconnected) == events.count(kind::connected));
-    (void)c.stop(1s);
+    check_exactly_once(after, w.consumer, w.runs, n);
+    CHECK(w.events.count(kind::disconnected) == w.events.count(kind::connected));
+    (void)w.consumer.stop(1s);
 }
 
 TEST_CASE("redis faults: connections killed again and again (CLIENT KILL): one outage each, "
           "nothing lost or run twice",
           "[redis][faults]") {
     server_process srv;
-    redis_client r = srv.client();
-    r.run({"XGROUP", "CREATE", stream, "g", "0", "MKSTREAM"});
     constexpr int n = 2000;
-    add_entries(r, n);
+    redis_client r = stream_of(srv, n);
     wr::consumer_options o = options_for(srv);
     o.max_in_flight = 40;
     o.batch = 20;
-    workerpool::test::event_log events;
-    o.on_event = events.observer();
-    workerpool::test::run_record runs;
-    wr::stream_consumer c([&](wr::stream_entry& e) { runs.ran(e.id); }, o);
+    watched_consumer w(o);
     constexpr std::size_t kills = 8;
     for (std::size_t k = 0; k < kills; ++k) {
         std::string id;
         REQUIRE(eventually([&] {
             id = client_id(r, "c1");
-            return !id.empty() && events.count(kind::connected) == k;
+            return !id.empty() && w.events.count(kind::connected) == k;
         }));
         CHECK(r.integer({"CLIENT", "KILL", "ID", id}) == 1);
-        REQUIRE(eventually([&] { return events.count(kind::connected) == k + 1; }));
+        REQUIRE(eventually([&] { return w.events.count(kind::connected) == k + 1; }));
     }
-    REQUIRE(eventually([&] { return runs.runs().size() == n && c.stats().in_flight == 0; }, 60s));
-    check_exactly_once(r, c, runs, n);
-    CHECK(events.count(kind::disconnected) == kills);
-    CHECK(c.stats().reconnects == kills);
-    (void)c.stop(1s);
+    REQUIRE(eventually(
+        [&] { return w.runs.runs().size() == n && w.consumer.stats().in_flight == 0; }, 60s));
+    check_exactly_once(r, w.consumer, w.runs, n);
+    CHECK(w.events.count(kind::disconnected) == kills);
+    CHECK(w.consumer.stats().reconnects == kills);
+    (void)w.consumer.stop(1s);
 }
 
 TEST_CASE("redis faults: an outage is one disconnected event, however many reconnection attempts "
           "fail",
           "[redis][faults]") {
     server_process srv;
-    redis_client r = srv.client();
-    r.run({"XGROUP", "CREATE", stream, "g", "0", "MKSTREAM"});
+    redis_client r = stream_of(srv, 0);
     wr::consumer_options o = options_for(srv);
     o.reconnect_min = 5ms;
     o.reconnect_max = 20ms;
-    workerpool::test::event_log events;
-    o.on_event = events.observer();
-    workerpool::test::run_record runs;
-    wr::stream_consumer c([&](wr::stream_entry& e) { runs.ran(e.id); }, o);
+    watched_consumer w(o);
     srv.shutdown("SAVE");
-    REQUIRE(eventually([&] { return events.count(kind::disconnected) == 1; }));
+    REQUIRE(eventually([&] { return w.events.count(kind::disconnected) == 1; }));
     {
         // Where the server was, something accepts each connection and closes it: every
         // reconnection attempt fails, and is counted.
@@ -267,38 +259,34 @@ TEST_CASE("redis faults: an outage is one disconnected event, however many recon
         REQUIRE(eventually([&] { return refuser.accepted() >= 5; }));
     }
     srv.restart();
-    REQUIRE(eventually([&] { return events.count(kind::connected) == 1; }));
-    CHECK(events.count(kind::disconnected) == 1);
+    REQUIRE(eventually([&] { return w.events.count(kind::connected) == 1; }));
+    CHECK(w.events.count(kind::disconnected) == 1);
     redis_client after = srv.client();
     const std::string id = after.xadd(stream, {{"n", "0"}});
-    REQUIRE(eventually([&] { return c.stats().acknowledged == 1; }));
-    CHECK(runs.runs() == std::map<std::string, int>{{id, 1}});
-    (void)c.stop(1s);
+    REQUIRE(eventually([&] { return w.consumer.stats().acknowledged == 1; }));
+    CHECK(w.runs.runs() == std::map<std::string, int>{{id, 1}});
+    (void)w.consumer.stop(1s);
 }
 
 TEST_CASE("redis faults: a paused server (CLIENT PAUSE) slower than command_timeout loses "
           "nothing and runs nothing twice",
           "[redis][faults]") {
     server_process srv;
-    redis_client r = srv.client();
-    r.run({"XGROUP", "CREATE", stream, "g", "0", "MKSTREAM"});
     constexpr int n = 1000;
-    add_entries(r, n);
+    redis_client r = stream_of(srv, n);
     wr::consumer_options o = options_for(srv);
     o.command_timeout = 200ms;
     o.max_in_flight = 40;
     o.batch = 20;
-    workerpool::test::event_log events;
-    o.on_event = events.observer();
-    workerpool::test::run_record runs;
-    wr::stream_consumer c([&](wr::stream_entry& e) { runs.ran(e.id); }, o);
-    REQUIRE(eventually([&] { return runs.total() >= n / 4; }));
+    watched_consumer w(o);
+    REQUIRE(eventually([&] { return w.runs.total() >= n / 4; }));
     (void)r.run({"CLIENT", "PAUSE", "1500", "ALL"});
-    REQUIRE(eventually([&] { return events.count(kind::disconnected) >= 1; }));
-    REQUIRE(eventually([&] { return runs.runs().size() == n && c.stats().in_flight == 0; }, 60s));
+    REQUIRE(eventually([&] { return w.events.count(kind::disconnected) >= 1; }));
+    REQUIRE(eventually(
+        [&] { return w.runs.runs().size() == n && w.consumer.stats().in_flight == 0; }, 60s));
     REQUIRE(eventually([&] { return r.pending(stream, "g") == 0; }));
-    check_exactly_once(r, c, runs, n);
-    (void)c.stop(1s);
+    check_exactly_once(r, w.consumer, w.runs, n);
+    (void)w.consumer.stop(1s);
 }
 
 TEST_CASE("redis faults: a server with a password: AUTH on every connection, refusals are clear "
@@ -306,8 +294,7 @@ TEST_CASE("redis faults: a server with a password: AUTH on every connection, ref
           "[redis][faults][auth]") {
     const std::string password = "s3cret-Pa55-word";
     server_process srv({"--requirepass", password}, password);
-    redis_client r = srv.client();
-    r.run({"XGROUP", "CREATE", stream, "g", "0", "MKSTREAM"});
+    redis_client r = stream_of(srv, 0);
     (void)r.run({"ACL", "SETUSER", "alice", "on", ">alice-" + password, "~*", "&*", "+@all"});
 
     auto message_of = [](const wr::consumer_options& o) {
@@ -336,30 +323,27 @@ TEST_CASE("redis faults: a server with a password: AUTH on every connection, ref
     wr::consumer_options o = options_for(srv);
     o.username = as_user ? "alice" : "";
     o.password = as_user ? "alice-" + password : password;
-    workerpool::test::event_log events;
-    o.on_event = events.observer();
-    workerpool::test::run_record runs;
-    wr::stream_consumer c([&](wr::stream_entry& e) { runs.ran(e.id); }, o);
+    watched_consumer w(o);
     po.username = o.username;
     po.password = o.password;
     wr::stream_producer producer(po);
     for (int i = 0; i < 10; ++i) {
         (void)producer.add({{"n", std::to_string(i)}});
     }
-    REQUIRE(eventually([&] { return c.stats().acknowledged == 10; }));
+    REQUIRE(eventually([&] { return w.consumer.stats().acknowledged == 10; }));
     // A new connection must authenticate again.
     std::string id;
     REQUIRE(eventually([&] { return !(id = client_id(r, "c1")).empty(); }));
     CHECK(r.integer({"CLIENT", "KILL", "ID", id}) == 1);
-    REQUIRE(eventually([&] { return events.count(kind::connected) == 1; }));
+    REQUIRE(eventually([&] { return w.events.count(kind::connected) == 1; }));
     for (int i = 10; i < 20; ++i) {
         (void)producer.add({{"n", std::to_string(i)}});
     }
-    REQUIRE(eventually([&] { return c.stats().acknowledged == 20; }));
-    CHECK(c.stats().redis_errors == 0);
-    for (const std::string& d : events.details()) {
+    REQUIRE(eventually([&] { return w.consumer.stats().acknowledged == 20; }));
+    CHECK(w.consumer.stats().redis_errors == 0);
+    for (const std::string& d : w.events.details()) {
         CHECK(d.find(password) == std::string::npos);
     }
-    check_exactly_once(r, c, runs, 20);
-    (void)c.stop(1s);
+    check_exactly_once(r, w.consumer, w.runs, 20);
+    (void)w.consumer.stop(1s);
 }

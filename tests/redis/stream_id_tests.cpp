@@ -24,8 +24,8 @@ TEST_CASE("redis ids: parse and format round-trip, and malformed ids are refused
         CHECK(workerpool::redis::detail::to_string(*id) == text);
     }
     CHECK(parse_id("1700000000000-7") == stream_id{1700000000000, 7});
-    for (const std::string bad : {"", "-", "1-", "-1", "1", "1-2-3", "x-1", "1-x", "1 -2",
-                                  "18446744073709551616-0"}) {
+    for (const std::string bad :
+         {"", "-", "1-", "-1", "1", "1-2-3", "x-1", "1-x", "1 -2", "18446744073709551616-0"}) {
         CHECK_FALSE(parse_id(bad).has_value());
     }
 }
