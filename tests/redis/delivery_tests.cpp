@@ -308,3 +308,21 @@ TEST_CASE("redis: the default dead-letter stream keeps the stream's Cluster hash
         r.del({stream});
     }
 }
+
+TEST_CASE("redis: an acknowledgement does not wait for a long read of a quiet stream",
+          "[redis][ack]") {
+    redis_client r;
+    const std::string stream = unique_name("ack-latency");
+    wr::consumer_options o = options_for(stream);
+    o.block = 5s;  // a read with nothing held waits this long for new entries
+    o.ack_delay = 5ms;
+    wr::stream_consumer c([](wr::stream_entry&) {}, o);
+    (void)r.xadd(stream, {{"n", "0"}});
+    // Time is the behaviour here: the read sent after this entry holds it, so it blocks for
+    // ack_delay, not for block; a generous bound well under block.
+    const auto start = std::chrono::steady_clock::now();
+    REQUIRE(eventually([&] { return c.stats().acknowledged == 1; }, 10s));
+    CHECK(std::chrono::steady_clock::now() - start < 2500ms);
+    (void)c.stop(1s);
+    r.del({stream});
+}

@@ -258,6 +258,9 @@ private:
                 if (!ledger_.sleep(st, link_.backoff())) {
                     break;
                 }
+                // Replies lost with the old connection: what they answered is owed again.
+                reader_.abandon();
+                acks_.abandon();
                 if (link_.connect().status == detail::reply_class::ok) {
                     reconnects_.store(link_.reconnects(), std::memory_order_relaxed);
                     emit({consumer_event_kind::connected,
@@ -331,20 +334,20 @@ private:
 
     // Reads new entries, the acknowledgements owed riding in the same round trip.
     void read_new(const std::stop_token& st, std::size_t room) {
-        if (send_read(room)) {
+        if (send_read(room, ledger_.held())) {
             collect_read(st);
         }
     }
 
-    // Sends the acknowledgements owed and a read of up to `room` entries, pipelined.
-    bool send_read(std::size_t room) {
+    // Sends the acknowledgements owed and a read of up to `room` entries, pipelined; `held`
+    // entries are (or are about to be) held.
+    bool send_read(std::size_t room, std::size_t held) {
         detail::connection& c = link_.get();
         if (acks_.acks_due() && !acks_.send_acks(c)) {
             return check_failure(detail::reply_class::broken, c.error());
         }
         // Held entries will want acknowledging soon: do not sit in a long read meanwhile.
-        const auto wait =
-            ledger_.held() > 0 ? std::min(options_.block, options_.ack_delay) : options_.block;
+        const auto wait = held > 0 ? std::min(options_.block, options_.ack_delay) : options_.block;
         if (!reader_.send(c, std::min(room, options_.batch), wait)) {
             return check_failure(detail::reply_class::broken, c.error());
         }
@@ -372,7 +375,7 @@ private:
             absorb_completions();
             const std::size_t held = ledger_.held() + n;
             if (held < max_in_flight_) {
-                (void)send_read(max_in_flight_ - held);
+                (void)send_read(max_in_flight_ - held, held);
             }
         }
         detail::read_result r = detail::reader::parse(reply);

@@ -85,6 +85,12 @@ public:
     /// Whether an XACK was sent and its answer not read yet.
     [[nodiscard]] bool awaiting() const noexcept { return !sent_.empty(); }
 
+    /// Owes again an XACK whose answer will not come (its connection is gone).
+    void abandon() {
+        acks_.insert(acks_.end(), sent_.begin(), sent_.end());
+        sent_.clear();
+    }
+
     /// Entries owed something (acknowledgement or dead letter).
     [[nodiscard]] std::size_t owed() const noexcept {
         return acks_.size() + sent_.size() + dead_.size();
