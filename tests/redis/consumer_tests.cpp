@@ -373,3 +373,39 @@ TEST_CASE("redis: an entry already delivered max_deliveries times is dead-letter
     (void)c.stop(1s);
     r.del({stream, c.dead_letter_stream()});
 }
+
+TEST_CASE("redis: the pool's on_success sees each entry, may move out of it, and a throw from it "
+          "does not stop the acknowledgement",
+          "[redis]") {
+    redis_client r;
+    const std::string stream = unique_name("on-success");
+    for (int i = 0; i < 20; ++i) {
+        r.xadd(stream, {{"n", std::to_string(i)}});
+    }
+    wr::consumer_options o = options_for(stream);
+    std::mutex m;
+    std::vector<wr::stream_entry> kept;
+    o.pool.on_success = [&](wr::stream_entry& e) {
+        const bool odd = std::stoi(*e.find("n")) % 2 == 1;
+        {
+            std::lock_guard lock(m);
+            kept.push_back(std::move(e));  // takes the entry, id and all
+        }
+        if (odd) {
+            throw std::runtime_error("observer failed");
+        }
+    };
+    wr::stream_consumer c([](wr::stream_entry&) {}, o);
+    REQUIRE(eventually([&] { return c.stats().acknowledged == 20; }));
+    CHECK(group_pending(r, stream) == 0);
+    CHECK(c.stats().pool.callback_errors == 10);
+    (void)c.stop(1s);
+    std::lock_guard lock(m);
+    REQUIRE(kept.size() == 20);
+    std::set<std::string> numbers;
+    for (const wr::stream_entry& e : kept) {
+        numbers.insert(*e.find("n"));
+    }
+    CHECK(numbers.size() == 20);
+    r.del({stream});
+}

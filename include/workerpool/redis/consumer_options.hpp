@@ -113,8 +113,10 @@ struct consumer_options {
     /// Observer of connection, claim, dead-letter and error events, called on the reader thread.
     /// Exceptions are swallowed. Empty: no cost.
     std::function<void(const consumer_event&)> on_event{};
-    /// The pool's options. Its `on_success` and `on_failure` still run, after the consumer's own
-    /// bookkeeping (acknowledging, dead-lettering).
+    /// The pool's options. Its `on_success` and `on_failure` still run: `on_success` just before
+    /// the entry is booked for acknowledgement (it may move what it needs out of the entry; if it
+    /// throws, the entry is acknowledged all the same and the pool counts the error), and
+    /// `on_failure` just after the entry is booked for the dead-letter stream.
     options<stream_entry> pool{};
 };
 

@@ -28,6 +28,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <optional>
 #include <stop_token>
 #include <string>
@@ -89,9 +90,18 @@ public:
 
         workerpool::options<stream_entry> pool = options_.pool;
         pool.on_success = [this, user = options_.pool.on_success](stream_entry& e) {
-            ledger_.completed(e.id);
+            const std::optional<detail::stream_id> id = detail::parse_id(e.id);
+            std::exception_ptr error;
             if (user) {
-                user(e);
+                try {
+                    user(e);  // it may move what it wants out of the entry
+                } catch (...) {
+                    error = std::current_exception();  // counted by the pool, after the books
+                }
+            }
+            ledger_.completed(id, std::move(e));
+            if (error) {
+                std::rethrow_exception(error);
             }
         };
         pool.on_failure = [this, user = options_.pool.on_failure](failure<stream_entry>&& f) {
@@ -499,6 +509,7 @@ private:
     void absorb_completions() {
         ledger_.take(done_);
         acks_.owe(done_);
+        done_.spent.clear();  // freed here, where they were allocated
     }
 
     std::size_t free_room() const {

@@ -55,8 +55,9 @@ class ledger {
 public:
     /// Completions taken by the reader: ids to acknowledge, entries to dead-letter.
     struct completions {
-        std::vector<stream_id> acks;    ///< Handlers returned: acknowledge these.
-        std::vector<dead_letter> dead;  ///< Failed for good: dead-letter these.
+        std::vector<stream_id> acks;      ///< Handlers returned: acknowledge these.
+        std::vector<dead_letter> dead;    ///< Failed for good: dead-letter these.
+        std::vector<stream_entry> spent;  ///< What is left of finished entries: destroy these.
     };
 
     /// Room for `n` ids before the set grows.
@@ -64,16 +65,18 @@ public:
 
     // --- pool threads ----------------------------------------------------------------------
 
-    /// The handler of `id` returned: it is owed an acknowledgement.
-    void completed(const std::string& id) {
-        const std::optional<stream_id> parsed = parse_id(id);
+    /// The handler of the entry `id` returned: it is owed an acknowledgement. `spent` is what is
+    /// left of the entry: the reader destroys it, so that its memory goes back to the thread that
+    /// allocated it (freeing on pool threads cost more than the rest of the bookkeeping).
+    void completed(std::optional<stream_id> id, stream_entry&& spent) {
         bool wake = false;
         {
             const std::lock_guard lock(mutex_);
             --in_pool_;
-            if (parsed) {
-                done_.acks.push_back(*parsed);
+            if (id) {
+                done_.acks.push_back(*id);
             }
+            done_.spent.push_back(std::move(spent));
             wake = reader_waiting_;
         }
         if (wake) {
@@ -145,7 +148,8 @@ public:
         }
     }
 
-    /// Moves the completions reported since the last call into `out` (appending).
+    /// Moves the completions reported since the last call into `out` (appending; `out.spent` is
+    /// swapped, so clear it before the next call).
     void take(completions& out) {
         const std::lock_guard lock(mutex_);
         out.acks.insert(out.acks.end(), done_.acks.begin(), done_.acks.end());
@@ -154,6 +158,7 @@ public:
             out.dead.push_back(std::move(d));
         }
         done_.dead.clear();
+        out.spent.swap(done_.spent);
     }
 
     /// How many ids are held.
@@ -205,6 +210,7 @@ public:
         in_pool_ = 0;
         done_.acks.clear();
         done_.dead.clear();
+        done_.spent.clear();
     }
 
 private:
