@@ -152,8 +152,9 @@ public:
             if (!acks_.awaiting() || settle(acks_.receive_acks(link_.get()))) {
                 const detail::read_reply reply = reader_.take(link_.get());
                 if (check_failure(reply.status, reply.error)) {
+                    detail::reader::parse(reply, batch_);
                     std::vector<std::string> ids;
-                    for (const stream_entry& e : detail::reader::parse(reply).entries) {
+                    for (const stream_entry& e : batch_.entries) {
                         ids.push_back(e.id);
                     }
                     (void)ledger_.hold(std::move(ids));
@@ -388,13 +389,13 @@ private:
                 (void)send_read(max_in_flight_ - held, held);
             }
         }
-        detail::read_result r = detail::reader::parse(reply);
-        read_.fetch_add(r.entries.size(), std::memory_order_relaxed);  // statistics only
+        detail::reader::parse(reply, batch_);
+        read_.fetch_add(batch_.entries.size(), std::memory_order_relaxed);  // statistics only
         // Delivered without a body (deleted meanwhile): nothing to run, only to acknowledge.
-        for (const std::string& id : ledger_.hold(std::move(r.gone))) {
+        for (const std::string& id : ledger_.hold(std::move(batch_.gone))) {
             acks_.owe_ack(detail::parse_id(id).value_or(detail::stream_id{}));  // held: it parsed
         }
-        start(std::move(r.entries));
+        start(batch_.entries);
     }
 
     // Whether nothing but reading is due, so that a read may be sent ahead.
@@ -413,23 +414,25 @@ private:
     }
 
     // Hands entries to the pool, unless one is already held here (claimed or re-read while it
-    // runs here).
-    void start(std::vector<stream_entry>&& entries) {
-        if (entries.empty()) {
-            return;
+    // runs here). Leaves `entries` empty, its capacity kept for the next batch.
+    void start(std::vector<stream_entry>& entries) {
+        ids_.clear();
+        std::size_t kept = 0;
+        for (std::size_t i = 0; i < entries.size(); ++i) {
+            // Redis ids always parse; one that did not is left pending.
+            if (const std::optional<detail::stream_id> id = detail::parse_id(entries[i].id)) {
+                ids_.push_back(*id);
+                if (kept != i) {
+                    entries[kept] = std::move(entries[i]);
+                }
+                ++kept;
+            }
         }
-        std::vector<detail::stream_id> ids;
-        ids.reserve(entries.size());
-        for (const stream_entry& e : entries) {
-            // Redis ids always parse; "0-0" (which no entry has) stands for one that did not.
-            ids.push_back(detail::parse_id(e.id).value_or(detail::stream_id{}));
-        }
-        const std::vector<detail::stream_id> taken = ledger_.hold(ids);
-        if (taken.size() != entries.size()) {
-            std::size_t kept = 0;
+        entries.resize(kept);
+        if (ledger_.hold(ids_, taken_) != entries.size()) {
+            kept = 0;
             for (std::size_t i = 0; i < entries.size(); ++i) {
-                if (ids[i] != detail::stream_id{} &&
-                    std::find(taken.begin(), taken.end(), ids[i]) != taken.end()) {
+                if (taken_[i]) {
                     if (kept != i) {
                         entries[kept] = std::move(entries[i]);
                     }
@@ -439,6 +442,7 @@ private:
             entries.resize(kept);
         }
         submit(entries);
+        entries.clear();
     }
 
     // Submits entries the ledger holds already.
@@ -581,6 +585,11 @@ private:
     detail::acknowledger acks_;
     detail::recovery recovery_;
     detail::ledger::completions done_;  // scratch for absorb_completions
+    // Scratch for one batch, kept between batches: allocating these per batch triggered glibc's
+    // fastbin consolidation each time (they are over 1 KiB).
+    detail::read_result batch_;
+    std::vector<detail::stream_id> ids_;
+    std::vector<bool> taken_;
     // The entry running alone, until settled: nothing else starts meanwhile.
     std::optional<detail::stream_id> alone_;
 

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <deque>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -40,11 +41,12 @@ inline constexpr std::string_view dead_letter_check_script =
 struct settle_result {
     reply_class status = reply_class::ok;  ///< `ok`, or the failure that stopped the sending.
     std::string error;                     ///< Its text (or a definite error's).
-    std::vector<stream_id> settled;        ///< Ids done with: stop holding them.
-    std::size_t acknowledged = 0;          ///< Entries acknowledged (XACK counted them).
-    std::size_t dead_lettered = 0;         ///< Dead letters written (and entries acknowledged).
-    std::size_t dead_failed = 0;           ///< Dead letters refused; their entries stay owed.
-    std::string dead_error;                ///< Why the first refused one was refused.
+    /// Ids done with: stop holding them. Valid until the acknowledger's next call.
+    std::span<const stream_id> settled;
+    std::size_t acknowledged = 0;   ///< Entries acknowledged (XACK counted them).
+    std::size_t dead_lettered = 0;  ///< Dead letters written (and entries acknowledged).
+    std::size_t dead_failed = 0;    ///< Dead letters refused; their entries stay owed.
+    std::string dead_error;         ///< Why the first refused one was refused.
 };
 
 /// Owes acknowledgements and dead letters until Redis answers them definitely: a broken
@@ -131,13 +133,16 @@ public:
         } else {
             out.acknowledged = sent_.size();
         }
-        out.settled.swap(sent_);
+        settled_.swap(sent_);  // both keep their capacity: no allocation per batch
+        sent_.clear();
+        out.settled = settled_;
         return out;
     }
 
     /// Writes every dead letter due at `now`, each in its own MULTI/EXEC (pipelined).
     settle_result write_dead(connection& c, std::chrono::steady_clock::time_point now) {
         settle_result out;
+        settled_.clear();
         std::vector<std::size_t> sent;
         for (std::size_t i = 0; i < dead_.size() && sent.size() < max_per_write; ++i) {
             if (dead_[i].not_before <= now && append_transaction(c, dead_[i].letter)) {
@@ -164,7 +169,7 @@ public:
             }
             out.dead_lettered += t.written ? 1U : 0U;
             if (const std::optional<stream_id> id = parse_id(dead_[i].letter.entry.id)) {
-                out.settled.push_back(*id);
+                settled_.push_back(*id);
             }
             done[i] = true;
         }
@@ -182,6 +187,7 @@ public:
         }
         dead_.resize(kept);
         retry_ = refused ? std::min(retry_ * 2, retry_max_) : retry_min_;
+        out.settled = settled_;
         return out;
     }
 
@@ -270,6 +276,7 @@ private:
     std::chrono::milliseconds retry_;     // delay before retrying refused dead letters
     std::vector<stream_id> acks_;         // owed, not sent
     std::vector<stream_id> sent_;         // in the XACK awaiting its reply
+    std::vector<stream_id> settled_;      // what the last call settled (settle_result::settled)
     std::string text_;                    // scratch: the XACK's ids as text
     std::deque<owed_dead> dead_;          // owed dead letters, oldest first
     std::vector<std::string_view> args_;  // scratch for one command

@@ -111,6 +111,10 @@ public:
             error_ = context_->errstr;
         } else if (redisSetTimeout(context_.get(), to_timeval(reply_timeout)) != REDIS_OK) {
             error_ = "cannot set the socket timeout";
+        } else {
+            // hiredis frees its read buffer whenever it empties with more than 16 KiB spare, so
+            // a stream of ~10 KiB replies allocated and freed it for each one; keep up to 1 MiB.
+            context_->reader->maxbuf = std::size_t{1} << 20;
         }
     }
 

@@ -14,6 +14,7 @@
 #include <exception>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <stop_token>
 #include <string>
 #include <utility>
@@ -100,12 +101,19 @@ public:
 
     // --- the reader thread -----------------------------------------------------------------
 
-    /// Holds each of `ids` not held yet; returns those it took (the rest are held already: read
-    /// twice, or claimed while running here).
-    std::vector<stream_id> hold(std::vector<stream_id> ids) {
+    /// Holds each of `ids` not held yet; sets `taken[i]` to whether it took `ids[i]` (the others
+    /// are held already: read twice, or claimed while running here). Returns how many it took.
+    std::size_t hold(const std::vector<stream_id>& ids, std::vector<bool>& taken) {
+        taken.assign(ids.size(), false);
+        std::size_t n = 0;
         const std::lock_guard lock(mutex_);
-        std::erase_if(ids, [&](stream_id id) { return !held_.insert(id); });
-        return ids;
+        for (std::size_t i = 0; i < ids.size(); ++i) {
+            if (held_.insert(ids[i])) {
+                taken[i] = true;
+                ++n;
+            }
+        }
+        return n;
     }
 
     /// `hold` for ids as text (an id that does not parse is not taken).
@@ -131,7 +139,7 @@ public:
     }
 
     /// Stops holding `ids` (acknowledged, dead-lettered, gone, or given up).
-    void release(const std::vector<stream_id>& ids) {
+    void release(std::span<const stream_id> ids) {
         const std::lock_guard lock(mutex_);
         for (const stream_id id : ids) {
             (void)held_.erase(id);

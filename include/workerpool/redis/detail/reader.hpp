@@ -82,13 +82,13 @@ public:
         return r.entries == nullptr ? 0 : r.entries->elements;
     }
 
-    /// Parses the entries of `r`.
-    static read_result parse(const read_reply& r) {
-        read_result out;
+    /// Parses the entries of `r` into `out` (cleared first; its capacity is kept).
+    static void parse(const read_reply& r, read_result& out) {
+        out.entries.clear();
+        out.gone.clear();
         if (r.entries == nullptr) {
-            return out;
+            return;
         }
-        out.entries.reserve(r.entries->elements);
         for (std::size_t i = 0; i < r.entries->elements; ++i) {
             std::optional<stream_entry> e = parse_entry(r.entries->element[i]);
             if (e) {
@@ -97,7 +97,6 @@ public:
                 out.gone.push_back(entry_id(r.entries->element[i]));
             }
         }
-        return out;
     }
 
 private:
