@@ -14,6 +14,7 @@
 #include <workerpool/redis/consumer_options.hpp>
 #include <workerpool/redis/detail/acknowledger.hpp>
 #include <workerpool/redis/detail/connection.hpp>
+#include <workerpool/redis/detail/group.hpp>
 #include <workerpool/redis/detail/ledger.hpp>
 #include <workerpool/redis/detail/link.hpp>
 #include <workerpool/redis/detail/reader.hpp>
@@ -84,9 +85,9 @@ public:
           reader_(options_), acks_(options_, dead_letter_stream_), recovery_(options_) {
         const detail::open_result r = link_.connect();
         if (r.status != detail::reply_class::ok) {
-            throw redis_error("workerpool::redis: " + r.error + hint(r.error));
+            throw redis_error("workerpool::redis: " + r.error + detail::auth_hint(r.error));
         }
-        check_group();
+        detail::ensure_group(link_.get(), options_);
 
         workerpool::options<stream_entry> pool = options_.pool;
         pool.on_success = [this, user = options_.pool.on_success](stream_entry& e) {
@@ -209,54 +210,6 @@ public:
 
 private:
     using clock = std::chrono::steady_clock;
-
-    static std::string hint(const std::string& error) {
-        if (error.find("NOAUTH") != std::string::npos) {
-            return " (set consumer_options.password)";
-        }
-        return {};
-    }
-
-    void check_group() {
-        detail::connection& c = link_.get();
-        if (options_.create_group) {
-            const detail::reply_ptr r =
-                c.command({"XGROUP", "CREATE", options_.stream, options_.group,
-                           options_.group_start, "MKSTREAM"});
-            if (r == nullptr) {
-                throw redis_error("workerpool::redis: XGROUP CREATE failed: " + c.error());
-            }
-            const std::string text = detail::reply_text(r.get());
-            if (detail::is_error(r.get()) && text.rfind("BUSYGROUP", 0) != 0) {
-                throw redis_error("workerpool::redis: cannot create group '" + options_.group +
-                                  "' on stream '" + options_.stream + "': " + text + hint(text));
-            }
-            return;
-        }
-        const detail::reply_ptr r = c.command({"XINFO", "GROUPS", options_.stream});
-        if (r == nullptr) {
-            throw redis_error("workerpool::redis: XINFO GROUPS failed: " + c.error());
-        }
-        if (detail::is_error(r.get())) {
-            const std::string text = detail::reply_text(r.get());
-            throw redis_error(
-                "workerpool::redis: stream '" + options_.stream + "' cannot be read: " + text +
-                (hint(text).empty() ? " (set consumer_options.create_group to create it)"
-                                    : hint(text)));
-        }
-        for (std::size_t g = 0; r->type == REDIS_REPLY_ARRAY && g < r->elements; ++g) {
-            const redisReply* info = r->element[g];
-            for (std::size_t i = 0; info->type == REDIS_REPLY_ARRAY && i + 1 < info->elements;
-                 i += 2) {
-                if (detail::reply_text(info->element[i]) == "name" &&
-                    detail::reply_text(info->element[i + 1]) == options_.group) {
-                    return;
-                }
-            }
-        }
-        throw redis_error("workerpool::redis: stream '" + options_.stream + "' has no group '" +
-                          options_.group + "' (set consumer_options.create_group to create it)");
-    }
 
     // --- the reader thread (and stop(), once the reader is joined) ----------------------------
 
