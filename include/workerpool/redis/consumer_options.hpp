@@ -32,7 +32,7 @@ enum class consumer_event_kind {
                          ///< reply); their entries stay pending and are tried again later.
 };
 
-/// Reported to `consumer_options::on_event`, on the consumer's reader thread.
+/// Reported to `consumer_options::on_event`, on the consumer's reader thread (or in `stop`).
 struct consumer_event {
     consumer_event_kind kind;  ///< What happened.
     std::size_t count = 0;     ///< How many entries (or reconnections) it concerns.
@@ -110,8 +110,9 @@ struct consumer_options {
     std::chrono::milliseconds reconnect_min{50};
     /// Longest delay between reconnection attempts. Must be >= `reconnect_min`.
     std::chrono::milliseconds reconnect_max{5000};
-    /// Observer of connection, claim, dead-letter and error events, called on the reader thread.
-    /// Exceptions are swallowed. Empty: no cost.
+    /// Observer of connection, claim, dead-letter and error events, called on the reader thread
+    /// (and, for the last acknowledgements and dead letters, on the thread that calls `stop`),
+    /// never on two threads at once. Exceptions are swallowed. Empty: no cost.
     std::function<void(const consumer_event&)> on_event{};
     /// The pool's options. Its `on_success` and `on_failure` still run: `on_success` just before
     /// the entry is booked for acknowledgement (it may move what it needs out of the entry; if it
