@@ -326,3 +326,41 @@ TEST_CASE("redis: an acknowledgement does not wait for a long read of a quiet st
     (void)c.stop(1s);
     r.del({stream});
 }
+
+TEST_CASE("redis: entries of varying shapes arrive intact, batch after batch", "[redis]") {
+    // The reader reuses the memory of finished entries for new ones: a reused entry must carry
+    // exactly the new entry's fields, however many the old one had.
+    redis_client r;
+    const std::string stream = unique_name("shapes");
+    auto fields_of = [](int i) {
+        std::vector<std::pair<std::string, std::string>> f{{"n", std::to_string(i)}};
+        for (int k = 1; k < i % 6; ++k) {
+            f.emplace_back("f" + std::to_string(k),
+                           std::string(static_cast<std::size_t>((i * 7 + k) % 50), 'x'));
+        }
+        return f;
+    };
+    constexpr int n = 600;
+    for (int i = 0; i < n; ++i) {
+        std::vector<std::string> cmd{"XADD", stream, "*"};
+        for (const auto& [f, v] : fields_of(i)) {
+            cmd.push_back(f);
+            cmd.push_back(v);
+        }
+        (void)r.run(cmd);
+    }
+    wr::consumer_options o = options_for(stream);
+    o.batch = 37;
+    std::atomic<int> wrong{0};
+    wr::stream_consumer c(
+        [&](wr::stream_entry& e) {
+            if (e.fields != fields_of(std::stoi(*e.find("n")))) {
+                wrong.fetch_add(1);
+            }
+        },
+        o);
+    REQUIRE(eventually([&] { return c.stats().acknowledged == n; }));
+    CHECK(wrong.load() == 0);
+    (void)c.stop(1s);
+    r.del({stream});
+}

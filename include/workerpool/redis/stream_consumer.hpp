@@ -153,7 +153,7 @@ public:
             if (!acks_.awaiting() || settle(acks_.receive_acks(link_.get()))) {
                 const detail::read_reply reply = reader_.take(link_.get());
                 if (check_failure(reply.status, reply.error)) {
-                    detail::reader::parse(reply, batch_);
+                    detail::reader::parse(reply, batch_, spares_);
                     std::vector<std::string> ids;
                     for (const stream_entry& e : batch_.entries) {
                         ids.push_back(e.id);
@@ -342,7 +342,7 @@ private:
                 (void)send_read(max_in_flight_ - held, held);
             }
         }
-        detail::reader::parse(reply, batch_);
+        detail::reader::parse(reply, batch_, spares_);
         read_.fetch_add(batch_.entries.size(), std::memory_order_relaxed);  // statistics only
         // Delivered without a body (deleted meanwhile): nothing to run, only to acknowledge.
         for (const std::string& id : ledger_.hold(std::move(batch_.gone))) {
@@ -466,7 +466,28 @@ private:
     void absorb_completions() {
         ledger_.take(done_);
         acks_.owe(done_);
-        done_.spent.clear();  // freed here, where they were allocated
+        // Finished entries become the next batch's (their memory stays on this thread); big or
+        // surplus ones are freed here, where they were allocated.
+        for (stream_entry& e : done_.spent) {
+            if (spares_.size() < max_in_flight_ && small(e)) {
+                spares_.push_back(std::move(e));
+            }
+        }
+        done_.spent.clear();
+    }
+
+    // Whether an entry's memory is worth keeping for reuse (a few fields of short values).
+    static bool small(const stream_entry& e) noexcept {
+        constexpr std::size_t most_fields = 16;
+        constexpr std::size_t most_bytes = 4096;
+        if (e.fields.capacity() > most_fields) {
+            return false;
+        }
+        std::size_t bytes = e.id.capacity();
+        for (const auto& [field, value] : e.fields) {
+            bytes += field.capacity() + value.capacity();
+        }
+        return bytes <= most_bytes;
     }
 
     std::size_t free_room() const {
@@ -541,6 +562,7 @@ private:
     // Scratch for one batch, kept between batches: allocating these per batch triggered glibc's
     // fastbin consolidation each time (they are over 1 KiB).
     detail::read_result batch_;
+    std::vector<stream_entry> spares_;  // finished entries whose memory the next batch reuses
     std::vector<detail::stream_id> ids_;
     std::vector<bool> taken_;
     // The entry running alone, until settled: nothing else starts meanwhile.

@@ -244,21 +244,39 @@ inline open_result open(const endpoint& e) {
     return out;
 }
 
-/// Parses one stream entry, [id, [field, value, ...]]; nullopt for an entry whose body was
-/// deleted from the stream (its field array is nil).
-inline std::optional<stream_entry> parse_entry(const redisReply* r) {
+/// Parses one stream entry, [id, [field, value, ...]], into `e`, reusing the memory `e` already
+/// has; false (and `e` unspecified) for an entry whose body was deleted from the stream (its
+/// field array is nil).
+inline bool parse_entry_into(const redisReply* r, stream_entry& e) {
     if (r == nullptr || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-        return std::nullopt;
+        return false;
     }
+    const redisReply* id = r->element[0];
     const redisReply* body = r->element[1];
-    if (r->element[0]->len == 0 || body == nullptr || body->type != REDIS_REPLY_ARRAY) {
-        return std::nullopt;
+    if (id->str == nullptr || id->len == 0 || body == nullptr || body->type != REDIS_REPLY_ARRAY) {
+        return false;
     }
+    auto assign = [](std::string& to, const redisReply* from) {
+        if (from->str == nullptr) {
+            to.clear();
+        } else {
+            to.assign(from->str, from->len);
+        }
+    };
+    assign(e.id, id);
+    e.fields.resize(body->elements / 2);
+    for (std::size_t i = 0; i < e.fields.size(); ++i) {
+        assign(e.fields[i].first, body->element[2 * i]);
+        assign(e.fields[i].second, body->element[2 * i + 1]);
+    }
+    return true;
+}
+
+/// Parses one stream entry; nullopt for an entry whose body was deleted from the stream.
+inline std::optional<stream_entry> parse_entry(const redisReply* r) {
     stream_entry e;
-    e.id = reply_text(r->element[0]);
-    e.fields.reserve(body->elements / 2);
-    for (std::size_t i = 0; i + 1 < body->elements; i += 2) {
-        e.fields.emplace_back(reply_text(body->element[i]), reply_text(body->element[i + 1]));
+    if (!parse_entry_into(r, e)) {
+        return std::nullopt;
     }
     return e;
 }

@@ -82,18 +82,24 @@ public:
         return r.entries == nullptr ? 0 : r.entries->elements;
     }
 
-    /// Parses the entries of `r` into `out` (cleared first; its capacity is kept).
-    static void parse(const read_reply& r, read_result& out) {
+    /// Parses the entries of `r` into `out` (cleared first; its capacity is kept), taking the
+    /// entry objects from `spares` while it has some (their strings keep their memory).
+    static void parse(const read_reply& r, read_result& out, std::vector<stream_entry>& spares) {
         out.entries.clear();
         out.gone.clear();
         if (r.entries == nullptr) {
             return;
         }
         for (std::size_t i = 0; i < r.entries->elements; ++i) {
-            std::optional<stream_entry> e = parse_entry(r.entries->element[i]);
-            if (e) {
-                out.entries.push_back(std::move(*e));
+            if (spares.empty()) {
+                out.entries.emplace_back();
             } else {
+                out.entries.push_back(std::move(spares.back()));
+                spares.pop_back();
+            }
+            if (!parse_entry_into(r.entries->element[i], out.entries.back())) {
+                spares.push_back(std::move(out.entries.back()));
+                out.entries.pop_back();
                 out.gone.push_back(entry_id(r.entries->element[i]));
             }
         }
