@@ -112,7 +112,7 @@ public:
             }
         };
         pool_.emplace(std::move(handler), std::move(pool));
-        thread_ = std::jthread([this](std::stop_token st) { read_loop(st); });
+        thread_ = std::jthread([this](const std::stop_token& st) { read_loop(st); });
     }
 
     stream_consumer(const stream_consumer&) = delete;

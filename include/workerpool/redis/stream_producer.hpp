@@ -164,12 +164,12 @@ private:
         return args_;
     }
 
-    std::string error_of(const detail::reply_ptr& r) const {
+    [[nodiscard]] std::string error_of(const detail::reply_ptr& r) const {
         return r == nullptr ? "connection failed: " + connection_->error()
                             : detail::reply_text(r.get());
     }
 
-    std::string take_id(const detail::reply_ptr& r) const {
+    [[nodiscard]] std::string take_id(const detail::reply_ptr& r) const {
         if (r == nullptr || detail::is_error(r.get())) {
             throw redis_error("workerpool::redis: XADD to '" + options_.stream +
                               "' failed: " + error_of(r));

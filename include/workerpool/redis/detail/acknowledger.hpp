@@ -10,6 +10,7 @@
 #include <workerpool/redis/detail/stream_id.hpp>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <deque>
@@ -229,7 +230,7 @@ private:
     // Reads MULTI's, the two QUEUED and EXEC's replies of one transaction.
     static transaction_outcome read_transaction(connection& c) {
         transaction_outcome t;
-        reply_ptr replies[4];
+        std::array<reply_ptr, 4> replies;
         for (reply_ptr& r : replies) {
             r = c.reply();
             if (r == nullptr) {
@@ -239,13 +240,15 @@ private:
             }
         }
         // A refusal while queueing (e.g. BUSY) is reported again by EXEC (EXECABORT): look at
-        // the first error for its class.
-        for (int i = 0; i < 3; ++i) {
-            if (is_error(replies[i].get())) {
-                t.status = classify(replies[i].get());
-                t.error = reply_text(replies[i].get());
+        // the first error for its class. MULTI refused (the first) leaves the state unknown:
+        // reconnect.
+        for (std::size_t i = 0; i < 3; ++i) {
+            const redisReply* q = replies.at(i).get();
+            if (is_error(q)) {
+                t.status = classify(q);
+                t.error = reply_text(q);
                 if (t.status == reply_class::error && i == 0) {
-                    t.status = reply_class::transient;  // MULTI refused: state unknown, reconnect
+                    t.status = reply_class::transient;
                 }
                 return t;
             }
@@ -257,13 +260,13 @@ private:
             return t;
         }
         for (std::size_t i = 0; i < 2; ++i) {
-            if (is_error(exec->element[i])) {
-                t.status = classify(exec->element[i]);
-                t.error = reply_text(exec->element[i]);
+            if (is_error(at(exec, i))) {
+                t.status = classify(at(exec, i));
+                t.error = reply_text(at(exec, i));
                 return t;
             }
         }
-        t.written = exec->element[1]->type == REDIS_REPLY_INTEGER && exec->element[1]->integer == 1;
+        t.written = at(exec, 1)->type == REDIS_REPLY_INTEGER && at(exec, 1)->integer == 1;
         return t;
     }
 

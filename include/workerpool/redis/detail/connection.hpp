@@ -8,6 +8,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <memory>
@@ -40,6 +41,16 @@ inline timeval to_timeval(std::chrono::milliseconds d) noexcept {
     return tv;
 }
 
+/// Element `i` of the array reply `r` (hiredis keeps them in a C array). Pre: `i < r->elements`.
+inline const redisReply* at(const redisReply* r, std::size_t i) noexcept {
+    return r->element[i];  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic): hiredis's
+}
+
+/// Element `i` of the array reply `r`. Pre: `i < r->elements`.
+inline const redisReply* at(const reply_ptr& r, std::size_t i) noexcept {
+    return at(r.get(), i);
+}
+
 /// The string of a string, status or error reply; empty otherwise.
 inline std::string reply_text(const redisReply* r) {
     if (r == nullptr || r->str == nullptr) {
@@ -65,8 +76,9 @@ enum class reply_class {
 /// script runs), TRYAGAIN, READONLY / MASTERDOWN / CLUSTERDOWN (failing over), MISCONF (cannot
 /// persist) and NOAUTH (the server restarted with a password: reconnecting authenticates).
 inline bool is_transient_error(std::string_view text) noexcept {
-    constexpr std::string_view prefixes[] = {"LOADING",    "BUSY",        "TRYAGAIN", "READONLY",
-                                             "MASTERDOWN", "CLUSTERDOWN", "MISCONF",  "NOAUTH"};
+    constexpr std::array<std::string_view, 8> prefixes = {"LOADING",  "BUSY",       "TRYAGAIN",
+                                                          "READONLY", "MASTERDOWN", "CLUSTERDOWN",
+                                                          "MISCONF",  "NOAUTH"};
     for (const std::string_view p : prefixes) {
         if (text.substr(0, p.size()) == p && (text.size() == p.size() || text[p.size()] == ' ')) {
             return true;
@@ -108,7 +120,7 @@ public:
         if (context_ == nullptr) {
             error_ = "out of memory";
         } else if (context_->err != 0) {
-            error_ = context_->errstr;
+            error_ = static_cast<const char*>(context_->errstr);
         } else if (redisSetTimeout(context_.get(), to_timeval(reply_timeout)) != REDIS_OK) {
             error_ = "cannot set the socket timeout";
         } else {
@@ -128,8 +140,9 @@ public:
         if (!error_.empty()) {
             return error_;
         }
-        return context_ != nullptr && context_->err != 0 ? std::string(context_->errstr)
-                                                         : std::string();
+        return context_ != nullptr && context_->err != 0
+                   ? std::string(static_cast<const char*>(context_->errstr))
+                   : std::string();
     }
 
     /// Marks the connection unusable with `why` (a reply that leaves its state unknown).
@@ -251,8 +264,8 @@ inline bool parse_entry_into(const redisReply* r, stream_entry& e) {
     if (r == nullptr || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
         return false;
     }
-    const redisReply* id = r->element[0];
-    const redisReply* body = r->element[1];
+    const redisReply* id = at(r, 0);
+    const redisReply* body = at(r, 1);
     if (id->str == nullptr || id->len == 0 || body == nullptr || body->type != REDIS_REPLY_ARRAY) {
         return false;
     }
@@ -266,8 +279,8 @@ inline bool parse_entry_into(const redisReply* r, stream_entry& e) {
     assign(e.id, id);
     e.fields.resize(body->elements / 2);
     for (std::size_t i = 0; i < e.fields.size(); ++i) {
-        assign(e.fields[i].first, body->element[2 * i]);
-        assign(e.fields[i].second, body->element[2 * i + 1]);
+        assign(e.fields[i].first, at(body, 2 * i));
+        assign(e.fields[i].second, at(body, 2 * i + 1));
     }
     return true;
 }
@@ -286,7 +299,7 @@ inline std::string entry_id(const redisReply* r) {
     if (r == nullptr || r->type != REDIS_REPLY_ARRAY || r->elements < 1) {
         return {};
     }
-    return reply_text(r->element[0]);
+    return reply_text(at(r, 0));
 }
 
 }  // namespace workerpool::redis::detail

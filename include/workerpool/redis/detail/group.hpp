@@ -47,10 +47,9 @@ inline void ensure_group(connection& c, const consumer_options& o) {
             (hint.empty() ? " (set consumer_options.create_group to create it)" : hint));
     }
     for (std::size_t g = 0; r->type == REDIS_REPLY_ARRAY && g < r->elements; ++g) {
-        const redisReply* info = r->element[g];
+        const redisReply* info = at(r, g);
         for (std::size_t i = 0; info->type == REDIS_REPLY_ARRAY && i + 1 < info->elements; i += 2) {
-            if (reply_text(info->element[i]) == "name" &&
-                reply_text(info->element[i + 1]) == o.group) {
+            if (reply_text(at(info, i)) == "name" && reply_text(at(info, i + 1)) == o.group) {
                 return;
             }
         }

@@ -24,10 +24,10 @@ namespace workerpool::redis::detail {
 
 /// An entry to copy to the dead-letter stream, with why.
 struct dead_letter {
-    stream_entry entry;  ///< The entry, fields and all.
-    std::string reason;  ///< `to_string(failure_reason)`, or "too_many_deliveries".
-    unsigned attempts;   ///< Handler calls in this process (0: not run here).
-    std::string error;   ///< The last exception's message, or why it was not run.
+    stream_entry entry;     ///< The entry, fields and all.
+    std::string reason;     ///< `to_string(failure_reason)`, or "too_many_deliveries".
+    unsigned attempts = 0;  ///< Handler calls in this process (0: not run here).
+    std::string error;      ///< The last exception's message, or why it was not run.
 };
 
 /// The text of an exception (empty for null; a fixed text for a non-standard one).

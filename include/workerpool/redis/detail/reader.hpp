@@ -70,9 +70,9 @@ public:
         // [[stream, [entry, ...]]], or nil when BLOCK timed out.
         const redisReply* r = out.reply.get();
         if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
-            r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 2 &&
-            r->element[0]->element[1]->type == REDIS_REPLY_ARRAY) {
-            out.entries = r->element[0]->element[1];
+            at(r, 0)->type == REDIS_REPLY_ARRAY && at(r, 0)->elements == 2 &&
+            at(at(r, 0), 1)->type == REDIS_REPLY_ARRAY) {
+            out.entries = at(at(r, 0), 1);
         }
         return out;
     }
@@ -97,10 +97,10 @@ public:
                 out.entries.push_back(std::move(spares.back()));
                 spares.pop_back();
             }
-            if (!parse_entry_into(r.entries->element[i], out.entries.back())) {
+            if (!parse_entry_into(at(r.entries, i), out.entries.back())) {
                 spares.push_back(std::move(out.entries.back()));
                 out.entries.pop_back();
-                out.gone.push_back(entry_id(r.entries->element[i]));
+                out.gone.push_back(entry_id(at(r.entries, i)));
             }
         }
     }

@@ -95,9 +95,9 @@ public:
             return out;
         }
         for (std::size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; ++i) {
-            const redisReply* p = r->element[i];
+            const redisReply* p = at(r, i);
             if (p->type == REDIS_REPLY_ARRAY && p->elements >= 1) {
-                out.ids.push_back(reply_text(p->element[0]));
+                out.ids.push_back(reply_text(at(p, 0)));
             }
         }
         if (out.ids.size() < page) {
@@ -143,14 +143,14 @@ public:
             claiming_ = false;
             return out;
         }
-        claim_cursor_ = reply_text(r->element[0]);
+        claim_cursor_ = reply_text(at(r, 0));
         if (claim_cursor_.empty() || claim_cursor_ == "0-0") {
             claim_cursor_ = "0-0";
             claiming_ = false;  // the whole pending list was scanned
         }
-        const redisReply* ids = r->element[1];
+        const redisReply* ids = at(r, 1);
         for (std::size_t i = 0; ids->type == REDIS_REPLY_ARRAY && i < ids->elements; ++i) {
-            out.ids.push_back(reply_text(ids->element[i]));
+            out.ids.push_back(reply_text(at(ids, i)));
         }
         return out;
     }
@@ -195,7 +195,7 @@ public:
             return out;
         }
         for (std::size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; ++i) {
-            decide(r->element[i], out);
+            decide(at(r, i), out);
         }
         return out;
     }
@@ -233,11 +233,11 @@ private:
 
     void decide(const redisReply* d, adoption& out) const {
         if (d->type != REDIS_REPLY_ARRAY || d->elements < 2 ||
-            d->element[1]->type != REDIS_REPLY_INTEGER) {
+            at(d, 1)->type != REDIS_REPLY_INTEGER) {
             return;
         }
-        std::string id = reply_text(d->element[0]);
-        const long long code = d->element[1]->integer;
+        std::string id = reply_text(at(d, 0));
+        const long long code = at(d, 1)->integer;
         if (code == 3) {
             out.alone.push_back(std::move(id));
             return;
@@ -247,16 +247,16 @@ private:
             return;
         }
         stream_entry e;
-        const redisReply* body = d->element[3];
+        const redisReply* body = at(d, 3);
         e.id = std::move(id);
         for (std::size_t i = 0; body->type == REDIS_REPLY_ARRAY && i + 1 < body->elements; i += 2) {
-            e.fields.emplace_back(reply_text(body->element[i]), reply_text(body->element[i + 1]));
+            e.fields.emplace_back(reply_text(at(body, i)), reply_text(at(body, i + 1)));
         }
         if (code == 4) {
             out.run.push_back(std::move(e));
             return;
         }
-        const std::string times = std::to_string(d->element[2]->integer);
+        const std::string times = std::to_string(at(d, 2)->integer);
         out.dead.push_back({std::move(e), "too_many_deliveries", 0,
                             "delivered " + times + " times without being acknowledged"});
     }

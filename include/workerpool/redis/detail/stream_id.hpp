@@ -4,6 +4,7 @@
 /// Not API: a stream entry ID ("<ms>-<seq>") as two integers, and a flat set of them, so that
 /// the consumer's bookkeeping (held entries, acknowledgements owed) allocates nothing per entry.
 
+#include <array>
 #include <charconv>
 #include <cstddef>
 #include <cstdint>
@@ -29,6 +30,7 @@ inline constexpr std::size_t max_id_text = 41;
 
 /// Parses "<ms>-<seq>"; nullopt for anything else.
 inline std::optional<stream_id> parse_id(std::string_view text) noexcept {
+    // NOLINTBEGIN(cppcoreguidelines-pro-bounds-pointer-arithmetic): from_chars takes pointers.
     stream_id id;
     const char* const end = text.data() + text.size();
     const auto [dash, ec] = std::from_chars(text.data(), end, id.ms);
@@ -36,6 +38,7 @@ inline std::optional<stream_id> parse_id(std::string_view text) noexcept {
         return std::nullopt;
     }
     const auto [last, ec2] = std::from_chars(dash + 1, end, id.seq);
+    // NOLINTEND(cppcoreguidelines-pro-bounds-pointer-arithmetic)
     if (ec2 != std::errc{} || last != end) {
         return std::nullopt;
     }
@@ -44,15 +47,18 @@ inline std::optional<stream_id> parse_id(std::string_view text) noexcept {
 
 /// Writes `id` as "<ms>-<seq>" at `out` (room for `max_id_text` chars); returns the end.
 inline char* format_id(stream_id id, char* out) noexcept {
-    out = std::to_chars(out, out + 20, id.ms).ptr;
+    // NOLINTBEGIN(cppcoreguidelines-pro-bounds-pointer-arithmetic): to_chars takes pointers.
+    constexpr std::size_t digits = 20;  // of the largest 64-bit number
+    out = std::to_chars(out, out + digits, id.ms).ptr;
     *out++ = '-';
-    return std::to_chars(out, out + 20, id.seq).ptr;
+    return std::to_chars(out, out + digits, id.seq).ptr;
+    // NOLINTEND(cppcoreguidelines-pro-bounds-pointer-arithmetic)
 }
 
 /// `id` as text.
 inline std::string to_string(stream_id id) {
-    char buf[max_id_text];
-    return {buf, format_id(id, buf)};
+    std::array<char, max_id_text> buf{};
+    return {buf.data(), format_id(id, buf.data())};
 }
 
 /// A set of IDs: open addressing, linear probing, deletion by backward shift; it grows (doubling)
@@ -67,15 +73,7 @@ public:
         if ((size_ + 1) * 2 > slots_.size()) {
             rehash(slots_.size() * 2);
         }
-        std::size_t i = home(id);
-        for (; slots_[i].used; i = next(i)) {
-            if (slots_[i].id == id) {
-                return false;
-            }
-        }
-        slots_[i] = {id, true};
-        ++size_;
-        return true;
+        return place(id);
     }
 
     /// Whether `id` is in the set.
@@ -163,13 +161,26 @@ private:
         return (i + 1) & (slots_.size() - 1);
     }
 
+    // Puts `id` in its probe run (the table has room); false if it was there already.
+    bool place(stream_id id) noexcept {
+        std::size_t i = home(id);
+        for (; slots_[i].used; i = next(i)) {
+            if (slots_[i].id == id) {
+                return false;
+            }
+        }
+        slots_[i] = {id, true};
+        ++size_;
+        return true;
+    }
+
     void rehash(std::size_t capacity) {
         std::vector<slot> old(capacity);
         old.swap(slots_);
         size_ = 0;
         for (const slot& s : old) {
             if (s.used) {
-                (void)insert(s.id);
+                (void)place(s.id);
             }
         }
     }
