@@ -39,6 +39,20 @@ struct consumer_event {
     std::string_view detail;   ///< Error text, empty otherwise. Valid during the call only.
 };
 
+namespace detail {
+
+/// The pool options a `consumer_options` starts with: the dispatcher's defaults, except that an
+/// idle worker sleeps at once (`spin_before_sleep` = 0). Entries arrive in batches a network round
+/// trip apart, so polling for the next one after each batch only takes CPU from the reader thread
+/// and, on a shared machine, from the server (docs/performance.md has the measurement).
+inline options<stream_entry> consumer_pool_defaults() {
+    options<stream_entry> o;
+    o.spin_before_sleep = std::chrono::nanoseconds(0);
+    return o;
+}
+
+}  // namespace detail
+
 /// The configuration of a `stream_consumer`. Validated by its constructor, which throws
 /// `std::invalid_argument` naming the first bad field.
 struct consumer_options {
@@ -114,11 +128,13 @@ struct consumer_options {
     /// (and, for the last acknowledgements and dead letters, on the thread that calls `stop`),
     /// never on two threads at once. Exceptions are swallowed. Empty: no cost.
     std::function<void(const consumer_event&)> on_event{};
-    /// The pool's options. Its `on_success` and `on_failure` still run: `on_success` just before
-    /// the entry is booked for acknowledgement (it may move what it needs out of the entry; if it
-    /// throws, the entry is acknowledged all the same and the pool counts the error), and
-    /// `on_failure` just after the entry is booked for the dead-letter stream.
-    options<stream_entry> pool{};
+    /// The pool's options: the dispatcher's defaults, except `spin_before_sleep` = 0 (an idle
+    /// worker sleeps at once; see `detail::consumer_pool_defaults`). Its `on_success` and
+    /// `on_failure` still run: `on_success` just before the entry is booked for acknowledgement
+    /// (it may move what it needs out of the entry; if it throws, the entry is acknowledged all
+    /// the same and the pool counts the error), and `on_failure` just after the entry is booked
+    /// for the dead-letter stream.
+    options<stream_entry> pool = detail::consumer_pool_defaults();
 };
 
 /// Counters of a `stream_consumer`, with the pool's own statistics.

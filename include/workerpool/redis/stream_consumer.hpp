@@ -29,6 +29,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <exception>
 #include <optional>
 #include <stop_token>
@@ -148,21 +149,25 @@ public:
         report.stuck_workers = pool_report.stuck_workers;
         // The handed-back entries (and cancelled ones) stay held: pending in Redis. One last
         // flush of everything owed, reconnecting once if the connection is down.
-        if (reader_.outstanding() && link_.up()) {
-            // A read sent ahead: what it delivered stays pending here (held, not run).
-            if (!acks_.awaiting() || settle(acks_.receive_acks(link_.get()))) {
-                const detail::read_reply reply = reader_.take(link_.get());
-                if (check_failure(reply.status, reply.error)) {
-                    detail::reader::parse(reply, batch_, spares_);
-                    std::vector<std::string> ids;
-                    for (const stream_entry& e : batch_.entries) {
-                        ids.push_back(e.id);
-                    }
-                    (void)ledger_.hold(std::move(ids));
+        // Reads sent ahead: what they delivered stays pending here (held, not run).
+        while (!replies_.empty() && link_.up()) {
+            const owed_reply next = replies_.front();
+            replies_.pop_front();
+            if (next == owed_reply::ack) {
+                (void)settle(acks_.receive_acks(link_.get()));
+                continue;
+            }
+            const detail::read_reply reply = reader_.take(link_.get());
+            if (check_failure(reply.status, reply.error)) {
+                detail::reader::parse(reply, batch_, spares_);
+                std::vector<std::string> ids;
+                for (const stream_entry& e : batch_.entries) {
+                    ids.push_back(e.id);
                 }
+                (void)ledger_.hold(std::move(ids));
             }
         }
-        reader_.abandon();
+        drop_replies();
         if (!link_.up()) {
             (void)link_.connect();
         }
@@ -222,9 +227,7 @@ private:
                 if (!ledger_.sleep(st, link_.backoff())) {
                     break;
                 }
-                // Replies lost with the old connection: what they answered is owed again.
-                reader_.abandon();
-                acks_.abandon();
+                drop_replies();
                 if (link_.connect().status == detail::reply_class::ok) {
                     reconnects_.store(link_.reconnects(), std::memory_order_relaxed);
                     emit({consumer_event_kind::connected,
@@ -242,8 +245,8 @@ private:
     // One step of work: what is owed first, then recovery, then new entries.
     void turn(const std::stop_token& st) {
         absorb_completions();
-        if (reader_.outstanding()) {
-            collect_read(st);  // its reply comes before any other command's
+        if (!replies_.empty()) {
+            collect_read(st);  // replies come before any other command's
             return;
         }
         const clock::time_point now = clock::now();
@@ -307,39 +310,51 @@ private:
     // entries are (or are about to be) held.
     bool send_read(std::size_t room, std::size_t held) {
         detail::connection& c = link_.get();
-        if (acks_.acks_due() && !acks_.send_acks(c)) {
-            return check_failure(detail::reply_class::broken, c.error());
+        if (acks_.acks_due()) {
+            if (!acks_.send_acks(c)) {
+                return check_failure(detail::reply_class::broken, c.error());
+            }
+            replies_.push_back(owed_reply::ack);
         }
         // Held entries will want acknowledging soon: do not sit in a long read meanwhile.
         const auto wait = held > 0 ? std::min(options_.block, options_.ack_delay) : options_.block;
         if (!reader_.send(c, std::min(room, options_.batch), wait)) {
             return check_failure(detail::reply_class::broken, c.error());
         }
+        replies_.push_back(owed_reply::read);
         return true;
     }
 
-    // Takes the answers to `send_read`. When the read brought entries and nothing else is due,
-    // the next read is sent before these are parsed and submitted: the server prepares the next
-    // batch while this one is handed to the pool.
+    // Takes the replies up to the oldest read's. When that read brought entries and nothing else
+    // is due, more reads are sent before these are parsed and submitted (up to `read_depth`
+    // outstanding): the server prepares the next batches while this one goes to the pool.
     void collect_read(const std::stop_token& st) {
         detail::connection& c = link_.get();
-        if (acks_.awaiting() && !settle(acks_.receive_acks(c))) {
-            reader_.abandon();
-            return;
+        while (replies_.front() == owed_reply::ack) {
+            replies_.pop_front();
+            if (!settle(acks_.receive_acks(c))) {
+                drop_replies();
+                return;
+            }
         }
+        replies_.pop_front();
         const detail::read_reply reply = reader_.take(c);
         if (!check_failure(reply.status, reply.error)) {
             if (reply.status == detail::reply_class::error) {
                 (void)ledger_.sleep(st, options_.block);  // the group deleted? do not spin
+            } else {
+                drop_replies();
             }
             return;
         }
         const std::size_t n = detail::reader::count(reply);
         if (n > 0 && may_read_ahead()) {
             absorb_completions();
-            const std::size_t held = ledger_.held() + n;
-            if (held < max_in_flight_) {
-                (void)send_read(max_in_flight_ - held, held);
+            while (reader_.outstanding() < read_depth) {
+                const std::size_t held = ledger_.held() + n + reader_.asked();
+                if (held >= max_in_flight_ || !send_read(max_in_flight_ - held, held)) {
+                    break;
+                }
             }
         }
         detail::reader::parse(reply, batch_, spares_);
@@ -349,6 +364,14 @@ private:
             acks_.owe_ack(detail::parse_id(id).value_or(detail::stream_id{}));  // held: it parsed
         }
         start(batch_.entries);
+    }
+
+    // Forgets the replies still owed on a connection that is gone: what they answered is owed
+    // again (acknowledgements), or pending here for the own-list scan (reads).
+    void drop_replies() {
+        replies_.clear();
+        reader_.abandon();
+        acks_.abandon();
     }
 
     // Whether nothing but reading is due, so that a read may be sent ahead.
@@ -559,6 +582,10 @@ private:
     detail::acknowledger acks_;
     detail::recovery recovery_;
     detail::ledger::completions done_;  // scratch for absorb_completions
+    // Replies owed on the connection, in order: XACKs and reads sent together (pipelined).
+    enum class owed_reply { ack, read };
+    std::deque<owed_reply> replies_;
+    static constexpr std::size_t read_depth = 2;  // reads outstanding while a backlog lasts
     // Scratch for one batch, kept between batches: allocating these per batch triggered glibc's
     // fastbin consolidation each time (they are over 1 KiB).
     detail::read_result batch_;

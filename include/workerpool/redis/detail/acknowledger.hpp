@@ -88,29 +88,43 @@ public:
     /// Whether an XACK was sent and its answer not read yet.
     [[nodiscard]] bool awaiting() const noexcept { return !sent_.empty(); }
 
-    /// Owes again an XACK whose answer will not come (its connection is gone).
+    /// Owes again the XACKs whose answers will not come (their connection is gone).
     void abandon() {
-        acks_.insert(acks_.end(), sent_.begin(), sent_.end());
-        sent_.clear();
+        while (!sent_.empty()) {
+            acks_.insert(acks_.end(), sent_.front().begin(), sent_.front().end());
+            recycle_front();
+        }
     }
 
     /// Entries owed something (acknowledgement or dead letter).
     [[nodiscard]] std::size_t owed() const noexcept {
-        return acks_.size() + sent_.size() + dead_.size();
+        std::size_t n = acks_.size() + dead_.size();
+        for (const std::vector<stream_id>& batch : sent_) {
+            n += batch.size();
+        }
+        return n;
     }
 
     /// Owes an acknowledgement for `id` (an entry with nothing to run).
     void owe_ack(stream_id id) { acks_.push_back(id); }
 
-    /// Queues one XACK with every id owed (pipelining); read its answer with `receive_acks`.
+    /// Queues one XACK with every id owed (pipelining; several may be outstanding); read the
+    /// answers in order with `receive_acks`.
     bool send_acks(connection& c) {
-        sent_.swap(acks_);
+        // The ids move to a batch of their own; acks_ takes a spare buffer (no allocation).
+        sent_.emplace_back();
+        if (!spare_.empty()) {
+            sent_.back().swap(spare_.back());
+            spare_.pop_back();
+        }
+        sent_.back().swap(acks_);
         acks_.clear();
+        const std::vector<stream_id>& batch = sent_.back();
         // The ids as text, in one buffer sized first: the views below must not move.
-        text_.resize(sent_.size() * max_id_text);
+        text_.resize(batch.size() * max_id_text);
         args_.assign({"XACK", stream_, group_});
         char* at = text_.data();
-        for (const stream_id id : sent_) {
+        for (const stream_id id : batch) {
             char* const end = format_id(id, at);
             args_.emplace_back(at, static_cast<std::size_t>(end - at));
             at = end;
@@ -118,24 +132,23 @@ public:
         return c.append_views(args_);
     }
 
-    /// Reads the answer to `send_acks`.
+    /// Reads the answer to the oldest XACK sent.
     settle_result receive_acks(connection& c) {
         settle_result out;
         const reply_ptr r = c.reply();
         out.status = classify(r.get());
         if (out.status == reply_class::broken || out.status == reply_class::transient) {
             out.error = r == nullptr ? c.error() : reply_text(r.get());
-            acks_.insert(acks_.end(), sent_.begin(), sent_.end());  // owed still
-            sent_.clear();
+            abandon();  // owed still, this batch and any sent after it
             return out;
         }
         if (out.status == reply_class::error) {
             out.error = reply_text(r.get());  // no such group or stream: they cannot be acked
         } else {
-            out.acknowledged = sent_.size();
+            out.acknowledged = sent_.front().size();
         }
-        settled_.swap(sent_);  // both keep their capacity: no allocation per batch
-        sent_.clear();
+        settled_.swap(sent_.front());  // both keep their capacity: no allocation per batch
+        recycle_front();
         out.settled = settled_;
         return out;
     }
@@ -195,7 +208,9 @@ public:
     /// Forgets everything owed (at the end of `stop`: it stays pending in Redis).
     void clear() {
         acks_.clear();
-        sent_.clear();
+        while (!sent_.empty()) {
+            recycle_front();
+        }
         dead_.clear();
     }
 
@@ -212,6 +227,13 @@ private:
     };
 
     static constexpr std::size_t max_per_write = 64;  // bounds one flush's round trip
+
+    // Drops the oldest sent batch, keeping its buffer.
+    void recycle_front() {
+        sent_.front().clear();
+        spare_.push_back(std::move(sent_.front()));
+        sent_.pop_front();
+    }
 
     bool append_transaction(connection& c, const dead_letter& d) {
         attempts_ = std::to_string(d.attempts);
@@ -276,9 +298,10 @@ private:
     const std::string dead_stream_;
     const std::chrono::milliseconds retry_min_;
     const std::chrono::milliseconds retry_max_;
-    std::chrono::milliseconds retry_;     // delay before retrying refused dead letters
-    std::vector<stream_id> acks_;         // owed, not sent
-    std::vector<stream_id> sent_;         // in the XACK awaiting its reply
+    std::chrono::milliseconds retry_;            // delay before retrying refused dead letters
+    std::vector<stream_id> acks_;                // owed, not sent
+    std::deque<std::vector<stream_id>> sent_;    // XACKs awaiting their replies, oldest first
+    std::vector<std::vector<stream_id>> spare_;  // emptied batches, reused by send_acks
     std::vector<stream_id> settled_;      // what the last call settled (settle_result::settled)
     std::string text_;                    // scratch: the XACK's ids as text
     std::deque<owed_dead> dead_;          // owed dead letters, oldest first

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <deque>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -31,8 +32,9 @@ struct read_result {
     std::vector<std::string> gone;      ///< Ids delivered without a body (deleted meanwhile).
 };
 
-/// Sends XREADGROUP for new entries and parses what comes back. At most one read is outstanding
-/// (sent, its reply not taken yet), so the next one can be sent before the last one is parsed.
+/// Sends XREADGROUP for new entries and parses what comes back. Several reads may be
+/// outstanding (sent, their replies not taken yet), so the server works on the next batch while
+/// the reader parses the last one; their replies are taken in order.
 ///
 /// Thread safety: one thread (the reader).
 class reader {
@@ -45,21 +47,32 @@ public:
     bool send(connection& c, std::size_t count, std::chrono::milliseconds block) {
         count_ = std::to_string(count);
         block_ = std::to_string(block.count());
-        outstanding_ = c.append_views({"XREADGROUP", "GROUP", group_, consumer_, "COUNT", count_,
-                                       "BLOCK", block_, "STREAMS", stream_, ">"});
-        return outstanding_;
+        if (!c.append_views({"XREADGROUP", "GROUP", group_, consumer_, "COUNT", count_, "BLOCK",
+                             block_, "STREAMS", stream_, ">"})) {
+            return false;
+        }
+        requested_.push_back(count);
+        asked_ += count;
+        return true;
     }
 
-    /// Whether a read was sent and its reply not taken yet.
-    [[nodiscard]] bool outstanding() const noexcept { return outstanding_; }
+    /// How many reads were sent and their replies not taken yet.
+    [[nodiscard]] std::size_t outstanding() const noexcept { return requested_.size(); }
 
-    /// Forgets the outstanding read (its connection is gone; what it delivered is pending here,
-    /// for the own-list scan after reconnecting).
-    void abandon() noexcept { outstanding_ = false; }
+    /// How many entries the outstanding reads may bring, at most.
+    [[nodiscard]] std::size_t asked() const noexcept { return asked_; }
 
-    /// Takes the outstanding read's reply off the connection.
+    /// Forgets the outstanding reads (their connection is gone; what they delivered is pending
+    /// here, for the own-list scan after reconnecting).
+    void abandon() noexcept {
+        requested_.clear();
+        asked_ = 0;
+    }
+
+    /// Takes the oldest outstanding read's reply off the connection. Pre: `outstanding() > 0`.
     read_reply take(connection& c) {
-        outstanding_ = false;
+        asked_ -= requested_.front();
+        requested_.pop_front();
         read_reply out;
         out.reply = c.reply();
         out.status = classify(out.reply.get());
@@ -111,7 +124,8 @@ private:
     const std::string stream_;
     std::string count_;  // scratch: the command's numbers
     std::string block_;
-    bool outstanding_ = false;
+    std::deque<std::size_t> requested_;  // COUNT of each outstanding read, oldest first
+    std::size_t asked_ = 0;              // their sum
 };
 
 }  // namespace workerpool::redis::detail
