@@ -269,17 +269,19 @@ TEST_CASE("redis: a live consumer's slow entries are not claimed by others", "[r
     for (int i = 0; i < 4; ++i) {
         r.xadd(stream, {{"n", std::to_string(i)}});
     }
+    // claim_idle 400 ms: "slow" refreshes every 100 ms, so only a reader starved of the CPU for
+    // 300 ms (a loaded 2-core machine running other tests) could lose its entries.
     wr::consumer_options o = options_for(stream, "slow");
-    o.claim_idle = 150ms;
+    o.claim_idle = 400ms;
     workerpool::test::gate g;
     wr::stream_consumer slow([&](wr::stream_entry&) { g.wait(); }, o);
     REQUIRE(eventually([&] { return slow.stats().in_flight == 4; }));
     std::atomic<int> stolen{0};
     wr::consumer_options other_options = options_for(stream, "other");
-    other_options.claim_idle = 150ms;
+    other_options.claim_idle = 400ms;
     wr::stream_consumer other([&](wr::stream_entry&) { stolen.fetch_add(1); }, other_options);
     // Several claim periods pass while "slow" holds its entries longer than claim_idle.
-    std::this_thread::sleep_for(600ms);
+    std::this_thread::sleep_for(1200ms);
     CHECK(other.stats().claimed == 0);
     CHECK(stolen.load() == 0);
     g.open();

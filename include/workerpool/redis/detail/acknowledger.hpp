@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <chrono>
 #include <cstddef>
 #include <deque>
@@ -60,8 +61,8 @@ public:
     /// Keeps the names it needs from `o`.
     acknowledger(const consumer_options& o, std::string dead_letter_stream)
         : stream_(o.stream), group_(o.group), consumer_(o.consumer),
-          dead_stream_(std::move(dead_letter_stream)), retry_min_(o.reconnect_min),
-          retry_max_(o.reconnect_max), retry_(o.reconnect_min) {}
+          dead_stream_(std::move(dead_letter_stream)), ack_prefix_(ack_prefix(o.stream, o.group)),
+          retry_min_(o.reconnect_min), retry_max_(o.reconnect_max), retry_(o.reconnect_min) {}
 
     /// Takes over what the pool reported.
     void owe(ledger::completions& c) {
@@ -120,16 +121,20 @@ public:
         sent_.back().swap(acks_);
         acks_.clear();
         const std::vector<stream_id>& batch = sent_.back();
-        // The ids as text, in one buffer sized first: the views below must not move.
-        text_.resize(batch.size() * max_id_text);
-        args_.assign({"XACK", stream_, group_});
-        char* at = text_.data();
-        for (const stream_id id : batch) {
-            char* const end = format_id(id, at);
-            args_.emplace_back(at, static_cast<std::size_t>(end - at));
-            at = end;
+        // Formatted here, not by hiredis (which formats each argument with a printf-like
+        // routine): "*<n>\r\n", then XACK, stream and group, then "$<len>\r\n<id>\r\n" each.
+        text_.clear();
+        append_number(text_, '*', batch.size() + 3);
+        text_ += ack_prefix_;
+        std::array<char, max_id_text> id{};
+        for (const stream_id one : batch) {
+            const char* const end = format_id(one, id.data());
+            const auto len = static_cast<std::size_t>(end - id.data());
+            append_number(text_, '$', len);
+            text_.append(id.data(), len);
+            text_ += "\r\n";
         }
-        return c.append_views(args_);
+        return c.append_formatted(text_);
     }
 
     /// Reads the answer to the oldest XACK sent.
@@ -228,6 +233,27 @@ private:
 
     static constexpr std::size_t max_per_write = 64;  // bounds one flush's round trip
 
+    // Appends "<tag><n>\r\n" (a RESP array or bulk string header).
+    static void append_number(std::string& out, char tag, std::size_t n) {
+        std::array<char, 24> digits{};
+        const auto end = std::to_chars(digits.data(), digits.data() + digits.size(), n).ptr;
+        out += tag;
+        out.append(digits.data(), static_cast<std::size_t>(end - digits.data()));
+        out += "\r\n";
+    }
+
+    // "$4\r\nXACK\r\n$<len>\r\n<stream>\r\n$<len>\r\n<group>\r\n": what every XACK starts with.
+    static std::string ack_prefix(const std::string& stream, const std::string& group) {
+        std::string out;
+        for (const std::string_view arg :
+             {std::string_view("XACK"), std::string_view(stream), std::string_view(group)}) {
+            append_number(out, '$', arg.size());
+            out.append(arg);
+            out += "\r\n";
+        }
+        return out;
+    }
+
     // Drops the oldest sent batch, keeping its buffer.
     void recycle_front() {
         sent_.front().clear();
@@ -296,6 +322,7 @@ private:
     const std::string group_;
     const std::string consumer_;
     const std::string dead_stream_;
+    const std::string ack_prefix_;  // see ack_prefix()
     const std::chrono::milliseconds retry_min_;
     const std::chrono::milliseconds retry_max_;
     std::chrono::milliseconds retry_;            // delay before retrying refused dead letters
@@ -303,7 +330,7 @@ private:
     std::deque<std::vector<stream_id>> sent_;    // XACKs awaiting their replies, oldest first
     std::vector<std::vector<stream_id>> spare_;  // emptied batches, reused by send_acks
     std::vector<stream_id> settled_;      // what the last call settled (settle_result::settled)
-    std::string text_;                    // scratch: the XACK's ids as text
+    std::string text_;                    // scratch: the XACK command, formatted
     std::deque<owed_dead> dead_;          // owed dead letters, oldest first
     std::vector<std::string_view> args_;  // scratch for one command
     std::string attempts_;

@@ -182,6 +182,12 @@ public:
         return append_argv();
     }
 
+    /// Queues a command already in the protocol's format (`*<n>\r\n$<len>\r\n<arg>\r\n...`).
+    bool append_formatted(std::string_view command) {
+        return ok() && redisAppendFormattedCommand(context_.get(), command.data(),
+                                                   command.size()) == REDIS_OK;
+    }
+
     /// The next reply of a queued command; null when the connection failed.
     reply_ptr reply() {
         if (!ok()) {
