@@ -219,12 +219,23 @@ TEST_CASE("redis: consumers SIGKILLed again and again, restarted under the same 
     CHECK(a.lost.empty());
     CHECK(a.pending == 0);
     CHECK(a.dead_twice == 0);
+    // A good entry runs to the end, unless a SIGKILL of this test struck its process while it
+    // ran alone on its last allowed delivery: that death counts as its delivery, and it is
+    // dead-lettered (docs/guarantees.md, "Not guaranteed"). At most one entry per SIGKILL.
+    std::size_t good_dead = 0;
     for (const std::string& id : good) {
-        CHECK(finished.count(id) == 1);
+        if (finished.count(id) == 0) {
+            ++good_dead;
+            CHECK(reason_of(a, id) == "too_many_deliveries");
+        }
     }
+    CHECK(good_dead <= kills);
+    // A failing entry never finishes and is dead-lettered once: as an error, or (same as above)
+    // as delivered too often if SIGKILLs kept striking it first.
     for (const std::string& id : failing) {
         CHECK(finished.count(id) == 0);
-        CHECK(reason_of(a, id) == "error");
+        const std::string reason = reason_of(a, id);
+        CHECK((reason == "error" || reason == "too_many_deliveries"));
     }
     const std::map<std::string, int> aborts = f.aborting_runs();
     for (const std::string& id : killing) {
@@ -241,8 +252,8 @@ TEST_CASE("redis: consumers SIGKILLed again and again, restarted under the same 
         }
     }
     std::printf("chaos: %d entries (%zu failing, %zu killing), %zu processes, %zu SIGKILLs, "
-                "%zu entries run twice or more, %zu dead letters\n",
+                "%zu entries run twice or more, %zu dead letters (%zu good ones)\n",
                 entries, failing.size(), killing.size(), f.members().size(), kills, duplicated,
-                a.dead);
+                a.dead, good_dead);
     r.del({stream, stream + ":dead"});
 }
