@@ -4,16 +4,21 @@
 // process, a handler that does nothing), once by K raw hiredis loops (redis_raw_loop.hpp:
 // XREADGROUP COUNT <batch>, XACK pipelined with the next read, no pool). Rounds alternate which
 // goes first, so both see the same machine; the ratio consumer / raw is the integration's
-// overhead (reads, parsing, submits, acknowledgements), not a network's.
+// overhead (reads, parsing, submits, acknowledgements), not a network's. Each run also reports
+// the CPU time it took per entry, in this process (getrusage: every thread of it) and in the
+// server (INFO cpu): on a shared machine the rates swing with the neighbours' load, the CPU
+// times much less.
 //
 // usage: bench_redis PORT [N=200000] [CONSUMERS=1] [BATCH=100] [REPEATS=3]
-// Prints one line per run, the medians and the ratio. scripts/redis-throughput.sh starts a server.
+// Prints one line per round, the medians and the ratio. scripts/redis-throughput.sh starts a
+// server.
 
 #include <workerpool/redis/stream_consumer.hpp>
 #include <workerpool/redis/stream_producer.hpp>
 
 #include "redis_raw_loop.hpp"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -37,6 +42,56 @@ struct setup {
     int consumers;
     std::size_t batch;
 };
+
+// One timed run: entries per second, and CPU microseconds per entry here and in the server.
+struct result {
+    double rate = 0;
+    double client_us = 0;
+    double server_us = 0;
+};
+
+double process_cpu_seconds() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    auto seconds = [](const timeval& t) {
+        return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
+    };
+    return seconds(u.ru_utime) + seconds(u.ru_stime);
+}
+
+// used_cpu_user + used_cpu_sys of the server, from INFO cpu.
+double server_cpu_seconds(int port) {
+    redisContext* c = redisConnect("127.0.0.1", port);
+    auto* r = c != nullptr && c->err == 0 ? static_cast<redisReply*>(redisCommand(c, "INFO cpu"))
+                                          : nullptr;
+    double total = 0;
+    if (r != nullptr && r->type == REDIS_REPLY_STRING) {
+        const std::string info(r->str, r->len);
+        for (const char* key : {"used_cpu_user:", "used_cpu_sys:"}) {
+            const std::size_t at = info.find(key);
+            if (at != std::string::npos) {
+                total += std::atof(info.c_str() + at + std::string(key).size());
+            }
+        }
+    }
+    freeReplyObject(r);
+    redisFree(c);
+    return total;
+}
+
+// Runs `work` (which returns its own elapsed seconds) and measures around it.
+template <class Work>
+result measure(const setup& s, Work work) {
+    const double client0 = process_cpu_seconds();
+    const double server0 = server_cpu_seconds(s.port);
+    const double seconds = work();
+    const double per_entry = 1e6 / static_cast<double>(s.n);
+    result out;
+    out.rate = static_cast<double>(s.n) / seconds;
+    out.client_us = (process_cpu_seconds() - client0) * per_entry;
+    out.server_us = (server_cpu_seconds(s.port) - server0) * per_entry;
+    return out;
+}
 
 // Runs one command on a fresh connection (set-up and clean-up only).
 void admin(const setup& s, std::vector<const char*> argv) {
@@ -76,7 +131,8 @@ void drop(const setup& s, const std::string& name) {
     admin(s, {"DEL", name.c_str()});
 }
 
-double consumer_rate(const setup& s, const std::string& stream) {
+// Seconds until K consumers acknowledged every entry (their start included; stopping not).
+double consumer_seconds(const setup& s, const std::string& stream) {
     const auto t0 = clock_type::now();
     std::vector<std::unique_ptr<wr::stream_consumer>> group;
     for (int i = 0; i < s.consumers; ++i) {
@@ -101,10 +157,11 @@ double consumer_rate(const setup& s, const std::string& stream) {
     }
     const double seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
     group.clear();
-    return static_cast<double>(s.n) / seconds;
+    return seconds;
 }
 
-double raw_rate(const setup& s, const std::string& stream) {
+// Seconds until K raw loops acknowledged every entry (connecting included).
+double raw_seconds(const setup& s, const std::string& stream) {
     // Connecting is timed, as the consumers' start (connect, check the group, start the pool).
     const auto t0 = clock_type::now();
     std::vector<redisContext*> contexts;
@@ -133,7 +190,7 @@ double raw_rate(const setup& s, const std::string& stream) {
     for (redisContext* c : contexts) {
         redisFree(c);
     }
-    return static_cast<double>(s.n) / seconds;
+    return seconds;
 }
 
 double median(std::vector<double> v) {
@@ -159,33 +216,43 @@ int main(int argc, char** argv) {
     std::vector<double> consumer;
     std::vector<double> raw;
     std::vector<double> ratios;
+    std::vector<double> consumer_cpu;
+    std::vector<double> raw_cpu;
     const std::string prefix = "workerpool-bench:" + std::to_string(::getpid()) + ":";
     for (int r = 0; r < repeats; ++r) {
-        double c_rate = 0;
-        double r_rate = 0;
+        result c;
+        result w;
         for (int half = 0; half < 2; ++half) {
             const bool raw_turn = (half == 0) == (r % 2 == 0);  // alternate who goes first
             const std::string stream =
                 fill(s, prefix + std::to_string(r) + ":" + (raw_turn ? "raw" : "consumer"));
-            (raw_turn ? r_rate : c_rate) =
-                raw_turn ? raw_rate(s, stream) : consumer_rate(s, stream);
+            if (raw_turn) {
+                w = measure(s, [&] { return raw_seconds(s, stream); });
+            } else {
+                c = measure(s, [&] { return consumer_seconds(s, stream); });
+            }
             drop(s, stream);
         }
-        consumer.push_back(c_rate);
-        raw.push_back(r_rate);
-        ratios.push_back(c_rate / r_rate);
-        std::printf("round %d: %ld entries, %d consumer(s), batch %zu: stream_consumer %.0f/s, "
-                    "raw hiredis loop %.0f/s, ratio %.3f\n",
-                    r + 1, s.n, s.consumers, s.batch, c_rate, r_rate, ratios.back());
+        consumer.push_back(c.rate);
+        raw.push_back(w.rate);
+        ratios.push_back(c.rate / w.rate);
+        consumer_cpu.push_back(c.client_us + c.server_us);
+        raw_cpu.push_back(w.client_us + w.server_us);
+        std::printf("round %d: %ld entries, %d consumer(s), batch %zu: stream_consumer %.0f/s "
+                    "(cpu/entry %.2f us here + %.2f us server), raw hiredis loop %.0f/s (%.2f + "
+                    "%.2f us), ratio %.3f\n",
+                    r + 1, s.n, s.consumers, s.batch, c.rate, c.client_us, c.server_us, w.rate,
+                    w.client_us, w.server_us, ratios.back());
         std::fflush(stdout);
     }
+    auto range = [](const std::vector<double>& v) {
+        return std::make_pair(*std::min_element(v.begin(), v.end()),
+                              *std::max_element(v.begin(), v.end()));
+    };
     std::printf("median: stream_consumer %.0f entries/s (min %.0f, max %.0f), raw hiredis loop "
                 "%.0f entries/s (min %.0f, max %.0f); ratio per round: median %.3f (min %.3f, "
-                "max %.3f)\n",
-                median(consumer), *std::min_element(consumer.begin(), consumer.end()),
-                *std::max_element(consumer.begin(), consumer.end()), median(raw),
-                *std::min_element(raw.begin(), raw.end()),
-                *std::max_element(raw.begin(), raw.end()), median(ratios),
-                *std::min_element(ratios.begin(), ratios.end()),
-                *std::max_element(ratios.begin(), ratios.end()));
+                "max %.3f); cpu per entry (here + server): stream_consumer %.2f us, raw %.2f us\n",
+                median(consumer), range(consumer).first, range(consumer).second, median(raw),
+                range(raw).first, range(raw).second, median(ratios), range(ratios).first,
+                range(ratios).second, median(consumer_cpu), median(raw_cpu));
 }
