@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -174,13 +175,13 @@ double raw_seconds(const setup& s, const std::string& stream) {
         contexts.push_back(c);
     }
     std::vector<std::thread> loops;
+    std::atomic<std::uint64_t> done{0};
     for (int i = 0; i < s.consumers; ++i) {
         loops.emplace_back([&, i] {
-            // Each loop stops when the group as a whole is done: it asks for the total it still
-            // needs, so the last batches are split however the server hands them out.
+            // Each loop stops when the group as a whole is done (the shared count).
             (void)workerpool::bench::raw_consume(contexts[static_cast<std::size_t>(i)], stream, "g",
                                                  "raw-" + std::to_string(i), s.batch,
-                                                 static_cast<std::uint64_t>(s.n));
+                                                 static_cast<std::uint64_t>(s.n), done);
         });
     }
     for (std::thread& t : loops) {

@@ -8,6 +8,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -17,12 +18,14 @@
 
 namespace workerpool::bench {
 
-/// Reads every entry of `stream` as consumer `consumer` of `group` and acknowledges it; returns
-/// how many it acknowledged. Exits the process on a connection error (a benchmark has no better
-/// answer).
+/// Reads entries of `stream` as consumer `consumer` of `group` and acknowledges them until
+/// `done` (shared by every loop of the group, relaxed: a count, no ordering) reaches `expected`;
+/// returns how many this loop acknowledged. Exits the process on a connection error (a benchmark
+/// has no better answer).
 inline std::uint64_t raw_consume(redisContext* c, const std::string& stream,
                                  const std::string& group, const std::string& consumer,
-                                 std::size_t batch, std::uint64_t expected) {
+                                 std::size_t batch, std::uint64_t expected,
+                                 std::atomic<std::uint64_t>& done) {
     const std::string count = std::to_string(batch);
     const char* read_argv[] = {"XREADGROUP",     "GROUP",        group.c_str(),
                                consumer.c_str(), "COUNT",        count.c_str(),
@@ -39,7 +42,8 @@ inline std::uint64_t raw_consume(redisContext* c, const std::string& stream,
             redisAppendCommandArgv(c, static_cast<int>(ack_argv.size()), ack_argv.data(),
                                    ack_len.data());
         }
-        const bool reading = acked + (acking ? ack_argv.size() - 3 : 0) < expected;
+        const std::uint64_t owed = acking ? ack_argv.size() - 3 : 0;
+        const bool reading = done.load(std::memory_order_relaxed) + owed < expected;
         if (reading) {
             redisAppendCommandArgv(c, read_argc, read_argv, nullptr);
         }
@@ -50,7 +54,9 @@ inline std::uint64_t raw_consume(redisContext* c, const std::string& stream,
                 std::fprintf(stderr, "raw loop: XACK failed\n");
                 std::exit(1);
             }
-            acked += static_cast<std::uint64_t>(static_cast<redisReply*>(r)->integer);
+            const auto n = static_cast<std::uint64_t>(static_cast<redisReply*>(r)->integer);
+            acked += n;
+            done.fetch_add(n, std::memory_order_relaxed);  // a count the loops poll; no ordering
             freeReplyObject(r);
             freeReplyObject(held);
             held = nullptr;
