@@ -164,7 +164,13 @@ def redis_section(build_dir: Path, entries: int, rounds: int = 7) -> str:
         "threads, plus the server's) much less.\n\n"
         f"| consumers | stream_consumer entries/s, median of {rounds} (min–max) | raw hiredis "
         "loop | consumer / raw per round | CPU µs per entry, consumer / raw |\n"
-        "|---|---|---|---|---|\n" + rows + "\n")
+        "|---|---|---|---|---|\n" + rows + "\n\n"
+        "On the 2-core VM the raw loop's rate is bimodal from round to round (about 330–420k or "
+        "560–600k entries/s with one loop, its server-side CPU per entry moving with it, as if "
+        "it depended on whether the scheduler puts the loop and the server on one core), while "
+        "the consumer's threads never share one core with the server that way; so the ratio "
+        "depends on which mode the raw rounds landed in, and a second run of the same command "
+        "can differ a lot. The CPU time per entry is the steadier comparison.\n")
 
 
 def find_binary(build_dir: Path, name: str) -> Path:
