@@ -148,6 +148,9 @@ int consume(const std::string& name, const server& where) {
     std::jthread reporter([&](std::stop_token st) {
         while (!st.stop_requested()) {
             std::this_thread::sleep_for(1s);
+            if (st.stop_requested()) {
+                break;  // stopping: the last line is "stopped: ..."
+            }
             const wr::consumer_stats s = consumer.stats();
             std::printf(
                 "read %llu  claimed %llu  acknowledged %llu  dead %llu  in flight %zu  "
