@@ -1,14 +1,19 @@
-// One consumer process of the kill test (kill_test.cpp): reads a stream in a group until SIGTERM,
+// One consumer process of the kill tests (kill_test.cpp): reads a stream in a group until SIGTERM,
 // writes the id of every entry its handler finished to OUT (one write per line, O_APPEND, so a
 // SIGKILL loses no finished line), and at SIGTERM stops and writes its counters to OUT.summary.
 //
 // usage: redis_consumer_process PORT STREAM GROUP CONSUMER OUT WORK_US CLAIM_IDLE_MS
+//                               [MAX_DELIVERIES]
 // Entries with the field poison=1 always fail (permanent_error): they must end in the
-// dead-letter stream.
+// dead-letter stream. Entries with abort=1 kill the process (std::abort) each time they run,
+// after appending their id to OUT.starts: with MAX_DELIVERIES they must end in the dead-letter
+// stream too.
 
 #include <workerpool/redis/stream_consumer.hpp>
 
 #include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -21,14 +26,23 @@
 namespace wr = workerpool::redis;
 
 int main(int argc, char** argv) {
-    if (argc != 8) {
-        std::fprintf(stderr, "usage: %s PORT STREAM GROUP CONSUMER OUT WORK_US CLAIM_IDLE_MS\n",
+    if (argc != 8 && argc != 9) {
+        std::fprintf(stderr,
+                     "usage: %s PORT STREAM GROUP CONSUMER OUT WORK_US CLAIM_IDLE_MS "
+                     "[MAX_DELIVERIES]\n",
                      argv[0]);
         return 2;
     }
+    // Entries with abort=1 abort this process, again and again: no core files for them.
+    const rlimit no_core{0, 0};
+    (void)setrlimit(RLIMIT_CORE, &no_core);
+    (void)prctl(PR_SET_DUMPABLE, 0);
+
     const std::string out = argv[5];
     const int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0) {
+    const int starts =
+        ::open((out + ".starts").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0 || starts < 0) {
         std::perror("open");
         return 1;
     }
@@ -49,20 +63,28 @@ int main(int argc, char** argv) {
     o.batch = 16;
     o.block = std::chrono::milliseconds(50);
     o.claim_idle = std::chrono::milliseconds(std::atol(argv[7]));
+    o.max_deliveries = argc == 9 ? static_cast<unsigned>(std::atol(argv[8])) : 0U;
     o.pool.capacity = 64;
     o.pool.min_workers = 2;
     o.pool.max_workers = 2;
 
+    auto append = [](int file, const std::string& id) {
+        const std::string line = id + "\n";
+        if (::write(file, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+            std::abort();  // the test would miscount: better to fail loudly
+        }
+    };
     wr::stream_consumer consumer(
         [&](wr::stream_entry& e) {
             if (const std::string* p = e.find("poison"); p != nullptr && *p == "1") {
                 throw workerpool::permanent_error("poison entry " + e.id);
             }
-            std::this_thread::sleep_for(work);
-            const std::string line = e.id + "\n";
-            if (::write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
-                std::abort();  // the test would miscount: better to fail loudly
+            if (const std::string* a = e.find("abort"); a != nullptr && *a == "1") {
+                append(starts, e.id);
+                std::abort();  // an entry that kills whoever runs it
             }
+            std::this_thread::sleep_for(work);
+            append(fd, e.id);
         },
         o);
     std::printf("consumer %s started (pid %d)\n", argv[4], static_cast<int>(::getpid()));
@@ -83,5 +105,6 @@ int main(int argc, char** argv) {
                  report.unacknowledged);
     std::fclose(summary);
     ::close(fd);
+    ::close(starts);
     return 0;
 }

@@ -3,13 +3,10 @@
 // acknowledged, the only duplicates are entries the killed process held, and the dead-letter
 // stream holds exactly the entries that always fail.
 
+#include "redis/processes.hpp"
 #include "redis/redis_util.hpp"
 #include "support/catch.hpp"
 #include "support/test_util.hpp"
-
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <csignal>
 #include <cstdio>
@@ -19,63 +16,13 @@
 #include <string>
 #include <vector>
 
-extern char** environ;
-
 using namespace std::chrono_literals;
 using workerpool::test::eventually;
+using workerpool::test::exit_status;
+using workerpool::test::group_state;
+using workerpool::test::read_lines;
 using workerpool::test::redis_client;
-
-namespace {
-
-pid_t spawn_consumer(const std::vector<std::string>& args) {
-    std::vector<char*> argv;
-    for (const std::string& a : args) {
-        argv.push_back(const_cast<char*>(a.c_str()));
-    }
-    argv.push_back(nullptr);
-    pid_t pid = 0;
-    const int rc = posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ);
-    REQUIRE(rc == 0);
-    return pid;
-}
-
-std::vector<std::string> read_lines(const std::string& path) {
-    std::vector<std::string> lines;
-    std::ifstream in(path);
-    for (std::string line; std::getline(in, line);) {
-        if (!line.empty()) {
-            lines.push_back(line);
-        }
-    }
-    return lines;
-}
-
-int exit_status(pid_t pid) {
-    int status = 0;
-    REQUIRE(waitpid(pid, &status, 0) == pid);
-    return status;
-}
-
-// The group's delivered-up-to id and pending count, from XINFO GROUPS.
-std::pair<std::string, long long> group_state(redis_client& r, const std::string& stream) {
-    auto reply = r.run({"XINFO", "GROUPS", stream});
-    REQUIRE(reply->type == REDIS_REPLY_ARRAY);
-    REQUIRE(reply->elements == 1);
-    const redisReply* g = reply->element[0];
-    std::string last;
-    long long pending = -1;
-    for (std::size_t i = 0; i + 1 < g->elements; i += 2) {
-        const std::string key = workerpool::redis::detail::reply_text(g->element[i]);
-        if (key == "last-delivered-id") {
-            last = workerpool::redis::detail::reply_text(g->element[i + 1]);
-        } else if (key == "pending") {
-            pending = g->element[i + 1]->integer;
-        }
-    }
-    return {last, pending};
-}
-
-}  // namespace
+using workerpool::test::spawn_consumer;
 
 TEST_CASE("redis: a consumer killed with SIGKILL loses nothing, survivors claim its entries",
           "[redis][kill]") {

@@ -18,7 +18,7 @@
 namespace workerpool::test {
 
 /// The test server's port: $WORKERPOOL_REDIS_PORT, else the number in the file named by
-/// $WORKERPOOL_REDIS_PORT_FILE (written by tests/redis/server.sh, which ctest runs first).
+/// $WORKERPOOL_REDIS_PORT_FILE (written by scripts/redis-local.sh, which ctest runs first).
 inline int redis_port() {
     if (const char* p = std::getenv("WORKERPOOL_REDIS_PORT")) {
         return std::stoi(p);
@@ -32,6 +32,26 @@ inline int redis_port() {
     }
     throw std::runtime_error("no test redis-server: set WORKERPOOL_REDIS_PORT, or run the tests "
                              "through ctest (which starts one)");
+}
+
+/// Options for a test consumer of group "g" that creates it: short reads (`block` 20 ms), quick
+/// retries and reconnections, two workers, no claiming (tests that claim set `claim_idle`).
+inline redis::consumer_options consumer_options_for(int port, const std::string& stream,
+                                                    const std::string& consumer = "c1") {
+    redis::consumer_options o;
+    o.port = port;
+    o.stream = stream;
+    o.group = "g";
+    o.consumer = consumer;
+    o.create_group = true;
+    o.block = std::chrono::milliseconds(20);
+    o.claim_idle = std::chrono::milliseconds(0);
+    o.reconnect_min = std::chrono::milliseconds(10);
+    o.reconnect_max = std::chrono::milliseconds(100);
+    o.pool.max_workers = 2;
+    o.pool.retry.initial_backoff = std::chrono::milliseconds(1);
+    o.pool.retry.max_backoff = std::chrono::milliseconds(2);
+    return o;
 }
 
 /// A name unique to this process and call, so runs and tests never share a stream.
