@@ -114,6 +114,70 @@ public:
         }
     }
 
+    /// What `try_emplace_bulk` did: how many elements it constructed, and whether it stopped
+    /// because the queue is closed (else, if fewer than asked, because it is full).
+    struct bulk_result {
+        std::size_t accepted = 0;  ///< Elements constructed: the first `accepted` of those asked.
+        bool closed = false;       ///< The queue was closed (and nothing was constructed).
+    };
+
+    /// Claims, with one CAS, as many consecutive free slots as there are from the tail, up to
+    /// `n`, and constructs element `i` of them by calling `make(i, where)`, which must build a `T`
+    /// at `where` (placement new) and not throw; then publishes each slot as it is built. Returns
+    /// how many (a prefix of the `n`), or `closed`. Thread safety: any thread. Never blocks, never
+    /// allocates.
+    template <class Make>
+    [[nodiscard]] bulk_result try_emplace_bulk(std::size_t n, Make&& make) noexcept {
+        static_assert(std::is_nothrow_invocable_v<Make&, std::size_t, void*>,
+                      "bounded_queue::try_emplace_bulk: make(i, where) must be noexcept");
+        // [Q4] acquire, as in try_emplace: the closed bit pairs with close()'s fetch_or.
+        std::uint64_t pos = enqueue_pos_.value.load(std::memory_order_acquire);
+        while (n != 0) {
+            if ((pos & closed_bit) != 0) {
+                return {0, true};
+            }
+            // Count the free slots in a row from `pos`: each stays free until someone claims its
+            // position, and only a CAS from `pos` (below) claims them. A run stops at the
+            // capacity by itself: the slot of pos + capacity is the slot of pos, one turn later.
+            std::size_t free = 0;
+            std::int64_t first_diff = 0;
+            while (free < n) {
+                // [Q3-acq] sees the consumer's move-out and destruction that preceded [Q3-rel].
+                const std::uint64_t seq =
+                    slot_at(index(pos + free)).seq.load(std::memory_order_acquire);
+                const auto diff = static_cast<std::int64_t>(seq - empty_turn(pos + free));
+                if (free == 0) {
+                    first_diff = diff;
+                }
+                if (diff != 0) {
+                    break;
+                }
+                ++free;
+            }
+            if (free == 0) {
+                if (first_diff < 0) {
+                    return {};  // full
+                }
+                // Another producer moved the tail on: look again. [Q4] acquire, as above.
+                pos = enqueue_pos_.value.load(std::memory_order_acquire);
+                continue;
+            }
+            // [W1] seq_cst, as in try_emplace; one claim for the whole run. [Q4] On failure,
+            // acquire.
+            if (enqueue_pos_.value.compare_exchange_weak(pos, pos + free, std::memory_order_seq_cst,
+                                                         std::memory_order_acquire)) {
+                for (std::size_t i = 0; i < free; ++i) {
+                    slot& s = slot_at(index(pos + i));
+                    make(i, static_cast<void*>(s.storage));
+                    // [Q1] publishes the element; pairs with [Q2]
+                    s.seq.store(full_turn(pos + i), std::memory_order_release);
+                }
+                return {free, false};
+            }
+        }
+        return {};
+    }
+
     /// Moves the oldest element into `out` and returns true, or returns false if none is ready.
     /// Thread safety: any thread. Never blocks, never allocates.
     [[nodiscard]] bool try_pop(T& out) noexcept {

@@ -43,6 +43,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <span>
 #include <stop_token>
 #include <thread>
 #include <type_traits>
@@ -211,6 +212,25 @@ public:
                                            job_options jo = {}) noexcept {
         return intake_.submit_until(r, jo, detail::current_pool == this,
                                     detail::end_of_wait(timeout));
+    }
+
+    /// Enqueues as many of `requests` as there is room for now, in order, without blocking: one
+    /// claim per ring and one wake-up decision for them all. Returns how many it took: it moved
+    /// from exactly the first that many, and left the rest untouched (all of them when the pool is
+    /// closed). `jo` as in `try_submit`. Thread safety: any thread, including a handler of this
+    /// pool. Never blocks, never allocates.
+    [[nodiscard]] std::size_t try_submit_bulk(std::span<Request> requests,
+                                              job_options jo = {}) noexcept {
+        return intake_.try_submit_bulk(requests, jo);
+    }
+
+    /// Enqueues all of `requests`, in order, blocking while the queue is full (as `submit`);
+    /// returns how many it took, a prefix: all of them, or fewer when shutdown began meanwhile,
+    /// or when called from one of this pool's own threads and the queue filled up (it does not
+    /// wait for itself). The rest are untouched. Thread safety: any thread. Blocks: while full.
+    [[nodiscard]] std::size_t submit_bulk(std::span<Request> requests,
+                                          job_options jo = {}) noexcept {
+        return intake_.submit_bulk(requests, jo, detail::current_pool == this);
     }
 
     /// Not callable with a `Request` lvalue: fails to compile with a message that says to pass

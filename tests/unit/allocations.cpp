@@ -24,6 +24,7 @@
 #include <limits>
 #include <new>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <utility>
@@ -479,4 +480,43 @@ TEST_CASE("a pool allocates for the workers that exist, not for max_workers",
     REQUIRE(pool->wait_idle_for(30s));
     CHECK(pool->add_worker());
     CHECK(done.load() == 100);
+}
+
+TEST_CASE("bulk submits allocate nothing", "[alloc][bulk][unit]") {
+    const std::size_t shards = GENERATE(1u, 3u);
+    CAPTURE(shards);
+    constexpr std::size_t span = 64;
+    constexpr std::uint64_t rounds = 300;
+    std::atomic<std::uint64_t> handled{0};
+    auto o = alloc_options();
+    o.queue_shards = shards;
+    dispatcher<payload> pool(
+        [&handled](payload&) { handled.fetch_add(1, std::memory_order_release); }, o);
+    std::array<payload, span> batch{};
+    auto submit_rounds = [&](std::uint64_t n, bool blocking) {
+        for (std::uint64_t r = 0; r < n; ++r) {
+            for (std::size_t i = 0; i < span; ++i) {
+                batch[i].id = r * span + i;
+            }
+            std::size_t done = 0;
+            while (done < span) {
+                const std::span<payload> rest = std::span<payload>(batch).subspan(done);
+                done += blocking ? pool.submit_bulk(rest) : pool.try_submit_bulk(rest);
+            }
+        }
+    };
+    submit_rounds(50, true);  // warm-up
+    REQUIRE(wait_quietly([&] { return handled.load(std::memory_order_acquire) == 50 * span; }));
+    const bool blocking = GENERATE(false, true);
+    CAPTURE(blocking);
+    const std::uint64_t before = handled.load();
+    const counts c = measure([&] {
+        submit_rounds(rounds, blocking);
+        (void)wait_quietly(
+            [&] { return handled.load(std::memory_order_acquire) == before + rounds * span; });
+    });
+    INFO("allocations: " << c.allocations << " (" << c.bytes << " bytes; by size:" << c.by_size
+                         << ")");
+    CHECK(handled.load() == before + rounds * span);
+    CHECK(c.allocations == 0u);
 }

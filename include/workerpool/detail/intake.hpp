@@ -18,7 +18,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <new>
 #include <optional>
+#include <span>
 #include <utility>
 
 namespace workerpool::detail {
@@ -67,6 +69,38 @@ public:
             p_.opts.spin_before_sleep.count(), until));
     }
 
+    /// Moves as many of `rs` as fit now into the queue, with one claim per ring and one wake-up
+    /// decision; returns how many (a prefix). A call that could not take them all counts as one
+    /// refusal.
+    std::size_t try_submit_bulk(std::span<Request> rs, const job_options& jo) noexcept {
+        const auto r = push_bulk(rs, jo);
+        if (r.accepted < rs.size() && !r.closed) {
+            (void)counted(submit_status::full);
+        }
+        return r.accepted;
+    }
+
+    /// Moves all of `rs` into the queue, waiting for room as `submit_until` does; returns how many
+    /// it moved (a prefix): all of them, or fewer if the queue closed, or if `self_call` found it
+    /// full (a thread of the pool never waits for its own pool).
+    std::size_t submit_bulk(std::span<Request> rs, const job_options& jo, bool self_call) noexcept {
+        std::size_t done = 0;
+        const submit_status s = p_.pressure.submit_until(
+            p_.queue,
+            [&] {
+                const auto r = push_bulk(rs.subspan(done), jo);
+                done += r.accepted;
+                if (done == rs.size()) {
+                    return submit_status::accepted;
+                }
+                return r.closed || p_.queue.is_closed() ? submit_status::closed
+                                                        : submit_status::full;
+            },
+            self_call, p_.opts.spin_before_sleep.count(), std::nullopt);
+        (void)counted(s);
+        return done;
+    }
+
     /// Submit calls refused with `full` so far.
     [[nodiscard]] std::uint64_t rejected() const noexcept {
         return rejected_.load(std::memory_order_relaxed);  // statistics only
@@ -80,17 +114,41 @@ private:
             request_settings::of(jo, p_.opts.default_timeout, p_.opts.retry.max_attempts),
             sample_now(p_.opts.latency_sample_every));
         if (s == submit_status::accepted) {
-            // [W1] the producer's side: the claim (the queue's seq_cst CAS) precedes this load.
-            if (p_.idle.count() != 0) {
-                wake_sleeper(p_.idle, p_.signal, p_.awake_period_ns);
-            } else if (p_.workers.live() == 0) {
-                p_.signal.kick();  // min_workers == 0 and nobody is running: start one now
-            }
-            if (p_.signal.take_parked()) {  // [K1] the pool was at rest: scaling resumes
-                p_.signal.kick();
-            }
+            accepted(1);
         }
         return s;
+    }
+
+    // The wake-up decision after `n` requests went in, once per call.
+    void accepted(std::size_t n) noexcept {
+        // [W1] the producer's side: the claims (the queue's seq_cst CAS) precede this load.
+        if (p_.idle.count() != 0) {
+            if (p_.idle.wake_up_to(n) != 0) {
+                p_.signal.worker_woke(p_.awake_period_ns);  // [D3]
+            }
+        } else if (p_.workers.live() == 0) {
+            p_.signal.kick();  // min_workers == 0 and nobody is running: start one now
+        }
+        if (p_.signal.take_parked()) {  // [K1] the pool was at rest: scaling resumes
+            p_.signal.kick();
+        }
+    }
+
+    // The bulk push: each request with its own settings (its route may differ), built in its
+    // slot; then the wake-up decision once, for up to as many sleepers as requests went in.
+    auto push_bulk(std::span<Request> rs, const job_options& jo) noexcept {
+        const auto r = p_.queue.try_emplace_bulk(rs.size(), [&](std::size_t i, void* where) noexcept {
+            job_options own = jo;
+            routes_.apply(rs[i], own);
+            ::new (where) typename Queue::value_type(
+                std::move(rs[i]),
+                request_settings::of(own, p_.opts.default_timeout, p_.opts.retry.max_attempts),
+                sample_now(p_.opts.latency_sample_every));
+        });
+        if (r.accepted != 0) {
+            accepted(r.accepted);
+        }
+        return r;
     }
 
     submit_status counted(submit_status s) noexcept {

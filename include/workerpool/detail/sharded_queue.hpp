@@ -56,6 +56,9 @@ inline thread_local home_cache my_home_cache;
 template <class T>
 class sharded_queue {
 public:
+    /// The element type.
+    using value_type = T;
+
     /// Throws `std::invalid_argument` unless 0 < shards <= capacity and the rings together fit
     /// in `bounded_queue<T>::max_capacity()` (checked before anything is allocated);
     /// `std::bad_alloc`.
@@ -97,6 +100,36 @@ public:
             i = i + 1 == count_ ? 0 : i + 1;
         }
         return submit_status::full;
+    }
+
+    /// Constructs up to `n` elements with `make(i, where)` (see `bounded_queue::try_emplace_bulk`):
+    /// as many as the caller's home shard takes in one claim, then the other shards in turn, one
+    /// claim each. Returns how many (a prefix of the `n`), or `closed`.
+    template <class Make>
+    [[nodiscard]] typename bounded_queue<T>::bulk_result try_emplace_bulk(std::size_t n,
+                                                                        Make&& make) noexcept {
+        if (count_ == 1) {
+            return shards_[0]->try_emplace_bulk(n, make);
+        }
+        // [Q5] sees what the closer did before close(); see the class doc
+        if (closed_.load(std::memory_order_acquire)) {
+            return {0, true};
+        }
+        typename bounded_queue<T>::bulk_result total;
+        std::size_t i = home_shard();
+        for (std::size_t tried = 0; tried < count_ && total.accepted < n; ++tried) {
+            const std::size_t offset = total.accepted;
+            const auto r = shards_[i]->try_emplace_bulk(
+                n - offset,
+                [&make, offset](std::size_t k, void* where) noexcept { make(offset + k, where); });
+            if (r.closed) {
+                total.closed = total.accepted == 0;
+                return total;
+            }
+            total.accepted += r.accepted;
+            i = i + 1 == count_ ? 0 : i + 1;
+        }
+        return total;
     }
 
     /// The calling thread's home shard in this queue. The first thread to ask gets shard 0, the

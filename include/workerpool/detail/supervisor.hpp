@@ -145,18 +145,6 @@ private:
 static_assert(alignof(supervisor_signal) == cache_line,
               "the supervisor's published plan, read by workers, starts a cache line");
 
-/// Wakes the most recently listed sleeper of `idle`, if any, and then, as [D3] asks of anyone who
-/// wakes a worker, tells the supervisor (`awake_period_ns`: its stamping cadence, 0 for none).
-/// Returns whether a worker woke.
-template <class IdleStack>
-bool wake_sleeper(IdleStack& idle, supervisor_signal& signal, std::int64_t awake_period_ns) noexcept {
-    if (!idle.wake_most_recent()) {
-        return false;
-    }
-    signal.worker_woke(awake_period_ns);
-    return true;
-}
-
 /// The queue wait of a request arriving now, by Little's law: the depth divided by the dequeue
 /// rate since the last progress; if nothing was dequeued while requests waited, the time since the
 /// last dequeue. Zero when the queue is empty. Supervisor only.
