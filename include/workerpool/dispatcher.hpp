@@ -281,7 +281,7 @@ public:
         stats_snapshot s;
         {
             std::lock_guard lock(workers_.mutex());
-            workers_.rotate_latency_window_locked(detail::now_ns());  // a parked supervisor does not
+            workers_.rotate_latency_window_locked(detail::now_ns());  // a resting one may not tick
             workers_.fill_stats_locked(s);
         }
         // Counters kept outside the worker slots; all relaxed: statistics only.
@@ -388,7 +388,7 @@ private:
         if (moved) {
             callbacks_.emit(*moved);
         }
-        if (signal_.take_parked()) {
+        if (signal_.take_resting()) {
             signal_.kick();  // a count above min_workers is something for the supervisor to shed
         }
         return changed;

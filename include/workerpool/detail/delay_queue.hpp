@@ -132,6 +132,13 @@ public:
         return queue.pushed_count() - requeued_;
     }
 
+    /// Whether no request waits. Under the mutex: whoever schedules one reads the supervisor's
+    /// rest flag after the insertion ([K1] through the mutex).
+    [[nodiscard]] bool empty() const noexcept {
+        std::lock_guard lock(mutex_);
+        return entries_.empty();
+    }
+
     /// Requests waiting, for statistics and the scaler.
     [[nodiscard]] std::size_t pending() const noexcept {
         return pending_.load(std::memory_order_relaxed);  // statistics only

@@ -29,8 +29,8 @@ namespace workerpool::detail {
 ///
 /// After an accepted push it wakes the most recent sleeping worker if one sleeps (the producer's
 /// side of [W1]: its claim precedes its load of the idle count), kicks the supervisor when no
-/// worker exists (`min_workers == 0`), and kicks a parked supervisor ([K1]): that is all the hot
-/// path adds to the push, three loads when nobody sleeps and the supervisor is not parked.
+/// worker exists (`min_workers == 0`), and kicks a resting supervisor ([K1]): that is all the hot
+/// path adds to the push, three loads when nobody sleeps and the supervisor is not resting.
 ///
 /// Thread safety: every member from any thread.
 template <class Request, class Queue, class Workers>
@@ -129,7 +129,7 @@ private:
         } else if (p_.workers.live() == 0) {
             p_.signal.kick();  // min_workers == 0 and nobody is running: start one now
         }
-        if (p_.signal.take_parked()) {  // [K1] the pool was at rest: scaling resumes
+        if (p_.signal.take_resting()) {  // [K1] the pool was at rest: scaling resumes
             p_.signal.kick();
         }
     }

@@ -78,6 +78,9 @@ public:
                 event_of(event_kind::scale_down, "stuck worker recovered, surplus", 0, before));
         } else {
             p_.signal.worker_woke(p_.awake_period_ns);
+            if (p_.signal.take_resting()) {
+                p_.signal.kick();  // one more serving worker: maybe one to shed ([K1])
+            }
         }
         return cause;
     }
@@ -162,7 +165,9 @@ private:
         // The supervisor publishes its wake-up time before it reads the delay queue under its
         // mutex, so either it sees this entry or we see its time here. While due retries wait
         // for room, the pops release this one too.
-        if (s == scheduled::queued && due < p_.signal.next_wake()) {
+        // A resting supervisor plans no tick: a retry is load for the scaler ([K1], through the
+        // delay queue's mutex).
+        if (p_.signal.take_resting() || (s == scheduled::queued && due < p_.signal.next_wake())) {
             p_.signal.kick();
         }
     }

@@ -44,7 +44,7 @@ public:
     }
 
     /// Sleeps until `wake_at_ns` (`never`: no end), a kick, or a stop request; then forgets the
-    /// kick and whether it was parked.
+    /// kick and that it rested (the round decides that anew).
     void sleep_until(std::int64_t wake_at_ns, const std::stop_token& st) noexcept {
         {
             std::unique_lock lock(mutex_);
@@ -57,7 +57,7 @@ public:
             kicked_ = false;
         }
         // relaxed: a stale flag only costs a producer one needless kick
-        parked_.store(false, std::memory_order_relaxed);
+        resting_.store(false, std::memory_order_relaxed);
     }
 
     /// [D2] Publishes the planned wake-up and the horizon (how long from `now_ns`). seq_cst: the
@@ -99,27 +99,29 @@ public:
         return horizon > 1'000'000 && timeout_ns / 20 < horizon;
     }
 
-    /// [K1] Parks the supervisor: its next sleep has no end, so a producer must kick it when work
-    /// arrives. Returns false (and does not park) if `has_work()`, asked after the flag is set,
-    /// finds some already: a producer that claimed a slot before seeing the flag is seen here.
+    /// [K1] Marks the supervisor as resting: it plans no scaling tick, whatever else it may wake
+    /// for, so whoever brings work must kick it. Returns false (and does not rest) if
+    /// `has_work()`, asked after the flag is set, finds some already: a producer that claimed a
+    /// slot before it could see the flag is seen here.
     template <class HasWork>
-    bool park(HasWork&& has_work) noexcept {
+    bool rest(HasWork&& has_work) noexcept {
         // [K1] seq_cst: the supervisor's side (flag, then look at the queue)
-        parked_.store(true, std::memory_order_seq_cst);
+        resting_.store(true, std::memory_order_seq_cst);
         if (has_work()) {
-            parked_.store(false, std::memory_order_relaxed);  // nobody needs to kick us: no order
+            resting_.store(false, std::memory_order_relaxed);  // nobody needs to kick us: no order
             return false;
         }
         return true;
     }
 
-    /// [K1] The producer's side, after its claim of a slot: whether the supervisor is parked, in
-    /// which case this call unparks it and the caller must kick it (only one caller does).
-    [[nodiscard]] bool take_parked() noexcept {
+    /// [K1] The side of whoever brought work (a producer after its claim of a slot, a retry, a
+    /// worker that counts again): whether the supervisor rests, in which case this call ends the
+    /// rest and the caller must kick it (only one caller does).
+    [[nodiscard]] bool take_resting() noexcept {
         // [K1] seq_cst load: a plain load on x86, on a line written only when the supervisor
-        // parks or unparks
-        return parked_.load(std::memory_order_seq_cst) &&
-               parked_.exchange(false, std::memory_order_seq_cst);
+        // rests or wakes
+        return resting_.load(std::memory_order_seq_cst) &&
+               resting_.exchange(false, std::memory_order_seq_cst);
     }
 
     /// Counts one wake-up (statistics).
@@ -139,7 +141,7 @@ private:
     alignas(cache_line) std::atomic<std::int64_t> next_wake_ns_{0};  // see publish
     std::atomic<std::int64_t> horizon_ns_{0};                          // see publish
     std::atomic<std::uint64_t> wakeups_{0};                            // statistics only
-    std::atomic<bool> parked_{false};  // the supervisor sleeps with no end; see [K1]
+    std::atomic<bool> resting_{false};  // no scaling tick is planned; see [K1]
 };
 
 static_assert(alignof(supervisor_signal) == cache_line,

@@ -106,7 +106,11 @@ private:
                 p_.workers.rotate_latency_window_locked(now);
                 why.sweep = sweep_locked(now);
                 if (next_tick == never && !at_rest_locked()) {
-                    next_tick = now;  // work came (a kick, or a deadline woke us): tick again
+                    // Work came (a kick, or something else woke us): tick again, and estimate
+                    // the queue wait from now, not over the time at rest.
+                    next_tick = now;
+                    estimator = wait_estimator(p_.queue.pushed_count() - p_.queue.approx_size(),
+                                               now);
                 }
                 if (now >= next_tick) {
                     const std::size_t depth = p_.queue.approx_size();
@@ -127,9 +131,12 @@ private:
             }
             why.retries = released.next_due;
             std::int64_t wake_at = plan_sleep(why);
-            if (wake_at == never &&
-                !p_.signal.park([this] { return p_.queue.has_claimed_elements(); })) {
-                wake_at = now;  // a push raced with parking: go round at once
+            // At rest (no tick planned, whatever else the sleep waits for): whoever brings work
+            // must kick us. Work that came while we decided is seen here ([K1]).
+            if (next_tick == never && !p_.signal.rest([this] {
+                    return p_.queue.has_claimed_elements() || !p_.delay.empty();
+                })) {
+                wake_at = now;
             }
             p_.signal.sleep_until(wake_at, st);
         }
@@ -137,7 +144,7 @@ private:
 
     // Whether the pool is at rest: a built-in policy, nothing queued or waiting to retry, and no
     // worker above min_workers (nothing for the policy or the keep-alive to shed). Its answer
-    // then stays the same until work comes, and work kicks a parked supervisor (see [K1]).
+    // then stays the same until work comes, and work kicks a resting supervisor (see [K1]).
     // Pre: the worker set's lock.
     [[nodiscard]] bool at_rest_locked() const noexcept {
         return s_.policy_rests && p_.queue.approx_size() == 0 && p_.delay.pending() == 0 &&

@@ -474,7 +474,7 @@ private:
     std::size_t next_id_ = 0;               // guarded by mutex_
     counter_totals retired_;                // guarded by mutex_: counters of reaped workers
     histogram_counts retired_wait_, retired_run_;                  // guarded by mutex_
-    // The latency window, moved on by the supervisor and by stats() readers (a parked supervisor
+    // The latency window, moved on by the supervisor and by stats() readers (a resting supervisor
     // does not tick): mutable, guarded by mutex_.
     mutable histogram_counts window_base_wait_, window_base_run_;
     mutable histogram_counts window_last_wait_, window_last_run_;
