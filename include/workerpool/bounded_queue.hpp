@@ -118,7 +118,9 @@ public:
     /// because the queue is closed (else, if fewer than asked, because it is full).
     struct bulk_result {
         std::size_t accepted = 0;  ///< Elements constructed: the first `accepted` of those asked.
-        bool closed = false;       ///< The queue was closed (and nothing was constructed).
+        /// It stopped because the queue is closed (the first `accepted` went in before; a
+        /// single ring constructs none then).
+        bool closed = false;
     };
 
     /// Claims, with one CAS, as many consecutive free slots as there are from the tail, up to

@@ -1,10 +1,10 @@
-// Stress: many producers (try_submit, submit, submit_for) against handlers that succeed, throw
-// (std and non-std, retryable and permanent), honour their timeout, return late, ignore their
-// token for a while (stuck), or submit new requests to the same pool; meanwhile another thread
-// adds, removes and re-limits workers, another reads stats, and shutdown comes at a random moment
-// mid-burst. Afterwards every accepted request id must have ended exactly once (completed,
-// failed, or handed back unprocessed), the stats must agree with what the handlers and on_failure
-// saw, and no Request object may be leaked or misused.
+// Stress: many producers (try_submit, submit, submit_for, try_submit_bulk, submit_bulk) against
+// handlers that succeed, throw (std and non-std, retryable and permanent), honour their timeout,
+// return late, ignore their token for a while (stuck), or submit new requests to the same pool;
+// meanwhile another thread adds, removes and re-limits workers, another reads stats, and shutdown
+// comes at a random moment mid-burst. Afterwards every accepted request id must have ended exactly
+// once (completed, failed, or handed back unprocessed), the stats must agree with what the
+// handlers and on_failure saw, and no Request object may be leaked or misused.
 //
 // Size: WORKERPOOL_STRESS_SCALE (default 1) multiplies the rounds and requests.
 // Seed: WORKERPOOL_STRESS_SEED (default: random); printed at the start of each test case.
@@ -277,11 +277,50 @@ round_result run_round(const round_config& cfg) {
                 std::mt19937_64 rng(mix(cfg.seed + 1000 + static_cast<std::uint64_t>(p)));
                 const std::size_t begin = static_cast<std::size_t>(p) * per;
                 const std::size_t end = std::min(cfg.requests, begin + per);
-                for (std::size_t id = begin; id < end; ++id) {
-                    tracked r{static_cast<int>(id)};
+                auto record = [&](std::size_t id, submit_status s, const tracked& r) {
+                    if (s == submit_status::accepted) {
+                        rec[id].accepted.fetch_add(1, std::memory_order_relaxed);
+                        accepted_total.fetch_add(1, std::memory_order_relaxed);
+                    } else if (r.moved_from) {
+                        bad_requests.fetch_add(1, std::memory_order_relaxed);  // refused but moved
+                    }
+                };
+                for (std::size_t id = begin; id < end;) {
                     const job_options jo = options_for(kind_of(cfg.seed, id));
+                    const auto how = rng() % 5;
+                    if (how >= 3) {
+                        // A bulk of up to 8 consecutive ids of the same kind (one job_options
+                        // for all): try_submit_bulk once, or submit_bulk.
+                        std::vector<tracked> batch;
+                        batch.reserve(8);
+                        for (std::size_t k = id; k < end && batch.size() < 8 &&
+                                                 kind_of(cfg.seed, k) == kind_of(cfg.seed, id);
+                             ++k) {
+                            batch.emplace_back(static_cast<int>(k));
+                        }
+                        const std::size_t taken = how == 3 ? pool.try_submit_bulk(batch, jo)
+                                                           : pool.submit_bulk(batch, jo);
+                        if (how == 4) {
+                            blocking_submits.fetch_add(batch.size(), std::memory_order_relaxed);
+                            blocking_accepted.fetch_add(taken, std::memory_order_relaxed);
+                        }
+                        for (std::size_t k = 0; k < batch.size(); ++k) {
+                            const bool in = k < taken;
+                            if (in != batch[k].moved_from) {
+                                bad_requests.fetch_add(1, std::memory_order_relaxed);
+                            }
+                            record(id + k, in ? submit_status::accepted : submit_status::full,
+                                   batch[k]);
+                        }
+                        id += batch.size();
+                        if (how == 4 && taken < batch.size()) {
+                            break;  // submit_bulk stops short only once intake closed
+                        }
+                        continue;
+                    }
+                    tracked r{static_cast<int>(id)};
                     submit_status s = submit_status::full;
-                    switch (rng() % 3) {
+                    switch (how) {
                     case 0:
                         for (int tries = 0; tries < 200 && s == submit_status::full; ++tries) {
                             s = pool.try_submit(std::move(r), jo);
@@ -302,12 +341,8 @@ round_result run_round(const round_config& cfg) {
                         s = pool.submit_for(std::move(r), 2ms, jo);
                         break;
                     }
-                    if (s == submit_status::accepted) {
-                        rec[id].accepted.fetch_add(1, std::memory_order_relaxed);
-                        accepted_total.fetch_add(1, std::memory_order_relaxed);
-                    } else if (r.moved_from) {
-                        bad_requests.fetch_add(1, std::memory_order_relaxed);  // refused but moved
-                    }
+                    record(id, s, r);
+                    ++id;
                     if (s == submit_status::closed) {
                         break;
                     }

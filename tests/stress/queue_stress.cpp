@@ -1,6 +1,7 @@
 // Stress of bounded_queue on its own: several producers and consumers on small and large rings
 // (capacity 1 included), with a close() racing the pushes. Every accepted element must be popped
-// exactly once, each producer's elements must reach each consumer in the order they were pushed,
+// exactly once, each producer's elements must reach each consumer in the order they were pushed
+// (one at a time or in bulks),
 // and no element may be leaked or destroyed twice. The same for detail::sharded_queue (1 to 8
 // rings), less the order, which a push that spills into another ring does not keep.
 //
@@ -17,6 +18,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <new>
 #include <random>
 #include <thread>
 #include <utility>
@@ -75,6 +77,10 @@ public:
 
     explicit bounded_adapter(std::size_t capacity) : q_(capacity) {}
     [[nodiscard]] submit_status push(tracked&& t) noexcept { return q_.try_push(std::move(t)); }
+    template <class Make>
+    [[nodiscard]] auto push_bulk(std::size_t n, Make&& make) noexcept {
+        return q_.try_emplace_bulk(n, std::forward<Make>(make));
+    }
     template <class F>
     [[nodiscard]] bool pop(std::size_t /*consumer*/, F&& f) noexcept {
         return q_.consume(std::forward<F>(f));
@@ -96,6 +102,10 @@ public:
 
     sharded_adapter(std::size_t capacity, std::size_t shards) : q_(capacity, shards) {}
     [[nodiscard]] submit_status push(tracked&& t) noexcept { return q_.try_emplace(std::move(t)); }
+    template <class Make>
+    [[nodiscard]] auto push_bulk(std::size_t n, Make&& make) noexcept {
+        return q_.try_emplace_bulk(n, std::forward<Make>(make));
+    }
     template <class F>
     [[nodiscard]] bool pop(std::size_t consumer, F&& f) noexcept {
         return q_.consume(consumer, std::forward<F>(f));
@@ -109,11 +119,42 @@ private:
     sharded_queue<tracked> q_;
 };
 
+// One producer's pushes in bulks of 1 to 7 (`try_emplace_bulk`), each element built in its slot;
+// returns how many went in. A bulk that met a closed queue is tried again: closed stays closed.
+template <class Queue>
+int push_in_bulks(Queue& q, int producer, int count, std::atomic<std::uint64_t>& pushed,
+                  int& not_closed_after_closed) {
+    int n = 0;
+    while (n < count) {
+        const auto want = static_cast<std::size_t>(std::min(count - n, 1 + n % 7));
+        const auto r = q.push_bulk(want, [&](std::size_t k, void* where) noexcept {
+            ::new (where) tracked{pack(producer, n + static_cast<int>(k))};
+        });
+        n += static_cast<int>(r.accepted);
+        pushed.fetch_add(r.accepted, std::memory_order_relaxed);
+        if (r.closed) {
+            for (int again = 0; again < 4; ++again) {
+                const auto after = q.push_bulk(1, [&](std::size_t, void* where) noexcept {
+                    ::new (where) tracked{pack(producer, n)};
+                });
+                not_closed_after_closed += after.accepted != 0 || !after.closed ? 1 : 0;
+                n += static_cast<int>(after.accepted);
+            }
+            break;
+        }
+        if (r.accepted == 0) {
+            std::this_thread::yield();
+        }
+    }
+    return n;
+}
+
 // One round on one queue shape: draws producers, consumers and close_early from rng (in that
 // order, so that a printed seed gives the same rounds), runs them against a Queue built from
-// queue_args, and checks that every accepted element was popped exactly once.
+// queue_args, and checks that every accepted element was popped exactly once. With `bulk`, the
+// producers push with try_emplace_bulk.
 template <class Queue, class... QueueArgs>
-void run_round(std::mt19937_64& rng, std::uint64_t scale, QueueArgs... queue_args) {
+void run_round(std::mt19937_64& rng, std::uint64_t scale, bool bulk, QueueArgs... queue_args) {
     const int producers = 1 + static_cast<int>(rng() % 4);
     const int consumers = 1 + static_cast<int>(rng() % 4);
     const int per_producer =
@@ -134,6 +175,12 @@ void run_round(std::mt19937_64& rng, std::uint64_t scale, QueueArgs... queue_arg
         for (int p = 0; p < producers; ++p) {
             threads.emplace_back([&, p] {
                 const auto pi = static_cast<std::size_t>(p);
+                if (bulk) {
+                    accepted[pi] =
+                        push_in_bulks(q, p, per_producer, pushed, not_closed_after_closed[pi]);
+                    producers_left.fetch_sub(1, std::memory_order_release);
+                    return;
+                }
                 int n = 0;
                 for (int i = 0; i < per_producer; ++i) {
                     tracked t{pack(p, i)};
@@ -259,20 +306,22 @@ void run_round(std::mt19937_64& rng, std::uint64_t scale, QueueArgs... queue_arg
 TEST_CASE("bounded_queue under many producers and consumers delivers each element once, in "
           "each producer's order, and closes cleanly",
           "[stress][bounded_queue]") {
-    const stress_params params = read_params("bounded_queue");
+    const bool bulk = GENERATE(false, true);  // single pushes, or try_emplace_bulk
+    const stress_params params = read_params(bulk ? "bounded_queue, bulk" : "bounded_queue");
     std::mt19937_64 rng(params.seed);
 
     const std::size_t capacities[] = {1, 2, 3, 7, 64, 1000};
     for (const std::size_t capacity : capacities) {
         CAPTURE(capacity);
-        run_round<bounded_adapter>(rng, params.scale, capacity);
+        run_round<bounded_adapter>(rng, params.scale, bulk, capacity);
     }
 }
 
 TEST_CASE("sharded_queue under many producers and consumers delivers each accepted element once, "
           "and close() counts exactly those",
           "[stress][sharded_queue]") {
-    const stress_params params = read_params("sharded_queue");
+    const bool bulk = GENERATE(false, true);  // single pushes, or try_emplace_bulk
+    const stress_params params = read_params(bulk ? "sharded_queue, bulk" : "sharded_queue");
     std::mt19937_64 rng(params.seed);
 
     struct shape {
@@ -283,6 +332,6 @@ TEST_CASE("sharded_queue under many producers and consumers delivers each accept
     const shape shapes[] = {{1, 1}, {2, 2}, {3, 2}, {7, 3}, {8, 8}, {64, 4}, {1000, 6}};
     for (const shape& sh : shapes) {
         CAPTURE(sh.capacity, sh.shards);
-        run_round<sharded_adapter>(rng, params.scale, sh.capacity, sh.shards);
+        run_round<sharded_adapter>(rng, params.scale, bulk, sh.capacity, sh.shards);
     }
 }

@@ -3,12 +3,14 @@
 // closes, or (from the pool's own thread) the queue is full; the ring's one-claim bulk push.
 
 #include <workerpool/bounded_queue.hpp>
+#include <workerpool/detail/sharded_queue.hpp>
 #include <workerpool/dispatcher.hpp>
 
 #include "support/catch.hpp"
 #include "support/held_workers.hpp"
 #include "support/test_util.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -182,7 +184,9 @@ TEST_CASE("submit_bulk from one of the pool's own handlers does not wait for its
 TEST_CASE("bounded_queue::try_emplace_bulk claims the run of free slots from the tail",
           "[bounded_queue][bulk][unit]") {
     workerpool::bounded_queue<int> q{5};
-    const auto make = [](std::size_t i, void* where) noexcept { ::new (where) int(static_cast<int>(i)); };
+    const auto make = [](std::size_t i, void* where) noexcept {
+        ::new (where) int(static_cast<int>(i));
+    };
     auto r = q.try_emplace_bulk(3, make);
     CHECK(r.accepted == 3u);
     CHECK_FALSE(r.closed);
@@ -203,4 +207,69 @@ TEST_CASE("bounded_queue::try_emplace_bulk claims the run of free slots from the
     r = q.try_emplace_bulk(2, make);
     CHECK(r.accepted == 0u);
     CHECK(r.closed);
+}
+
+TEST_CASE("a bulk into rings that close part-way reports what went in, and that it met the close",
+          "[sharded_queue][bulk][unit]") {
+    // Two rings of two. The queue closes while the home ring's elements are built: they are in
+    // (claimed before the close), the other ring refuses, and the result says closed, not full:
+    // the pool counts a bulk that stopped at a closed queue as no refusal.
+    workerpool::detail::sharded_queue<int> q{4, 2};
+    const auto r = q.try_emplace_bulk(4, [&q](std::size_t i, void* where) noexcept {
+        ::new (where) int(static_cast<int>(i));
+        if (i == 1) {
+            (void)q.close();
+        }
+    });
+    CHECK(r.accepted == 2u);
+    CHECK(r.closed);
+    int out = -1;
+    CHECK(q.consume(0, [&out](int&& v) noexcept { out = v; }));
+    CHECK(q.consume(0, [&out](int&& v) noexcept { out = v; }));
+    CHECK(out == 1);
+    CHECK_FALSE(q.consume(0, [&out](int&& v) noexcept { out = v; }));
+}
+
+TEST_CASE("bulk submits of many producers each take a prefix, and every request taken ends once",
+          "[dispatcher][bulk][unit]") {
+    // Four producers push bulks of 1 to 9 into a small sharded queue with try_submit_bulk; each
+    // keeps what was refused and offers it again. Every request runs exactly once.
+    constexpr int producers = 4;
+    constexpr int per_producer = 2000;
+    std::vector<std::atomic<int>> runs(static_cast<std::size_t>(producers * per_producer));
+    workerpool::options<job> o;
+    o.capacity = 16;
+    o.queue_shards = 4;
+    o.min_workers = 2;
+    o.max_workers = 2;
+    {
+        dispatcher<job> pool([&runs](job& j) { runs[static_cast<std::size_t>(j.id)].fetch_add(1); },
+                             o);
+        std::vector<std::thread> threads;
+        for (int p = 0; p < producers; ++p) {
+            threads.emplace_back([&pool, p] {
+                std::vector<job> mine = jobs(p * per_producer, per_producer);
+                std::size_t next = 0;
+                while (next < mine.size()) {
+                    const std::size_t want =
+                        std::min<std::size_t>(mine.size() - next, 1 + next % 9);
+                    const std::size_t took =
+                        pool.try_submit_bulk(std::span<job>(mine).subspan(next, want));
+                    next += took;
+                    if (took == 0) {
+                        std::this_thread::yield();
+                    }
+                }
+            });
+        }
+        for (auto& t : threads) {
+            t.join();
+        }
+        CHECK(pool.wait_idle_for(30s));
+    }
+    int wrong = 0;
+    for (const auto& r : runs) {
+        wrong += r.load() == 1 ? 0 : 1;
+    }
+    CHECK(wrong == 0);
 }

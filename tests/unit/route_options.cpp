@@ -247,3 +247,28 @@ TEST_CASE("a key that cannot be taken at submit fails the request, not the submi
     CHECK(dead.list[0].attempts == 1u);  // the route's options could not be found: the pool's
     CHECK(workerpool::what(dead.list[0].error) == "no kind: the request is corrupt");
 }
+
+TEST_CASE("a bulk submit gives each request its own route's options",
+          "[route_options][dispatcher][bulk][unit]") {
+    // 70 requests: more than the 64 whose options a bulk resolves before one claim.
+    dead_letters dead;
+    handler_map<page, kind> routes{key_of};
+    routes
+        .on(kind::parse, [](page&) { throw std::runtime_error("bad markup"); }, {.max_attempts = 3})
+        .on(kind::store, [](page&) { throw std::runtime_error("disk full"); });
+    workerpool::dispatcher<page> pool{std::move(routes), quick_retries(dead)};
+    std::vector<page> batch;
+    for (int i = 0; i < 70; ++i) {
+        batch.push_back(page{i % 2 == 0 ? kind::parse : kind::store, i});
+    }
+    REQUIRE(pool.submit_bulk(batch) == batch.size());
+    REQUIRE(pool.wait_idle_for(30s));
+    (void)pool.shutdown(1s);
+
+    std::lock_guard lock(dead.m);
+    REQUIRE(dead.list.size() == 70);
+    for (const auto& f : dead.list) {
+        INFO("request " << f.request.id);
+        CHECK(f.attempts == (f.request.k == kind::parse ? 3u : 1u));
+    }
+}

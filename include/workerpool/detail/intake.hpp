@@ -15,8 +15,11 @@
 #include <workerpool/options.hpp>
 #include <workerpool/status.hpp>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <new>
 #include <optional>
@@ -70,7 +73,7 @@ public:
     }
 
     /// Moves as many of `rs` as fit now into the queue, with one claim per ring and one wake-up
-    /// decision; returns how many (a prefix). A call that could not take them all counts as one
+    /// decision per chunk of `bulk_chunk`; returns how many (a prefix). A call that could not take them all counts as one
     /// refusal.
     std::size_t try_submit_bulk(std::span<Request> rs, const job_options& jo) noexcept {
         const auto r = push_bulk(rs, jo);
@@ -134,21 +137,40 @@ private:
         }
     }
 
-    // The bulk push: each request with its own settings (its route may differ), built in its
-    // slot; then the wake-up decision once, for up to as many sleepers as requests went in.
-    auto push_bulk(std::span<Request> rs, const job_options& jo) noexcept {
-        const auto r = p_.queue.try_emplace_bulk(rs.size(), [&](std::size_t i, void* where) noexcept {
-            job_options own = jo;
-            routes_.apply(rs[i], own);
-            ::new (where) typename Queue::value_type(
-                std::move(rs[i]),
-                request_settings::of(own, p_.opts.default_timeout, p_.opts.retry.max_attempts),
-                sample_now(p_.opts.latency_sample_every));
-        });
-        if (r.accepted != 0) {
-            accepted(r.accepted);
+    // The bulk push, in chunks of up to `bulk_chunk`: each request's settings (its route may
+    // differ) are resolved before the claim, so that no user code (a route's options) runs
+    // between a claim and its publication, where consumers would wait on it; then one claim per
+    // ring, each request moved into its slot, and the wake-up decision once per chunk. `closed`
+    // when it stopped because the queue is closed (the first `accepted` went in before).
+    typename Queue::bulk_result push_bulk(std::span<Request> rs, const job_options& jo) noexcept {
+        typename Queue::bulk_result total;
+        std::array<request_settings, bulk_chunk> settings;
+        std::array<std::int64_t, bulk_chunk> sampled{};
+        while (total.accepted < rs.size()) {
+            const std::span<Request> part =
+                rs.subspan(total.accepted, std::min(bulk_chunk, rs.size() - total.accepted));
+            for (std::size_t i = 0; i < part.size(); ++i) {
+                job_options own = jo;
+                routes_.apply(part[i], own);
+                settings[i] =
+                    request_settings::of(own, p_.opts.default_timeout, p_.opts.retry.max_attempts);
+                sampled[i] = sample_now(p_.opts.latency_sample_every);
+            }
+            const auto r =
+                p_.queue.try_emplace_bulk(part.size(), [&](std::size_t i, void* where) noexcept {
+                    ::new (where) typename Queue::value_type(std::move(part[i]), settings[i],
+                                                             sampled[i]);
+                });
+            if (r.accepted != 0) {
+                total.accepted += r.accepted;
+                accepted(r.accepted);
+            }
+            if (r.closed || r.accepted < part.size()) {
+                total.closed = r.closed;
+                break;
+            }
         }
-        return r;
+        return total;
     }
 
     submit_status counted(submit_status s) noexcept {
@@ -157,6 +179,8 @@ private:
         }
         return s;
     }
+
+    static constexpr std::size_t bulk_chunk = 64;  // requests resolved ahead of one claim
 
     parts p_;
     const route_options_source<Request> routes_;

@@ -58,6 +58,8 @@ class sharded_queue {
 public:
     /// The element type.
     using value_type = T;
+    /// What `try_emplace_bulk` did (see `bounded_queue::bulk_result`).
+    using bulk_result = typename bounded_queue<T>::bulk_result;
 
     /// Throws `std::invalid_argument` unless 0 < shards <= capacity and the rings together fit
     /// in `bounded_queue<T>::max_capacity()` (checked before anything is allocated);
@@ -104,10 +106,10 @@ public:
 
     /// Constructs up to `n` elements with `make(i, where)` (see `bounded_queue::try_emplace_bulk`):
     /// as many as the caller's home shard takes in one claim, then the other shards in turn, one
-    /// claim each. Returns how many (a prefix of the `n`), or `closed`.
+    /// claim each. Returns how many (a prefix of the `n`), and `closed` if it stopped because
+    /// the queue is closed.
     template <class Make>
-    [[nodiscard]] typename bounded_queue<T>::bulk_result try_emplace_bulk(std::size_t n,
-                                                                        Make&& make) noexcept {
+    [[nodiscard]] bulk_result try_emplace_bulk(std::size_t n, Make&& make) noexcept {
         if (count_ == 1) {
             return shards_[0]->try_emplace_bulk(n, make);
         }
@@ -115,18 +117,18 @@ public:
         if (closed_.load(std::memory_order_acquire)) {
             return {0, true};
         }
-        typename bounded_queue<T>::bulk_result total;
+        bulk_result total;
         std::size_t i = home_shard();
         for (std::size_t tried = 0; tried < count_ && total.accepted < n; ++tried) {
             const std::size_t offset = total.accepted;
             const auto r = shards_[i]->try_emplace_bulk(
                 n - offset,
                 [&make, offset](std::size_t k, void* where) noexcept { make(offset + k, where); });
+            total.accepted += r.accepted;
             if (r.closed) {
-                total.closed = total.accepted == 0;
+                total.closed = true;
                 return total;
             }
-            total.accepted += r.accepted;
             i = i + 1 == count_ ? 0 : i + 1;
         }
         return total;

@@ -30,20 +30,6 @@ struct dead_letter {
     std::string error;      ///< The last exception's message, or why it was not run.
 };
 
-/// The text of an exception (empty for null; a fixed text for a non-standard one).
-inline std::string what_of(const std::exception_ptr& e) {
-    if (!e) {
-        return {};
-    }
-    try {
-        std::rethrow_exception(e);
-    } catch (const std::exception& x) {
-        return x.what();
-    } catch (...) {
-        return "non-standard exception";
-    }
-}
-
 /// What a `stream_consumer` holds: every id it read or claimed and has not settled (queued,
 /// running, waiting to retry, waiting to be acknowledged or dead-lettered, or parked for a run on
 /// its own), how many of them are in the pool, and the completions the pool reported since the
@@ -93,7 +79,7 @@ public:
             --in_pool_;
             if (f.reason != failure_reason::cancelled) {
                 done_.dead.push_back(
-                    {f.request, to_string(f.reason), f.attempts, what_of(f.error)});
+                    {f.request, to_string(f.reason), f.attempts, workerpool::what(f.error)});
             }
         }
         cv_.notify_one();
