@@ -59,7 +59,8 @@ namespace workerpool {
 /// any threads → `shutdown(grace)` (closes intake, drains until the grace is over, then stops
 /// the tokens of running handlers, joins, and hands back every request it did not process) →
 /// destroy. The destructor runs `shutdown(options.destructor_grace)` if nobody did, passes what it
-/// could not process to `on_failure` as `cancelled` with 0 attempts, and then joins every thread,
+/// could not process to `on_failure` as `cancelled` (with its attempts and last error, 0 and none
+/// if it never ran), and then joins every thread,
 /// waiting for a stuck handler if it must: it never detaches a thread that touches the pool.
 ///
 /// Threads: the queue is one or more fixed rings (`bounded_queue`, see `options.queue_shards`);
@@ -215,10 +216,10 @@ public:
     }
 
     /// Enqueues as many of `requests` as there is room for now, in order, without blocking: one
-    /// claim per ring and one wake-up decision for them all. Returns how many it took: it moved
+    /// claim per ring and one wake-up decision per 64 requests. Returns how many it took: it moved
     /// from exactly the first that many, and left the rest untouched (all of them when the pool is
     /// closed). `jo` as in `try_submit`. Thread safety: any thread, including a handler of this
-    /// pool. Never blocks, never allocates.
+    /// pool. Never blocks, never allocates (with route options, unless the key function does).
     [[nodiscard]] std::size_t try_submit_bulk(std::span<Request> requests,
                                               job_options jo = {}) noexcept {
         return intake_.try_submit_bulk(requests, jo);
@@ -570,12 +571,13 @@ private:
         }
         // 3. Wait out the grace; 4. then cancel what still runs.
         const bool grace_over = !workers_.wait_exited_until(grace_end) && cancel_the_rest();
-        // 5. Join the supervisor and the workers that exited; the others are stuck.
+        // 5. Join the supervisor and the workers that exited; those still in a handler are stuck
+        //    (one only on its way out is not).
         supervisor_.stop();
         {
             std::lock_guard lock(workers_.mutex());
             workers_.reap_exited_locked();
-            report.stuck_workers = workers_.slots_locked();
+            report.stuck_workers = workers_.attempts_in_flight_locked();
         }
         // 6. Hand back what is left in the queue, and what failed during shutdown.
         const std::size_t before_drain = left.size();
@@ -597,7 +599,7 @@ private:
         bool running = queue_.has_claimed_elements();
         {
             std::lock_guard lock(workers_.mutex());
-            running = running || workers_.any_attempt_in_flight_locked();
+            running = running || workers_.attempts_in_flight_locked() != 0;
         }
         if (running) {
             callbacks_.emit(event_now(event_kind::shutdown_grace_over, "grace over", workers_.live()));

@@ -27,6 +27,7 @@ using workerpool::event_kind;
 using workerpool::submit_status;
 using workerpool::test::event_log;
 using workerpool::test::eventually;
+using workerpool::test::finally;
 using workerpool::test::gate;
 using workerpool::test::wait_for_stop;
 
@@ -322,4 +323,24 @@ TEST_CASE("shutdown reports a stuck handler and the destructor waits for it", "[
     releaser.join();
     CHECK(started.load() == 1);
     CHECK(shutdown_returned.load());
+}
+
+TEST_CASE("shutdown counts only workers still in a handler as stuck, not one slow to leave",
+          "[stuck][shutdown][unit]") {
+    // A worker on its way out (here held in on_worker_stop; under a sanitizer on a loaded machine,
+    // simply not scheduled yet) when stuck_grace ends runs no handler: it is not stuck, and the
+    // pool drained. It was once counted in stuck_workers.
+    gate leaving;
+    auto o = stuck_options();
+    o.on_worker_stop = [&leaving](std::size_t) { leaving.wait(); };
+    dispatcher<int> pool([](int&) {}, o);
+    finally let_go([&] { leaving.open(); });
+    REQUIRE(pool.try_submit(1) == submit_status::accepted);
+    REQUIRE(pool.wait_idle_for(30s));
+    const auto report = pool.shutdown(0ms);
+    // It cannot have left: on_worker_stop holds it.
+    CHECK(eventually([&] { return leaving.waiting() == 1u; }));
+    CHECK(report.stuck_workers == 0u);
+    CHECK(report.drained);
+    leaving.open();
 }

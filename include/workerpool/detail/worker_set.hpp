@@ -393,12 +393,14 @@ public:
         }
     }
 
-    /// Whether any worker runs an attempt now (racy, as `stats().in_flight`).
-    [[nodiscard]] bool any_attempt_in_flight_locked() const noexcept {
-        return std::any_of(slots_.begin(), slots_.end(), [](const auto& w) {
+    /// Workers running an attempt now (racy, as `stats().in_flight`); at the end of shutdown's
+    /// cancel phase, the stuck ones (a worker only on its way out runs none).
+    [[nodiscard]] std::size_t attempts_in_flight_locked() const noexcept {
+        const auto running = std::count_if(slots_.begin(), slots_.end(), [](const auto& w) {
             // relaxed: a racy look
             return w->attempt.look(std::memory_order_relaxed).kind != attempt_view::state::idle;
         });
+        return static_cast<std::size_t>(running);
     }
 
     /// Requests that ended (completed or failed), with their outcomes: [C2] reads.
