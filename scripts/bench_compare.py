@@ -184,8 +184,8 @@ def list_pools(binary: Path) -> list[str]:
 # bench_pool's idle benchmarks (wake-up, bursts, idle CPU) run in a process of their own, before
 # the throughput ones: after seconds of saturating the cores, the same process measures much
 # longer wake-ups (docs/performance.md, "Measurements behind the code").
-POOL_FILTERS = ("BM_(wakeup|burst_wait|idle_cpu)_[^/]*/{pool}/",
-                "BM_(noop|work1us|full64|many)_[^/]*/{pool}/")
+IDLE_FILTER = "BM_(wakeup|burst_wait|idle_cpu)_[^/]*/{pool}/"
+POOL_FILTERS = (IDLE_FILTER, "BM_(noop|work1us|full64|many)_[^/]*/{pool}/")
 
 
 def filters_for(binary: Path) -> tuple[str, ...]:
@@ -253,7 +253,7 @@ def collect(binary: Path, args, env: dict) -> tuple[dict, list[str], dict]:
 
 def is_throughput_filter(pattern: str) -> bool:
     """Whether a filter of filters_for() selects throughput benchmarks (not the idle ones)."""
-    return not pattern.startswith("BM_(wakeup")
+    return pattern != IDLE_FILTER
 
 
 # ----------------------------------------------------------------------------------------------
@@ -421,7 +421,8 @@ def ratio_section(samples: dict, pools: list[str], rows) -> list[str]:
     out.append("Ratios of the medians above. *× best peer*: ours ÷ the fastest peer of that row "
                "(named). *of ceiling*: ours ÷ `ceiling`, the dispatcher's own queue moving the "
                "same requests with no pool around it (producers pushing, consumers popping and "
-               "calling the handler inline, spinning, never sleeping): the fraction of that limit "
+               "calling the handler inline, spinning (64 pauses, then yields), never sleeping): "
+               "the fraction of that limit "
                "the pool reaches. With more spinning threads than free cores the ceiling's "
                "spinners take turns with the threads they wait for, so it can fall below a pool "
                "whose idle threads sleep; the fraction then exceeds 1.\n")
