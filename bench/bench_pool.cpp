@@ -2,11 +2,13 @@
 // binary, through one adapter interface (bench/peers/*.hpp).
 //
 // Names are BM_<workload>_<shape>/<pool>, for example BM_noop_1p2w/asio (one producer, two
-// workers). Every throughput benchmark submits WORKERPOOL_BENCH_REQUESTS requests per iteration
-// (default 200'000) and times from the first submit to the moment the producer sees that the last
-// handler has returned, so items_per_second is requests per second through the whole pool.
-// Every pool must run every request exactly once; the benchmark aborts otherwise.
+// workers). The `ceiling` (peers/ceiling_pool.hpp) runs only the throughput workloads. Every
+// throughput benchmark submits WORKERPOOL_BENCH_REQUESTS requests per iteration (default 200'000)
+// and times from the first submit to the moment the producer sees that the last handler has
+// returned, so items_per_second is requests per second through the whole pool. Every pool must run
+// every request exactly once; the benchmark aborts otherwise.
 
+#include "peers/ceiling_pool.hpp"
 #include "peers/mutex_pool.hpp"
 #include "peers/workerpool_pool.hpp"
 #include "support.hpp"
@@ -28,6 +30,7 @@
 #include <cstdint>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace wb = workerpool_bench;
@@ -40,6 +43,17 @@ struct shape {
     std::size_t capacity;  // 0: the pool's natural mode
 };
 
+/// Runs `body`, one producer's submission loop, through `pool.produce` where the pool has one
+/// (oneTBB's task_group peer enters its arena there), else directly.
+template <class Pool, class Body>
+void as_producer(Pool& pool, Body&& body) {
+    if constexpr (requires { pool.produce(body); }) {
+        pool.produce(std::forward<Body>(body));
+    } else {
+        body();
+    }
+}
+
 /// Throughput: N requests per iteration from `producers` threads into a pool of `workers`.
 /// Counters: items_per_second; cpu_ns_per_req (process CPU, all threads, per request: shows
 /// spinning); for the spin workload, efficiency = (N x unit cost / workers) / elapsed.
@@ -51,9 +65,11 @@ void bm_throughput(benchmark::State& state, shape s, wb::work_kind kind) {
     const std::uint64_t per_producer = n / s.producers;
     const std::uint64_t total_per_round = per_producer * s.producers;
     wb::producer_team team(s.producers, [&pool, per_producer](unsigned) {
-        for (std::uint64_t i = 0; i < per_producer; ++i) {
-            pool.submit(wb::job{i});
-        }
+        as_producer(pool, [&pool, per_producer] {
+            for (std::uint64_t i = 0; i < per_producer; ++i) {
+                pool.submit(wb::job{i});
+            }
+        });
     });
 
     std::uint64_t target = 0;
@@ -187,6 +203,12 @@ void bm_idle_cpu(benchmark::State& state, unsigned workers) {
     state.counters["idle_cpu_pct"] = 100.0 * cpu_ms / wall_ms;
 }
 
+/// Whether `Pool` runs only the throughput benchmarks (the ceiling: its consumers never sleep).
+template <class Pool>
+constexpr bool throughput_only = requires {
+    Pool::throughput_only;
+};
+
 template <template <class> class PoolTemplate>
 void register_pool() {
     using pool = PoolTemplate<wb::bench_handler>;
@@ -218,6 +240,9 @@ void register_pool() {
         throughput("many_work1us_1p15w", shape{1, 15, 0}, wb::work_kind::spin);
     }
 
+    if constexpr (throughput_only<pool>) {
+        return;
+    }
     benchmark::RegisterBenchmark((std::string("BM_wakeup_1p2w") + tag).c_str(),
                                  [](benchmark::State& st) { bm_wakeup<pool>(st, 2); })
         ->UseManualTime()
@@ -237,7 +262,9 @@ void register_pool() {
 
 const bool registered = [] {
     // In the order of bench/pools.txt.
+    register_pool<wb::ceiling_pool>();
     register_pool<wb::workerpool_pool>();
+    register_pool<wb::workerpool_by_value_pool>();
     register_pool<wb::workerpool_no_timeout_pool>();
     register_pool<wb::workerpool_fifo_pool>();
     register_pool<wb::workerpool_sharded_pool>();
@@ -247,9 +274,12 @@ const bool registered = [] {
 #endif
 #ifdef WORKERPOOL_BENCH_HAVE_MOODYCAMEL
     register_pool<wb::moodycamel_pool>();
+    register_pool<wb::moodycamel_typed_pool>();
 #endif
 #ifdef WORKERPOOL_BENCH_HAVE_TBB
-    register_pool<wb::tbb_pool>();  // last: oneTBB's global worker threads outlive its pool
+    // Last: oneTBB's global worker threads outlive its pools.
+    register_pool<wb::tbb_pool>();
+    register_pool<wb::tbb_task_group_pool>();
 #endif
     return true;
 }();

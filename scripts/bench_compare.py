@@ -3,6 +3,9 @@
 
     scripts/bench_compare.py                     # full comparison: 5 rounds x 2 repetitions
     scripts/bench_compare.py --rounds 2 --repetitions 1 --requests 50000   # a quick look
+    scripts/bench_compare.py --busy-core both --skip-queue --redis-entries 0 \
+        --pools workerpool,workerpool_by_value,moodycamel_typed,ceiling --out /tmp/busy.md
+                                                 # quiet and one-core-busy rows side by side
 
 On a noisy machine one long run per pool measures the neighbours as much as the pool, so this
 runs many short processes instead: in every round each pool gets its own processes (bench_pool
@@ -10,12 +13,18 @@ with a filter ending in /<pool>/: one process for the idle benchmarks, one for t
 order of the pools rotates from round to round, and each
 figure in the report is the median of all rounds x repetitions with the min-max beside it.
 
+--busy-core keeps one core busy with another process (`sh -c 'while :; do :; done'`, started by
+this script and killed when it is done), as on any shared host: `on` for the whole run, `both` to
+run every pool's throughput benchmarks once quiet and once with the busy process in each round
+(the report then has a row for each condition).
+
 Needs only the Python 3 standard library, CMake, and gnuplot for the chart (skipped if absent).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -29,7 +38,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_pools import NAMES, OURS, POOLS
+from bench_pools import CEILINGS, NAMES, OURS, PEERS, POOLS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,6 +69,27 @@ def quiet(cmd: list[str]) -> str:
         return subprocess.run(cmd, check=True, text=True, capture_output=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ""
+
+
+# The command that keeps one core busy (--busy-core), as the report quotes it.
+BUSY_COMMAND = ["sh", "-c", "while :; do :; done"]
+# Workload keys of the rows measured with one core busy, in --busy-core both mode.
+BUSY_SUFFIX = "@busy"
+
+
+@contextlib.contextmanager
+def busy_core(active: bool = True):
+    """Keeps one core busy with another process (BUSY_COMMAND) while the block runs; kills it at
+    the end, even on an error. With `active` false, does nothing."""
+    if not active:
+        yield
+        return
+    child = subprocess.Popen(BUSY_COMMAND, stdin=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        child.kill()
+        child.wait()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -178,8 +208,8 @@ def list_pools(binary: Path) -> list[str]:
 # bench_pool's idle benchmarks (wake-up, bursts, idle CPU) run in a process of their own, before
 # the throughput ones: after seconds of saturating the cores, the same process measures much
 # longer wake-ups (docs/performance.md, "Measurements behind the code").
-POOL_FILTERS = ("BM_(wakeup|burst_wait|idle_cpu)_[^/]*/{pool}/",
-                "BM_(noop|work1us|full64|many)_[^/]*/{pool}/")
+IDLE_FILTER = "BM_(wakeup|burst_wait|idle_cpu)_[^/]*/{pool}/"
+POOL_FILTERS = (IDLE_FILTER, "BM_(noop|work1us|full64|many)_[^/]*/{pool}/")
 
 
 def filters_for(binary: Path) -> tuple[str, ...]:
@@ -206,7 +236,9 @@ def run_one(binary: Path, pool: str, args, env: dict,
 
 
 def collect(binary: Path, args, env: dict) -> tuple[dict, list[str], dict]:
-    """Returns samples[(workload, pool)][metric] -> [values], the pools, and one context."""
+    """Returns samples[(workload, pool)][metric] -> [values], the pools, and one context. With
+    `--busy-core both`, each round also runs each pool's throughput benchmarks with one core busy,
+    right after its quiet run (before it in odd rounds); their workload keys end in BUSY_SUFFIX."""
     pools = list_pools(binary)
     unknown = [p for p in pools if p not in NAMES]
     if binary.name == "bench_pool" and unknown:
@@ -222,17 +254,30 @@ def collect(binary: Path, args, env: dict) -> tuple[dict, list[str], dict]:
             order.reverse()
         log(f"{binary.name} round {r + 1}/{args.rounds}: {', '.join(order)}")
         for pool in order:
-            benches = []
-            for pattern in filters_for(binary):
-                part, context = run_one(binary, pool, args, env, pattern)
-                benches += part
-            for b in benches:
-                key = parse_name(b["run_name"])
-                slot = samples.setdefault(key, {})
-                for metric, value in b.items():
-                    if isinstance(value, (int, float)) and not isinstance(value, bool):
-                        slot.setdefault(metric, []).append(float(value))
+            conditions = [""]
+            if args.busy_core == "both":
+                conditions = ["", BUSY_SUFFIX] if r % 2 == 0 else [BUSY_SUFFIX, ""]
+            for condition in conditions:
+                benches = []
+                for pattern in filters_for(binary):
+                    # The ceiling has throughput benchmarks only; the busy rows are throughput.
+                    if (condition or pool in CEILINGS) and not is_throughput_filter(pattern):
+                        continue
+                    with busy_core(bool(condition)):
+                        part, context = run_one(binary, pool, args, env, pattern)
+                    benches += part
+                for b in benches:
+                    workload, name = parse_name(b["run_name"])
+                    slot = samples.setdefault((workload + condition, name), {})
+                    for metric, value in b.items():
+                        if isinstance(value, (int, float)) and not isinstance(value, bool):
+                            slot.setdefault(metric, []).append(float(value))
     return samples, pools, context
+
+
+def is_throughput_filter(pattern: str) -> bool:
+    """Whether a filter of filters_for() selects throughput benchmarks (not the idle ones)."""
+    return pattern != IDLE_FILTER
 
 
 # ----------------------------------------------------------------------------------------------
@@ -356,11 +401,77 @@ plot {', '.join(plots)}
     return True
 
 
+def workload_rows(samples: dict, pools: list[str]) -> list[tuple[str, str, str]]:
+    """The throughput rows that have samples, as (key, workload, description): POOL_WORKLOADS in
+    order, each quiet and then with one core busy (--busy-core both)."""
+    rows = []
+    for w, desc in POOL_WORKLOADS:
+        for key in (w, w + BUSY_SUFFIX):
+            if any((key, p) in samples for p in pools):
+                rows.append((key, w, desc + busy_label(key, "; ")))
+    return rows
+
+
+def busy_label(key: str, separator: str = ", ") -> str:
+    """What a row's label adds when its key was measured with one core busy."""
+    return f"{separator}**one core busy**" if key.endswith(BUSY_SUFFIX) else ""
+
+
+def busy_note(args) -> str:
+    return {"off": "",
+            "on": " Another process kept one core busy for the whole run.",
+            "both": " Rows marked **one core busy** ran with another process keeping one core "
+                    "busy."}[args.busy_core]
+
+
+def best_median(samples: dict, key: str, names: list[str]):
+    """(pool, median throughput in M/s) of the best of `names` in row `key`, or None."""
+    best = None
+    for p in names:
+        s = stat(samples, (key, p), "items_per_second", 1e-6)
+        if s and (best is None or s[0] > best[1]):
+            best = (p, s[0])
+    return best
+
+
+def ratio_section(samples: dict, pools: list[str], rows) -> list[str]:
+    """The dispatcher's medians against the best peer's and against the ceiling's, per row."""
+    ours = [p for p in pools if p in OURS]
+    peers = [p for p in pools if p in PEERS]
+    ceilings = [p for p in pools if p in CEILINGS]
+    if not ours or not (peers or ceilings):
+        return []
+    out = ["## The dispatcher against the best peer and against the ceiling\n"]
+    out.append("Ratios of the medians above. *× best peer*: ours ÷ the fastest peer of that row "
+               "(named). *of ceiling*: ours ÷ `ceiling`, the dispatcher's own queue moving the "
+               "same requests with no pool around it (producers pushing, consumers popping and "
+               "calling the handler inline, spinning (64 pauses, then yields), never sleeping): "
+               "the fraction of that limit "
+               "the pool reaches. With more spinning threads than free cores the ceiling's "
+               "spinners take turns with the threads they wait for, so it can fall below a pool "
+               "whose idle threads sleep; the fraction then exceeds 1.\n")
+    out.append("| workload | " + " | ".join(f"`{o}`" for o in ours) + " |")
+    out.append("|" + "---|" * (1 + len(ours)))
+    for key, w, _ in rows:
+        best_peer = best_median(samples, key, peers)
+        ceiling = best_median(samples, key, ceilings)
+        cells = []
+        for o in ours:
+            s = stat(samples, (key, o), "items_per_second", 1e-6)
+            parts = []
+            if s and best_peer:
+                parts.append(f"**{s[0] / best_peer[1]:.2f}×** best peer (`{best_peer[0]}`)")
+            if s and ceiling:
+                parts.append(f"**{s[0] / ceiling[1]:.2f}** of ceiling")
+            cells.append("; ".join(parts) or "—")
+        out.append(f"| `{w}`{busy_label(key)} | " + " | ".join(cells) + " |")
+    out.append("")
+    return out
+
+
 def report(args, build_dir: Path, pool_samples, pools, queue_samples, queues, context,
            started: str, source: str, load_before: str, load_after: str, neighbours: str,
            elapsed_s: float) -> str:
-    peers = [p for p in pools if p not in OURS]
-    ours = [p for p in pools if p in OURS]
     out = []
     out.append("# Performance\n")
     out.append("<!-- Generated by scripts/bench_compare.py, except for its last section; edit the "
@@ -379,6 +490,13 @@ def report(args, build_dir: Path, pool_samples, pools, queue_samples, queues, co
                f"{context.get('mhz_per_cpu')} MHz, library build type "
                f"`{context.get('library_build_type')}` (Debian's package; it does not affect "
                "our code, which is built Release)")
+    out.append("- Another process keeping one core busy (`" + " ".join(BUSY_COMMAND[:2]) +
+               " '" + BUSY_COMMAND[2] + "'`, started and killed by the script): " +
+               {"off": "none",
+                "on": "for the whole run",
+                "both": "in the rows marked *one core busy*: each round runs each pool's "
+                        "throughput benchmarks once without it and once with it (one process "
+                        "each, the order alternating from round to round)"}[args.busy_core])
     out.append(f"- Requests per iteration: {args.requests}; {args.rounds} rounds × "
                f"{args.repetitions} repetitions = up to {args.rounds * args.repetitions} samples per "
                "cell; pools interleaved (each round runs every pool in its own process, in a "
@@ -397,37 +515,22 @@ def report(args, build_dir: Path, pool_samples, pools, queue_samples, queues, co
     out.append("with `<filter>` = " + " and then ".join(
         f"`{f.format(pool='<pool>')}`" for f in POOL_FILTERS) + ".\n")
 
+    rows = workload_rows(pool_samples, pools)
     out.append("## Throughput (million requests per second)\n")
     out.append("Time from the first submit to the return of the last handler, "
                f"{args.requests} requests per iteration. Cells: **median** (min–max). "
-               f"Bounded pools (`mutex_cv`, `workerpool*`) have {args.capacity} slots and block the "
-               "producer when full; `asio`, `onetbb` and `moodycamel` are unbounded, except in "
-               "the `full64` rows where every pool is bounded to 64 (the unbounded ones through "
-               "a counting semaphore, as a user would do it).\n")
-    header = "| workload | " + " | ".join(f"`{p}`" for p in pools)
-    for o in ours:
-        header += f" | `{o}` / best peer"
-    out.append(header + " |")
-    out.append("|" + "---|" * (1 + len(pools) + len(ours)))
-    ratios = {}
-    for w, desc in POOL_WORKLOADS:
-        if not any((w, p) in pool_samples for p in pools):
-            continue
-        cells = [fmt(stat(pool_samples, (w, p), "items_per_second", 1e-6)) for p in pools]
-        best_peer, best_val = None, 0.0
-        for p in peers:
-            s = stat(pool_samples, (w, p), "items_per_second", 1e-6)
-            if s and s[0] > best_val:
-                best_peer, best_val = p, s[0]
-        for o in ours:
-            s = stat(pool_samples, (w, o), "items_per_second", 1e-6)
-            if s and best_peer:
-                ratios[(w, o)] = (s[0] / best_val, best_peer)
-                cells.append(f"{s[0] / best_val:.2f}× (`{best_peer}`)")
-            else:
-                cells.append("—")
+               f"Bounded pools (`mutex_cv`, `workerpool*`, `ceiling`) have {args.capacity} slots "
+               "and block the producer when full (`ceiling`'s producer spins); `asio`, `onetbb*` "
+               "and `moodycamel*` are unbounded, except in the `full64` rows where every pool is "
+               "bounded to 64 (the unbounded ones through a counting semaphore, as a user would "
+               "do it)." + busy_note(args) + "\n")
+    out.append("| workload | " + " | ".join(f"`{p}`" for p in pools) + " |")
+    out.append("|" + "---|" * (1 + len(pools)))
+    for key, w, desc in rows:
+        cells = [fmt(stat(pool_samples, (key, p), "items_per_second", 1e-6)) for p in pools]
         out.append(f"| `{w}`<br>{desc} | " + " | ".join(cells) + " |")
     out.append("\n![throughput chart](performance.svg)\n")
+    out.extend(ratio_section(pool_samples, pools, rows))
 
     out.append("## Efficiency with ~1 µs of work per request\n")
     out.append("efficiency = (requests × measured cost of the work unit / workers) ÷ elapsed "
@@ -435,21 +538,19 @@ def report(args, build_dir: Path, pool_samples, pools, queue_samples, queues, co
                "the two cores with the workers, so even a perfect pool stays below 1.\n")
     out.append("| workload | " + " | ".join(f"`{p}`" for p in pools) + " |")
     out.append("|" + "---|" * (1 + len(pools)))
-    for w in ("work1us_1p2w", "full64_work1us_1p2w"):
-        if any((w, p) in pool_samples for p in pools):
-            out.append(f"| `{w}` | " + " | ".join(
-                fmt(stat(pool_samples, (w, p), "efficiency")) for p in pools) + " |")
-
+    for key, w, desc in rows:
+        if w in ("work1us_1p2w", "full64_work1us_1p2w"):
+            out.append(f"| `{w}`{busy_label(key)} | " + " | ".join(
+                fmt(stat(pool_samples, (key, p), "efficiency")) for p in pools) + " |")
     out.append("\n## CPU time per request (ns, all threads of the process)\n")
     out.append("Process CPU time (getrusage) over the timed loop divided by the requests. "
                "Higher than the wall time per request means threads burnt CPU spinning or "
                "switching.\n")
     out.append("| workload | " + " | ".join(f"`{p}`" for p in pools) + " |")
     out.append("|" + "---|" * (1 + len(pools)))
-    for w, _ in POOL_WORKLOADS:
-        if any((w, p) in pool_samples for p in pools):
-            out.append(f"| `{w}` | " + " | ".join(
-                fmt(stat(pool_samples, (w, p), "cpu_ns_per_req"), 0) for p in pools) + " |")
+    for key, w, _ in rows:
+        out.append(f"| `{w}`{busy_label(key)} | " + " | ".join(
+            fmt(stat(pool_samples, (key, p), "cpu_ns_per_req"), 0) for p in pools) + " |")
 
     out.append("\n## Wake-up latency, queue wait under load, and idle CPU\n")
     out.append(f"Wake-up: one request into an idle pool of 2 workers, {args.wakeup_samples} "
@@ -465,6 +566,8 @@ def report(args, build_dir: Path, pool_samples, pools, queue_samples, queues, co
                "| queue wait in bursts p99 (µs) | idle CPU (% of a core) |")
     out.append("|---|---|---|---|---|---|")
     for p in pools:
+        if not any((w, p) in pool_samples for w in ("wakeup_1p2w", "idle_cpu_2w")):
+            continue  # the ceiling: throughput only
         out.append(f"| `{p}` | {fmt(stat(pool_samples, ('wakeup_1p2w', p), 'p50_us'), 1)} | "
                    f"{fmt(stat(pool_samples, ('wakeup_1p2w', p), 'p99_us'), 1)} | "
                    f"{fmt(stat(pool_samples, ('burst_wait_1p2w', p), 'p50_us'), 1)} | "
@@ -490,7 +593,7 @@ def report(args, build_dir: Path, pool_samples, pools, queue_samples, queues, co
         out.append("| workload | " + " | ".join(f"`{q}`" for q in queues) + " |")
         out.append("|" + "---|" * (1 + len(queues)))
         for w in qworkloads:
-            out.append(f"| `{w}` | " + " | ".join(
+            out.append(f"| `{w.removesuffix(BUSY_SUFFIX)}`{busy_label(w)} | " + " | ".join(
                 fmt(stat(queue_samples, (w, q), "items_per_second", 1e-6)) for q in queues) + " |")
 
     out.append("\n## How the benchmarks work\n")
@@ -549,6 +652,10 @@ def main() -> None:
     ap.add_argument("--pools", default="",
                     help="comma-separated subset of pools (and queues) to run; default all")
     ap.add_argument("--skip-queue", action="store_true", help="do not run bench_queue")
+    ap.add_argument("--busy-core", choices=("off", "on", "both"), default="off",
+                    help="keep one core busy with another process: off (default), on (the whole "
+                         "run), or both (each pool's throughput benchmarks quiet and busy in every "
+                         "round, reported as separate rows)")
     ap.add_argument("--redis-entries", type=int, default=200_000,
                     help="entries per Redis throughput run (default 200000; 0 skips it)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
@@ -566,11 +673,13 @@ def main() -> None:
 
     load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     neighbours = busy_neighbours()
-    pool_samples, pools, context = collect(find_binary(build_dir, "bench_pool"), args, env)
-    queue_samples, queues = {}, []
-    if not args.skip_queue:
-        queue_samples, queues, _ = collect(find_binary(build_dir, "bench_queue"), args, env)
-    redis_text = redis_section(build_dir, args.redis_entries) if args.redis_entries > 0 else ""
+    with busy_core(args.busy_core == "on"):
+        pool_samples, pools, context = collect(find_binary(build_dir, "bench_pool"), args, env)
+        queue_samples, queues = {}, []
+        if not args.skip_queue:
+            queue_samples, queues, _ = collect(find_binary(build_dir, "bench_queue"), args, env)
+        redis_text = (redis_section(build_dir, args.redis_entries) if args.redis_entries > 0
+                      else "")
     load_after = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     elapsed = (datetime.datetime.now() - start).total_seconds()
 

@@ -5,7 +5,7 @@
     scripts/bench_pools.py check BENCH_POOL      # fail unless BENCH_POOL registers exactly the
                                                  # pools of the list that it was built with
 
-The other bench scripts import it: `from bench_pools import POOLS, OURS, PEERS`.
+The other bench scripts import it: `from bench_pools import POOLS, OURS, PEERS, CEILINGS`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,20 @@ from pathlib import Path
 LIST = Path(__file__).resolve().parent.parent / "bench" / "pools.txt"
 
 
+SIDES = ("ours", "peer", "ceiling")
+
+
 @dataclass(frozen=True)
 class Pool:
     name: str
-    ours: bool    # our dispatcher (True) or a peer
+    side: str     # ours (our dispatcher), peer (what a user would pick instead), or ceiling (the
+                  # dispatcher's queue with no pool around it)
     needs: str    # "-", or the library bench/CMakeLists.txt must find: asio, tbb, moodycamel
     what: str     # one sentence
+
+    @property
+    def ours(self) -> bool:
+        return self.side == "ours"
 
 
 def load(path: Path = LIST) -> list[Pool]:
@@ -32,16 +40,18 @@ def load(path: Path = LIST) -> list[Pool]:
         if not line.strip() or line.startswith("#"):
             continue
         fields = line.split(None, 3)
-        if len(fields) != 4 or fields[1] not in ("ours", "peer"):
-            sys.exit(f"{path}:{number}: expected `name ours|peer needs what`, got: {line}")
-        pools.append(Pool(fields[0], fields[1] == "ours", fields[2], fields[3]))
+        if len(fields) != 4 or fields[1] not in SIDES:
+            sys.exit(f"{path}:{number}: expected `name {'|'.join(SIDES)} needs what`, "
+                     f"got: {line}")
+        pools.append(Pool(*fields))
     return pools
 
 
 POOLS: list[Pool] = load()
 NAMES: list[str] = [p.name for p in POOLS]
-OURS: list[str] = [p.name for p in POOLS if p.ours]
-PEERS: list[str] = [p.name for p in POOLS if not p.ours]
+OURS: list[str] = [p.name for p in POOLS if p.side == "ours"]
+PEERS: list[str] = [p.name for p in POOLS if p.side == "peer"]
+CEILINGS: list[str] = [p.name for p in POOLS if p.side == "ceiling"]
 
 
 def registered(bench_pool: str) -> list[str]:
@@ -81,7 +91,7 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     for p in POOLS:
-        print(f"{p.name:22s} {'ours' if p.ours else 'peer'}  {p.needs:10s} {p.what}")
+        print(f"{p.name:22s} {p.side:8s} {p.needs:10s} {p.what}")
     return 0
 
 

@@ -1,10 +1,12 @@
 #pragma once
 
-// Our dispatcher behind the same adapter as the peers. Four flavours:
+// Our dispatcher behind the same adapter as the peers. Five flavours:
 //   workerpool            default options (the queue's ring count picked by queue_shards = 0)
 //                         with default_timeout = 10 s: every attempt publishes a deadline for the
 //                         supervisor ("the timeout wrapper on"); the handler takes the stop_token
 //                         by const&.
+//   workerpool_by_value   as `workerpool`, with a handler that takes the std::stop_token by value,
+//                         as a std::jthread user writes it.
 //   workerpool_no_timeout as `workerpool` with default_timeout = 0: no deadline is published;
 //                         plain handler(Request&).
 //   workerpool_fifo       as `workerpool` with queue_shards = 1: one ring, strict FIFO order.
@@ -27,17 +29,18 @@ namespace workerpool_bench {
 
 namespace detail {
 
-enum class flavour { timeout, no_timeout, fifo, sharded };
+enum class flavour { timeout, token_by_value, no_timeout, fifo, sharded };
 
 /// The dispatcher configured as flavour `F`; submit blocks when full, the destructor drains
 /// through shutdown() and checks completed == submitted.
 template <class Handler, flavour F>
 class dispatcher_pool {
 public:
-    static constexpr const char* name = F == flavour::timeout      ? "workerpool"
-                                        : F == flavour::no_timeout ? "workerpool_no_timeout"
-                                        : F == flavour::fifo       ? "workerpool_fifo"
-                                                                   : "workerpool_sharded";
+    static constexpr const char* name = F == flavour::timeout          ? "workerpool"
+                                        : F == flavour::token_by_value ? "workerpool_by_value"
+                                        : F == flavour::no_timeout     ? "workerpool_no_timeout"
+                                        : F == flavour::fifo           ? "workerpool_fifo"
+                                                                       : "workerpool_sharded";
 
     dispatcher_pool(pool_config config, Handler handler)
         : pool_(make_handler(std::move(handler)), make_options(config)) {}
@@ -66,6 +69,9 @@ private:
     static auto make_handler(Handler handler) {
         if constexpr (F == flavour::no_timeout) {
             return [handler](job& j) { handler(j); };
+        } else if constexpr (F == flavour::token_by_value) {
+            // By value on purpose: a copy of the token per call is what this flavour measures.
+            return [handler](job& j, std::stop_token) { handler(j); };
         } else {
             return [handler](job& j, const std::stop_token&) { handler(j); };
         }
@@ -100,6 +106,8 @@ private:
 
 template <class Handler>
 using workerpool_pool = detail::dispatcher_pool<Handler, detail::flavour::timeout>;
+template <class Handler>
+using workerpool_by_value_pool = detail::dispatcher_pool<Handler, detail::flavour::token_by_value>;
 template <class Handler>
 using workerpool_no_timeout_pool = detail::dispatcher_pool<Handler, detail::flavour::no_timeout>;
 template <class Handler>
