@@ -16,8 +16,8 @@
 
 namespace workerpool::detail {
 
-/// Why an attempt's token was stopped.
-enum class stop_cause : std::uint8_t { none, deadline, shutdown };
+/// Why an attempt's token was stopped (`cancelled`: by the request's handle).
+enum class stop_cause : std::uint8_t { none, deadline, shutdown, cancelled };
 
 /// How soon after it starts a timed attempt must get its deadline stamped: 5 % of its timeout,
 /// within [1 ms, scale interval]. This bounds how late a deadline can fire.
@@ -166,6 +166,12 @@ public:
         source_.request_stop();
         word_.store(stopped, std::memory_order_release);  // [A2] pairs with [A3]
         return true;
+    }
+
+    /// Stops the current attempt's token with `cause`, if one runs and no one stopped it yet;
+    /// returns whether this call stopped it.
+    bool stop_now(stop_cause cause) noexcept {
+        return try_stop(look(std::memory_order_acquire), cause);  // pairs with [A1]
     }
 
     /// Why the last stop happened; meaningful once a look saw `stopped`.
