@@ -520,3 +520,41 @@ TEST_CASE("bulk submits allocate nothing", "[alloc][bulk][unit]") {
     CHECK(handled.load() == before + rounds * span);
     CHECK(c.allocations == 0u);
 }
+
+TEST_CASE("tracked requests allocate nothing once the slab has room", "[alloc][handles][unit]") {
+    constexpr std::size_t batch = 200;  // tracked requests alive at once
+    constexpr std::uint64_t rounds = 50;
+    workerpool::options<payload, std::uint64_t> o;
+    o.capacity = 512;
+    o.min_workers = 2;
+    o.max_workers = 2;
+    o.default_timeout = 10s;
+    dispatcher<payload, std::uint64_t> pool([](payload& p) { return p.id * 2; }, o);
+    std::vector<workerpool::handle<std::uint64_t>> handles;
+    handles.reserve(batch);
+    std::uint64_t sum = 0;
+    auto run_rounds = [&](std::uint64_t n) {
+        for (std::uint64_t r = 0; r < n; ++r) {
+            for (std::size_t i = 0; i < batch; ++i) {
+                payload p;
+                p.id = r * batch + i;
+                auto t = pool.submit_tracked(std::move(p));
+                if (t.status == submit_status::accepted) {
+                    handles.push_back(std::move(t.handle));
+                }
+            }
+            for (auto& h : handles) {
+                sum += h.get();
+            }
+            handles.clear();
+        }
+    };
+    run_rounds(3);  // warm-up: the slab grows to hold `batch` slots
+    sum = 0;
+    const counts c = measure([&] { run_rounds(rounds); });
+    INFO("allocations: " << c.allocations << " (" << c.bytes << " bytes; by size:" << c.by_size
+                         << ")");
+    const std::uint64_t n = rounds * batch;
+    CHECK(sum == n * (n - 1));  // every result came back: 2 * (0 + 1 + ... + n-1)
+    CHECK(c.allocations == 0u);
+}
