@@ -65,7 +65,8 @@ public:
     /// or the retry timer reaches it. Running: its attempt's token is stopped (stop callbacks run
     /// on this thread) and it is not retried; it ends as `cancelled` when its handler returns,
     /// whatever the handler does. Returns whether this call cancelled it: false when it had
-    /// ended, was being ended, was cancelled already, or the handle is empty.
+    /// ended, was being ended, was cancelled already, or the handle is empty. The stop callbacks
+    /// run under the request's own lock: they must not wait for this request.
     bool cancel() noexcept { return slot_ != nullptr && slot_->cancel(); }
 
     /// Blocks until the request has ended. Throws: `std::logic_error` on an empty handle.
@@ -144,8 +145,13 @@ private:
     Result take() {
         struct let_go {
             std::shared_ptr<slot_type> s;
+            explicit let_go(std::shared_ptr<slot_type> p) noexcept : s(std::move(p)) {}
+            let_go(const let_go&) = delete;
+            let_go& operator=(const let_go&) = delete;
+            let_go(let_go&&) = delete;
+            let_go& operator=(let_go&&) = delete;
             ~let_go() { s->release(); }
-        } keep{std::move(slot_)};
+        } keep(std::move(slot_));
         slot_type& s = *keep.s;
         const request_state end = s.state();
         if (end != request_state::succeeded) {

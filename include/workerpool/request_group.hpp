@@ -11,6 +11,7 @@
 #include <workerpool/status.hpp>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -59,7 +60,7 @@ public:
     request_group& operator=(request_group&&) = delete;  ///< Not move-assignable.
 
     /// Waits for every request of the group (see `wait`), then lets go of them.
-    ~request_group() {
+    ~request_group() override {
         wait();
         std::lock_guard lock(mutex_);
         for (member& m : members_) {
@@ -253,7 +254,7 @@ private:
     std::size_t joining_ = 0;          // guarded by mutex_: joins between reserve and push_back
     std::size_t sweeping_ = 0;         // guarded by mutex_: sweeps in progress
     bool cancelled_all_ = false;       // guarded by mutex_
-    std::size_t ended_[ends] = {};     // guarded by mutex_: by final state
+    std::array<std::size_t, ends> ended_{};  // guarded by mutex_: by final state
 };
 
 }  // namespace workerpool

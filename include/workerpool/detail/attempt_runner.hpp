@@ -43,10 +43,20 @@ public:
           covered_timeout_ns_(covered_timeout_ns) {}
 
     /// Runs one attempt of `e` on `w` (or ends it without one: cancelled by its handle while it
-    /// waited, or expired), and reports its end.
+    /// waited, or expired), and reports its end. A plain request pays one test for tracking.
     template <class Worker>
     void run(Worker& w, envelope<Request>& e, std::minstd_rand& rng) noexcept {
-        if (e.ticket != nullptr && !e.ticket->start()) {
+        if (e.ticket == nullptr) {
+            attempt<false>(w, e, rng);
+        } else {
+            attempt<true>(w, e, rng);
+        }
+    }
+
+private:
+    template <bool Tracked, class Worker>
+    void attempt(Worker& w, envelope<Request>& e, std::minstd_rand& rng) noexcept {
+        if (Tracked && !e.ticket->start()) {
             outcomes_.cancelled_before_start(w, e);  // its handle cancelled it while it waited
             return;
         }
@@ -72,7 +82,7 @@ public:
         } else {
             w.attempt.begin_unbounded();
         }
-        if (e.ticket != nullptr) {
+        if constexpr (Tracked) {
             e.ticket->attach(w.attempt);  // a cancel() now stops this attempt's token
         }
         std::exception_ptr error;
@@ -85,7 +95,7 @@ public:
         } catch (...) {
             error = std::current_exception();
         }
-        if (e.ticket != nullptr) {
+        if constexpr (Tracked) {
             e.ticket->detach();
         }
         const stop_cause cause = outcomes_.ended(w);
@@ -95,11 +105,10 @@ public:
         if (error) {
             outcomes_.failed(w, e, std::move(error), cause, rng);
         } else {
-            outcomes_.succeeded(w, e, cause);
+            outcomes_.template succeeded<Tracked>(w, e, cause);
         }
     }
 
-private:
     const erased_handler<Request, Result>& handler_;
     Outcomes& outcomes_;
     supervisor_signal& signal_;

@@ -21,6 +21,8 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
+#include <stdexcept>
 #include <type_traits>
 #include <utility>
 
@@ -34,10 +36,10 @@ class group_link {
 public:
     /// `slot` ended in `final` (a final `request_state`).
     virtual void ended(completion_slot& slot, request_state final) noexcept = 0;
+    virtual ~group_link() = default;
 
 protected:
     group_link() = default;
-    ~group_link() = default;
     group_link(const group_link&) = default;
     group_link& operator=(const group_link&) = default;
     group_link(group_link&&) = default;
@@ -49,10 +51,10 @@ class slot_owner {
 public:
     /// Takes `slot` back for reuse. Called once per use, by whoever drops its last reference.
     virtual void recycle(completion_slot& slot) noexcept = 0;
+    virtual ~slot_owner() = default;
 
 protected:
     slot_owner() = default;
-    ~slot_owner() = default;
     slot_owner(const slot_owner&) = default;
     slot_owner& operator=(const slot_owner&) = default;
     slot_owner(slot_owner&&) = default;
@@ -381,7 +383,7 @@ public:
     completion_slab& operator=(const completion_slab&) = delete;
     completion_slab(completion_slab&&) = delete;
     completion_slab& operator=(completion_slab&&) = delete;
-    ~completion_slab() {
+    ~completion_slab() override {
         for (std::size_t k = 0; k < chunk_count_; ++k) {
             // relaxed: no other thread is left; the slab's owner's release ordered their work
             delete[] chunks_[k].load(std::memory_order_relaxed);
@@ -464,7 +466,7 @@ private:
         const std::size_t k = chunk_count_;
         const std::size_t size = first_chunk << k;
         const std::size_t base = (first_chunk << k) - first_chunk;  // slots in the chunks before
-        auto* chunk = new slot[size];
+        const std::span<slot> chunk(new slot[size], size);
         for (std::size_t i = 0; i < size; ++i) {
             link(chunk[i], this, static_cast<std::uint32_t>(base + i));
             if (i + 1 < size) {
@@ -473,9 +475,9 @@ private:
                                         std::memory_order_relaxed);
             }
         }
-        chunks_[k].store(chunk, std::memory_order_release);  // [G2] pairs with at()
+        chunks_[k].store(chunk.data(), std::memory_order_release);  // [G2] pairs with at()
         ++chunk_count_;
-        push_chain(chunk[0], chunk[size - 1]);
+        push_chain(chunk.front(), chunk.back());
     }
 
     // The free list: (tag << 32) | (index + 1); 0 in the low half: empty. The tag changes on

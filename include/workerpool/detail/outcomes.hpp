@@ -90,9 +90,10 @@ public:
 
     /// The handler returned; `cause` says whether a deadline had stopped its token (a late
     /// success).
-    /// The result, if any, is in `w.payload.result`.
+    /// The result, if any, is in `w.payload.result`. `Tracked`: `e.ticket` is not null.
+    template <bool Tracked>
     void succeeded(worker& w, envelope& e, stop_cause cause) noexcept {
-        if (e.ticket != nullptr && !e.ticket->begin_final()) {
+        if (Tracked && !e.ticket->begin_final()) {
             drop_result(w);
             cancelled(w, e);  // cancelled while it ran: the handler ignored its token
             return;
@@ -107,7 +108,7 @@ public:
                 p_.calls.guard(p_.opts.on_success, e.request, *w.payload.result.value);
             }
         }
-        if (e.ticket != nullptr) {
+        if constexpr (Tracked) {
             if constexpr (!std::is_void_v<Result>) {
                 static_cast<completion<Result>&>(*e.ticket)
                     .set_value(std::move(*w.payload.result.value));
