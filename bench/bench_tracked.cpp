@@ -11,6 +11,7 @@
 // last handler returned; items_per_second is requests per second through the pool. Run the binary
 // several times: `scripts/bench_ab.py`'s figures are medians of interleaved rounds, these of one.
 
+#include "peers/workerpool_pool.hpp"
 #include "support.hpp"
 
 #include <workerpool/workerpool.hpp>
@@ -30,22 +31,13 @@ enum class how { plain, tracked, tracked_get };
 
 constexpr std::size_t get_batch = 256;
 
-workerpool::options<wb::job> pool_options() {
-    workerpool::options<wb::job> o;
-    o.capacity = wb::natural_bounded_capacity();
-    o.min_workers = 2;
-    o.max_workers = 2;
-    o.default_timeout = std::chrono::seconds(10);
-    return o;
-}
-
 template <how How>
 void bm_tracked(benchmark::State& state) {
     const std::uint64_t n = wb::requests_per_iteration() / get_batch * get_batch;
     wb::bench_context ctx(wb::work_kind::noop);
     workerpool::dispatcher<wb::job> pool(
         [handler = wb::bench_handler{&ctx}](wb::job& j, const std::stop_token&) { handler(j); },
-        pool_options());
+        wb::workerpool_options(2));
     std::vector<workerpool::handle<>> handles;
     handles.reserve(get_batch);
     std::uint64_t target = 0;

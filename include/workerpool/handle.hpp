@@ -28,6 +28,10 @@ struct handle_access;
 /// handle may outlive its pool: the pool's destructor ends every request (handed back ones as
 /// `cancelled`, see `dispatcher::~dispatcher`), and the handle then reports that end.
 ///
+/// Waiting (`wait`, `get`) inside a handler of the same pool for another of its requests holds a
+/// worker while it waits; when every worker waits so, nothing runs the requests they wait for:
+/// `co_await` there instead, or submit the waiting part to another pool.
+///
 /// Thread safety: `state`, `cancel`, `wait*` from any thread, concurrently; `get` and `co_await`
 /// consume the handle, so one thread at a time. Empty (`valid() == false`): default-constructed,
 /// moved from, after `get()`, or from a submit that was not accepted.
@@ -39,7 +43,9 @@ public:
 
     /// An empty handle.
     handle() noexcept = default;
+    /// Takes `other`'s request; `other` is empty afterwards.
     handle(handle&& other) noexcept = default;
+    /// Lets go of this handle's request (as the destructor does) and takes `other`'s.
     handle& operator=(handle&& other) noexcept {
         if (this != &other) {
             reset();
@@ -98,11 +104,15 @@ public:
     /// What `co_await std::move(h)` waits with.
     class awaiter {
     public:
+        /// Takes the handle.
         explicit awaiter(handle&& h) noexcept : h_(std::move(h)) {}
+        /// Whether the request has ended (then the coroutine does not suspend).
         [[nodiscard]] bool await_ready() const noexcept { return h_.slot_->done(); }
+        /// Stores `c` to be resumed when the request ends; false if it has ended meanwhile.
         bool await_suspend(std::coroutine_handle<> c) noexcept {
             return h_.slot_->set_continuation(c);
         }
+        /// The result, or `request_failed`, as `get()`.
         Result await_resume() { return h_.take(); }
 
     private:
