@@ -125,15 +125,23 @@ private:
     // The wake-up decision after `n` requests went in, once per call.
     void accepted(std::size_t n) noexcept {
         // [W1] the producer's side: the claims (the queue's seq_cst CAS) precede this load.
-        if (p_.idle.count() != 0) {
+        const bool sleeper = p_.idle.count() != 0;
+        if (sleeper || p_.workers.live() == 0) [[unlikely]] {
+            wake_or_start(n, sleeper);
+        }
+        if (p_.signal.take_resting()) [[unlikely]] {  // [K1] the pool was at rest: scaling resumes
+            p_.signal.kick();
+        }
+    }
+
+    // Out of line: a push that finds every worker busy, the common case under load, skips it.
+    [[gnu::noinline]] void wake_or_start(std::size_t n, bool sleeper) noexcept {
+        if (sleeper) {
             if (p_.idle.wake_up_to(n) != 0) {
                 p_.signal.worker_woke(p_.awake_period_ns);  // [D3]
             }
-        } else if (p_.workers.live() == 0) {
+        } else {
             p_.signal.kick();  // min_workers == 0 and nobody is running: start one now
-        }
-        if (p_.signal.take_resting()) {  // [K1] the pool was at rest: scaling resumes
-            p_.signal.kick();
         }
     }
 
