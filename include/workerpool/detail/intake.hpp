@@ -67,9 +67,8 @@ public:
     submit_status submit_until(Request& r, job_options jo, bool self_call,
                                std::optional<std::chrono::steady_clock::time_point> until) noexcept {
         routes_.apply(r, jo);
-        return counted(p_.pressure.submit_until(
-            p_.queue, [&] { return push(r, jo); }, self_call,
-            p_.opts.spin_before_sleep.count(), until));
+        const submit_status s = push(r, jo);  // the fast path: a slot free at once
+        return s == submit_status::full ? wait_then_push(r, jo, self_call, until) : s;
     }
 
     /// Moves as many of `rs` as fit now into the queue, with one claim per ring and one wake-up
@@ -110,6 +109,16 @@ public:
     }
 
 private:
+    // `submit_until` after its first try found the queue full. Out of line, so that the set-up
+    // of the wait stays off the fast path.
+    [[gnu::noinline]] submit_status wait_then_push(
+        Request& r, const job_options& jo, bool self_call,
+        std::optional<std::chrono::steady_clock::time_point> until) noexcept {
+        return counted(p_.pressure.retry_until(
+            p_.queue, [&] { return push(r, jo); }, self_call,
+            p_.opts.spin_before_sleep.count(), until));
+    }
+
     // One try at the queue; on `accepted`, the wake-up decision.
     submit_status push(Request& r, const job_options& jo) noexcept {
         const submit_status s = p_.queue.try_emplace(
