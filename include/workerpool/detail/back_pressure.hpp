@@ -72,21 +72,28 @@ public:
     template <class Queue, class Push>
     submit_status submit_until(Queue& queue, Push&& push, bool self_call, std::int64_t spin_ns,
                                std::optional<std::chrono::steady_clock::time_point> until) noexcept {
+        const submit_status s = push();
+        return s == submit_status::full ? retry_until(queue, push, self_call, spin_ns, until) : s;
+    }
+
+    /// `submit_until` after a first `push()` found the queue full: the waits and the tries after
+    /// them. A caller that makes the first try itself keeps this (the spin's set-up, the
+    /// destructor's count) off its fast path.
+    template <class Queue, class Push>
+    submit_status retry_until(Queue& queue, Push&& push, bool self_call, std::int64_t spin_ns,
+                              std::optional<std::chrono::steady_clock::time_point> until) noexcept {
         inside_call inside;
         for (;;) {
-            const submit_status s = push();
-            if (s != submit_status::full) {
-                return s;
-            }
             if (self_call || (until && std::chrono::steady_clock::now() >= *until)) {
                 return submit_status::full;
             }
             inside.enter(*this);  // from here on the destructor waits for us
-            if (spin_for_room(queue, spin_ns)) {
-                continue;
-            }
-            if (!wait_for_room(queue, until)) {
+            if (!spin_for_room(queue, spin_ns) && !wait_for_room(queue, until)) {
                 return queue.is_closed() ? submit_status::closed : submit_status::full;
+            }
+            const submit_status s = push();
+            if (s != submit_status::full) {
+                return s;
             }
         }
     }

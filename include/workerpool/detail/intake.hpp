@@ -70,9 +70,8 @@ public:
                                std::optional<std::chrono::steady_clock::time_point> until,
                                completion_slot* ticket = nullptr) noexcept {
         routes_.apply(r, jo);
-        return counted(p_.pressure.submit_until(
-            p_.queue, [&] { return push(r, jo, ticket); }, self_call,
-            p_.opts.spin_before_sleep.count(), until));
+        const submit_status s = push(r, jo, ticket);  // the fast path: a slot free at once
+        return s == submit_status::full ? wait_then_push(r, jo, self_call, until, ticket) : s;
     }
 
     /// Moves as many of `rs` as fit now into the queue, with one claim per ring and one wake-up
@@ -113,6 +112,17 @@ public:
     }
 
 private:
+    // `submit_until` after its first try found the queue full. Out of line, so that the set-up
+    // of the wait stays off the fast path.
+    [[gnu::noinline]] submit_status wait_then_push(
+        Request& r, const job_options& jo, bool self_call,
+        std::optional<std::chrono::steady_clock::time_point> until,
+        completion_slot* ticket) noexcept {
+        return counted(p_.pressure.retry_until(
+            p_.queue, [&] { return push(r, jo, ticket); }, self_call,
+            p_.opts.spin_before_sleep.count(), until));
+    }
+
     // One try at the queue; on `accepted`, the wake-up decision.
     submit_status push(Request& r, const job_options& jo, completion_slot* ticket) noexcept {
         const submit_status s = p_.queue.try_emplace(
@@ -128,15 +138,23 @@ private:
     // The wake-up decision after `n` requests went in, once per call.
     void accepted(std::size_t n) noexcept {
         // [W1] the producer's side: the claims (the queue's seq_cst CAS) precede this load.
-        if (p_.idle.count() != 0) {
+        const bool sleeper = p_.idle.count() != 0;
+        if (sleeper || p_.workers.live() == 0) [[unlikely]] {
+            wake_or_start(n, sleeper);
+        }
+        if (p_.signal.take_resting()) [[unlikely]] {  // [K1] the pool was at rest: scaling resumes
+            p_.signal.kick();
+        }
+    }
+
+    // Out of line: a push that finds every worker busy, the common case under load, skips it.
+    [[gnu::noinline]] void wake_or_start(std::size_t n, bool sleeper) noexcept {
+        if (sleeper) {
             if (p_.idle.wake_up_to(n) != 0) {
                 p_.signal.worker_woke(p_.awake_period_ns);  // [D3]
             }
-        } else if (p_.workers.live() == 0) {
+        } else {
             p_.signal.kick();  // min_workers == 0 and nobody is running: start one now
-        }
-        if (p_.signal.take_resting()) {  // [K1] the pool was at rest: scaling resumes
-            p_.signal.kick();
         }
     }
 

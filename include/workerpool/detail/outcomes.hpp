@@ -69,21 +69,8 @@ public:
     /// still runs.
     stop_cause ended(worker& w) noexcept {
         const stop_cause cause = w.attempt.end();
-        const std::size_t before = p_.workers.live();
-        const recovery r = cause == stop_cause::none ? recovery::none
-                                                     : p_.workers.note_returned(w, p_.idle);
-        if (r == recovery::none) {
-            return cause;
-        }
-        p_.calls.emit(event_of(event_kind::worker_recovered, "handler returned", 0, before));
-        if (r == recovery::surplus) {
-            p_.calls.emit(
-                event_of(event_kind::scale_down, "stuck worker recovered, surplus", 0, before));
-        } else {
-            p_.signal.worker_woke(p_.awake_period_ns);
-            if (p_.signal.take_resting()) {
-                p_.signal.kick();  // one more serving worker: maybe one to shed ([K1])
-            }
+        if (cause != stop_cause::none) [[unlikely]] {
+            stopped_attempt_ended(w);
         }
         return cause;
     }
@@ -180,6 +167,27 @@ public:
     [[nodiscard]] std::uint64_t discarded() const noexcept { return sink_.unowned(); }
 
 private:
+    // `ended` for an attempt whose token was stopped: a worker that was stuck counts again, or
+    // retires. Out of line: no attempt of a healthy pool comes here, and inlined into `ended` it
+    // made the worker loop call `ended` instead of inlining it.
+    [[gnu::noinline]] void stopped_attempt_ended(worker& w) noexcept {
+        const std::size_t before = p_.workers.live();
+        const recovery r = p_.workers.note_returned(w, p_.idle);
+        if (r == recovery::none) {
+            return;
+        }
+        p_.calls.emit(event_of(event_kind::worker_recovered, "handler returned", 0, before));
+        if (r == recovery::surplus) {
+            p_.calls.emit(
+                event_of(event_kind::scale_down, "stuck worker recovered, surplus", 0, before));
+        } else {
+            p_.signal.worker_woke(p_.awake_period_ns);
+            if (p_.signal.take_resting()) {
+                p_.signal.kick();  // one more serving worker: maybe one to shed ([K1])
+            }
+        }
+    }
+
     [[nodiscard]] bool should_retry(const std::exception_ptr& error, unsigned attempts) noexcept {
         if (!p_.opts.retry.retry_if) {
             return default_retry_if(error);
