@@ -55,7 +55,7 @@
 
 namespace workerpool {
 
-template <class Request, class Result>
+template <class Request, class Result = void>
 class request_group;
 
 /// A bounded, self-scaling pool of worker threads that runs a handler on each submitted `Request`
@@ -542,9 +542,8 @@ private:
     // ---------------------------------------------------------------- shutdown, step by step
 
     // The whole shutdown (docs/design.md, "Shutdown, step by step"); what it did not process goes
-    // to `left` with its attempt history (the destructor dead-letters it with that history;
-    // shutdown() hands back the bare requests). `hand_back`: tracked requests in `left` end as
-    // handed back, but those their handles cancelled go to on_failure instead.
+    // to `left` with its attempt history (the destructor dead-letters it; shutdown() hands back
+    // the requests, `hand_back`: but those their handles cancelled go to on_failure).
     shutdown_report<Request> shutdown_into(std::chrono::nanoseconds grace,
                                            std::vector<envelope>& left, bool hand_back) {
         shutdown_report<Request> report;
@@ -590,8 +589,11 @@ private:
         report.drained = !grace_over && left.size() == before_drain;
         delay_.take_handed_back(left);
         if (hand_back) {
+            // User code runs here: as on a pool thread, a nested shutdown does not wait for us.
+            const void* const caller = std::exchange(detail::current_pool, this);
             std::vector<envelope> cancelled = tracking_.hand_back(left, outcomes_.guarded());
             outcomes_.discard(cancelled);
+            detail::current_pool = caller;
         }
         returned_.fetch_add(left.size(), std::memory_order_release);  // [H1] pairs with [H2]
         life_.advance(phase::stopped);

@@ -4,6 +4,7 @@
 /// `handle<Result>`: one tracked request seen from outside the pool — its state, `cancel()`,
 /// `wait()`, `get()` and `co_await` — and `tracked<Result>`, what a tracked submit returns.
 
+#include <workerpool/detail/clock.hpp>
 #include <workerpool/detail/completion.hpp>
 #include <workerpool/status.hpp>
 
@@ -82,7 +83,12 @@ public:
     /// Throws: `std::logic_error` on an empty handle.
     template <class Rep, class Period>
     bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
-        return checked().wait_until(std::chrono::steady_clock::now() + timeout);
+        slot_type& s = checked();
+        if (const auto until = detail::end_of_wait(timeout)) {
+            return s.wait_until(*until);
+        }
+        s.wait();  // as good as for ever
+        return true;
     }
 
     /// Blocks until the request has ended or `deadline` passed; returns whether it ended.
@@ -106,10 +112,21 @@ public:
     public:
         /// Takes the handle.
         explicit awaiter(handle&& h) noexcept : h_(std::move(h)) {}
+        awaiter(const awaiter&) = delete;
+        awaiter& operator=(const awaiter&) = delete;
+        awaiter(awaiter&&) = delete;
+        awaiter& operator=(awaiter&&) = delete;
+        /// A coroutine destroyed while it waited is forgotten: nothing resumes it later.
+        ~awaiter() {
+            if (h_.slot_ && waiting_) {
+                h_.slot_->forget_continuation(waiting_);
+            }
+        }
         /// Whether the request has ended (then the coroutine does not suspend).
         [[nodiscard]] bool await_ready() const noexcept { return h_.slot_->done(); }
         /// Stores `c` to be resumed when the request ends; false if it has ended meanwhile.
         bool await_suspend(std::coroutine_handle<> c) noexcept {
+            waiting_ = c;
             return h_.slot_->set_continuation(c);
         }
         /// The result, or `request_failed`, as `get()`.
@@ -117,14 +134,18 @@ public:
 
     private:
         handle h_;
+        std::coroutine_handle<> waiting_;  // the coroutine suspended on it, if any
     };
 
     /// Suspends the awaiting coroutine until the request ends, then yields the result or throws
     /// `request_failed`, as `get()`. The coroutine resumes on the thread that ended the request:
-    /// a pool worker (after `on_success` or `on_failure` ran), or the thread that cancelled it
-    /// while it waited; a coroutine type of the user's may move on elsewhere from there. Code
-    /// resumed on a worker runs as the pool's own: a `submit` from it does not block on a full
-    /// queue, and it must not destroy the pool. Throws: `std::logic_error` on an empty handle.
+    /// a pool worker (after `on_success` or `on_failure` ran), the thread that cancelled it while
+    /// it waited (a group's cancel: once the group's sweep is over), or the thread running
+    /// `shutdown()` or the destructor; a coroutine type of the user's may move on elsewhere from
+    /// there. Code resumed on a worker runs as the pool's own: a `submit` from it does not block
+    /// on a full queue; it must not destroy the pool, nor wait there (a group's destructor
+    /// waits) for requests that need that worker. A coroutine destroyed while it waits is
+    /// forgotten, never resumed. Throws: `std::logic_error` on an empty handle.
     awaiter operator co_await() && {
         (void)checked();
         return awaiter(std::move(*this));

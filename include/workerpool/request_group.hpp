@@ -14,6 +14,7 @@
 #include <array>
 #include <chrono>
 #include <condition_variable>
+#include <coroutine>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -47,7 +48,7 @@ struct group_options {
 ///
 /// Thread safety: every member from any thread, concurrently; not from one of the group's own
 /// requests' handlers or callbacks for `wait` (it would wait for itself).
-template <class Request, class Result = void>
+template <class Request, class Result>  // Result defaults to void (dispatcher.hpp)
 class request_group final : private detail::group_link {
 public:
     /// A group of `pool`'s requests, behaving as `o` says.
@@ -114,7 +115,7 @@ public:
             cancelled_all_ = true;
             ++sweeping_;
         }
-        sweep();
+        sweep(false);
     }
 
     /// Whether `cancel()` was called or (with `cancel_on_failure`) a request failed.
@@ -154,10 +155,21 @@ private:
             if (needed > members_.capacity()) {
                 members_.reserve(std::max<std::size_t>(needed, 2 * members_.capacity()));
             }
+            if (members_.capacity() > resume_.capacity()) {
+                resume_.reserve(members_.capacity());  // one coroutine per member at most
+            }
             ++joining_;
             ++outstanding_;  // before the push: its end may come before we are back
         }
-        tracked<Result> t = submit(static_cast<detail::group_link*>(this));
+        tracked<Result> t;
+        try {
+            t = submit(static_cast<detail::group_link*>(this));
+        } catch (...) {
+            std::lock_guard lock(mutex_);
+            --joining_;
+            end_one_locked();
+            throw;
+        }
         bool cancel_now = false;
         {
             std::lock_guard lock(mutex_);
@@ -177,39 +189,58 @@ private:
     }
 
     void ended(detail::completion_slot& /*slot*/, request_state final) noexcept override {
-        bool sweep_now = false;
         {
             std::lock_guard lock(mutex_);
             ++ended_[static_cast<std::size_t>(final)];
-            if (final == request_state::failed && options_.cancel_on_failure && !cancelled_all_) {
-                cancelled_all_ = true;
-                ++sweeping_;
-                sweep_now = true;
-            }
-            if (!sweep_now) {
+            if (final != request_state::failed || !options_.cancel_on_failure || cancelled_all_) {
                 end_one_locked();
                 return;
             }
+            cancelled_all_ = true;
+            ++sweeping_;
         }
-        sweep();  // this request still counts as outstanding: the group outlives the sweep
-        std::lock_guard lock(mutex_);
-        end_one_locked();
+        // This request still counts as outstanding: the group outlives the sweep, and the sweep
+        // resumes the coroutines it woke only once it ended this request and let go of the group.
+        sweep(true);
     }
 
-    // Cancels the members one at a time, outside the lock (cancel runs user code: stop
-    // callbacks, coroutines). Pre: `sweeping_` counts this sweep.
-    void sweep() noexcept {
+    // Cancels the members one at a time, outside the lock (a cancel runs user code: stop
+    // callbacks), then lets go of the group (`sweeping_`, and with `end_one` the request whose
+    // failure started the sweep), and only then resumes the coroutines of requests it cancelled
+    // while they waited: one of them may destroy the group, so `this` is not touched after.
+    // Pre: `sweeping_` counts this sweep; at most one sweep runs (`cancelled_all_` gates it).
+    void sweep(bool end_one) noexcept {
         for (std::size_t i = 0;; ++i) {
             member m;
             {
                 std::lock_guard lock(mutex_);
                 if (i >= members_.size()) {
-                    --sweeping_;
-                    return;
+                    break;
                 }
                 m = members_[i];  // no compaction while `sweeping_`: indices stay
             }
-            (void)m->cancel();
+            std::coroutine_handle<> c;
+            (void)m->cancel(c);
+            if (c) {
+                std::lock_guard lock(mutex_);
+                resume_.push_back(c);  // reserved in join: one per member at most
+            }
+        }
+        std::vector<std::coroutine_handle<>> resume;  // takes resume_'s buffer: no allocation
+        {
+            std::lock_guard lock(mutex_);
+            resume.swap(resume_);
+            --sweeping_;
+            if (end_one) {
+                end_one_locked();
+            }
+        }
+        for (const std::coroutine_handle<> c : resume) {
+            try {
+                c.resume();
+            } catch (...) {
+                // A coroutine type that lets exceptions out of resume(): nowhere to report it.
+            }
         }
     }
 
@@ -250,6 +281,8 @@ private:
     mutable std::mutex mutex_;
     mutable std::condition_variable done_;
     std::vector<member> members_;      // guarded by mutex_
+    // Coroutines a sweep woke, resumed at its end; room for one per member. Guarded by mutex_.
+    std::vector<std::coroutine_handle<>> resume_;
     std::size_t outstanding_ = 0;      // guarded by mutex_
     std::size_t joining_ = 0;          // guarded by mutex_: joins between reserve and push_back
     std::size_t sweeping_ = 0;         // guarded by mutex_: sweeps in progress

@@ -611,12 +611,15 @@ TEST_CASE("destroying a group waits for its requests", "[handles][group][unit]")
     finally open_at_end([&] { g.open(); });
     std::atomic<bool> group_gone{false};
     std::thread owner([&] {
-        request_group<job> group(pool);
-        (void)group.try_submit(job{1});
-        // ~request_group here: waits for the request
+        {
+            request_group<job> group(pool);
+            (void)group.try_submit(job{1});
+        }  // ~request_group: waits for the request
+        group_gone.store(true);
     });
     REQUIRE(eventually([&] { return g.waiting() == 1; }));
-    std::this_thread::sleep_for(20ms);  // time for a broken destructor to return early
+    // A broken destructor would return within this time; a correct one waits for the gate.
+    CHECK_FALSE(eventually([&] { return group_gone.load(); }, 50ms));
     CHECK_FALSE(handler_done.load());
     g.open();
     owner.join();
@@ -676,15 +679,20 @@ TEST_CASE("every tracked and plain request ends exactly once, under cancels, fai
           "[handles][cancel][accounting][unit]") {
     const int per_thread = workerpool::test::under_tsan ? 300 : 2000;
     constexpr int producers = 4;
-    std::atomic<long> successes{0};
-    std::atomic<long> failures{0};
+    const auto total = static_cast<std::size_t>(producers * per_thread);
+    // By request id: 1 when on_success ran for it, 2 when on_failure did (never both).
+    std::vector<std::atomic<int>> ended(total);
     auto o = small_pool(3);
     o.capacity = 32;
     o.retry.max_attempts = 3;
     o.retry.initial_backoff = 100us;
     o.retry.max_backoff = 1ms;
-    o.on_success = [&](job&, const int&) { successes.fetch_add(1); };
-    o.on_failure = [&](workerpool::failure<job>&&) { failures.fetch_add(1); };
+    o.on_success = [&](job& j, const int& r) {
+        ended[static_cast<std::size_t>(j.id)].fetch_add(r == j.id ? 1 : 100);
+    };
+    o.on_failure = [&](workerpool::failure<job>&& f) {
+        ended[static_cast<std::size_t>(f.request.id)].fetch_add(2);
+    };
     dispatcher<job, int> pool(
         [](job& j, const std::stop_token& st) {
             if (j.fail && !st.stop_requested()) {
@@ -696,16 +704,20 @@ TEST_CASE("every tracked and plain request ends exactly once, under cancels, fai
             return j.id;
         },
         o);
+    struct mine {
+        int id;
+        handle<int> h;
+        bool cancelled;
+    };
+    std::vector<std::vector<mine>> tracked_by(producers);
     std::atomic<long> accepted{0};
-    std::atomic<long> handle_succeeded{0};
-    std::atomic<long> handle_other{0};
     std::vector<std::thread> threads;
     for (int p = 0; p < producers; ++p) {
         threads.emplace_back([&, p] {
             std::minstd_rand rng(static_cast<unsigned>(p + 1));
-            std::vector<handle<int>> mine;
             for (int i = 0; i < per_thread; ++i) {
-                job j{i, rng() % 7 == 0, rng() % 5 == 0};
+                const int id = p * per_thread + i;
+                job j{id, rng() % 7 == 0, rng() % 5 == 0};
                 if (rng() % 2 == 0) {
                     if (pool.submit(std::move(j)) == submit_status::accepted) {
                         accepted.fetch_add(1);
@@ -717,15 +729,8 @@ TEST_CASE("every tracked and plain request ends exactly once, under cancels, fai
                     continue;
                 }
                 accepted.fetch_add(1);
-                if (rng() % 3 == 0) {
-                    (void)t.handle.cancel();
-                }
-                mine.push_back(std::move(t.handle));
-            }
-            for (handle<int>& h : mine) {
-                h.wait();
-                (h.state() == request_state::succeeded ? handle_succeeded : handle_other)
-                    .fetch_add(1);
+                const bool cancelled = rng() % 3 == 0 && t.handle.cancel();
+                tracked_by[static_cast<std::size_t>(p)].push_back({id, std::move(t.handle), cancelled});
             }
         });
     }
@@ -738,8 +743,142 @@ TEST_CASE("every tracked and plain request ends exactly once, under cancels, fai
     CHECK(report.unprocessed.empty());
     CHECK(s.submitted == static_cast<std::uint64_t>(accepted.load()));
     CHECK(s.completed + s.failed == s.submitted);
-    CHECK(successes.load() == static_cast<long>(s.completed));
-    CHECK(failures.load() == static_cast<long>(s.failed));
-    CHECK(handle_succeeded.load() + handle_other.load() <= accepted.load());
-    CHECK(handle_succeeded.load() <= successes.load());
+    std::size_t once = 0;
+    for (const std::atomic<int>& e : ended) {
+        once += e.load() == 1 || e.load() == 2 ? std::size_t{1} : std::size_t{0};
+    }
+    CHECK(once == static_cast<std::size_t>(accepted.load()));  // and none ended twice or wrongly
+    std::size_t tracked = 0;
+    std::size_t mismatched = 0;
+    std::size_t cancel_not_honoured = 0;
+    for (auto& list : tracked_by) {
+        for (mine& m : list) {
+            ++tracked;
+            m.h.wait();
+            const request_state st = m.h.state();
+            const int e = ended[static_cast<std::size_t>(m.id)].load();
+            mismatched += (st == request_state::succeeded) != (e == 1) ? std::size_t{1} : std::size_t{0};
+            cancel_not_honoured += m.cancelled && st != request_state::cancelled ? std::size_t{1} : std::size_t{0};
+        }
+    }
+    CHECK(tracked > 0u);
+    CHECK(mismatched == 0u);  // a handle says succeeded exactly when on_success ran
+    CHECK(cancel_not_honoured == 0u);  // cancel() == true means it ended cancelled
+}
+
+TEST_CASE("a coroutine that owns a cancel_on_failure group may end, and destroy the group, when "
+          "the group's failure resumes it",
+          "[handles][coroutine][group][unit]") {
+    struct page_task {
+        struct promise_type {
+            page_task get_return_object() noexcept { return {}; }
+            std::suspend_never initial_suspend() noexcept { return {}; }
+            std::suspend_never final_suspend() noexcept { return {}; }
+            void return_void() noexcept {}
+            void unhandled_exception() noexcept { std::terminate(); }
+        };
+    };
+    gate g;
+    auto o = small_pool(2);
+    dispatcher<job, int> pool(
+        [&](job& j) {
+            if (j.hold) {
+                g.wait();
+            }
+            if (j.fail) {
+                throw std::runtime_error("backend down");
+            }
+            return j.id;
+        },
+        o);
+    finally open_at_end([&] { g.open(); });
+    std::atomic<int> stage{0};
+    // Both workers held; then the page's two parts are queued behind them.
+    auto h1 = pool.try_submit_tracked(job{100, true});
+    auto h2 = pool.try_submit_tracked(job{101, true});
+    REQUIRE(eventually([&] { return g.waiting() == 2; }));
+    auto page = [](dispatcher<job, int>& p, std::atomic<int>& at) -> page_task {
+        request_group<job, int> parts(p, workerpool::group_options{.cancel_on_failure = true});
+        auto failing = parts.submit(job{1, false, true});
+        auto slow = parts.submit(job{2, false, false});
+        at.store(1);
+        try {
+            (void)co_await std::move(slow.handle);
+            at.store(3);  // it ran: the failure came too late to cancel it
+        } catch (const request_failed&) {
+            at.store(2);
+        }
+        // The group is destroyed here, maybe on the worker whose failure resumed us.
+    };
+    page(pool, stage);
+    CHECK(stage.load() == 1);
+    g.release(1);  // one worker goes on: it runs the failing part, which cancels the other
+    REQUIRE(eventually([&] { return stage.load() >= 2; }));
+    CHECK(stage.load() == 2);
+    g.open();
+    CHECK(h1.handle.get() == 100);
+    CHECK(h2.handle.get() == 101);
+    pool.wait_idle();
+    CHECK(pool.stats().failed == 2u);  // the failing part, and the cancelled one
+}
+
+TEST_CASE("a coroutine destroyed while it awaits a handle is never resumed",
+          "[handles][coroutine][lifetime][unit]") {
+    struct lazy_task {
+        struct promise_type {
+            lazy_task get_return_object() noexcept {
+                return lazy_task{std::coroutine_handle<promise_type>::from_promise(*this)};
+            }
+            std::suspend_never initial_suspend() noexcept { return {}; }
+            std::suspend_always final_suspend() noexcept { return {}; }
+            void return_void() noexcept {}
+            void unhandled_exception() noexcept { std::terminate(); }
+        };
+        std::coroutine_handle<promise_type> frame;
+    };
+    held_pool p;
+    handle<int> held = p.hold_one();
+    auto queued = p.pool.try_submit_tracked(job{2});
+    std::atomic<int> resumed{0};
+    auto waiter = [](handle<int> h, std::atomic<int>& r) -> lazy_task {
+        (void)co_await std::move(h);
+        r.fetch_add(1);
+    };
+    lazy_task t = waiter(std::move(queued.handle), resumed);
+    REQUIRE_FALSE(t.frame.done());
+    t.frame.destroy();  // the coroutine is given up while it waits
+    p.g.open();
+    CHECK(held.get() == 1);
+    p.pool.wait_idle();  // the queued request ended: nothing resumed the destroyed frame
+    CHECK(resumed.load() == 0);
+}
+
+TEST_CASE("a running request cancelled while its handler ignores the token is declared stuck "
+          "after stuck_grace, and replaced",
+          "[handles][cancel][stuck][unit]") {
+    gate g;
+    auto o = small_pool(1);
+    o.max_workers = 1;
+    o.default_timeout = 1h;  // timed, but the deadline is far: only the cancel stops it
+    o.stuck_grace = 50ms;
+    o.scale_interval = 5ms;
+    dispatcher<job, int> pool(
+        [&](job& j) {
+            if (j.hold) {
+                g.wait();  // ignores its token
+            }
+            return j.id;
+        },
+        o);
+    finally open_at_end([&] { g.open(); });
+    auto stuck = pool.try_submit_tracked(job{1, true});
+    REQUIRE(eventually([&] { return g.waiting() == 1; }));
+    REQUIRE(stuck.handle.cancel());
+    CHECK(eventually([&] { return pool.stats().stuck == 1u; }));
+    auto next = pool.try_submit_tracked(job{2});
+    CHECK(next.handle.wait_for(10s));  // a replacement ran it while the stuck one still waits
+    CHECK(g.waiting() == 1u);
+    g.open();
+    CHECK((end_of(stuck.handle)) == request_state::cancelled);
+    CHECK(next.handle.get() == 2);
 }

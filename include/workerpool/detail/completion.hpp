@@ -190,23 +190,34 @@ public:
 
     /// Cancels the request (see the class comment); returns whether this call will make it end
     /// as cancelled: false once it ended or its end was decided. A coroutine waiting for a
-    /// request cancelled while it waited resumes here, on this thread.
+    /// request cancelled while it waited resumes here, on this thread (what it throws is lost).
     bool cancel() noexcept {
+        std::coroutine_handle<> c;
+        const bool cancelled = cancel(c);
+        if (c) {
+            try {
+                c.resume();
+            } catch (...) {
+                // A coroutine type that lets exceptions out of resume(): nowhere to report it.
+            }
+        }
+        return cancelled;
+    }
+
+    /// As `cancel()`, but a coroutine to resume is handed to the caller in `resume_later`
+    /// instead (a group resumes them once it no longer touches its own state).
+    bool cancel(std::coroutine_handle<>& resume_later) noexcept {
         std::uint32_t s = state_.load();
         for (;;) {
             if (s == raw(request_state::queued) || s == raw(request_state::retry_wait)) {
                 if (!state_.compare_exchange_weak(s, raw(request_state::cancelled))) {
                     continue;
                 }
-                std::coroutine_handle<> c;
                 {
                     std::lock_guard lock(mutex_);  // a waiter checks the state under it
-                    c = std::exchange(continuation_, {});
+                    resume_later = std::exchange(continuation_, {});
                 }
                 ended_.notify_all();
-                if (c) {
-                    c.resume();
-                }
                 return true;
             }
             if (s != running_word) {
@@ -246,6 +257,14 @@ public:
         }
         continuation_ = c;
         return true;
+    }
+
+    /// Forgets `c` if it is still the coroutine to resume (it was destroyed while it waited).
+    void forget_continuation(std::coroutine_handle<> c) noexcept {
+        std::lock_guard lock(mutex_);
+        if (continuation_ == c) {
+            continuation_ = {};
+        }
     }
 
     /// The failure's reason, attempts and last error. Pre: `done()` and not succeeded.

@@ -39,7 +39,7 @@ namespace workerpool::detail {
 /// failed, reason `cancelled`, whatever its handler did. Its parts outlive it.
 ///
 /// Thread safety: `ended`, `succeeded`, `failed`, `expired` on the worker that owns `w`;
-/// `discard` on one thread at a time (the destructor).
+/// `discard` on one thread at a time (the destructor, or shutdown under its lock).
 template <class Request, class Result, class Payload, class Queue>
 class outcomes {
 public:
