@@ -9,6 +9,7 @@
 // last handler returned; items_per_second is requests per second through the pool. Compare the
 // two with scripts/bench_ab.py-style interleaving: run the binary several times.
 
+#include "peers/workerpool_pool.hpp"
 #include "support.hpp"
 
 #include <workerpool/workerpool.hpp>
@@ -28,22 +29,13 @@ namespace {
 
 constexpr std::size_t span_size = 64;
 
-workerpool::options<wb::job> pool_options() {
-    workerpool::options<wb::job> o;
-    o.capacity = wb::natural_bounded_capacity();
-    o.min_workers = 2;
-    o.max_workers = 2;
-    o.default_timeout = std::chrono::seconds(10);
-    return o;
-}
-
 template <bool Bulk>
 void bm_submit(benchmark::State& state) {
     const std::uint64_t n = wb::requests_per_iteration() / span_size * span_size;
     wb::bench_context ctx(wb::work_kind::noop);
     workerpool::dispatcher<wb::job> pool(
         [handler = wb::bench_handler{&ctx}](wb::job& j, const std::stop_token&) { handler(j); },
-        pool_options());
+        wb::workerpool_options(2));
     std::array<wb::job, span_size> batch{};
     std::uint64_t target = 0;
     for (auto _ : state) {

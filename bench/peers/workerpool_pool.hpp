@@ -65,18 +65,7 @@ public:
         }
     }
 
-private:
-    static auto make_handler(Handler handler) {
-        if constexpr (F == flavour::no_timeout) {
-            return [handler](job& j) { handler(j); };
-        } else if constexpr (F == flavour::token_by_value) {
-            // By value on purpose: a copy of the token per call is what this flavour measures.
-            return [handler](job& j, std::stop_token) { handler(j); };
-        } else {
-            return [handler](job& j, const std::stop_token&) { handler(j); };
-        }
-    }
-
+    /// The options of flavour `F` for `config`.
     static workerpool::options<job> make_options(const pool_config& config) {
         workerpool::options<job> o;
         o.capacity = config.capacity == 0 ? natural_bounded_capacity() : config.capacity;
@@ -99,10 +88,29 @@ private:
         return o;
     }
 
+private:
+    static auto make_handler(Handler handler) {
+        if constexpr (F == flavour::no_timeout) {
+            return [handler](job& j) { handler(j); };
+        } else if constexpr (F == flavour::token_by_value) {
+            // By value on purpose: a copy of the token per call is what this flavour measures.
+            return [handler](job& j, std::stop_token) { handler(j); };
+        } else {
+            return [handler](job& j, const std::stop_token&) { handler(j); };
+        }
+    }
+
     workerpool::dispatcher<job> pool_;
 };
 
 }  // namespace detail
+
+/// The options of bench_pool's `workerpool` (default options, default_timeout = 10 s) with
+/// `workers` workers, for the benchmarks that build the dispatcher themselves.
+inline workerpool::options<job> workerpool_options(unsigned workers) {
+    return detail::dispatcher_pool<void (*)(job&), detail::flavour::timeout>::make_options(
+        pool_config{workers});
+}
 
 template <class Handler>
 using workerpool_pool = detail::dispatcher_pool<Handler, detail::flavour::timeout>;

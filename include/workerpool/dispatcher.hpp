@@ -1,11 +1,12 @@
 #pragma once
 
 /// @file
-/// `dispatcher<Request>`, the worker pool itself: the public API, the worker loop (pop → begin
-/// attempt → call → end attempt → report) and the shutdown steps. Each mechanism they use has a header of its own under `detail/` (see
-/// docs/design.md for the map).
+/// `dispatcher<Request, Result>`, the worker pool itself: the public API, the worker loop (pop,
+/// run an attempt, repeat; spin, then sleep) and the shutdown steps. Each mechanism they use
+/// has a header of its own under `detail/` (see docs/design.md for the map).
 
 #include <workerpool/bounded_queue.hpp>
+#include <workerpool/detail/attempt_runner.hpp>
 #include <workerpool/detail/attempt_slot.hpp>
 #include <workerpool/detail/back_pressure.hpp>
 #include <workerpool/detail/callbacks.hpp>
@@ -24,8 +25,10 @@
 #include <workerpool/detail/spin.hpp>
 #include <workerpool/detail/supervisor.hpp>
 #include <workerpool/detail/supervisor_loop.hpp>
+#include <workerpool/detail/tracking.hpp>
 #include <workerpool/detail/usage_checks.hpp>
 #include <workerpool/detail/worker_set.hpp>
+#include <workerpool/handle.hpp>
 #include <workerpool/handler.hpp>
 #include <workerpool/options.hpp>
 #include <workerpool/retry.hpp>
@@ -52,6 +55,9 @@
 
 namespace workerpool {
 
+template <class Request, class Result = void>
+class request_group;
+
 /// A bounded, self-scaling pool of worker threads that runs a handler on each submitted `Request`
 /// under a per-attempt timeout with retries, and never loses an accepted request.
 ///
@@ -70,8 +76,13 @@ namespace workerpool {
 ///
 /// Accounting: every accepted request ends exactly once — completed (its handler returned),
 /// failed (handed to `on_failure`), or returned in `shutdown_report::unprocessed`.
-template <class Request>
-class dispatcher {
+///
+/// Tracked requests (`try_submit_tracked` and its siblings) come with a `handle<Result>`: their
+/// state, `cancel()`, `wait()`, `get()` and `co_await`. With `Result` other than `void` the
+/// handler returns a `Result`, which `on_success` receives and `handle::get()` returns. A request
+/// cancelled through its handle ends as failed, reason `cancelled` (see `handle::cancel`).
+template <class Request, class Result = void>
+class dispatcher : public detail::lvalue_submits<Request> {
     static_assert(std::is_object_v<Request> && !std::is_const_v<Request>,
                   "dispatcher<Request>: Request must be a non-const object type");
     // The destructor first: a throwing destructor also makes the move check false (GCC counts the
@@ -83,6 +94,11 @@ class dispatcher {
                   "dispatcher<Request>: Request must be nothrow move-constructible (a request "
                   "moves into the queue and out of it, and neither move may fail); give it a "
                   "noexcept move constructor, or submit a std::unique_ptr<Request>");
+    static_assert(std::is_void_v<Result> || (std::is_object_v<Result> &&
+                                             std::is_nothrow_move_constructible_v<Result> &&
+                                             std::is_nothrow_destructible_v<Result>),
+                  "dispatcher<Request, Result>: Result must be void or an object type that is "
+                  "nothrow move-constructible and nothrow destructible");
 
     using envelope = detail::envelope<Request>;
     using clock = std::chrono::steady_clock;
@@ -92,6 +108,7 @@ class dispatcher {
     struct worker_payload {  // NOLINT(cppcoreguidelines-pro-type-member-init): `failing` is raw
         std::optional<envelope> current;
         detail::uninitialized<failure<Request>> failing;
+        [[no_unique_address]] detail::result_room<Result> result;  // what the handler returned
     };
     using workers = detail::worker_set<worker_payload>;
     using queue_type = detail::sharded_queue<envelope>;
@@ -100,18 +117,21 @@ class dispatcher {
 public:
     /// The request type.
     using request_type = Request;
+    /// What the handler returns (`void`: nothing).
+    using result_type = Result;
 
     /// Starts a pool of `o.min_workers` workers running `handler`.
     /// `handler` is called as `handler(Request&, std::stop_token)` (or `handler(Request&)`), on
-    /// worker threads, concurrently; it signals failure by throwing. The token is stopped when the
+    /// worker threads, concurrently, returning a `Result` unless `Result` is `void`; it signals
+    /// failure by throwing. The token is stopped when the
     /// attempt's deadline passes or shutdown cancels it.
     /// Throws: `std::invalid_argument` naming the bad field of `o`, or when `handler` is null (an
     /// empty `std::function`, a null function pointer); `std::system_error` if a thread cannot be
     /// started; `std::bad_alloc`.
     template <class Handler>
-    explicit dispatcher(Handler handler, options<Request> o = {})
+    explicit dispatcher(Handler handler, options<Request, Result> o = {})
         : options_((detail::validate(o), std::move(o))),
-          handler_(detail::checked_handler<Request>(std::move(handler))),
+          handler_(detail::checked_handler<Request, Result>(std::move(handler))),
 
           queue_(options_.capacity,
                  options_.queue_shards != 0
@@ -120,9 +140,6 @@ public:
           callbacks_(options_.on_event),
           workers_(options_.min_workers, options_.max_workers, options_.stuck_allowance),
           scale_interval_ns_(detail::saturated_ns(options_.scale_interval)),
-          covered_timeout_ns_(options_.default_timeout.count() > 0
-                                  ? options_.default_timeout.count()
-                                  : std::numeric_limits<std::int64_t>::max()),
           awake_period_ns_(options_.default_timeout.count() > 0
                                ? detail::stamp_period(options_.default_timeout.count(),
                                                       scale_interval_ns_)
@@ -166,7 +183,7 @@ public:
     ~dispatcher() {
         std::vector<envelope> left;
         try {
-            (void)shutdown_into(options_.destructor_grace, left);
+            (void)shutdown_into(options_.destructor_grace, left, false);
         } catch (...) {
             // Out of memory while collecting: what was collected is still dead-lettered below.
         }
@@ -234,22 +251,35 @@ public:
         return intake_.submit_bulk(requests, jo, detail::current_pool == this);
     }
 
-    /// Not callable with a `Request` lvalue: fails to compile with a message that says to pass
-    /// `std::move(request)` (a submit moves from the request only when it returns `accepted`).
-    template <class R, class... Rest>
-    requires detail::request_lvalue<R, Request> submit_status try_submit(R&&, Rest&&...) noexcept {
-        return detail::lvalue_submit<R>::refuse();
+    /// As `try_submit`, and returns the request's `handle` with the status (empty unless
+    /// `accepted`). Throws: `std::bad_alloc` when more tracked requests are alive than ever before
+    /// and no room for one more can be made (the request is then untouched).
+    [[nodiscard]] tracked<Result> try_submit_tracked(Request&& r, job_options jo = {}) {
+        return tracked_in(nullptr, r, jo, false);
     }
-    /// Not callable with a `Request` lvalue; see `try_submit`.
-    template <class R, class... Rest>
-    requires detail::request_lvalue<R, Request> submit_status submit(R&&, Rest&&...) noexcept {
-        return detail::lvalue_submit<R>::refuse();
+
+    /// As `submit`, and returns the request's `handle` with the status (see `try_submit_tracked`).
+    [[nodiscard]] tracked<Result> submit_tracked(Request&& r, job_options jo = {}) {
+        return tracked_in(nullptr, r, jo, true);
     }
-    /// Not callable with a `Request` lvalue; see `try_submit`.
-    template <class R, class... Rest>
-    requires detail::request_lvalue<R, Request> submit_status submit_for(R&&, Rest&&...) noexcept {
-        return detail::lvalue_submit<R>::refuse();
+
+    /// As `submit_for`, and returns the request's `handle` with the status (see
+    /// `try_submit_tracked`).
+    template <class Rep, class Period>
+    [[nodiscard]] tracked<Result> submit_for_tracked(Request&& r,
+                                                     std::chrono::duration<Rep, Period> timeout,
+                                                     job_options jo = {}) {
+        return tracked_in(nullptr, r, jo, true, detail::end_of_wait(timeout));
     }
+
+    // A submit given a `Request` lvalue fails to compile with a message that says to pass
+    // `std::move(request)` (a submit moves from the request only when it returns `accepted`).
+    using detail::lvalue_submits<Request>::try_submit;
+    using detail::lvalue_submits<Request>::submit;
+    using detail::lvalue_submits<Request>::submit_for;
+    using detail::lvalue_submits<Request>::try_submit_tracked;
+    using detail::lvalue_submits<Request>::submit_tracked;
+    using detail::lvalue_submits<Request>::submit_for_tracked;
 
     /// Stops intake, drains the queue for up to `grace`, then stops the token of every running
     /// handler, joins the workers, and returns every request it did not process.
@@ -268,7 +298,7 @@ public:
     /// `grace + stuck_grace`.
     shutdown_report<Request> shutdown(std::chrono::nanoseconds grace) {
         std::vector<envelope> left;
-        shutdown_report<Request> report = shutdown_into(grace, left);
+        shutdown_report<Request> report = shutdown_into(grace, left, true);
         report.unprocessed.reserve(left.size());
         for (envelope& e : left) {
             report.unprocessed.push_back(std::move(e.request));
@@ -370,6 +400,20 @@ public:
     [[nodiscard]] std::size_t queue_shards() const noexcept { return queue_.shard_count(); }
 
 private:
+    friend class request_group<Request, Result>;
+
+    // A tracked submit, for the pool's own calls (`group` null) and a group's: one try (`wait`
+    // false), or waiting for room until `until`.
+    tracked<Result> tracked_in(detail::group_link* group, Request& r, job_options jo, bool wait,
+                               std::optional<clock::time_point> until = std::nullopt) {
+        return tracking_.submit(
+            [&](detail::completion_slot* t) {
+                return wait ? intake_.submit_until(r, jo, detail::current_pool == this, until, t)
+                            : intake_.try_submit(r, jo, t);
+            },
+            group);
+    }
+
     // Runs a manual change of the worker count under the worker set's lock, then reports the
     // scale event (if the count moved) outside it; returns what `change` returned.
     template <class Change>
@@ -450,7 +494,7 @@ private:
                         }
                     });
                 }
-                process(w, *current, rng);
+                runner_.run(w, *current, rng);
                 current.reset();
                 idle_waiters_.notify();
                 continue;
@@ -495,53 +539,13 @@ private:
     // [D3] A worker became awake: the supervisor must come round to stamp its timed attempts.
     void note_worker_awake() noexcept { signal_.worker_woke(awake_period_ns_); }
 
-    void process(worker& w, envelope& e, std::minstd_rand& rng) noexcept {
-        if (e.expires_ns != 0 && detail::now_ns() >= e.expires_ns) {
-            outcomes_.expired(w, e);
-            return;
-        }
-        if (++e.attempts > 1) {
-            w.counters.bump(detail::counter::retried);
-        }
-        const std::int64_t started = e.enqueued_ns != 0 ? detail::now_ns() : 0;
-        if (started != 0) {
-            w.wait_time.record(started - e.enqueued_ns);
-        }
-        if (e.timeout_ns > 0) {
-            // No clock read: the supervisor stamps the deadline when it sees the attempt. A
-            // timeout no shorter than the default needs no fence ([D3] covers it).
-            const bool fenced = e.timeout_ns < covered_timeout_ns_;
-            w.attempt.begin_timed(e.timeout_ns, fenced);
-            if (fenced && signal_.too_slow_for(e.timeout_ns)) {
-                signal_.kick();  // [D1] the supervisor sleeps too long to stamp us in time
-            }
-        } else {
-            w.attempt.begin_unbounded();
-        }
-        std::exception_ptr error;
-        try {
-            handler_(e.request, w.attempt.token());
-        } catch (...) {
-            error = std::current_exception();
-        }
-        const detail::stop_cause cause = outcomes_.ended(w);
-        if (started != 0) {
-            w.run_time.record(detail::now_ns() - started);
-        }
-        if (error) {
-            outcomes_.failed(w, e, std::move(error), cause, rng);
-        } else {
-            outcomes_.succeeded(w, e, cause);
-        }
-    }
-
     // ---------------------------------------------------------------- shutdown, step by step
 
     // The whole shutdown (docs/design.md, "Shutdown, step by step"); what it did not process goes
-    // to `left` with its attempt history (the destructor dead-letters it with that history;
-    // shutdown() hands back the bare requests).
+    // to `left` with its attempt history (the destructor dead-letters it; shutdown() hands back
+    // the requests, `hand_back`: but those their handles cancelled go to on_failure).
     shutdown_report<Request> shutdown_into(std::chrono::nanoseconds grace,
-                                           std::vector<envelope>& left) {
+                                           std::vector<envelope>& left, bool hand_back) {
         shutdown_report<Request> report;
         if (detail::current_pool == this) {
             close_intake();
@@ -584,6 +588,13 @@ private:
         queue_.drain_into(left);
         report.drained = !grace_over && left.size() == before_drain;
         delay_.take_handed_back(left);
+        if (hand_back) {
+            // User code runs here: as on a pool thread, a nested shutdown does not wait for us.
+            const void* const caller = std::exchange(detail::current_pool, this);
+            std::vector<envelope> cancelled = tracking_.hand_back(left, outcomes_.guarded());
+            outcomes_.discard(cancelled);
+            detail::current_pool = caller;
+        }
         returned_.fetch_add(left.size(), std::memory_order_release);  // [H1] pairs with [H2]
         life_.advance(phase::stopped);
         idle_waiters_.notify();
@@ -641,7 +652,7 @@ private:
             std::lock_guard lock(workers_.mutex());
             ended += workers_.ended_locked();
         }
-        ended += outcomes_.discarded();  // destructor only; no waiter then
+        ended += outcomes_.discarded();  // see [H3]
         const std::uint64_t accepted = delay_.submitted(queue_);
         return accepted > ended ? accepted - ended : 0;
     }
@@ -655,8 +666,8 @@ private:
 
     // ---------------------------------------------------------------- data
 
-    const options<Request> options_;
-    const detail::erased_handler<Request> handler_;
+    const options<Request, Result> options_;
+    const detail::erased_handler<Request, Result> handler_;
     queue_type queue_;
     detail::callbacks callbacks_;              // user code and events; see callbacks.hpp
     detail::lifecycle life_;                   // the phase; see lifecycle.hpp
@@ -667,15 +678,17 @@ private:
     detail::supervisor_signal signal_;         // the supervisor's sleep; see supervisor.hpp
     detail::idle_waiters idle_waiters_;        // threads in wait_idle; see idle_waiters.hpp
     const std::int64_t scale_interval_ns_;     // options_.scale_interval, saturated
-    // Timed attempts with a timeout of at least this publish without a fence; see [D3].
-    const std::int64_t covered_timeout_ns_;
     // While any worker is awake, the supervisor comes round this often (0: no default timeout).
     const std::int64_t awake_period_ns_;
     const unsigned rng_seed_;
     // The submit path: settings, the push, its wake-up decision, refusals; see intake.hpp.
-    detail::intake<Request, queue_type, workers> intake_;
+    detail::intake<Request, queue_type, workers, options<Request, Result>> intake_;
     // The end of each attempt: success, retry, dead letter; see outcomes.hpp.
-    detail::outcomes<Request, worker_payload, queue_type> outcomes_;
+    detail::outcomes<Request, Result, worker_payload, queue_type> outcomes_;
+    detail::tracking<Result> tracking_;  // the tracked requests' completions; see tracking.hpp
+    // One attempt of one request: the handler call between the pop and the outcome.
+    detail::attempt_runner<Request, Result, decltype(outcomes_)> runner_{
+        handler_, outcomes_, signal_, detail::fenced_below(options_.default_timeout)};
 
     std::atomic<std::uint64_t> returned_{0};     // requests handed back by shutdown; see [H1]
     std::mutex shutdown_mutex_;  // serialises shutdowns

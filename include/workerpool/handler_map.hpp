@@ -1,11 +1,12 @@
 #pragma once
 
 /// @file
-/// `handler_map<Request, Key>`: a handler that routes each request to the handler registered for
-/// its key, with that route's `job_options`, and `unknown_route`.
+/// `handler_map<Request, Key, Result>`: a handler that routes each request to the handler
+/// registered for its key, with that route's `job_options`, and `unknown_route`.
 
 #include <workerpool/detail/null_callable.hpp>
 #include <workerpool/detail/usage_checks.hpp>
+#include <workerpool/handler.hpp>
 #include <workerpool/options.hpp>
 #include <workerpool/retry.hpp>
 
@@ -49,11 +50,12 @@ public:
 ///
 /// Thread safety: register every route before handing the map to a dispatcher; after that the
 /// map is only read, and concurrent calls are safe.
-template <class Request, class Key>
+/// With a `Result` (for a `dispatcher<Request, Result>`), every route's handler returns one.
+template <class Request, class Key, class Result = void>
 class handler_map {
 public:
     /// The type every route is stored as.
-    using route = std::function<void(Request&, const std::stop_token&)>;
+    using route = std::function<Result(Request&, const std::stop_token&)>;
 
     /// Creates an empty map that takes keys from requests with `key_of`.
     template <class KeyOf>
@@ -75,10 +77,11 @@ public:
                       "is lost with its copy: take it as Request& (const Request& if it only "
                       "reads)");
         static_assert(detail::takes_request_by_value<Handler, Request> ||
-                          std::is_invocable_v<Handler&, Request&, std::stop_token> ||
-                          std::is_invocable_v<Handler&, Request&>,
+                          detail::returns_v<Result, Handler&, Request&, std::stop_token> ||
+                          detail::returns_v<Result, Handler&, Request&>,
                       "handler_map::on: the handler must be callable as h(Request&, "
-                      "std::stop_token) or h(Request&)");
+                      "std::stop_token) or h(Request&), returning something convertible to "
+                      "Result unless Result is void");
         if (detail::is_null_callable(h)) {
             throw std::invalid_argument("workerpool: handler_map::on: the route's handler is null "
                                         "(an empty std::function or a null function pointer)");
@@ -87,8 +90,9 @@ public:
         if constexpr (std::is_invocable_v<Handler&, Request&, std::stop_token>) {
             e.run = route(std::move(h));
         } else {
-            e.run =
-                route([fn = std::move(h)](Request& r, const std::stop_token&) mutable { fn(r); });
+            e.run = route([fn = std::move(h)](Request& r, const std::stop_token&) mutable {
+                return static_cast<Result>(fn(r));
+            });
         }
         const auto old = routes_.find(key);
         const bool replaced_options = old != routes_.end() && has_any(old->second.options);
@@ -120,14 +124,14 @@ public:
         }
     }
 
-    /// Runs the handler registered for `r`'s key. Throws `unknown_route` if there is none, and
-    /// whatever the handler throws.
-    void operator()(Request& r, const std::stop_token& st) const {
+    /// Runs the handler registered for `r`'s key and returns what it returns. Throws
+    /// `unknown_route` if there is none, and whatever the handler throws.
+    Result operator()(Request& r, const std::stop_token& st) const {
         const auto it = routes_.find(key_of_(static_cast<const Request&>(r)));
         if (it == routes_.end()) {
             throw unknown_route(describe_missing(key_of_(static_cast<const Request&>(r))));
         }
-        it->second.run(r, st);
+        return it->second.run(r, st);
     }
 
 private:

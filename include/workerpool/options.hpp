@@ -1,7 +1,7 @@
 #pragma once
 
 /// @file
-/// `options<Request>`, a pool's configuration, and `job_options`, the per-request overrides.
+/// `options<Request, Result>`, a pool's configuration, and `job_options`, the per-request overrides.
 
 #include <workerpool/retry.hpp>
 #include <workerpool/scaler.hpp>
@@ -54,10 +54,24 @@ struct job_options {
     return std::max<std::size_t>(n, 1);
 }
 
-/// The configuration of a `dispatcher<Request>`. Every field has a default that works as is;
-/// `dispatcher`'s constructor validates all of them and throws `std::invalid_argument` naming the
-/// first bad field.
+namespace detail {
+
+/// What `on_success` is called with: the request, and the handler's result when there is one.
+template <class Request, class Result>
+struct success_callback {
+    using type = std::function<void(Request&, const Result&)>;
+};
 template <class Request>
+struct success_callback<Request, void> {
+    using type = std::function<void(Request&)>;
+};
+
+}  // namespace detail
+
+/// The configuration of a `dispatcher<Request, Result>` (`Result` only changes `on_success`).
+/// Every field has a default that works as is; `dispatcher`'s constructor validates all of them
+/// and throws `std::invalid_argument` naming the first bad field.
+template <class Request, class Result = void>
 struct options {
     /// Exact bound of the queue (requests waiting to start). Must be > 0.
     std::size_t capacity = 1024;
@@ -119,8 +133,10 @@ struct options {
     /// Called with each request whose handler returned normally (late ones too), on the worker
     /// thread, right after the handler, with what the handler wrote into it. Lets callers collect
     /// results without wrapping every handler; it may move out of the request, which the pool
-    /// destroys right after it returns. Exceptions are swallowed and counted. Empty: no cost.
-    std::function<void(Request&)> on_success{};
+    /// destroys right after it returns. With a `Result` (`dispatcher<Request, Result>`), it is
+    /// called as `on_success(request, result)`, before the result reaches the request's handle.
+    /// Exceptions are swallowed and counted. Empty: no cost.
+    typename detail::success_callback<Request, Result>::type on_success{};
     /// Called on each worker thread when it starts and before it exits, with the worker's id
     /// (per-thread set-up: a connection, a thread-local cache). Exceptions are swallowed and
     /// counted. Worker threads are named "workerpool-<id>" on Linux.
@@ -134,8 +150,8 @@ struct options {
 namespace detail {
 
 /// The scaling policy `o` asks for: its own, or a `depth_policy` built from its fields.
-template <class Request>
-[[nodiscard]] scale_policy policy_of(const options<Request>& o) {
+template <class Request, class Result>
+[[nodiscard]] scale_policy policy_of(const options<Request, Result>& o) {
     if (o.policy) {
         return o.policy;
     }
@@ -144,8 +160,8 @@ template <class Request>
 
 /// Whether `o`'s scaling policy is a built-in one (`depth_policy`, `wait_time_policy`), whose
 /// answer cannot change while nothing is queued and no worker is above `min_workers`.
-template <class Request>
-[[nodiscard]] bool policy_rests(const options<Request>& o) noexcept {
+template <class Request, class Result>
+[[nodiscard]] bool policy_rests(const options<Request, Result>& o) noexcept {
     return !o.policy || o.policy.template target<depth_policy>() != nullptr ||
            o.policy.template target<wait_time_policy>() != nullptr;
 }
@@ -162,8 +178,8 @@ void require_non_negative(std::chrono::duration<Rep, Period> d, const char* fiel
 }
 
 /// Throws `std::invalid_argument` naming the first field of `o` that is out of range.
-template <class Request>
-void validate(const options<Request>& o) {
+template <class Request, class Result>
+void validate(const options<Request, Result>& o) {
     require(o.capacity > 0, "capacity", "must be > 0");
     require(o.queue_shards <= o.capacity, "queue_shards",
             "must be <= options.capacity (every ring needs a slot)");

@@ -56,7 +56,7 @@ inline constexpr std::array<prometheus_scalar, 23> prometheus_scalars{{
      "Attempts that returned normally after their deadline.",
      [](const stats_snapshot& s) -> std::uint64_t { return s.late; }},
     {"workerpool_attempts_cancelled_total", "counter",
-     "Attempts that threw after shutdown stopped their token.",
+     "Requests ended as cancelled: by shutdown stopping their token, or through their handle.",
      [](const stats_snapshot& s) -> std::uint64_t { return s.cancelled; }},
     {"workerpool_requests_expired_total", "counter",
      "Requests dropped to on_failure because their deadline passed before they ran.",

@@ -2,11 +2,13 @@
 
 /// @file
 /// `submit_status` (what a submit call returns), `failure_reason` and `failure<Request>` (what the
-/// dead-letter sink receives), `what()`, the message of a failure's exception, and `wait_deadlock`.
+/// dead-letter sink receives), `what()`, the message of a failure's exception, `wait_deadlock`,
+/// and for tracked requests `request_state` and `request_failed`.
 
 #include <exception>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace workerpool {
 
@@ -55,6 +57,38 @@ constexpr const char* to_string(submit_status s) noexcept {
     return "unknown";
 }
 
+/// Where a tracked request is in its life (`handle::state()`).
+enum class request_state {
+    queued,       ///< Waiting in the queue for a worker.
+    running,      ///< A worker runs its handler (or is ending it).
+    retry_wait,   ///< An attempt failed; it waits out its backoff before the next one.
+    succeeded,    ///< Its handler returned (final).
+    failed,       ///< It reached `on_failure` (final): attempts exhausted, timed out, or expired.
+    cancelled,    ///< Its handle (or group) cancelled it, or shutdown stopped it (final).
+    handed_back,  ///< Shutdown returned it unprocessed in `shutdown_report::unprocessed` (final).
+};
+
+/// Returns a short, stable English name for `s` ("queued", "running", ...).
+constexpr const char* to_string(request_state s) noexcept {
+    switch (s) {
+    case request_state::queued:
+        return "queued";
+    case request_state::running:
+        return "running";
+    case request_state::retry_wait:
+        return "retry_wait";
+    case request_state::succeeded:
+        return "succeeded";
+    case request_state::failed:
+        return "failed";
+    case request_state::cancelled:
+        return "cancelled";
+    case request_state::handed_back:
+        return "handed_back";
+    }
+    return "unknown";
+}
+
 /// Thrown by `dispatcher::wait_idle()` when it is called from one of the pool's own threads (a
 /// handler, or a callback such as `on_failure` or `on_event` running on a worker or the
 /// supervisor): the pool cannot become idle while the caller waits inside it.
@@ -91,5 +125,43 @@ struct failure {
         return "unknown exception (not derived from std::exception)";
     }
 }
+
+/// Thrown by `handle::get()` (and `co_await` on a handle) when the request did not succeed: it
+/// failed, was cancelled, or was handed back by shutdown. Carries its history: the final state,
+/// the reason (`cancelled` for a request shutdown handed back), the attempts made and the last
+/// exception its handler threw (null if none).
+class request_failed : public std::runtime_error {
+public:
+    /// Records the end; the message names the state, the reason and the last error's text.
+    request_failed(request_state state, failure_reason reason, unsigned attempts,
+                   std::exception_ptr error)
+        : std::runtime_error(message(state, reason, error)), state_(state), reason_(reason),
+          attempts_(attempts), error_(std::move(error)) {}
+
+    /// How the request ended: `failed`, `cancelled` or `handed_back`.
+    [[nodiscard]] request_state state() const noexcept { return state_; }
+    /// Why (as `failure<Request>::reason`; `cancelled` for a request handed back).
+    [[nodiscard]] failure_reason reason() const noexcept { return reason_; }
+    /// How many times the handler was called.
+    [[nodiscard]] unsigned attempts() const noexcept { return attempts_; }
+    /// The last exception the handler threw; null if none.
+    [[nodiscard]] const std::exception_ptr& error() const noexcept { return error_; }
+
+private:
+    static std::string message(request_state state, failure_reason reason,
+                               const std::exception_ptr& error) {
+        std::string m = std::string("workerpool: request ") + to_string(state) + " (" +
+                        to_string(reason) + ")";
+        if (error) {
+            m += ": " + ::workerpool::what(error);
+        }
+        return m;
+    }
+
+    request_state state_;
+    failure_reason reason_;
+    unsigned attempts_;
+    std::exception_ptr error_;
+};
 
 }  // namespace workerpool

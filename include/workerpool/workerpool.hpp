@@ -9,10 +9,12 @@
 
 #include <workerpool/bounded_queue.hpp>
 #include <workerpool/dispatcher.hpp>
+#include <workerpool/handle.hpp>
 #include <workerpool/handler.hpp>
 #include <workerpool/handler_map.hpp>
 #include <workerpool/options.hpp>
 #include <workerpool/prometheus.hpp>
+#include <workerpool/request_group.hpp>
 #include <workerpool/retry.hpp>
 #include <workerpool/scaler.hpp>
 #include <workerpool/shutdown_report.hpp>

@@ -9,6 +9,7 @@
 // inside a window raises SIGTRAP, so `bt` shows who allocates.
 
 #include <workerpool/dispatcher.hpp>
+#include <workerpool/request_group.hpp>
 
 #include "support/catch.hpp"
 #include "support/test_util.hpp"
@@ -44,7 +45,13 @@ bool trap_on_alloc = false;
 // throws std::bad_alloc); -1: none fails.
 thread_local int fail_after = -1;
 
-bool injected_failure() noexcept {
+// Non-zero: every allocation of at least this many bytes on this thread fails.
+thread_local std::size_t fail_from_bytes = 0;
+
+bool injected_failure(std::size_t n) noexcept {
+    if (fail_from_bytes != 0 && n >= fail_from_bytes) {
+        return true;
+    }
     if (fail_after == 0) {
         fail_after = -1;
         return true;
@@ -83,7 +90,7 @@ void note_free(void* p) noexcept {
 }
 
 void* alloc_or_null(std::size_t n) noexcept {
-    if (injected_failure()) {
+    if (injected_failure(n)) {
         return nullptr;
     }
     note_alloc(n);
@@ -91,7 +98,7 @@ void* alloc_or_null(std::size_t n) noexcept {
 }
 
 void* aligned_or_null(std::size_t n, std::align_val_t al) noexcept {
-    if (injected_failure()) {
+    if (injected_failure(n)) {
         return nullptr;
     }
     note_alloc(n);
@@ -519,4 +526,71 @@ TEST_CASE("bulk submits allocate nothing", "[alloc][bulk][unit]") {
                          << ")");
     CHECK(handled.load() == before + rounds * span);
     CHECK(c.allocations == 0u);
+}
+
+TEST_CASE("tracked requests allocate nothing once the slab has room", "[alloc][handles][unit]") {
+    constexpr std::size_t batch = 200;  // tracked requests alive at once
+    constexpr std::uint64_t rounds = 50;
+    workerpool::options<payload, std::uint64_t> o;
+    o.capacity = 512;
+    o.min_workers = 2;
+    o.max_workers = 2;
+    o.default_timeout = 10s;
+    dispatcher<payload, std::uint64_t> pool([](payload& p) { return p.id * 2; }, o);
+    std::vector<workerpool::handle<std::uint64_t>> handles;
+    handles.reserve(batch);
+    std::uint64_t sum = 0;
+    auto run_rounds = [&](std::uint64_t n) {
+        for (std::uint64_t r = 0; r < n; ++r) {
+            for (std::size_t i = 0; i < batch; ++i) {
+                payload p;
+                p.id = r * batch + i;
+                auto t = pool.submit_tracked(std::move(p));
+                if (t.status == submit_status::accepted) {
+                    handles.push_back(std::move(t.handle));
+                }
+            }
+            for (auto& h : handles) {
+                sum += h.get();
+            }
+            handles.clear();
+        }
+    };
+    run_rounds(3);  // warm-up: the slab grows to hold `batch` slots
+    sum = 0;
+    const counts c = measure([&] { run_rounds(rounds); });
+    INFO("allocations: " << c.allocations << " (" << c.bytes << " bytes; by size:" << c.by_size
+                         << ")");
+    const std::uint64_t n = rounds * batch;
+    CHECK(sum == n * (n - 1));  // every result came back: 2 * (0 + 1 + ... + n-1)
+    CHECK(c.allocations == 0u);
+}
+
+TEST_CASE("a group submit that cannot allocate throws and leaves the group whole",
+          "[alloc][handles][group][unit]") {
+    workerpool::options<payload> o;
+    o.min_workers = 1;
+    o.max_workers = 1;
+    dispatcher<payload> pool([](payload&) {}, o);
+    workerpool::request_group<payload> group(pool);
+    // A fresh pool's first tracked submit makes the slab's first chunk (64 slots, some KiB);
+    // the group's own lists are far smaller.
+    fail_from_bytes = 4096;
+    payload p;
+    p.id = 7;
+    bool threw = false;
+    try {
+        (void)group.try_submit(std::move(p));
+    } catch (const std::bad_alloc&) {
+        threw = true;
+    }
+    fail_from_bytes = 0;
+    CHECK(threw);
+    CHECK(p.id == 7u);  // untouched
+    CHECK(group.outstanding() == 0u);
+    CHECK(group.wait_for(1s));  // and the destructor will not wait for it
+    auto t = group.try_submit(payload{});  // the group still works
+    CHECK(t.status == submit_status::accepted);
+    group.wait();
+    CHECK(group.succeeded_count() == 1u);
 }

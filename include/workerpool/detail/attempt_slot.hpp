@@ -6,6 +6,7 @@
 /// (the supervisor on a deadline, shutdown on cancellation) stops it.
 
 #include <workerpool/detail/cache_line.hpp>
+#include <workerpool/detail/clock.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -16,8 +17,8 @@
 
 namespace workerpool::detail {
 
-/// Why an attempt's token was stopped.
-enum class stop_cause : std::uint8_t { none, deadline, shutdown };
+/// Why an attempt's token was stopped (`cancelled`: by the request's handle).
+enum class stop_cause : std::uint8_t { none, deadline, shutdown, cancelled };
 
 /// How soon after it starts a timed attempt must get its deadline stamped: 5 % of its timeout,
 /// within [1 ms, scale interval]. This bounds how late a deadline can fire.
@@ -168,6 +169,31 @@ public:
         return true;
     }
 
+    /// Stops the current attempt's token with `cause`, if one runs and no one stopped it yet;
+    /// returns whether this call stopped it. Tries again when the word moved under it (the
+    /// supervisor stamped the deadline between the look and the claim). Pre: the attempt cannot
+    /// end meanwhile (the caller holds what keeps the worker from ending it). Records when it
+    /// stopped it (`stopped_ns`), for the stuck rule.
+    bool stop_now(stop_cause cause) noexcept {
+        for (;;) {
+            const attempt_view v = look(std::memory_order_acquire);  // pairs with [A1]
+            if (!v.running()) {
+                return false;
+            }
+            // relaxed: published by try_stop's [A2]
+            stopped_ns_.store(now_ns(), std::memory_order_relaxed);
+            if (try_stop(v, cause)) {
+                return true;
+            }
+        }
+    }
+
+    /// When `stop_now` stopped the attempt (steady-clock ns); meaningful once a look saw it
+    /// `stopped` with a cause `stop_now` gave.
+    [[nodiscard]] std::int64_t stopped_ns() const noexcept {
+        return stopped_ns_.load(std::memory_order_relaxed);  // ordered by that look ([A2])
+    }
+
     /// Why the last stop happened; meaningful once a look saw `stopped`.
     [[nodiscard]] stop_cause cause() const noexcept {
         return cause_.load(std::memory_order_relaxed);  // ordered by the look that saw `stopped`
@@ -212,6 +238,7 @@ private:
     std::atomic<std::int64_t> timeout_ns_{0};         // the timed attempt's; published by [A1]
     std::uint64_t number_ = 0;                        // the worker's own attempt count
     std::atomic<stop_cause> cause_{stop_cause::none};  // published by [A2]
+    std::atomic<std::int64_t> stopped_ns_{0};          // stop_now's; published by [A2]
     std::stop_source source_;  // the attempt's; replaced by the worker only after a stop
     std::stop_token token_;    // source_.get_token(), cached
 };

@@ -17,6 +17,8 @@
 
 namespace workerpool::detail {
 
+class completion_slot;
+
 /// A request's own settings: `job_options` with the pool's defaults where it leaves them at zero.
 struct request_settings {
     std::int64_t timeout_ns = 0;  // per-attempt timeout; 0 = none
@@ -49,10 +51,13 @@ struct envelope {
     unsigned attempts = 0;          // attempts made so far
     std::exception_ptr last_error;  // the last attempt's exception, for the dead-letter record
     std::int64_t enqueued_ns;       // when it became runnable, if sampled for latency; else 0
+    // A tracked request's completion (one reference is the pool's); null for a plain submit.
+    completion_slot* ticket;
 
-    envelope(Request&& r, const request_settings& s, std::int64_t enqueued) noexcept
+    envelope(Request&& r, const request_settings& s, std::int64_t enqueued,
+             completion_slot* t = nullptr) noexcept
         : request(std::move(r)), timeout_ns(s.timeout_ns), expires_ns(s.expires_ns),
-          max_attempts(s.max_attempts), enqueued_ns(enqueued) {}
+          max_attempts(s.max_attempts), enqueued_ns(enqueued), ticket(t) {}
 };
 
 /// Room for one `T`, constructed and destroyed by hand (placement new, `std::destroy_at`), so that

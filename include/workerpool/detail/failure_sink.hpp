@@ -56,12 +56,11 @@ public:
     }
 
     /// For requests that the destructor must discard: each goes to `on_failure` as `cancelled`
-    /// with its attempts and last error, after `on_each(attempts)` (an event, say).
-    template <class Envelope, class OnEach>
-    void deliver_unowned(std::vector<Envelope>& left, OnEach&& on_each) noexcept {
+    /// with its attempts and last error, after `before(e)` (an event, say) and before `after(e)`.
+    template <class Envelope, class Before, class After>
+    void deliver_unowned(std::vector<Envelope>& left, Before&& before, After&& after) noexcept {
         for (Envelope& e : left) {
-            unowned_.fetch_add(1, std::memory_order_relaxed);  // statistics only
-            on_each(e.attempts);
+            before(e);
             if constexpr (big) {
                 deliver(*spare_, std::move(e.request), failure_reason::cancelled, e.attempts,
                         e.last_error);
@@ -70,19 +69,23 @@ public:
                 deliver(r, std::move(e.request), failure_reason::cancelled, e.attempts,
                         e.last_error);
             }
+            after(e);
+            // [H3] release: this request's on_failure ran; pairs with [H4]
+            unowned_.fetch_add(1, std::memory_order_release);
         }
     }
 
-    /// Requests discarded by `deliver_unowned` so far (they count as failed).
+    /// Requests discarded by `deliver_unowned` so far (they count as failed); once a request is
+    /// counted here, its `on_failure` call is visible to the reader.
     [[nodiscard]] std::uint64_t unowned() const noexcept {
-        return unowned_.load(std::memory_order_relaxed);  // statistics only
+        return unowned_.load(std::memory_order_acquire);  // [H4] pairs with [H3]
     }
 
 private:
     const std::function<void(failure<Request>&&)>& on_failure_;
     callbacks& calls_;
     std::unique_ptr<room> spare_;           // big records only; see the class comment
-    std::atomic<std::uint64_t> unowned_{0};  // statistics only
+    std::atomic<std::uint64_t> unowned_{0};  // see [H3]
 };
 
 }  // namespace workerpool::detail

@@ -36,7 +36,7 @@ namespace workerpool::detail {
 /// path adds to the push, three loads when nobody sleeps and the supervisor is not resting.
 ///
 /// Thread safety: every member from any thread.
-template <class Request, class Queue, class Workers>
+template <class Request, class Queue, class Workers, class Options = options<Request>>
 class intake {
 public:
     /// The worker type of the idle stack.
@@ -44,7 +44,7 @@ public:
 
     /// The components the submit path touches.
     struct parts {
-        const options<Request>& opts;
+        const Options& opts;
         Queue& queue;
         idle_stack<worker>& idle;
         back_pressure& pressure;
@@ -56,19 +56,22 @@ public:
     /// A submit path over `p`, with the route options of the pool's handler.
     intake(parts p, route_options_source<Request> routes) noexcept : p_(p), routes_(routes) {}
 
-    /// One try, without blocking; `full` counts as a refusal.
-    submit_status try_submit(Request& r, job_options jo) noexcept {
+    /// One try, without blocking; `full` counts as a refusal. `ticket`: a tracked request's
+    /// completion, which travels with it.
+    submit_status try_submit(Request& r, job_options jo,
+                             completion_slot* ticket = nullptr) noexcept {
         routes_.apply(r, jo);
-        return counted(push(r, jo));
+        return counted(push(r, jo, ticket));
     }
 
     /// Tries until accepted, closed, or `until` passes (see `back_pressure::submit_until`); a
     /// `self_call` never waits.
     submit_status submit_until(Request& r, job_options jo, bool self_call,
-                               std::optional<std::chrono::steady_clock::time_point> until) noexcept {
+                               std::optional<std::chrono::steady_clock::time_point> until,
+                               completion_slot* ticket = nullptr) noexcept {
         routes_.apply(r, jo);
-        const submit_status s = push(r, jo);  // the fast path: a slot free at once
-        return s == submit_status::full ? wait_then_push(r, jo, self_call, until) : s;
+        const submit_status s = push(r, jo, ticket);  // the fast path: a slot free at once
+        return s == submit_status::full ? wait_then_push(r, jo, self_call, until, ticket) : s;
     }
 
     /// Moves as many of `rs` as fit now into the queue, with one claim per ring and one wake-up
@@ -113,18 +116,19 @@ private:
     // of the wait stays off the fast path.
     [[gnu::noinline]] submit_status wait_then_push(
         Request& r, const job_options& jo, bool self_call,
-        std::optional<std::chrono::steady_clock::time_point> until) noexcept {
+        std::optional<std::chrono::steady_clock::time_point> until,
+        completion_slot* ticket) noexcept {
         return counted(p_.pressure.retry_until(
-            p_.queue, [&] { return push(r, jo); }, self_call,
+            p_.queue, [&] { return push(r, jo, ticket); }, self_call,
             p_.opts.spin_before_sleep.count(), until));
     }
 
     // One try at the queue; on `accepted`, the wake-up decision.
-    submit_status push(Request& r, const job_options& jo) noexcept {
+    submit_status push(Request& r, const job_options& jo, completion_slot* ticket) noexcept {
         const submit_status s = p_.queue.try_emplace(
             std::move(r),
             request_settings::of(jo, p_.opts.default_timeout, p_.opts.retry.max_attempts),
-            sample_now(p_.opts.latency_sample_every));
+            sample_now(p_.opts.latency_sample_every), ticket);
         if (s == submit_status::accepted) {
             accepted(1);
         }

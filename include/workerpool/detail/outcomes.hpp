@@ -14,6 +14,7 @@
 #include <workerpool/detail/idle_stack.hpp>
 #include <workerpool/detail/lifecycle.hpp>
 #include <workerpool/detail/supervisor.hpp>
+#include <workerpool/detail/tracking.hpp>
 #include <workerpool/detail/worker_set.hpp>
 #include <workerpool/options.hpp>
 #include <workerpool/retry.hpp>
@@ -33,11 +34,13 @@ namespace workerpool::detail {
 /// Reports the end of each attempt: counts it in the worker's counters (the `completed` and
 /// `failed` bumps come last, [C1], so that `wait_idle` sees the whole outcome), calls
 /// `on_success`, decides a retry (`retry_if`, attempts left, the request's expiry) and puts it in
-/// the delay queue, or hands the request to `on_failure`. Its parts outlive it.
+/// the delay queue, or hands the request to `on_failure`; and ends a tracked request's
+/// completion (`settle`) once its outcome is decided: a request its handle cancelled ends as
+/// failed, reason `cancelled`, whatever its handler did. Its parts outlive it.
 ///
 /// Thread safety: `ended`, `succeeded`, `failed`, `expired` on the worker that owns `w`;
-/// `discard` on one thread at a time (the destructor).
-template <class Request, class Payload, class Queue>
+/// `discard` on one thread at a time (the destructor, or shutdown under its lock).
+template <class Request, class Result, class Payload, class Queue>
 class outcomes {
 public:
     /// The request with its bookkeeping.
@@ -47,7 +50,7 @@ public:
 
     /// The components an outcome touches.
     struct parts {
-        const options<Request>& opts;
+        const options<Request, Result>& opts;
         callbacks& calls;
         delay_queue<envelope>& delay;
         const lifecycle& life;
@@ -74,23 +77,45 @@ public:
 
     /// The handler returned; `cause` says whether a deadline had stopped its token (a late
     /// success).
+    /// The result, if any, is in `w.payload.result`. `Tracked`: `e.ticket` is not null.
+    template <bool Tracked>
     void succeeded(worker& w, envelope& e, stop_cause cause) noexcept {
+        if (Tracked && !e.ticket->begin_final()) {
+            drop_result(w);
+            cancelled(w, e);  // cancelled while it ran: the handler ignored its token
+            return;
+        }
         if (cause == stop_cause::deadline) {
             w.counters.bump(counter::late);
         }
         if (p_.opts.on_success) {
-            p_.calls.guard(p_.opts.on_success, e.request);
+            if constexpr (std::is_void_v<Result>) {
+                p_.calls.guard(p_.opts.on_success, e.request);
+            } else {
+                p_.calls.guard(p_.opts.on_success, e.request, *w.payload.result.value);
+            }
         }
+        if constexpr (Tracked) {
+            if constexpr (!std::is_void_v<Result>) {
+                static_cast<completion<Result>&>(*e.ticket)
+                    .set_value(std::move(*w.payload.result.value));
+            }
+            settle(*e.ticket, request_state::succeeded, failure_reason::error, e.attempts, nullptr,
+                   guarded());
+        }
+        drop_result(w);
         w.counters.bump(counter::completed);  // [C1] last: the outcome is published
     }
+
+    /// A tracked request its handle cancelled while it waited: it ends without running.
+    void cancelled_before_start(worker& w, envelope& e) noexcept { cancelled(w, e); }
 
     /// The handler threw `error`; `cause` says why its token was stopped, if it was.
     void failed(worker& w, envelope& e, const std::exception_ptr& error, stop_cause cause,
                 std::minstd_rand& rng) noexcept {
         e.last_error = error;
-        if (cause == stop_cause::shutdown) {
-            w.counters.bump(counter::cancelled);
-            dead_letter(w, e, failure_reason::cancelled);
+        if (cause == stop_cause::shutdown || cause == stop_cause::cancelled) {
+            cancelled(w, e);
             return;
         }
         const bool timed_out = cause == stop_cause::deadline;
@@ -98,6 +123,10 @@ public:
             w.counters.bump(counter::timed_out);
         }
         if (e.attempts < e.max_attempts && should_retry(e.last_error, e.attempts)) {
+            if (e.ticket != nullptr && !e.ticket->to_retry_wait(e.attempts, e.last_error)) {
+                cancelled(w, e);  // its handle cancelled it after the handler returned
+                return;
+            }
             retry(w, e, rng);
         } else {
             dead_letter(w, e, timed_out ? failure_reason::timed_out : failure_reason::error);
@@ -110,11 +139,28 @@ public:
         dead_letter(w, e, failure_reason::expired);
     }
 
-    /// For requests the destructor must discard: `on_failure` as `cancelled`, counted failed.
+    /// For requests the destructor must discard, and tracked ones shutdown found cancelled by
+    /// their handles: `on_failure` as `cancelled`, counted failed.
     void discard(std::vector<envelope>& left) noexcept {
-        sink_.deliver_unowned(left, [this](unsigned attempts) {
-            p_.calls.emit(event_of(event_kind::dead_letter, "cancelled", attempts));
-        });
+        sink_.deliver_unowned(
+            left,
+            [this](envelope& e) {
+                p_.calls.emit(event_of(event_kind::dead_letter, "cancelled", e.attempts));
+            },
+            [this](envelope& e) {
+                if (e.ticket != nullptr) {
+                    (void)e.ticket->begin_final();  // its handle may have cancelled it already
+                    settle(*e.ticket, request_state::cancelled, failure_reason::cancelled,
+                           e.attempts, e.last_error, guarded());
+                    e.ticket = nullptr;
+                }
+            });
+    }
+
+    /// Runs user code resumed by a request's end (a coroutine) as a callback would run: what it
+    /// throws is counted in `callback_errors`.
+    [[nodiscard]] auto guarded() noexcept {
+        return [this](auto&& f) { (void)p_.calls.guard(f); };
     }
 
     /// Requests discarded so far (they count as failed).
@@ -180,11 +226,34 @@ private:
         }
     }
 
+    // Cancelled by shutdown or by its handle: counted, then to `on_failure`.
+    void cancelled(worker& w, envelope& e) noexcept {
+        w.counters.bump(counter::cancelled);
+        dead_letter(w, e, failure_reason::cancelled);
+    }
+
     void dead_letter(worker& w, envelope& e, failure_reason reason) noexcept {
+        request_state end =
+            reason == failure_reason::cancelled ? request_state::cancelled : request_state::failed;
+        if (e.ticket != nullptr && !e.ticket->begin_final()) {
+            reason = failure_reason::cancelled;  // its handle cancelled it first
+            end = request_state::cancelled;
+        }
         p_.calls.emit(event_of(event_kind::dead_letter, to_string(reason), e.attempts));
         sink_.deliver(w.payload.failing, std::move(e.request), reason, e.attempts, e.last_error);
+        if (e.ticket != nullptr) {
+            settle(*e.ticket, end, reason, e.attempts, e.last_error, guarded());
+        }
         w.counters.bump(counter::failed);  // [C1] after on_failure: wait_idle sees it ran
     }
+
+    static void drop_result(worker& w) noexcept {
+        if constexpr (!std::is_void_v<Result>) {
+            w.payload.result.value.reset();
+        }
+    }
+
+
 
     [[nodiscard]] event event_of(event_kind kind, const char* reason, unsigned attempts,
                                  std::optional<std::size_t> before = std::nullopt) const noexcept {

@@ -184,12 +184,12 @@ private:
 struct sweep_step {
     std::int64_t next = never;  ///< when to look at this worker again
     bool timed_out = false;     ///< its attempt's deadline passed: this look stopped it
-    bool stuck = false;         ///< stopped by a deadline `grace` ago and still running
+    bool stuck = false;         ///< stopped (a deadline, a cancel) `grace` ago, still running
 };
 
 /// Looks at worker `w` at `now_ns`: stamps a new timed attempt, stops an overdue one, and tells
-/// whether a deadline-stopped attempt has run on past `grace_ns` (the caller declares the worker
-/// stuck). `Worker` has `attempt`, and `stuck`, `retiring`, `stopped_at_ns` guarded by the worker
+/// whether an attempt stopped by its deadline, or by its request's cancel, has run on past
+/// `grace_ns` since (the caller declares the worker stuck). `Worker` has `attempt`, and `stuck`, `retiring`, `stopped_at_ns` guarded by the worker
 /// set's mutex, which the caller holds.
 template <class Worker>
 sweep_step sweep_worker(Worker& w, std::int64_t now_ns, std::int64_t grace_ns,
@@ -206,12 +206,18 @@ sweep_step sweep_worker(Worker& w, std::int64_t now_ns, std::int64_t grace_ns,
             step.timed_out = true;
             step.next = std::min(step.next, add_saturated(now_ns, grace_ns));
         }
-    } else if (v.kind == attempt_view::state::stopped && !w.stuck && !w.retiring &&
-               w.attempt.cause() == stop_cause::deadline && w.stopped_at_ns != 0) {
-        if (now_ns - w.stopped_at_ns >= grace_ns) {
+    } else if (v.kind == attempt_view::state::stopped && !w.stuck && !w.retiring) {
+        const stop_cause cause = w.attempt.cause();
+        const std::int64_t since = cause == stop_cause::deadline    ? w.stopped_at_ns
+                                   : cause == stop_cause::cancelled ? w.attempt.stopped_ns()
+                                                                    : 0;
+        if (since == 0) {
+            return step;
+        }
+        if (now_ns - since >= grace_ns) {
             step.stuck = true;
         } else {
-            step.next = add_saturated(w.stopped_at_ns, grace_ns);
+            step.next = add_saturated(since, grace_ns);
         }
     }
     return step;

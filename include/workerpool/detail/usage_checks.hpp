@@ -64,10 +64,49 @@ struct lvalue_submit {
     /// Never compiles; named by the submit overloads that take an lvalue.
     static submit_status refuse() noexcept { return submit_status::closed; }
     static_assert(always_false<R>,
-                  "dispatcher: submit, try_submit and submit_for take the request as an rvalue: "
+                  "dispatcher: submit, try_submit and submit_for (and their _tracked forms) take "
+                  "the request as an rvalue: "
                   "pass std::move(request). The request is moved from only when the call returns "
                   "accepted; on full or closed it is left untouched, so you may retry, log or "
                   "keep it. To submit a copy and keep the original, pass Request(request).");
+};
+
+/// The submit calls of a pool, given a `Request` lvalue: each fails to compile with
+/// `lvalue_submit`'s message instead of "cannot bind rvalue reference". `dispatcher` brings them
+/// in beside its own calls with using-declarations.
+template <class Request>
+class lvalue_submits {
+public:
+    /// Not callable: see `lvalue_submit`.
+    template <class R, class... Rest>
+    requires request_lvalue<R, Request> submit_status try_submit(R&&, Rest&&...) noexcept {
+        return lvalue_submit<R>::refuse();
+    }
+    /// Not callable: see `lvalue_submit`.
+    template <class R, class... Rest>
+    requires request_lvalue<R, Request> submit_status submit(R&&, Rest&&...) noexcept {
+        return lvalue_submit<R>::refuse();
+    }
+    /// Not callable: see `lvalue_submit`.
+    template <class R, class... Rest>
+    requires request_lvalue<R, Request> submit_status submit_for(R&&, Rest&&...) noexcept {
+        return lvalue_submit<R>::refuse();
+    }
+    /// Not callable: see `lvalue_submit`.
+    template <class R, class... Rest>
+    requires request_lvalue<R, Request> submit_status try_submit_tracked(R&&, Rest&&...) noexcept {
+        return lvalue_submit<R>::refuse();
+    }
+    /// Not callable: see `lvalue_submit`.
+    template <class R, class... Rest>
+    requires request_lvalue<R, Request> submit_status submit_tracked(R&&, Rest&&...) noexcept {
+        return lvalue_submit<R>::refuse();
+    }
+    /// Not callable: see `lvalue_submit`.
+    template <class R, class... Rest>
+    requires request_lvalue<R, Request> submit_status submit_for_tracked(R&&, Rest&&...) noexcept {
+        return lvalue_submit<R>::refuse();
+    }
 };
 
 }  // namespace workerpool::detail

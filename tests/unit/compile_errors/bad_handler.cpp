@@ -24,9 +24,21 @@ int main() {
     auto handler = [](request&, int) {};  // a second parameter that is not a stop_token
 #elif VARIANT == 3
     auto handler = [](std::string&) {};  // the wrong request type
+#elif VARIANT == 4
+    auto handler = [](request&) {};  // returns nothing where the pool's Result is an int
+#elif VARIANT == 5
+    auto handler = [](request&) { return std::string("x"); };  // not convertible to int
+#elif VARIANT == 10
+    auto handler = [](request& r) { return r.id; };  // control: returns the pool's Result
+#elif VARIANT == 11
+    auto handler = [](request& r) { return static_cast<short>(r.id); };  // control: converts
 #else
 #error "unknown VARIANT"
 #endif
+#if VARIANT >= 4
+    workerpool::dispatcher<request, int> pool(handler);
+#else
     workerpool::dispatcher<request> pool(handler);
+#endif
     return 0;
 }

@@ -64,6 +64,10 @@ expect_success bad_handler.cpp -DVARIANT=0
 expect_error bad_handler.cpp "$handler_phrase" -DVARIANT=1
 expect_error bad_handler.cpp "$handler_phrase" -DVARIANT=2
 expect_error bad_handler.cpp "$handler_phrase" -DVARIANT=3
+expect_error bad_handler.cpp "$handler_phrase" -DVARIANT=4
+expect_error bad_handler.cpp "$handler_phrase" -DVARIANT=5
+expect_success bad_handler.cpp -DVARIANT=10
+expect_success bad_handler.cpp -DVARIANT=11
 for variant in 0 10 11 12; do
     expect_success by_value_handler.cpp -DVARIANT=$variant
 done
@@ -72,7 +76,7 @@ for variant in 1 2 3 4 5; do
 done
 expect_error by_value_handler.cpp "handler_map::on: $by_value_phrase" --not "must be callable" -DVARIANT=6
 expect_success lvalue_submit.cpp -DVARIANT=0
-for variant in 1 2 3 4; do
+for variant in 1 2 3 4 5 6 7; do
     expect_error lvalue_submit.cpp "$lvalue_phrase" -DVARIANT=$variant
 done
 expect_success not_nothrow_movable.cpp -DCONTROL

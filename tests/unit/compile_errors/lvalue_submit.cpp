@@ -1,5 +1,5 @@
-// Must NOT compile (see check.sh): a request passed to submit, try_submit or submit_for as an
-// lvalue. check.sh builds each VARIANT and expects the message that says to pass
+// Must NOT compile (see check.sh): a request passed to submit, try_submit or submit_for (or a
+// _tracked form) as an lvalue. check.sh builds each VARIANT and expects the message that says to pass
 // std::move(request); VARIANT 0 is the control that must compile.
 
 #include <workerpool/dispatcher.hpp>
@@ -25,6 +25,8 @@ int main() {
     (void)pool.submit(std::move(r));
     (void)pool.try_submit(request{"a"});
     (void)pool.submit_for(request(kept), std::chrono::milliseconds(1));
+    (void)pool.try_submit_tracked(request(kept));
+    (void)pool.submit_for_tracked(std::move(r), std::chrono::milliseconds(1));
 #elif VARIANT == 1
     (void)pool.submit(r);
 #elif VARIANT == 2
@@ -33,6 +35,12 @@ int main() {
     (void)pool.submit_for(r, std::chrono::milliseconds(1));
 #elif VARIANT == 4
     (void)pool.submit(kept);  // a const lvalue
+#elif VARIANT == 5
+    (void)pool.try_submit_tracked(r);
+#elif VARIANT == 6
+    (void)pool.submit_tracked(kept);
+#elif VARIANT == 7
+    (void)pool.submit_for_tracked(r, std::chrono::milliseconds(1));
 #else
 #error "unknown VARIANT"
 #endif
