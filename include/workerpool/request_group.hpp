@@ -5,6 +5,7 @@
 /// together — and with `group_options::cancel_on_failure`, given up together when one fails.
 
 #include <workerpool/detail/completion.hpp>
+#include <workerpool/detail/usage_checks.hpp>
 #include <workerpool/dispatcher.hpp>
 #include <workerpool/handle.hpp>
 #include <workerpool/options.hpp>
@@ -49,8 +50,14 @@ struct group_options {
 /// Thread safety: every member from any thread, concurrently; not from one of the group's own
 /// requests' handlers or callbacks for `wait` (it would wait for itself).
 template <class Request, class Result>  // Result defaults to void (dispatcher.hpp)
-class request_group final : private detail::group_link {
+class request_group final : private detail::group_link, public detail::lvalue_submits<Request> {
 public:
+    // A submit given a `Request` lvalue fails to compile with a message that says to pass
+    // `std::move(request)`, as the pool's own calls do.
+    using detail::lvalue_submits<Request>::try_submit;
+    using detail::lvalue_submits<Request>::submit;
+    using detail::lvalue_submits<Request>::submit_for;
+
     /// A group of `pool`'s requests, behaving as `o` says.
     explicit request_group(dispatcher<Request, Result>& pool, group_options o = {})
         : pool_(pool), options_(o) {}

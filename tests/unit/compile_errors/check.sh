@@ -76,7 +76,7 @@ for variant in 1 2 3 4 5; do
 done
 expect_error by_value_handler.cpp "handler_map::on: $by_value_phrase" --not "must be callable" -DVARIANT=6
 expect_success lvalue_submit.cpp -DVARIANT=0
-for variant in 1 2 3 4 5 6 7; do
+for variant in 1 2 3 4 5 6 7 8; do
     expect_error lvalue_submit.cpp "$lvalue_phrase" -DVARIANT=$variant
 done
 expect_success not_nothrow_movable.cpp -DCONTROL

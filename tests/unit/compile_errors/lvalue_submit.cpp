@@ -3,6 +3,7 @@
 // std::move(request); VARIANT 0 is the control that must compile.
 
 #include <workerpool/dispatcher.hpp>
+#include <workerpool/request_group.hpp>
 
 #include <chrono>
 #include <string>
@@ -41,6 +42,9 @@ int main() {
     (void)pool.submit_tracked(kept);
 #elif VARIANT == 7
     (void)pool.submit_for_tracked(r, std::chrono::milliseconds(1));
+#elif VARIANT == 8
+    workerpool::request_group<request> group(pool);
+    (void)group.submit(r);
 #else
 #error "unknown VARIANT"
 #endif
