@@ -5,11 +5,14 @@
 #include <workerpool/detail/tracking.hpp>
 
 #include "support/catch.hpp"
+#include "support/test_util.hpp"
 
+#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <set>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -186,4 +189,37 @@ TEST_CASE_METHOD(slab_fixture, "the slab grows in chunks when more slots live th
     for (completion<int>* s : second) {
         s->release();
     }
+}
+
+TEST_CASE_METHOD(slab_fixture, "threads taking and giving back slots at once never share one",
+                 "[completion][slab][unit]") {
+    constexpr int threads = 4;
+    const int rounds = workerpool::test::under_tsan ? 200 : 2000;
+    constexpr int held = 40;  // each thread holds this many at once: the slab must grow
+    std::atomic<int> clashes{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < threads; ++t) {
+        ts.emplace_back([&, t] {
+            std::vector<completion<int>*> mine;
+            for (int r = 0; r < rounds; ++r) {
+                for (int i = 0; i < held; ++i) {
+                    completion<int>& s = slab->acquire(1);
+                    s.set_value(t * 1'000'000 + r * held + i);
+                    mine.push_back(&s);
+                }
+                for (int i = 0; i < held; ++i) {
+                    // Another thread holding the same slot would have overwritten the value.
+                    if (mine[static_cast<std::size_t>(i)]->take_value() != t * 1'000'000 + r * held + i) {
+                        clashes.fetch_add(1);
+                    }
+                    mine[static_cast<std::size_t>(i)]->release();
+                }
+                mine.clear();
+            }
+        });
+    }
+    for (std::thread& t : ts) {
+        t.join();
+    }
+    CHECK(clashes.load() == 0);
 }

@@ -882,3 +882,29 @@ TEST_CASE("a running request cancelled while its handler ignores the token is de
     CHECK((end_of(stuck.handle)) == request_state::cancelled);
     CHECK(next.handle.get() == 2);
 }
+
+TEST_CASE("a group that outlives its pool reports the ends the pool's destructor gave its requests",
+          "[handles][group][lifetime][unit]") {
+    gate g;
+    auto o = small_pool(1);
+    o.destructor_grace = 0s;
+    auto pool = std::make_unique<dispatcher<job, int>>(
+        [&](job& j, const std::stop_token& st) {
+            if (j.hold && !g.wait(st)) {
+                throw workerpool::test::stopped_by_token{};
+            }
+            return j.id;
+        },
+        o);
+    request_group<job, int> group(*pool);
+    auto running = group.try_submit(job{1, true});
+    REQUIRE(eventually([&] { return g.waiting() == 1; }));
+    auto queued = group.try_submit(job{2});
+    CHECK(group.outstanding() == 2u);
+    pool.reset();  // stops the running one (it throws: cancelled) and discards the queued one
+    CHECK(group.wait_for(0s));
+    CHECK(group.outstanding() == 0u);
+    CHECK(group.cancelled_count() == 2u);
+    CHECK(end_of(running.handle) == request_state::cancelled);
+    CHECK(end_of(queued.handle) == request_state::cancelled);
+}  // the group is destroyed after its pool
