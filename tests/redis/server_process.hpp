@@ -150,10 +150,24 @@ private:
                 }
                 redis::detail::connection c("127.0.0.1", port_, std::chrono::milliseconds(200),
                                             std::chrono::milliseconds(500));
-                return c.ok() && c.command({"PING"}) != nullptr;
+                return c.ok() && c.command({"PING"}) != nullptr && answers_as_ours(c);
             },
             std::chrono::seconds(20));
         return up && pid_ > 0;
+    }
+
+    // Whether the server on the port is the process we started: another test's server may hold
+    // the port (ours then exits), and its PONG must not pass for ours.
+    bool answers_as_ours(redis::detail::connection& c) const {
+        if (!password_.empty()) {
+            (void)c.command({"AUTH", password_});
+        }
+        const redis::detail::reply_ptr info = c.command({"INFO", "server"});
+        if (!info || info->type != REDIS_REPLY_STRING) {
+            return false;
+        }
+        const std::string text(info->str, info->len);
+        return text.find("process_id:" + std::to_string(pid_) + "\r\n") != std::string::npos;
     }
 
     int wait_exit() {

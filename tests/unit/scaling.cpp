@@ -219,6 +219,32 @@ TEST_CASE("idle workers past idle_keep_alive retire down to min_workers", "[scal
     CHECK(log.delta(event_kind::scale_down) == 2u);
 }
 
+TEST_CASE("lowering min_workers while the supervisor decides to rest still retires idle workers",
+          "[scaling][unit]") {
+    // The supervisor decides under the worker set's lock whether the pool is at rest, then sets
+    // its resting flag: a set_worker_limits in between saw no flag (no kick) and the decision was
+    // stale, so the pool kept its workers for ever (seen once in CI, scaling.cpp's keep-alive
+    // case under TSan). Many pools, the change made at varied moments after construction.
+    const int pools = workerpool::test::under_tsan ? 40 : 200;
+    int stuck_at_four = 0;
+    for (int i = 0; i < pools; ++i) {
+        auto o = fast_options();
+        o.min_workers = 4;
+        o.scale_down_cooldown = std::chrono::hours(1);
+        o.idle_keep_alive = 1ms;
+        dispatcher<int> pool([](int&) {}, o);
+        for (int spin = 0; spin < i % 50; ++spin) {
+            std::this_thread::yield();
+        }
+        pool.set_worker_limits(2, 4);
+        if (!eventually([&] { return pool.worker_count() == 2u; }, 5s)) {
+            ++stuck_at_four;
+        }
+        (void)pool.shutdown(10s);
+    }
+    CHECK(stuck_at_four == 0);
+}
+
 TEST_CASE("idle workers within their keep-alive and cool-down stay", "[scaling][unit]") {
     counting_policy policy;
     auto o = fast_options();

@@ -132,9 +132,15 @@ private:
             why.retries = released.next_due;
             std::int64_t wake_at = plan_sleep(why);
             // At rest (no tick planned, whatever else the sleep waits for): whoever brings work
-            // must kick us. Work that came while we decided is seen here ([K1]).
+            // must kick us. Work that came while we decided is seen here ([K1]), and so is a
+            // manual change of the workers or their limits made after the decision (it saw no
+            // flag: it changed under the worker set's lock, then looked, so it ran before this).
             if (next_tick == never && !p_.signal.rest([this] {
-                    return p_.queue.has_claimed_elements() || !p_.delay.empty();
+                    if (p_.queue.has_claimed_elements() || !p_.delay.empty()) {
+                        return true;
+                    }
+                    std::lock_guard lock(p_.workers.mutex());
+                    return !at_rest_locked();
                 })) {
                 wake_at = now;
             }
