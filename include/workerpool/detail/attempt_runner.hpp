@@ -46,22 +46,14 @@ public:
     /// waited, or expired), and reports its end. A plain request pays one test for tracking.
     template <class Worker>
     void run(Worker& w, envelope<Request>& e, std::minstd_rand& rng) noexcept {
-        if (e.ticket == nullptr) [[likely]] {
+        if (e.ticket == nullptr) {
             attempt<false>(w, e, rng);
         } else {
-            tracked_attempt(w, e, rng);
+            attempt<true>(w, e, rng);
         }
     }
 
 private:
-    // Out of line, so that the plain attempt inlines into the worker loop as it did before
-    // tracking existed (with both inline, GCC 12 inlined neither).
-    template <class Worker>
-    [[gnu::noinline]] void tracked_attempt(Worker& w, envelope<Request>& e,
-                                           std::minstd_rand& rng) noexcept {
-        attempt<true>(w, e, rng);
-    }
-
     template <bool Tracked, class Worker>
     void attempt(Worker& w, envelope<Request>& e, std::minstd_rand& rng) noexcept {
         if (Tracked && !e.ticket->start()) {

@@ -123,11 +123,8 @@ private:
             p_.opts.spin_before_sleep.count(), until));
     }
 
-    // One try at the queue; on `accepted`, the wake-up decision. Always inline: with the
-    // ticket among its arguments GCC 12 stopped inlining it into `submit_until` (23 more
-    // instructions per submit, measured with callgrind).
-    [[gnu::always_inline]] submit_status push(Request& r, const job_options& jo,
-                                              completion_slot* ticket) noexcept {
+    // One try at the queue; on `accepted`, the wake-up decision.
+    submit_status push(Request& r, const job_options& jo, completion_slot* ticket) noexcept {
         const submit_status s = p_.queue.try_emplace(
             std::move(r),
             request_settings::of(jo, p_.opts.default_timeout, p_.opts.retry.max_attempts),
