@@ -9,10 +9,10 @@
 // last handler returned; items_per_second is requests per second through the pool. Compare the
 // two with scripts/bench_ab.py-style interleaving: run the binary several times.
 
+#include <workerpool/workerpool.hpp>
+
 #include "peers/workerpool_pool.hpp"
 #include "support.hpp"
-
-#include <workerpool/workerpool.hpp>
 
 #include <benchmark/benchmark.h>
 

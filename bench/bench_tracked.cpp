@@ -11,10 +11,10 @@
 // last handler returned; items_per_second is requests per second through the pool. Run the binary
 // several times: `scripts/bench_ab.py`'s figures are medians of interleaved rounds, these of one.
 
+#include <workerpool/workerpool.hpp>
+
 #include "peers/workerpool_pool.hpp"
 #include "support.hpp"
-
-#include <workerpool/workerpool.hpp>
 
 #include <benchmark/benchmark.h>
 

@@ -39,7 +39,8 @@ std::string call(part& p, std::chrono::milliseconds latency, const std::stop_tok
 
 int main() {
     using namespace std::chrono_literals;
-    workerpool::handler_map<part, backend, std::string> routes{[](const part& p) { return p.from; }};
+    workerpool::handler_map<part, backend, std::string> routes{
+        [](const part& p) { return p.from; }};
     routes
         .on(backend::profile,
             [](part& p, const std::stop_token& stop) { return call(p, 5ms, stop, "profile"); },
@@ -67,8 +68,8 @@ int main() {
     for (int page = 1; page <= 4; ++page) {
         workerpool::request_group<part, std::string> parts{pool, {.cancel_on_failure = true}};
         std::vector<workerpool::handle<std::string>> handles;
-        for (backend b : {backend::profile, backend::recommendations, backend::inventory,
-                          backend::ads}) {
+        for (backend b :
+             {backend::profile, backend::recommendations, backend::inventory, backend::ads}) {
             auto [status, h] = parts.submit(part{b, page});
             if (status != workerpool::submit_status::accepted) {
                 std::printf("page %d: a part was not taken: %s\n", page,

@@ -94,9 +94,9 @@ class dispatcher : public detail::lvalue_submits<Request> {
                   "dispatcher<Request>: Request must be nothrow move-constructible (a request "
                   "moves into the queue and out of it, and neither move may fail); give it a "
                   "noexcept move constructor, or submit a std::unique_ptr<Request>");
-    static_assert(std::is_void_v<Result> || (std::is_object_v<Result> &&
-                                             std::is_nothrow_move_constructible_v<Result> &&
-                                             std::is_nothrow_destructible_v<Result>),
+    static_assert(std::is_void_v<Result> ||
+                      (std::is_object_v<Result> && std::is_nothrow_move_constructible_v<Result> &&
+                       std::is_nothrow_destructible_v<Result>),
                   "dispatcher<Request, Result>: Result must be void or an object type that is "
                   "nothrow move-constructible and nothrow destructible");
 
@@ -140,20 +140,18 @@ public:
           callbacks_(options_.on_event),
           workers_(options_.min_workers, options_.max_workers, options_.stuck_allowance),
           scale_interval_ns_(detail::saturated_ns(options_.scale_interval)),
-          awake_period_ns_(options_.default_timeout.count() > 0
-                               ? detail::stamp_period(options_.default_timeout.count(),
-                                                      scale_interval_ns_)
-                               : 0),
+          awake_period_ns_(detail::awake_period(options_.default_timeout, scale_interval_ns_)),
           rng_seed_(std::random_device{}()),
           intake_({options_, queue_, idle_, pressure_, signal_, workers_, awake_period_ns_},
                   detail::route_options_source<Request>::of(
                       static_cast<const std::decay_t<Handler>*>(handler_.target()))),
           outcomes_({options_, callbacks_, delay_, life_, signal_, workers_, idle_, queue_,
                      awake_period_ns_}),
-          supervisor_({this, workers_, idle_, queue_, delay_, pressure_, callbacks_, life_, signal_},
-                      {options_.stuck_grace.count(), options_.idle_keep_alive.count(),
-                       scale_interval_ns_, awake_period_ns_, detail::policy_rests(options_)},
-                      detail::policy_of(options_), worker_body()) {
+          supervisor_(
+              {this, workers_, idle_, queue_, delay_, pressure_, callbacks_, life_, signal_},
+              {options_.stuck_grace.count(), options_.idle_keep_alive.count(), scale_interval_ns_,
+               awake_period_ns_, detail::policy_rests(options_)},
+              detail::policy_of(options_), worker_body()) {
         try {
             {
                 std::lock_guard lock(workers_.mutex());
@@ -272,8 +270,7 @@ public:
         return tracked_in(nullptr, r, jo, true, detail::end_of_wait(timeout));
     }
 
-    // A submit given a `Request` lvalue fails to compile with a message that says to pass
-    // `std::move(request)` (a submit moves from the request only when it returns `accepted`).
+    // A submit given a `Request` lvalue fails to compile: the message says to pass std::move.
     using detail::lvalue_submits<Request>::try_submit;
     using detail::lvalue_submits<Request>::submit;
     using detail::lvalue_submits<Request>::submit_for;
@@ -518,11 +515,11 @@ private:
     }
 
     // Polls briefly before sleeping; returns true if there may be work (or a reason to look).
-    [[nodiscard]] bool spin_for_work(const std::stop_token& st,
-                                     std::size_t home) const noexcept {
+    [[nodiscard]] bool spin_for_work(const std::stop_token& st, std::size_t home) const noexcept {
         return queue_.spin_for_elements(home, options_.spin_before_sleep.count(), [&] {
             // relaxed: a hint, read again with order before sleeping
-            return st.stop_requested() || life_.at_least(phase::draining, std::memory_order_relaxed);
+            return st.stop_requested() ||
+                   life_.at_least(phase::draining, std::memory_order_relaxed);
         });
     }
 
@@ -613,7 +610,8 @@ private:
             running = running || workers_.attempts_in_flight_locked() != 0;
         }
         if (running) {
-            callbacks_.emit(event_now(event_kind::shutdown_grace_over, "grace over", workers_.live()));
+            callbacks_.emit(
+                event_now(event_kind::shutdown_grace_over, "grace over", workers_.live()));
         }
         life_.advance(phase::cancelling);
         idle_.wake_all();
@@ -626,7 +624,8 @@ private:
             workers_.stop_attempts_until_exited(cancel_end, detail::stop_cause::shutdown) != 0 ||
             queue_.has_claimed_elements();
         if (late && !running) {
-            callbacks_.emit(event_now(event_kind::shutdown_grace_over, "grace over", workers_.live()));
+            callbacks_.emit(
+                event_now(event_kind::shutdown_grace_over, "grace over", workers_.live()));
         }
         return running || late;
     }
@@ -669,15 +668,15 @@ private:
     const options<Request, Result> options_;
     const detail::erased_handler<Request, Result> handler_;
     queue_type queue_;
-    detail::callbacks callbacks_;              // user code and events; see callbacks.hpp
-    detail::lifecycle life_;                   // the phase; see lifecycle.hpp
-    detail::idle_stack<worker> idle_;          // sleeping workers; see idle_stack.hpp
-    detail::back_pressure pressure_;           // who waits for room; see back_pressure.hpp
-    detail::delay_queue<envelope> delay_;      // retries waiting; see delay_queue.hpp
-    workers workers_;                          // the workers; see worker_set.hpp
-    detail::supervisor_signal signal_;         // the supervisor's sleep; see supervisor.hpp
-    detail::idle_waiters idle_waiters_;        // threads in wait_idle; see idle_waiters.hpp
-    const std::int64_t scale_interval_ns_;     // options_.scale_interval, saturated
+    detail::callbacks callbacks_;           // user code and events; see callbacks.hpp
+    detail::lifecycle life_;                // the phase; see lifecycle.hpp
+    detail::idle_stack<worker> idle_;       // sleeping workers; see idle_stack.hpp
+    detail::back_pressure pressure_;        // who waits for room; see back_pressure.hpp
+    detail::delay_queue<envelope> delay_;   // retries waiting; see delay_queue.hpp
+    workers workers_;                       // the workers; see worker_set.hpp
+    detail::supervisor_signal signal_;      // the supervisor's sleep; see supervisor.hpp
+    detail::idle_waiters idle_waiters_;     // threads in wait_idle; see idle_waiters.hpp
+    const std::int64_t scale_interval_ns_;  // options_.scale_interval, saturated
     // While any worker is awake, the supervisor comes round this often (0: no default timeout).
     const std::int64_t awake_period_ns_;
     const unsigned rng_seed_;
@@ -690,8 +689,8 @@ private:
     detail::attempt_runner<Request, Result, decltype(outcomes_)> runner_{
         handler_, outcomes_, signal_, detail::fenced_below(options_.default_timeout)};
 
-    std::atomic<std::uint64_t> returned_{0};     // requests handed back by shutdown; see [H1]
-    std::mutex shutdown_mutex_;  // serialises shutdowns
+    std::atomic<std::uint64_t> returned_{0};  // requests handed back by shutdown; see [H1]
+    std::mutex shutdown_mutex_;               // serialises shutdowns
     // The supervisor's thread and round, over the components above; last: started after
     // everything above exists, stopped before any of it is destroyed. See supervisor_loop.hpp.
     detail::supervisor<envelope, worker_payload, queue_type, worker_entry> supervisor_;

@@ -204,7 +204,7 @@ private:
 template <class Result = void>
 struct tracked {
     submit_status status = submit_status::closed;  ///< As the plain submit call's.
-    ::workerpool::handle<Result> handle;            ///< Valid when accepted.
+    ::workerpool::handle<Result> handle;           ///< Valid when accepted.
 };
 
 namespace detail {
@@ -218,7 +218,8 @@ struct handle_access {
 
     /// Another owner of `h`'s slot (the caller takes over one of the slot's references).
     template <class Result>
-    [[nodiscard]] static std::shared_ptr<completion<Result>> slot(const handle<Result>& h) noexcept {
+    [[nodiscard]] static std::shared_ptr<completion<Result>>
+    slot(const handle<Result>& h) noexcept {
         return h.slot_;
     }
 };

@@ -17,8 +17,9 @@ namespace detail {
 /// Whether `H` is callable with `Args...` and, unless `Result` is `void`, returns something
 /// convertible to `Result`.
 template <class Result, class H, class... Args>
-inline constexpr bool returns_v = std::is_void_v<Result> ? std::is_invocable_v<H, Args...>
-                                                         : std::is_invocable_r_v<Result, H, Args...>;
+inline constexpr bool returns_v =
+    std::is_void_v<Result> ? std::is_invocable_v<H, Args...>
+                           : std::is_invocable_r_v<Result, H, Args...>;
 
 }  // namespace detail
 
@@ -28,9 +29,9 @@ inline constexpr bool returns_v = std::is_void_v<Result> ? std::is_invocable_v<H
 /// non-template `operator()`, whose first parameter is `Request`): a handler works on the pool's
 /// request, so that what it writes into it stays for the retries and `on_success`.
 template <class H, class Request, class Result = void>
-concept request_handler = (detail::returns_v<Result, H&, Request&, std::stop_token> ||
-                           detail::returns_v<Result, H&, Request&>)&&!detail::
-    takes_request_by_value<H, Request>;
+concept request_handler =
+    (detail::returns_v<Result, H&, Request&, std::stop_token> ||
+     detail::returns_v<Result, H&, Request&>)&&!detail::takes_request_by_value<H, Request>;
 
 namespace detail {
 

@@ -1,7 +1,8 @@
 #pragma once
 
 /// @file
-/// `options<Request, Result>`, a pool's configuration, and `job_options`, the per-request overrides.
+/// `options<Request, Result>`, a pool's configuration, and `job_options`, the per-request
+/// overrides.
 
 #include <workerpool/retry.hpp>
 #include <workerpool/scaler.hpp>

@@ -64,7 +64,7 @@ public:
 
     request_group(const request_group&) = delete;             ///< Not copyable.
     request_group& operator=(const request_group&) = delete;  ///< Not copy-assignable.
-    request_group(request_group&&) = delete;  ///< Not movable: its requests point at it.
+    request_group(request_group&&) = delete;             ///< Not movable: its requests point at it.
     request_group& operator=(request_group&&) = delete;  ///< Not move-assignable.
 
     /// Waits for every request of the group (see `wait`), then lets go of them.
@@ -149,7 +149,7 @@ public:
 
 private:
     using slot = detail::completion<Result>;
-    using member = std::shared_ptr<slot>;  // holds one of the slot's references
+    using member = std::shared_ptr<slot>;   // holds one of the slot's references
     static constexpr std::size_t ends = 7;  // request_state values
 
     template <class Submit>
@@ -287,13 +287,13 @@ private:
     const group_options options_;
     mutable std::mutex mutex_;
     mutable std::condition_variable done_;
-    std::vector<member> members_;      // guarded by mutex_
+    std::vector<member> members_;  // guarded by mutex_
     // Coroutines a sweep woke, resumed at its end; room for one per member. Guarded by mutex_.
     std::vector<std::coroutine_handle<>> resume_;
-    std::size_t outstanding_ = 0;      // guarded by mutex_
-    std::size_t joining_ = 0;          // guarded by mutex_: joins between reserve and push_back
-    std::size_t sweeping_ = 0;         // guarded by mutex_: sweeps in progress
-    bool cancelled_all_ = false;       // guarded by mutex_
+    std::size_t outstanding_ = 0;  // guarded by mutex_
+    std::size_t joining_ = 0;      // guarded by mutex_: joins between reserve and push_back
+    std::size_t sweeping_ = 0;     // guarded by mutex_: sweeps in progress
+    bool cancelled_all_ = false;   // guarded by mutex_
     std::array<std::size_t, ends> ended_{};  // guarded by mutex_: by final state
 };
 

@@ -38,7 +38,7 @@ struct stats_snapshot {
     /// Requests ended as cancelled by a worker: an attempt that threw after shutdown stopped it,
     /// and a tracked request its handle or group cancelled (also counted in `failed`).
     std::uint64_t cancelled = 0;
-    std::uint64_t expired = 0;    ///< Requests dropped to `on_failure` past their deadline.
+    std::uint64_t expired = 0;  ///< Requests dropped to `on_failure` past their deadline.
     /// Exceptions thrown by the user's callbacks (`on_failure`, `on_event`, `on_success`,
     /// `on_worker_start`, `on_worker_stop`, `retry.retry_if`, the scaling `policy`), swallowed.
     std::uint64_t callback_errors = 0;

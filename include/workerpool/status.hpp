@@ -150,8 +150,8 @@ public:
 private:
     static std::string message(request_state state, failure_reason reason,
                                const std::exception_ptr& error) {
-        std::string m = std::string("workerpool: request ") + to_string(state) + " (" +
-                        to_string(reason) + ")";
+        std::string m =
+            std::string("workerpool: request ") + to_string(state) + " (" + to_string(reason) + ")";
         if (error) {
             m += ": " + ::workerpool::what(error);
         }

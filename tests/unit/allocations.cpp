@@ -480,7 +480,8 @@ TEST_CASE("a pool allocates for the workers that exist, not for max_workers",
     const counts c = measure([&] { pool.emplace([&done](int&) { done.fetch_add(1); }, o); });
     INFO("max_workers " << limit << ": " << c.allocations << " allocations, " << c.bytes
                         << " bytes (by size:" << c.by_size << ")");
-    CHECK(c.bytes < (std::uint64_t{1} << 20));  // the queue's rings and two workers: well under 1 MiB
+    CHECK(c.bytes <
+          (std::uint64_t{1} << 20));  // the queue's rings and two workers: well under 1 MiB
     for (int i = 0; i < 100; ++i) {
         REQUIRE(pool->try_submit(int{i}) == submit_status::accepted);
     }
@@ -588,7 +589,7 @@ TEST_CASE("a group submit that cannot allocate throws and leaves the group whole
     CHECK(threw);
     CHECK(p.id == 7u);  // untouched
     CHECK(group.outstanding() == 0u);
-    CHECK(group.wait_for(1s));  // and the destructor will not wait for it
+    CHECK(group.wait_for(1s));             // and the destructor will not wait for it
     auto t = group.try_submit(payload{});  // the group still works
     CHECK(t.status == submit_status::accepted);
     group.wait();

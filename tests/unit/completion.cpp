@@ -99,8 +99,9 @@ TEST_CASE_METHOD(slab_fixture, "a slot cancelled in retry_wait keeps its attempt
     s.release();
 }
 
-TEST_CASE_METHOD(slab_fixture, "a running slot cancelled stops the attached attempt and cannot "
-                               "retry or succeed",
+TEST_CASE_METHOD(slab_fixture,
+                 "a running slot cancelled stops the attached attempt and cannot "
+                 "retry or succeed",
                  "[completion][cancel][unit]") {
     attempt_slot attempt;
     completion<int>& s = slab->acquire(2);
@@ -123,8 +124,9 @@ TEST_CASE_METHOD(slab_fixture, "a running slot cancelled stops the attached atte
     s.release();
 }
 
-TEST_CASE_METHOD(slab_fixture, "a cancel between start and attach stops the attempt as it is "
-                               "attached",
+TEST_CASE_METHOD(slab_fixture,
+                 "a cancel between start and attach stops the attempt as it is "
+                 "attached",
                  "[completion][cancel][unit]") {
     attempt_slot attempt;
     completion<int>& s = slab->acquire(2);
@@ -161,8 +163,9 @@ TEST_CASE_METHOD(slab_fixture, "a slot's last reference gives it back, and the s
     again.release();
 }
 
-TEST_CASE_METHOD(slab_fixture, "the slab grows in chunks when more slots live than ever, and "
-                               "slots never move",
+TEST_CASE_METHOD(slab_fixture,
+                 "the slab grows in chunks when more slots live than ever, and "
+                 "slots never move",
                  "[completion][slab][unit]") {
     constexpr std::size_t n = 64 + 128 + 256 + 5;  // into the fourth chunk
     std::vector<completion<int>*> live;
@@ -209,7 +212,8 @@ TEST_CASE_METHOD(slab_fixture, "threads taking and giving back slots at once nev
                 }
                 for (int i = 0; i < held; ++i) {
                     // Another thread holding the same slot would have overwritten the value.
-                    if (mine[static_cast<std::size_t>(i)]->take_value() != t * 1'000'000 + r * held + i) {
+                    if (mine[static_cast<std::size_t>(i)]->take_value() !=
+                        t * 1'000'000 + r * held + i) {
                         clashes.fetch_add(1);
                     }
                     mine[static_cast<std::size_t>(i)]->release();

@@ -412,8 +412,8 @@ TEST_CASE("an empty handle throws logic_error from wait and get; cancel returns 
 
 namespace {
 
-detached sum_all(std::vector<handle<int>> hs, std::atomic<long>& sum,
-                 std::atomic<int>& failures, std::atomic<bool>& done) {
+detached sum_all(std::vector<handle<int>> hs, std::atomic<long>& sum, std::atomic<int>& failures,
+                 std::atomic<bool>& done) {
     long s = 0;
     for (handle<int>& h : hs) {
         try {
@@ -730,7 +730,8 @@ TEST_CASE("every tracked and plain request ends exactly once, under cancels, fai
                 }
                 accepted.fetch_add(1);
                 const bool cancelled = rng() % 3 == 0 && t.handle.cancel();
-                tracked_by[static_cast<std::size_t>(p)].push_back({id, std::move(t.handle), cancelled});
+                tracked_by[static_cast<std::size_t>(p)].push_back(
+                    {id, std::move(t.handle), cancelled});
             }
         });
     }
@@ -757,12 +758,14 @@ TEST_CASE("every tracked and plain request ends exactly once, under cancels, fai
             m.h.wait();
             const request_state st = m.h.state();
             const int e = ended[static_cast<std::size_t>(m.id)].load();
-            mismatched += (st == request_state::succeeded) != (e == 1) ? std::size_t{1} : std::size_t{0};
-            cancel_not_honoured += m.cancelled && st != request_state::cancelled ? std::size_t{1} : std::size_t{0};
+            mismatched +=
+                (st == request_state::succeeded) != (e == 1) ? std::size_t{1} : std::size_t{0};
+            cancel_not_honoured +=
+                m.cancelled && st != request_state::cancelled ? std::size_t{1} : std::size_t{0};
         }
     }
     CHECK(tracked > 0u);
-    CHECK(mismatched == 0u);  // a handle says succeeded exactly when on_success ran
+    CHECK(mismatched == 0u);           // a handle says succeeded exactly when on_success ran
     CHECK(cancel_not_honoured == 0u);  // cancel() == true means it ended cancelled
 }
 

@@ -147,8 +147,7 @@ TEST_CASE("the supervisor does not spin while due retries wait for a full queue"
             throw std::runtime_error("fails once");
         }
     });
-    const auto bound =
-        wakeup_bound(r.stats, r.seconds, seconds_of(o.scale_interval), 0, 0);
+    const auto bound = wakeup_bound(r.stats, r.seconds, seconds_of(o.scale_interval), 0, 0);
     INFO("capacity " << capacity << ": " << r.stats.supervisor_wakeups << " wake-ups in "
                      << r.seconds << " s, " << r.stats.retried << " retries; bound " << bound);
     CHECK(r.stats.completed == static_cast<std::uint64_t>(n));
@@ -219,8 +218,7 @@ TEST_CASE("the supervisor does not keep stamping for a stuck worker",
     REQUIRE(eventually([&] { return quick.load() == 3 && pool.stats().idle == 1u; }));
     // Stay stuck for a while: that period is what the bound is about.
     const quiet_run q = leave_alone(pool, 400ms);
-    const auto bound =
-        static_cast<std::uint64_t>(q.seconds / seconds_of(o.scale_interval) + 2) + 8;
+    const auto bound = static_cast<std::uint64_t>(q.seconds / seconds_of(o.scale_interval) + 2) + 8;
     INFO(q.wakeups << " wake-ups in " << q.seconds << " s with a stuck worker; bound " << bound);
     CHECK(q.wakeups <= bound);
     release.open();

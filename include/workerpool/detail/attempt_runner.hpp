@@ -14,8 +14,8 @@
 
 #include <chrono>
 #include <cstdint>
-#include <limits>
 #include <exception>
+#include <limits>
 #include <random>
 #include <type_traits>
 #include <utility>

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <limits>
 #include <stop_token>
@@ -26,6 +27,13 @@ enum class stop_cause : std::uint8_t { none, deadline, shutdown, cancelled };
                                                   std::int64_t interval_ns) noexcept {
     return std::clamp<std::int64_t>(timeout_ns / 20, 1'000'000,
                                     std::max<std::int64_t>(interval_ns, 1'000'000));
+}
+
+/// While any worker is awake, how often the supervisor comes round to stamp timed attempts:
+/// the stamp period of the pool's default timeout, or 0 without one.
+[[nodiscard]] constexpr std::int64_t awake_period(std::chrono::nanoseconds default_timeout,
+                                                  std::int64_t interval_ns) noexcept {
+    return default_timeout.count() > 0 ? stamp_period(default_timeout.count(), interval_ns) : 0;
 }
 
 /// What a look at an attempt slot found.
@@ -139,11 +147,11 @@ public:
         if (view_of(s).kind == attempt_view::state::unstamped) {
             const std::int64_t timeout = timeout_ns_.load(std::memory_order_relaxed);  // by [A1]
             // A timeout too long to add to now (or to tell from the markers) means "never".
-            const auto deadline = static_cast<std::uint64_t>(std::min<std::int64_t>(
-                timeout > std::numeric_limits<std::int64_t>::max() - now
-                    ? std::numeric_limits<std::int64_t>::max()
-                    : now + timeout,
-                static_cast<std::int64_t>(unstamped - 1)));
+            const auto deadline = static_cast<std::uint64_t>(
+                std::min<std::int64_t>(timeout > std::numeric_limits<std::int64_t>::max() - now
+                                           ? std::numeric_limits<std::int64_t>::max()
+                                           : now + timeout,
+                                       static_cast<std::int64_t>(unstamped - 1)));
             // relaxed: the worker's end-of-attempt CAS only needs the value.
             if (word_.compare_exchange_strong(s, deadline, std::memory_order_relaxed,
                                               std::memory_order_relaxed)) {
@@ -235,8 +243,8 @@ private:
     // The handshake word, on its own line: the worker writes it twice per request and the
     // supervisor reads it on every round.
     alignas(cache_line) std::atomic<std::uint64_t> word_{idle};
-    std::atomic<std::int64_t> timeout_ns_{0};         // the timed attempt's; published by [A1]
-    std::uint64_t number_ = 0;                        // the worker's own attempt count
+    std::atomic<std::int64_t> timeout_ns_{0};          // the timed attempt's; published by [A1]
+    std::uint64_t number_ = 0;                         // the worker's own attempt count
     std::atomic<stop_cause> cause_{stop_cause::none};  // published by [A2]
     std::atomic<std::int64_t> stopped_ns_{0};          // stop_now's; published by [A2]
     std::stop_source source_;  // the attempt's; replaced by the worker only after a stop

@@ -70,8 +70,9 @@ public:
     /// own pool could free. Counted in the destructor's wait from its first wait (see
     /// `inside_call`). Returns `accepted`, `closed`, or `full` (out of time, or a self-call).
     template <class Queue, class Push>
-    submit_status submit_until(Queue& queue, Push&& push, bool self_call, std::int64_t spin_ns,
-                               std::optional<std::chrono::steady_clock::time_point> until) noexcept {
+    submit_status
+    submit_until(Queue& queue, Push&& push, bool self_call, std::int64_t spin_ns,
+                 std::optional<std::chrono::steady_clock::time_point> until) noexcept {
         const submit_status s = push();
         return s == submit_status::full ? retry_until(queue, push, self_call, spin_ns, until) : s;
     }

@@ -181,8 +181,7 @@ public:
     /// The state as a handle reports it (ending reads as running).
     [[nodiscard]] request_state state() const noexcept {
         const std::uint32_t s = state_.load() & ~cancel_flag;
-        return s == ending_word ? request_state::running
-                                               : static_cast<request_state>(s);
+        return s == ending_word ? request_state::running : static_cast<request_state>(s);
     }
 
     /// Whether the request has ended (its outcome is readable).
@@ -269,8 +268,7 @@ public:
 
     /// The failure's reason, attempts and last error. Pre: `done()` and not succeeded.
     [[nodiscard]] failure_reason reason() const noexcept {
-        return state_.load() == raw(request_state::cancelled) ? failure_reason::cancelled
-                                                              : reason_;
+        return state_.load() == raw(request_state::cancelled) ? failure_reason::cancelled : reason_;
     }
     [[nodiscard]] unsigned attempts() const noexcept { return attempts_; }
     [[nodiscard]] const std::exception_ptr& error() const noexcept { return error_; }
@@ -308,7 +306,8 @@ private:
     static constexpr std::uint32_t raw(request_state s) noexcept {
         return static_cast<std::uint32_t>(s);
     }
-    static constexpr std::uint32_t running_word = static_cast<std::uint32_t>(request_state::running);
+    static constexpr std::uint32_t running_word =
+        static_cast<std::uint32_t>(request_state::running);
     // A worker (or shutdown) decided the end and is publishing it; not a `request_state`.
     static constexpr std::uint32_t ending_word = 0x80;
     static constexpr bool is_final(std::uint32_t s) noexcept {
@@ -326,11 +325,11 @@ private:
     group_link* group_ = nullptr;  // set before the request is submitted
     mutable std::mutex mutex_;
     mutable std::condition_variable ended_;
-    attempt_slot* attempt_ = nullptr;        // guarded by mutex_: the running attempt
-    std::coroutine_handle<> continuation_;  // guarded by mutex_
-    slot_owner* owner_ = nullptr;           // set once by the slab
+    attempt_slot* attempt_ = nullptr;          // guarded by mutex_: the running attempt
+    std::coroutine_handle<> continuation_;     // guarded by mutex_
+    slot_owner* owner_ = nullptr;              // set once by the slab
     std::atomic<std::uint32_t> next_free_{0};  // the free list's link: index + 1; published by [G1]
-    std::uint32_t index_ = 0;           // in the slab
+    std::uint32_t index_ = 0;                  // in the slab
 };
 
 /// A slot with room for the result.
@@ -379,9 +378,7 @@ protected:
         s.index_ = index;
     }
     static std::uint32_t index_of(const completion_slot& s) noexcept { return s.index_; }
-    static std::atomic<std::uint32_t>& next_of(completion_slot& s) noexcept {
-        return s.next_free_;
-    }
+    static std::atomic<std::uint32_t>& next_of(completion_slot& s) noexcept { return s.next_free_; }
 };
 
 /// The slots of one pool's tracked requests (see `slab_base`). Taking a slot pops the free list

@@ -186,7 +186,7 @@ private:
     }
 
     void end_room_wait_locked(back_pressure& bp) noexcept {
-        if (room_awaited_.load(std::memory_order_relaxed)) {  // guarded by mutex_
+        if (room_awaited_.load(std::memory_order_relaxed)) {        // guarded by mutex_
             room_awaited_.store(false, std::memory_order_relaxed);  // see [R1]
             bp.uncount_waiter();
         }

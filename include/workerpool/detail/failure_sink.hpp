@@ -84,7 +84,7 @@ public:
 private:
     const std::function<void(failure<Request>&&)>& on_failure_;
     callbacks& calls_;
-    std::unique_ptr<room> spare_;           // big records only; see the class comment
+    std::unique_ptr<room> spare_;            // big records only; see the class comment
     std::atomic<std::uint64_t> unowned_{0};  // see [H3]
 };
 

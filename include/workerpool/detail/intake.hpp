@@ -75,8 +75,8 @@ public:
     }
 
     /// Moves as many of `rs` as fit now into the queue, with one claim per ring and one wake-up
-    /// decision per chunk of `bulk_chunk`; returns how many (a prefix). A call that could not take them all counts as one
-    /// refusal.
+    /// decision per chunk of `bulk_chunk`; returns how many (a prefix). A call that could not take
+    /// them all counts as one refusal.
     std::size_t try_submit_bulk(std::span<Request> rs, const job_options& jo) noexcept {
         const auto r = push_bulk(rs, jo);
         if (r.accepted < rs.size() && !r.closed) {
@@ -114,10 +114,10 @@ public:
 private:
     // `submit_until` after its first try found the queue full. Out of line, so that the set-up
     // of the wait stays off the fast path.
-    [[gnu::noinline]] submit_status wait_then_push(
-        Request& r, const job_options& jo, bool self_call,
-        std::optional<std::chrono::steady_clock::time_point> until,
-        completion_slot* ticket) noexcept {
+    [[gnu::noinline]] submit_status
+    wait_then_push(Request& r, const job_options& jo, bool self_call,
+                   std::optional<std::chrono::steady_clock::time_point> until,
+                   completion_slot* ticket) noexcept {
         return counted(p_.pressure.retry_until(
             p_.queue, [&] { return push(r, jo, ticket); }, self_call,
             p_.opts.spin_before_sleep.count(), until));
@@ -179,8 +179,8 @@ private:
             }
             const auto r =
                 p_.queue.try_emplace_bulk(part.size(), [&](std::size_t i, void* where) noexcept {
-                    ::new (where) typename Queue::value_type(std::move(part[i]), settings[i],
-                                                             sampled[i]);
+                    ::new (where)
+                        typename Queue::value_type(std::move(part[i]), settings[i], sampled[i]);
                 });
             if (r.accepted != 0) {
                 total.accepted += r.accepted;

@@ -97,8 +97,8 @@ public:
         }
         if constexpr (Tracked) {
             if constexpr (!std::is_void_v<Result>) {
-                static_cast<completion<Result>&>(*e.ticket)
-                    .set_value(std::move(*w.payload.result.value));
+                static_cast<completion<Result>&>(*e.ticket).set_value(
+                    std::move(*w.payload.result.value));
             }
             settle(*e.ticket, request_state::succeeded, failure_reason::error, e.attempts, nullptr,
                    guarded());
@@ -252,8 +252,6 @@ private:
             w.payload.result.value.reset();
         }
     }
-
-
 
     [[nodiscard]] event event_of(event_kind kind, const char* reason, unsigned attempts,
                                  std::optional<std::size_t> before = std::nullopt) const noexcept {

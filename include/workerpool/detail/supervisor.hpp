@@ -139,8 +139,8 @@ private:
     bool kicked_ = false;  // guarded by mutex_
     // Read by workers on their slow paths: a line of their own.
     alignas(cache_line) std::atomic<std::int64_t> next_wake_ns_{0};  // see publish
-    std::atomic<std::int64_t> horizon_ns_{0};                          // see publish
-    std::atomic<std::uint64_t> wakeups_{0};                            // statistics only
+    std::atomic<std::int64_t> horizon_ns_{0};                        // see publish
+    std::atomic<std::uint64_t> wakeups_{0};                          // statistics only
     std::atomic<bool> resting_{false};  // no scaling tick is planned; see [K1]
 };
 
@@ -162,9 +162,9 @@ public:
         std::chrono::nanoseconds wait{0};
         if (popped != last_popped_) {
             const auto window = std::max<std::int64_t>(1, now_ns - last_progress_ns_);
-            wait = std::chrono::nanoseconds(static_cast<std::int64_t>(
-                static_cast<double>(depth) * static_cast<double>(window) /
-                static_cast<double>(popped - last_popped_)));
+            wait = std::chrono::nanoseconds(
+                static_cast<std::int64_t>(static_cast<double>(depth) * static_cast<double>(window) /
+                                          static_cast<double>(popped - last_popped_)));
             last_popped_ = popped;
             last_progress_ns_ = now_ns;
         } else if (depth > 0) {
@@ -189,8 +189,8 @@ struct sweep_step {
 
 /// Looks at worker `w` at `now_ns`: stamps a new timed attempt, stops an overdue one, and tells
 /// whether an attempt stopped by its deadline, or by its request's cancel, has run on past
-/// `grace_ns` since (the caller declares the worker stuck). `Worker` has `attempt`, and `stuck`, `retiring`, `stopped_at_ns` guarded by the worker
-/// set's mutex, which the caller holds.
+/// `grace_ns` since (the caller declares the worker stuck). `Worker` has `attempt`, and `stuck`,
+/// `retiring`, `stopped_at_ns` guarded by the worker set's mutex, which the caller holds.
 template <class Worker>
 sweep_step sweep_worker(Worker& w, std::int64_t now_ns, std::int64_t grace_ns,
                         std::int64_t interval_ns) noexcept {

@@ -109,8 +109,8 @@ private:
                     // Work came (a kick, or something else woke us): tick again, and estimate
                     // the queue wait from now, not over the time at rest.
                     next_tick = now;
-                    estimator = wait_estimator(p_.queue.pushed_count() - p_.queue.approx_size(),
-                                               now);
+                    estimator =
+                        wait_estimator(p_.queue.pushed_count() - p_.queue.approx_size(), now);
                 }
                 if (now >= next_tick) {
                     const std::size_t depth = p_.queue.approx_size();
@@ -261,8 +261,8 @@ private:
 
     // Keeps an event found under the worker set's lock for delivery after it.
     void defer(event_kind kind, const char* reason, std::size_t before) noexcept {
-        p_.calls.defer(callbacks::make(kind, reason, before, p_.workers.live(),
-                                       p_.queue.approx_size()));
+        p_.calls.defer(
+            callbacks::make(kind, reason, before, p_.workers.live(), p_.queue.approx_size()));
     }
 
     parts p_;

@@ -89,8 +89,8 @@ public:
                 continue;
             }
             if (e.ticket != nullptr) {
-                settle(*e.ticket, request_state::handed_back, failure_reason::cancelled,
-                       e.attempts, e.last_error, guard);
+                settle(*e.ticket, request_state::handed_back, failure_reason::cancelled, e.attempts,
+                       e.last_error, guard);
                 e.ticket = nullptr;
             }
             if (sorting) {

@@ -79,34 +79,28 @@ class lvalue_submits {
 public:
     /// Not callable: see `lvalue_submit`.
     template <class R, class... Rest>
-    requires request_lvalue<R, Request> submit_status try_submit(R&&, Rest&&...) noexcept {
-        return lvalue_submit<R>::refuse();
-    }
+    requires request_lvalue<R, Request> submit_status try_submit(R&&, Rest&&...)
+    noexcept { return lvalue_submit<R>::refuse(); }
     /// Not callable: see `lvalue_submit`.
     template <class R, class... Rest>
-    requires request_lvalue<R, Request> submit_status submit(R&&, Rest&&...) noexcept {
-        return lvalue_submit<R>::refuse();
-    }
+    requires request_lvalue<R, Request> submit_status submit(R&&, Rest&&...)
+    noexcept { return lvalue_submit<R>::refuse(); }
     /// Not callable: see `lvalue_submit`.
     template <class R, class... Rest>
-    requires request_lvalue<R, Request> submit_status submit_for(R&&, Rest&&...) noexcept {
-        return lvalue_submit<R>::refuse();
-    }
+    requires request_lvalue<R, Request> submit_status submit_for(R&&, Rest&&...)
+    noexcept { return lvalue_submit<R>::refuse(); }
     /// Not callable: see `lvalue_submit`.
     template <class R, class... Rest>
-    requires request_lvalue<R, Request> submit_status try_submit_tracked(R&&, Rest&&...) noexcept {
-        return lvalue_submit<R>::refuse();
-    }
+    requires request_lvalue<R, Request> submit_status try_submit_tracked(R&&, Rest&&...)
+    noexcept { return lvalue_submit<R>::refuse(); }
     /// Not callable: see `lvalue_submit`.
     template <class R, class... Rest>
-    requires request_lvalue<R, Request> submit_status submit_tracked(R&&, Rest&&...) noexcept {
-        return lvalue_submit<R>::refuse();
-    }
+    requires request_lvalue<R, Request> submit_status submit_tracked(R&&, Rest&&...)
+    noexcept { return lvalue_submit<R>::refuse(); }
     /// Not callable: see `lvalue_submit`.
     template <class R, class... Rest>
-    requires request_lvalue<R, Request> submit_status submit_for_tracked(R&&, Rest&&...) noexcept {
-        return lvalue_submit<R>::refuse();
-    }
+    requires request_lvalue<R, Request> submit_status submit_for_tracked(R&&, Rest&&...)
+    noexcept { return lvalue_submit<R>::refuse(); }
 };
 
 }  // namespace workerpool::detail

@@ -32,14 +32,14 @@ namespace workerpool::detail {
 /// moved; alive until reaped.
 template <class Payload>
 struct worker_slot {
-    attempt_slot attempt;            // the attempt handshake; see attempt_slot
-    idle_entry idle;                 // its futex and idle-stack listing; see idle_stack
-    counter_set counters;            // outcome counters; the worker is their single writer
-    owned_histogram wait_time;       // sampled queue waits; single writer
-    owned_histogram run_time;        // sampled attempt run times; single writer
-    bool retiring = false;           // guarded by the set's mutex
-    bool stuck = false;              // guarded by the set's mutex
-    std::int64_t stopped_at_ns = 0;  // guarded by the set's mutex: when a deadline stopped it
+    attempt_slot attempt;             // the attempt handshake; see attempt_slot
+    idle_entry idle;                  // its futex and idle-stack listing; see idle_stack
+    counter_set counters;             // outcome counters; the worker is their single writer
+    owned_histogram wait_time;        // sampled queue waits; single writer
+    owned_histogram run_time;         // sampled attempt run times; single writer
+    bool retiring = false;            // guarded by the set's mutex
+    bool stuck = false;               // guarded by the set's mutex
+    std::int64_t stopped_at_ns = 0;   // guarded by the set's mutex: when a deadline stopped it
     std::atomic<bool> exited{false};  // the worker's last write; see [X1]
     std::size_t id = 0;               // fixed at start
     std::jthread thread;              // guarded by the set's mutex
@@ -173,8 +173,7 @@ public:
 
     /// Starts workers until `target` serve or the thread limit stops it; returns how many.
     template <class Body>
-    std::size_t grow_locked(std::size_t target, idle_stack<slot>& idle,
-                            const Body& body) noexcept {
+    std::size_t grow_locked(std::size_t target, idle_stack<slot>& idle, const Body& body) noexcept {
         std::size_t added = 0;
         while (serving_locked() < target && below_thread_limit_locked() &&
                spawn_locked(idle, body, true)) {
@@ -378,7 +377,7 @@ public:
     /// may have been stopped late); returns how many attempts it stopped.
     std::size_t stop_attempts_until_exited(std::int64_t end_ns, stop_cause cause) noexcept {
         std::size_t stopped = 0;
-        for (bool last = false;; ) {
+        for (bool last = false;;) {
             {
                 std::lock_guard lock(mutex_);
                 stopped += stop_all_attempts_locked(cause);
@@ -464,18 +463,18 @@ private:
     std::vector<std::unique_ptr<slot>> slots_;  // guarded by mutex_
     // Read by stats() and the submit path's empty-pool check: a line of its own.
     alignas(cache_line) std::atomic<std::size_t> live_{0};  // written under mutex_ only
-    std::size_t min_;                       // guarded by mutex_
-    std::size_t max_;                       // guarded by mutex_
+    std::size_t min_;                                       // guarded by mutex_
+    std::size_t max_;                                       // guarded by mutex_
     const std::size_t stuck_allowance_;
-    std::size_t stuck_ = 0;                 // guarded by mutex_
-    std::size_t replacements_ = 0;          // guarded by mutex_: replacements still running
-    std::size_t peak_ = 0;                  // guarded by mutex_
-    std::uint64_t scale_ups_ = 0;           // guarded by mutex_
-    std::uint64_t scale_downs_ = 0;         // guarded by mutex_
-    std::uint64_t stuck_total_ = 0;         // guarded by mutex_
-    std::size_t next_id_ = 0;               // guarded by mutex_
-    counter_totals retired_;                // guarded by mutex_: counters of reaped workers
-    histogram_counts retired_wait_, retired_run_;                  // guarded by mutex_
+    std::size_t stuck_ = 0;                        // guarded by mutex_
+    std::size_t replacements_ = 0;                 // guarded by mutex_: replacements still running
+    std::size_t peak_ = 0;                         // guarded by mutex_
+    std::uint64_t scale_ups_ = 0;                  // guarded by mutex_
+    std::uint64_t scale_downs_ = 0;                // guarded by mutex_
+    std::uint64_t stuck_total_ = 0;                // guarded by mutex_
+    std::size_t next_id_ = 0;                      // guarded by mutex_
+    counter_totals retired_;                       // guarded by mutex_: counters of reaped workers
+    histogram_counts retired_wait_, retired_run_;  // guarded by mutex_
     // The latency window, moved on by the supervisor and by stats() readers (a resting supervisor
     // does not tick): mutable, guarded by mutex_.
     mutable histogram_counts window_base_wait_, window_base_run_;

@@ -1,6 +1,6 @@
 // Must NOT compile (see check.sh): a request passed to submit, try_submit or submit_for (or a
-// _tracked form) as an lvalue. check.sh builds each VARIANT and expects the message that says to pass
-// std::move(request); VARIANT 0 is the control that must compile.
+// _tracked form) as an lvalue. check.sh builds each VARIANT and expects the message that says to
+// pass std::move(request); VARIANT 0 is the control that must compile.
 
 #include <workerpool/dispatcher.hpp>
 #include <workerpool/request_group.hpp>
