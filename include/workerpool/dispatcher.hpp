@@ -21,6 +21,7 @@
 #include <workerpool/detail/lifecycle.hpp>
 #include <workerpool/detail/outcomes.hpp>
 #include <workerpool/detail/pool_thread.hpp>
+#include <workerpool/detail/scheduler.hpp>
 #include <workerpool/detail/sharded_queue.hpp>
 #include <workerpool/detail/spin.hpp>
 #include <workerpool/detail/supervisor.hpp>
@@ -83,22 +84,7 @@ class request_group;
 /// cancelled through its handle ends as failed, reason `cancelled` (see `handle::cancel`).
 template <class Request, class Result = void>
 class dispatcher : public detail::lvalue_submits<Request> {
-    static_assert(std::is_object_v<Request> && !std::is_const_v<Request>,
-                  "dispatcher<Request>: Request must be a non-const object type");
-    // The destructor first: a throwing destructor also makes the move check false (GCC counts the
-    // temporary's destruction), and Clang stops at the first failed assertion.
-    static_assert(std::is_nothrow_destructible_v<Request>,
-                  "dispatcher<Request>: Request's destructor must not throw");
-    static_assert(!std::is_nothrow_destructible_v<Request> ||
-                      std::is_nothrow_move_constructible_v<Request>,
-                  "dispatcher<Request>: Request must be nothrow move-constructible (a request "
-                  "moves into the queue and out of it, and neither move may fail); give it a "
-                  "noexcept move constructor, or submit a std::unique_ptr<Request>");
-    static_assert(std::is_void_v<Result> ||
-                      (std::is_object_v<Result> && std::is_nothrow_move_constructible_v<Result> &&
-                       std::is_nothrow_destructible_v<Result>),
-                  "dispatcher<Request, Result>: Result must be void or an object type that is "
-                  "nothrow move-constructible and nothrow destructible");
+    static_assert(detail::request_type_checks<Request, Result>::checked);
 
     using envelope = detail::envelope<Request>;
     using clock = std::chrono::steady_clock;
@@ -109,6 +95,7 @@ class dispatcher : public detail::lvalue_submits<Request> {
         std::optional<envelope> current;
         detail::uninitialized<failure<Request>> failing;
         [[no_unique_address]] detail::result_room<Result> result;  // what the handler returned
+        detail::scheduled_turn turn;  // where `current` came from, if from the scheduler
     };
     using workers = detail::worker_set<worker_payload>;
     using queue_type = detail::sharded_queue<envelope>;
@@ -138,17 +125,18 @@ public:
                      ? options_.queue_shards
                      : auto_queue_shards(options_.capacity, options_.max_workers)),
           callbacks_(options_.on_event),
+          sched_(detail::schedule_settings::of(options_)),
           workers_(options_.min_workers, options_.max_workers, options_.stuck_allowance),
           scale_interval_ns_(detail::saturated_ns(options_.scale_interval)),
           awake_period_ns_(detail::awake_period(options_.default_timeout, scale_interval_ns_)),
           rng_seed_(std::random_device{}()),
-          intake_({options_, queue_, idle_, pressure_, signal_, workers_, awake_period_ns_},
+          intake_({options_, queue_, sched_, idle_, pressure_, signal_, workers_, awake_period_ns_},
                   detail::route_options_source<Request>::of(
                       static_cast<const std::decay_t<Handler>*>(handler_.target()))),
-          outcomes_({options_, callbacks_, delay_, life_, signal_, workers_, idle_, queue_,
+          outcomes_({options_, callbacks_, delay_, sched_, life_, signal_, workers_, idle_, queue_,
                      awake_period_ns_}),
           supervisor_(
-              {this, workers_, idle_, queue_, delay_, pressure_, callbacks_, life_, signal_},
+              {this, workers_, idle_, queue_, delay_, sched_, pressure_, callbacks_, life_, signal_},
               {options_.stuck_grace.count(), options_.idle_keep_alive.count(), scale_interval_ns_,
                awake_period_ns_, detail::policy_rests(options_)},
               detail::policy_of(options_), worker_body()) {
@@ -194,6 +182,7 @@ public:
         left.clear();
         try {
             delay_.take_handed_back(left);  // failed on their own after shutdown returned
+            sched_.take_handed_back(left);
         } catch (...) {
             // Out of memory: they are destroyed with the delay queue, counted nowhere.
         }
@@ -314,13 +303,16 @@ public:
         }
         // Counters kept outside the worker slots; all relaxed: statistics only.
         s.failed += outcomes_.discarded();
-        s.submitted = delay_.submitted(queue_);  // never goes back, see delay_queue
+        s.submitted = delay_.submitted(queue_) + sched_.accepted();  // never goes back
+        s.throttled = sched_.throttled();
+        const std::size_t retries = sched_.retries_waiting();
+        s.scheduled = std::max(sched_.held(), retries) - retries;
         s.rejected = intake_.rejected();
         s.callback_errors = callbacks_.errors();
         s.supervisor_wakeups = signal_.wakeups();
         s.queue_depth = queue_.approx_size();
         s.capacity = queue_.capacity();
-        s.retry_pending = delay_.pending();
+        s.retry_pending = delay_.pending() + retries;
         s.idle = idle_.approx_count();
         return s;
     }
@@ -389,6 +381,31 @@ public:
                                         [this] { return outstanding(); });
     }
 
+    /// Stops starting requests: from now on no worker starts one (a worker that had already taken
+    /// one may still start it: at most one per worker); running handlers finish, submits are
+    /// accepted up to capacity, retries and times keep falling due, `wait_idle` waits for
+    /// `resume`. A `shutdown` while paused hands back at once all that is queued. Emits `paused`.
+    /// Thread safety: any thread, also a handler. Idempotent.
+    void pause() noexcept {
+        if (sched_.set_paused(true)) {
+            callbacks_.emit(event_now(event_kind::paused, "pause", workers_.live()));
+        }
+    }
+
+    /// Starts requests again after `pause` and wakes the workers. Emits `resumed`.
+    /// Thread safety: any thread. Idempotent.
+    void resume() noexcept {
+        if (sched_.set_paused(false)) {
+            idle_.wake_all();  // after [S2]: a sleeper either sees the flag or is woken
+            note_worker_awake();
+            signal_.kick();  // the queue is load for the scaler again
+            callbacks_.emit(event_now(event_kind::resumed, "resume", workers_.live()));
+        }
+    }
+
+    /// Returns whether the pool is paused (`pause`). Thread safety: any thread.
+    [[nodiscard]] bool paused() const noexcept { return sched_.paused(); }
+
     /// Returns the queue's exact capacity.
     [[nodiscard]] std::size_t capacity() const noexcept { return queue_.capacity(); }
 
@@ -440,6 +457,7 @@ private:
 
     void close_intake() noexcept {
         queue_.close();  // the queue's own close bit orders every push before or after it
+        sched_.close();
         life_.advance(phase::closed);
         pressure_.wake_all();
     }
@@ -469,41 +487,53 @@ private:
         const std::size_t rings = queue_.shard_count();
         std::size_t home = w.id % rings;  // kept below `rings`: no division per pop
         unsigned pops_here = 0;
+        bool ring_next = false;  // with work in both, the ring and the scheduler take turns
         // relaxed: a flag, looked at every round; shutdown wakes the sleepers after setting it
         while (!st.stop_requested() &&
                !life_.at_least(phase::cancelling, std::memory_order_relaxed)) {
-            const bool popped = queue_.consume(
-                home, [&current](envelope&& e) noexcept { current.emplace(std::move(e)); });
+            bool scheduled = false;
+            bool popped = false;
+            const auto pop = [&] {
+                return queue_.consume(
+                    home, [&current](envelope&& e) noexcept { current.emplace(std::move(e)); });
+            };
+            if (sched_.attention() != 0) [[unlikely]] {  // paused, or the scheduler has work
+                scheduled = !sched_.paused() && take_scheduled(w, ring_next);
+                popped = scheduled || (!sched_.paused() && pop());
+            } else {
+                popped = pop();
+            }
             if (popped) {
-                if (++pops_here == pops_per_ring) {
-                    pops_here = 0;
-                    home = home + 1 == rings ? 0 : home + 1;
-                }
-                // [W3] the consumer's side: the pop's seq_cst CAS precedes this load.
-                if (pressure_.waiting()) {
-                    pressure_.room_freed(queue_, delay_, [this](const auto& released) {
-                        if (idle_.wake_up_to(released.pushed) != 0) {  // [W1] as after a push
-                            note_worker_awake();
-                        }
-                        // The supervisor planned no wake-up for retries that waited for room.
-                        if (released.next_due < signal_.next_wake()) {
-                            signal_.kick();
-                        }
-                    });
+                if (!scheduled) {
+                    if (++pops_here == pops_per_ring) {
+                        pops_here = 0;
+                        home = home + 1 == rings ? 0 : home + 1;
+                    }
+                    // [W3] the consumer's side: the pop's seq_cst CAS precedes this load.
+                    if (pressure_.waiting()) {
+                        room_freed();
+                    }
                 }
                 runner_.run(w, *current, rng);
                 current.reset();
+                if (scheduled) [[unlikely]] {
+                    finish_scheduled(w, st);
+                }
                 idle_waiters_.notify();
                 continue;
             }
             // [L2] acquire: sees the queue's close, which shutdown made before [L1].
             if (life_.at_least(phase::draining, std::memory_order_acquire)) {
-                if (!queue_.has_claimed_elements()) {
-                    break;  // closed and empty: nothing more can arrive
+                if (sched_.paused() || (!queue_.has_claimed_elements() && sched_.empty())) {
+                    break;  // closed and empty (or paused): nothing more will start
                 }
-                std::this_thread::yield();  // a producer is still writing the last element
-            } else if (!spin_for_work(st, home)) {
-                sleep_until_work(w, st);
+                if (queue_.has_claimed_elements()) {
+                    std::this_thread::yield();  // a producer is still writing the last element
+                } else {
+                    sleep_until_work(w, st, true);  // the scheduler's requests wait for a time
+                }
+            } else if (sched_.paused() || !spin_for_work(st, home)) {
+                sleep_until_work(w, st, false);
             }
         }
         if (options_.on_worker_stop) {
@@ -512,6 +542,57 @@ private:
         detail::current_pool = nullptr;
         workers_.note_exit(w);
         signal_.kick();  // so the exited thread is joined promptly
+    }
+
+    // A pop freed a ring slot while someone waits for room: due retries first, then producers.
+    [[gnu::noinline]] void room_freed() noexcept {
+        pressure_.room_freed(queue_, delay_, [this](const auto& released) {
+            if (idle_.wake_up_to(released.pushed) != 0) {  // [W1] as after a push
+                note_worker_awake();
+            }
+            // The supervisor planned no wake-up for retries that waited for room.
+            if (released.next_due < signal_.next_wake()) {
+                signal_.kick();
+            }
+        });
+    }
+
+    // Takes the scheduler's next request into `w`, unless the ring's turn comes first (`ring_next`
+    // alternates while both have work). Reports the limits it ran into.
+    [[gnu::noinline]] bool take_scheduled(worker& w, bool& ring_next) noexcept {
+        ring_next = !ring_next;
+        if (ring_next && queue_.has_claimed_elements()) {
+            return false;
+        }
+        const auto t = sched_.take(detail::now_ns(), w.payload.current, w.payload.turn);
+        if (t.pool_throttled) {
+            callbacks_.emit(event_now(event_kind::throttled, "rate_limit", workers_.live()));
+        }
+        for (unsigned i = 0; i < t.key_throttled; ++i) {
+            callbacks_.emit(event_now(event_kind::throttled, "key_rate_limit", workers_.live()));
+        }
+        if (t.due < signal_.next_wake()) {
+            signal_.kick();  // it must wake when the token is there
+        }
+        return t.got;
+    }
+
+    // The scheduler's request has ended (or waits there to retry): its key's next moves up.
+    [[gnu::noinline]] void finish_scheduled(worker& w, const std::stop_token& st) noexcept {
+        detail::scheduled_turn& turn = w.payload.turn;
+        if (!turn.retried) {
+            const auto r = sched_.finish(turn, detail::now_ns());
+            if (r.next_due < signal_.next_wake()) {
+                signal_.kick();
+            }
+            if (r.ready != 0 && st.stop_requested() && idle_.wake_up_to(1) != 0) {
+                note_worker_awake();  // leaving: another worker takes the key's next request
+            }
+        }
+        turn = {};
+        if (life_.at_least(phase::draining) && sched_.empty()) {
+            idle_.wake_all();  // the draining workers that wait for the scheduler may leave
+        }
     }
 
     // Polls briefly before sleeping; returns true if there may be work (or a reason to look).
@@ -523,11 +604,15 @@ private:
         });
     }
 
-    // Returns when there may be work, or the worker must look at its stop conditions.
-    void sleep_until_work(worker& w, const std::stop_token& st) noexcept {
+    // Returns when there may be work, or the worker must look at its stop conditions; `draining`:
+    // shutdown has begun and the scheduler still holds requests that wait for a time.
+    void sleep_until_work(worker& w, const std::stop_token& st, bool draining) noexcept {
         if (idle_.sleep(w, detail::now_ns(), [&] {
-                return queue_.has_claimed_elements() || st.stop_requested() ||
-                       life_.at_least(phase::draining);  // [W1] seq_cst
+                // [W1] [S1] seq_cst
+                return (queue_.has_claimed_elements() && !sched_.paused()) ||
+                       sched_.has_ready() || st.stop_requested() ||
+                       life_.at_least(draining ? phase::cancelling : phase::draining) ||
+                       (draining && sched_.empty());
             })) {
             note_worker_awake();
         }
@@ -562,11 +647,12 @@ private:
         //    is empty; someone must drain a pool with no worker.
         life_.advance(phase::draining);
         delay_.close_into(left, pressure_);
+        sched_.start_drain_into(left);  // what waits for a time, with its key's later requests
         idle_.wake_all();
         note_worker_awake();
         {
             std::lock_guard lock(workers_.mutex());
-            if (workers_.live() == 0 && queue_.has_claimed_elements()) {
+            if (workers_.live() == 0 && (queue_.has_claimed_elements() || !sched_.empty())) {
                 (void)workers_.spawn_locked(idle_, worker_body(), false);
             }
         }
@@ -583,6 +669,7 @@ private:
         // 6. Hand back what is left in the queue, and what failed during shutdown.
         const std::size_t before_drain = left.size();
         queue_.drain_into(left);
+        sched_.drain_into(left);  // each key's requests in submit order
         report.drained = !grace_over && left.size() == before_drain;
         delay_.take_handed_back(left);
         if (hand_back) {
@@ -604,7 +691,7 @@ private:
     // still queued or running (what `shutdown_grace_over` announces and `drained` denies);
     // workers that were only on their way out do not count.
     bool cancel_the_rest() noexcept {
-        bool running = queue_.has_claimed_elements();
+        bool running = queue_.has_claimed_elements() || !sched_.empty();
         {
             std::lock_guard lock(workers_.mutex());
             running = running || workers_.attempts_in_flight_locked() != 0;
@@ -622,7 +709,7 @@ private:
         // not yet started; what is still queued is handed back, not run.
         const bool late =
             workers_.stop_attempts_until_exited(cancel_end, detail::stop_cause::shutdown) != 0 ||
-            queue_.has_claimed_elements();
+            queue_.has_claimed_elements() || !sched_.empty();
         if (late && !running) {
             callbacks_.emit(
                 event_now(event_kind::shutdown_grace_over, "grace over", workers_.live()));
@@ -652,7 +739,7 @@ private:
             ended += workers_.ended_locked();
         }
         ended += outcomes_.discarded();  // see [H3]
-        const std::uint64_t accepted = delay_.submitted(queue_);
+        const std::uint64_t accepted = delay_.submitted(queue_) + sched_.accepted();
         return accepted > ended ? accepted - ended : 0;
     }
 
@@ -673,6 +760,7 @@ private:
     detail::idle_stack<worker> idle_;       // sleeping workers; see idle_stack.hpp
     detail::back_pressure pressure_;        // who waits for room; see back_pressure.hpp
     detail::delay_queue<envelope> delay_;   // retries waiting; see delay_queue.hpp
+    detail::scheduler<envelope> sched_;     // keys, lanes, times, rates, pause; see scheduler.hpp
     workers workers_;                       // the workers; see worker_set.hpp
     detail::supervisor_signal signal_;      // the supervisor's sleep; see supervisor.hpp
     detail::idle_waiters idle_waiters_;     // threads in wait_idle; see idle_waiters.hpp

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <stdexcept>
 #include <string>
@@ -31,6 +32,26 @@ struct job_options {
     /// Absolute expiry: a request still queued (or waiting to retry) past it goes to `on_failure`
     /// with `failure_reason::expired` without running again. The epoch (default) means none.
     std::chrono::steady_clock::time_point deadline{};
+    /// Requests with the same non-zero key run one at a time, in submit order: the next waits
+    /// until this one has ended (completed or failed, its retries included), holding no worker
+    /// and no ring slot. Keys with work are served in turn, so a key's backlog cannot starve
+    /// another key. 0 (default): no key.
+    std::uint64_t key = 0;
+    /// The priority lane, in `[0, options::priority_lanes)`; a higher lane is served first. A
+    /// larger value is served in the top lane.
+    unsigned priority = 0;
+    /// The request starts no earlier than this (it waits holding no worker). The epoch (default)
+    /// means at once.
+    std::chrono::steady_clock::time_point not_before{};
+};
+
+/// A token bucket: `per_second` starts a second on average, up to `burst` at once after a quiet
+/// spell. `per_second == 0` (the default) means no limit.
+struct rate_limit_settings {
+    /// Tokens added per second: the long-run rate of attempts started. Finite, >= 0; 0 = off.
+    double per_second = 0.0;
+    /// How many tokens the bucket holds: the attempts that may start at once. >= 1 when on.
+    std::size_t burst = 1;
 };
 
 /// Returns the default upper bound of workers: the hardware concurrency, or 4 if unknown.
@@ -146,6 +167,18 @@ struct options {
     std::function<void(std::size_t worker_id)> on_worker_stop{};
     /// Scaling policy. Empty: `depth_policy` built from the fields above.
     scale_policy policy{};
+    /// Priority lanes (`job_options::priority`), each holding up to `capacity` requests of its
+    /// own, so that a full low lane never refuses a higher one. With more than one lane every
+    /// request goes through the scheduler (a lock per submit and per start). In [1, 64].
+    std::size_t priority_lanes = 1;
+    /// A request ready for `k` times this long is served as if `k` lanes higher (up to the top
+    /// lane; the older goes first between equals), so no lane starves. 0: no aging. Must be >= 0.
+    std::chrono::nanoseconds priority_aging = std::chrono::seconds(1);
+    /// A limit on the attempts the whole pool starts (retries included); over it, requests wait
+    /// holding no worker. Off by default; when on, every request goes through the scheduler.
+    rate_limit_settings rate_limit{};
+    /// The same limit for each non-zero `job_options::key` on its own. Off by default.
+    rate_limit_settings key_rate_limit{};
 };
 
 namespace detail {
@@ -173,6 +206,12 @@ inline void require(bool ok, const char* field, const char* what) {
     }
 }
 
+inline void validate(const rate_limit_settings& r, const char* field) {
+    require(std::isfinite(r.per_second) && r.per_second >= 0.0, field,
+            "per_second must be a finite number >= 0");
+    require(r.per_second == 0.0 || r.burst >= 1, field, "burst must be >= 1 when per_second > 0");
+}
+
 template <class Rep, class Period>
 void require_non_negative(std::chrono::duration<Rep, Period> d, const char* field) {
     require(d.count() >= 0, field, "must not be negative");
@@ -197,6 +236,10 @@ void validate(const options<Request, Result>& o) {
     require_non_negative(o.spin_before_sleep, "spin_before_sleep");
     require_non_negative(o.destructor_grace, "destructor_grace");
     validate(o.retry, "workerpool: options.retry.");
+    require(o.priority_lanes >= 1 && o.priority_lanes <= 64, "priority_lanes", "must be in [1, 64]");
+    require_non_negative(o.priority_aging, "priority_aging");
+    validate(o.rate_limit, "rate_limit");
+    validate(o.key_rate_limit, "key_rate_limit");
 }
 
 }  // namespace detail

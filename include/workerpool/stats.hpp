@@ -45,6 +45,12 @@ struct stats_snapshot {
     std::size_t queue_depth = 0;    ///< Requests waiting in the queue (approximate).
     std::size_t capacity = 0;       ///< The queue's exact bound.
     std::size_t retry_pending = 0;  ///< Requests waiting out a retry backoff.
+    /// Requests the scheduler holds (not yet started): behind their key, in a priority lane,
+    /// before their `not_before`, or waiting for a rate-limit token.
+    std::size_t scheduled = 0;
+    /// Times a request had to wait for a rate-limit token (`options::rate_limit`,
+    /// `options::key_rate_limit`).
+    std::uint64_t throttled = 0;
     std::size_t workers = 0;        ///< Live workers, as `worker_count()`.
     std::size_t in_flight = 0;      ///< Workers running a handler right now.
     std::size_t idle = 0;           ///< Workers asleep waiting for work.
@@ -78,6 +84,9 @@ enum class event_kind {
     shutdown_grace_over,  ///< The drain grace ran out with requests still queued or running:
                           ///< running attempts are cancelled, queued ones handed back.
     shutdown_done,        ///< Shutdown finished; the report is ready.
+    throttled,            ///< A request waits for a rate-limit token (reason: whose limit).
+    paused,               ///< `pause()`: no request starts until `resume()`.
+    resumed,              ///< `resume()`: requests start again.
 };
 
 /// Returns a short, stable English name for `k` ("scale_up", ...).
@@ -103,6 +112,12 @@ constexpr const char* to_string(event_kind k) noexcept {
         return "shutdown_grace_over";
     case event_kind::shutdown_done:
         return "shutdown_done";
+    case event_kind::throttled:
+        return "throttled";
+    case event_kind::paused:
+        return "paused";
+    case event_kind::resumed:
+        return "resumed";
     }
     return "unknown";
 }

@@ -18,6 +18,9 @@ namespace workerpool::detail {
         .count();
 }
 
+/// A time that never comes: "no deadline", "no wake-up planned".
+inline constexpr std::int64_t never = std::numeric_limits<std::int64_t>::max();
+
 /// Returns `a + b` for `b >= 0`, or the largest value where that would overflow ("never").
 [[nodiscard]] constexpr std::int64_t add_saturated(std::int64_t a, std::int64_t b) noexcept {
     return b > std::numeric_limits<std::int64_t>::max() - a

@@ -7,10 +7,12 @@
 
 #include <workerpool/detail/back_pressure.hpp>
 #include <workerpool/detail/cache_line.hpp>
+#include <workerpool/detail/clock.hpp>
 #include <workerpool/detail/envelope.hpp>
 #include <workerpool/detail/idle_stack.hpp>
 #include <workerpool/detail/pool_thread.hpp>
 #include <workerpool/detail/route_options.hpp>
+#include <workerpool/detail/scheduler.hpp>
 #include <workerpool/detail/supervisor.hpp>
 #include <workerpool/options.hpp>
 #include <workerpool/status.hpp>
@@ -46,6 +48,7 @@ public:
     struct parts {
         const Options& opts;
         Queue& queue;
+        scheduler<typename Queue::value_type>& sched;  // requests with a key, a lane, a time
         idle_stack<worker>& idle;
         back_pressure& pressure;
         supervisor_signal& signal;
@@ -54,7 +57,9 @@ public:
     };
 
     /// A submit path over `p`, with the route options of the pool's handler.
-    intake(parts p, route_options_source<Request> routes) noexcept : p_(p), routes_(routes) {}
+    intake(parts p, route_options_source<Request> routes) noexcept
+        : p_(p), routes_(routes),
+          all_scheduled_(p.opts.priority_lanes > 1 || p.opts.rate_limit.per_second > 0.0) {}
 
     /// One try, without blocking; `full` counts as a refusal. `ticket`: a tracked request's
     /// completion, which travels with it.
@@ -78,6 +83,13 @@ public:
     /// decision per chunk of `bulk_chunk`; returns how many (a prefix). A call that could not take
     /// them all counts as one refusal.
     std::size_t try_submit_bulk(std::span<Request> rs, const job_options& jo) noexcept {
+        if (scheduled_for(jo)) [[unlikely]] {  // one by one, through the scheduler
+            std::size_t done = 0;
+            while (done < rs.size() && try_submit(rs[done], jo) == submit_status::accepted) {
+                ++done;
+            }
+            return done;
+        }
         const auto r = push_bulk(rs, jo);
         if (r.accepted < rs.size() && !r.closed) {
             (void)counted(submit_status::full);
@@ -90,6 +102,13 @@ public:
     /// full (a thread of the pool never waits for its own pool).
     std::size_t submit_bulk(std::span<Request> rs, const job_options& jo, bool self_call) noexcept {
         std::size_t done = 0;
+        if (scheduled_for(jo)) [[unlikely]] {  // one by one, through the scheduler
+            while (done < rs.size() && submit_until(rs[done], jo, self_call, std::nullopt) ==
+                                           submit_status::accepted) {
+                ++done;
+            }
+            return done;
+        }
         const submit_status s = p_.pressure.submit_until(
             p_.queue,
             [&] {
@@ -118,13 +137,71 @@ private:
     wait_then_push(Request& r, const job_options& jo, bool self_call,
                    std::optional<std::chrono::steady_clock::time_point> until,
                    completion_slot* ticket) noexcept {
+        if (scheduled_for(jo)) {
+            return counted(wait_for_lane(r, jo, self_call, until, ticket));
+        }
         return counted(p_.pressure.retry_until(
             p_.queue, [&] { return push(r, jo, ticket); }, self_call,
             p_.opts.spin_before_sleep.count(), until));
     }
 
+    // A blocking submit whose lane in the scheduler is full: sleeps until a take makes room.
+    submit_status wait_for_lane(Request& r, const job_options& jo, bool self_call,
+                                std::optional<std::chrono::steady_clock::time_point> until,
+                                completion_slot* ticket) noexcept {
+        back_pressure::inside_call inside;
+        for (;;) {
+            if (self_call) {
+                return submit_status::full;
+            }
+            inside.enter(p_.pressure);  // from here on the destructor waits for us
+            if (!p_.sched.wait_for_room(jo.priority, until)) {
+                return submit_status::full;
+            }
+            const submit_status s = push(r, jo, ticket);
+            if (s != submit_status::full) {
+                return s;
+            }
+        }
+    }
+
+    // Whether a request with `jo` goes through the scheduler rather than the ring.
+    [[nodiscard]] bool scheduled_for(const job_options& jo) const noexcept {
+        return all_scheduled_ || jo.key != 0 || jo.priority != 0 ||
+               jo.not_before != std::chrono::steady_clock::time_point{};
+    }
+
+    // One try at the scheduler; on `accepted`, the wake-up decision (a request that waits for a
+    // time may need the supervisor earlier than it planned: [D2] through the scheduler's mutex).
+    [[gnu::noinline]] submit_status push_scheduled(Request& r, const job_options& jo,
+                                                   completion_slot* ticket) noexcept {
+        const std::int64_t now = now_ns();
+        const std::int64_t not_before =
+            jo.not_before == std::chrono::steady_clock::time_point{} ? 0 : to_ns(jo.not_before);
+        typename scheduler<typename Queue::value_type>::admitted a;
+        try {
+            a = p_.sched.submit(
+                {jo.key, jo.priority, not_before}, now, std::move(r),
+                request_settings::of(jo, p_.opts.default_timeout, p_.opts.retry.max_attempts),
+                sample_now(p_.opts.latency_sample_every), ticket);
+        } catch (...) {
+            return submit_status::full;  // out of memory: refused, `r` untouched
+        }
+        if (a.status == submit_status::accepted) {
+            if (a.ready) {
+                accepted(1);
+            } else if (p_.signal.take_resting() || a.due < p_.signal.next_wake()) {
+                p_.signal.kick();
+            }
+        }
+        return a.status;
+    }
+
     // One try at the queue; on `accepted`, the wake-up decision.
     submit_status push(Request& r, const job_options& jo, completion_slot* ticket) noexcept {
+        if (scheduled_for(jo)) [[unlikely]] {
+            return push_scheduled(r, jo, ticket);
+        }
         const submit_status s = p_.queue.try_emplace(
             std::move(r),
             request_settings::of(jo, p_.opts.default_timeout, p_.opts.retry.max_attempts),
@@ -205,6 +282,7 @@ private:
 
     parts p_;
     const route_options_source<Request> routes_;
+    const bool all_scheduled_;  // lanes or a pool rate: every request goes through the scheduler
     // Written by refused submits only: a line of its own, away from the parts' references.
     alignas(cache_line) std::atomic<std::uint64_t> rejected_{0};
 };

@@ -13,6 +13,7 @@
 #include <workerpool/detail/failure_sink.hpp>
 #include <workerpool/detail/idle_stack.hpp>
 #include <workerpool/detail/lifecycle.hpp>
+#include <workerpool/detail/scheduler.hpp>
 #include <workerpool/detail/supervisor.hpp>
 #include <workerpool/detail/tracking.hpp>
 #include <workerpool/detail/worker_set.hpp>
@@ -53,6 +54,7 @@ public:
         const options<Request, Result>& opts;
         callbacks& calls;
         delay_queue<envelope>& delay;
+        scheduler<envelope>& sched;  // retries of the requests that came from it
         const lifecycle& life;
         supervisor_signal& signal;
         worker_set<Payload>& workers;
@@ -203,6 +205,10 @@ private:
             expired(w, e);  // a retry never waits past the request's expiry
             return;
         }
+        if (w.payload.turn.scheduled) {
+            retry_scheduled(w, e, due);
+            return;
+        }
         const unsigned attempts = e.attempts;
         using scheduled = typename delay_queue<envelope>::scheduled;
         scheduled s{};
@@ -223,6 +229,27 @@ private:
         // delay queue's mutex).
         if (p_.signal.take_resting() || (s == scheduled::queued && due < p_.signal.next_wake())) {
             p_.signal.kick();
+        }
+    }
+
+    // A retry of a request from the scheduler waits there, its key still held (so the key's next
+    // request waits until this one has ended).
+    void retry_scheduled(worker& w, envelope& e, std::int64_t due) noexcept {
+        const unsigned attempts = e.attempts;
+        bool kept = false;
+        try {
+            kept = p_.sched.retry(due, std::move(e), w.payload.turn);
+        } catch (...) {
+            dead_letter(w, e, failure_reason::error);  // out of memory: it ends, its key moves on
+            return;
+        }
+        w.payload.turn.retried = true;  // it is the scheduler's (or the shutdown report's) now
+        if (!kept) {
+            return;  // shutdown began: it goes back unprocessed, before its key's later requests
+        }
+        p_.calls.emit(event_of(event_kind::retry_scheduled, "handler threw", attempts));
+        if (p_.signal.take_resting() || due < p_.signal.next_wake()) {
+            p_.signal.kick();  // see retry()
         }
     }
 

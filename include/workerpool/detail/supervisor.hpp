@@ -22,8 +22,6 @@
 
 namespace workerpool::detail {
 
-inline constexpr std::int64_t never = std::numeric_limits<std::int64_t>::max();
-
 /// When the supervisor wakes, and what it tells the workers about it.
 ///
 /// It publishes its planned wake-up (`next_wake`, read by a worker that schedules a retry) and

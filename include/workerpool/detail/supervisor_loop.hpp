@@ -11,6 +11,7 @@
 #include <workerpool/detail/idle_stack.hpp>
 #include <workerpool/detail/lifecycle.hpp>
 #include <workerpool/detail/pool_thread.hpp>
+#include <workerpool/detail/scheduler.hpp>
 #include <workerpool/detail/supervisor.hpp>
 #include <workerpool/detail/worker_set.hpp>
 #include <workerpool/scaler.hpp>
@@ -45,6 +46,7 @@ public:
         idle_stack<worker>& idle;
         Queue& queue;
         delay_queue<Envelope>& delay;
+        scheduler<Envelope>& sched;
         back_pressure& pressure;
         callbacks& calls;
         const lifecycle& life;
@@ -118,7 +120,8 @@ private:
                                  estimator.estimate(now, depth, p_.queue.pushed_count() - depth));
                     // At rest the policy's answer cannot change until work comes: no tick.
                     next_tick = at_rest_locked() ? never : add_saturated(now, s_.interval_ns);
-                } else if (p_.workers.live() == 0 && p_.queue.has_claimed_elements() &&
+                } else if (p_.workers.live() == 0 &&
+                           (p_.queue.has_claimed_elements() || p_.sched.has_ready()) &&
                            !p_.life.at_least(phase::closed)) {
                     (void)p_.workers.spawn_locked(p_.idle, body_, true);  // a submit kicked us
                 }
@@ -126,17 +129,19 @@ private:
             }
             p_.calls.flush();
             const auto released = p_.delay.release_due(now, p_.queue, p_.pressure);
-            if (p_.idle.wake_up_to(released.pushed) != 0) {  // [W1] as after a push
+            const auto due = p_.sched.release_due(now);  // not_before, tokens, keyed retries
+            if (p_.idle.wake_up_to(released.pushed + due.ready) != 0) {  // [W1] as after a push
                 p_.signal.worker_woke(s_.awake_period_ns);
             }
-            why.retries = released.next_due;
+            why.retries = std::min(released.next_due, due.next_due);
             std::int64_t wake_at = plan_sleep(why);
             // At rest (no tick planned, whatever else the sleep waits for): whoever brings work
             // must kick us. Work that came while we decided is seen here ([K1]), and so is a
             // manual change of the workers or their limits made after the decision (it saw no
             // flag: it changed under the worker set's lock, then looked, so it ran before this).
             if (next_tick == never && !p_.signal.rest([this] {
-                    if (p_.queue.has_claimed_elements() || !p_.delay.empty()) {
+                    if (p_.queue.has_claimed_elements() || !p_.delay.empty() ||
+                        !p_.sched.empty()) {
                         return true;
                     }
                     std::lock_guard lock(p_.workers.mutex());
@@ -154,6 +159,7 @@ private:
     // Pre: the worker set's lock.
     [[nodiscard]] bool at_rest_locked() const noexcept {
         return s_.policy_rests && p_.queue.approx_size() == 0 && p_.delay.pending() == 0 &&
+               p_.sched.empty() &&
                p_.workers.serving_locked() <= p_.workers.min_locked();
     }
 
@@ -173,7 +179,8 @@ private:
             why.worker_awake =
                 p_.workers.slots_locked() - p_.workers.stuck_locked() > p_.idle.count();
         }
-        why.retries = std::min(why.retries, p_.delay.next_wake(p_.queue.is_closed()));
+        why.retries = std::min(
+            {why.retries, p_.delay.next_wake(p_.queue.is_closed()), p_.sched.next_wake()});
         const std::int64_t planned = plan_wake(why);
         if (planned != first) {
             p_.signal.publish(why.now_ns, planned);
@@ -222,7 +229,8 @@ private:
         const std::size_t serving = p_.workers.serving_locked();
         scale_metrics m;
         m.now = to_time_point(now);
-        m.queue_depth = depth + p_.delay.pending();
+        // Requests held by a pause, a time or a token are not backlog to grow for.
+        m.queue_depth = p_.sched.paused() ? 0 : depth + p_.delay.pending() + p_.sched.ready();
         m.workers = serving;
         m.idle_workers = std::min(idle, serving);
         m.busy_workers = serving - m.idle_workers;

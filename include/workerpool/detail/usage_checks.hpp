@@ -103,4 +103,27 @@ public:
     noexcept { return lvalue_submit<R>::refuse(); }
 };
 
+/// The compile-time rules a `dispatcher<Request, Result>` puts on its types, with the messages a
+/// user sees when one is broken.
+template <class Request, class Result>
+struct request_type_checks {
+    static_assert(std::is_object_v<Request> && !std::is_const_v<Request>,
+                  "dispatcher<Request>: Request must be a non-const object type");
+    // The destructor first: a throwing destructor also makes the move check false (GCC counts the
+    // temporary's destruction), and Clang stops at the first failed assertion.
+    static_assert(std::is_nothrow_destructible_v<Request>,
+                  "dispatcher<Request>: Request's destructor must not throw");
+    static_assert(!std::is_nothrow_destructible_v<Request> ||
+                      std::is_nothrow_move_constructible_v<Request>,
+                  "dispatcher<Request>: Request must be nothrow move-constructible (a request "
+                  "moves into the queue and out of it, and neither move may fail); give it a "
+                  "noexcept move constructor, or submit a std::unique_ptr<Request>");
+    static_assert(std::is_void_v<Result> ||
+                      (std::is_object_v<Result> && std::is_nothrow_move_constructible_v<Result> &&
+                       std::is_nothrow_destructible_v<Result>),
+                  "dispatcher<Request, Result>: Result must be void or an object type that is "
+                  "nothrow move-constructible and nothrow destructible");
+    static constexpr bool checked = true;  ///< Read to instantiate the checks.
+};
+
 }  // namespace workerpool::detail

@@ -1,0 +1,624 @@
+#pragma once
+
+/// @file
+/// `detail::scheduler<Envelope>`: the requests that may not simply start in ring order — one at
+/// a time per key, by priority lane, not before a time, within rate limits, not while paused —
+/// held without a worker until their turn, and handed to a worker that asks.
+
+#include <workerpool/detail/clock.hpp>
+#include <workerpool/detail/token_bucket.hpp>
+#include <workerpool/options.hpp>
+#include <workerpool/status.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace workerpool::detail {
+
+/// Where a worker's current request came from; kept in the worker's slot while it runs.
+struct scheduled_turn {
+    std::uint64_t key = 0;   // the key it holds (0: none)
+    unsigned lane = 0;       // its priority lane
+    bool scheduled = false;  // it came from the scheduler (not the ring)
+    bool retried = false;    // its attempt failed and it waits in the scheduler to retry
+};
+
+/// A scheduler's settings, from the pool's options.
+struct schedule_settings {
+    std::size_t lanes = 1;
+    std::size_t lane_capacity = 1;  // held requests per lane (retries not counted)
+    std::int64_t aging_ns = 0;      // 0: no aging
+    token_rate pool_rate{};
+    token_rate key_rate{};
+
+    /// The settings of a pool built with `o`.
+    template <class Options>
+    [[nodiscard]] static schedule_settings of(const Options& o) noexcept {
+        return {o.priority_lanes, o.capacity, saturated_ns(o.priority_aging),
+                token_rate::of(o.rate_limit), token_rate::of(o.key_rate_limit)};
+    }
+};
+
+/// The scheduler. A request goes through it when it has a key, a priority or a `not_before`, or
+/// when the pool has lanes or a rate limit; a pool that uses none of this never touches it
+/// beyond one relaxed load per pop (`attention`).
+///
+/// Where a held request is: behind its key (`keys_`: a FIFO per key with queued work, the map
+/// entry erased when the key drains), waiting for a time (`timed_`: its `not_before`, its retry
+/// backoff, its key's next token), or ready (`ready_`: one FIFO per lane). A key has at most one
+/// request outside its FIFO — ready, timed, or running — so ready keys take turns. A worker takes
+/// from the highest lane (aging counted); the pool's token is checked before, the key's token
+/// after it picks (a key over its limit goes to `timed_`). What a take, a finish or a release
+/// made ready is reported to the caller, who wakes workers; the scheduler calls nobody.
+///
+/// Thread safety: every member from any thread; one mutex guards the containers. `attention_`,
+/// the counters and the gauges are atomics for lock-free reads.
+template <class Envelope>
+class scheduler {
+public:
+    /// Settings, from the pool's options.
+    using settings = schedule_settings;
+
+    /// Where a submitted request goes.
+    struct placement {
+        std::uint64_t key = 0;
+        unsigned lane = 0;
+        std::int64_t not_before_ns = 0;  // 0: none
+    };
+
+    /// What a submit did.
+    struct admitted {
+        submit_status status = submit_status::closed;
+        bool ready = false;      // it can start now: wake a worker
+        std::int64_t due = never;  // it waits for this time: the supervisor must wake then
+    };
+
+    /// What a take did.
+    struct taken {
+        bool got = false;          // a request was moved into the caller's `out`
+        bool pool_throttled = false;  // the pool's limit stopped it (first time for this wait)
+        unsigned key_throttled = 0;   // keys that went to wait for their token
+        std::int64_t due = never;     // the earliest time something it put aside is due
+    };
+
+    /// What a release or a finish made ready, and when the supervisor must look next.
+    struct released {
+        std::size_t ready = 0;
+        std::int64_t next_due = never;
+    };
+
+    static constexpr unsigned paused_bit = 1;  ///< `attention`: the pool is paused
+    static constexpr unsigned ready_bit = 2;   ///< `attention`: a request can be taken
+
+    explicit scheduler(settings s) : s_(s), ready_(s.lanes), lane_held_(s.lanes, 0) {}
+
+    /// A worker's look before each pop: zero unless paused or something is ready here.
+    [[nodiscard]] unsigned attention() const noexcept {
+        // [S1] relaxed: a hint; a worker that misses a change sees it in its sleep predicate,
+        // which reads it seq_cst after registering as a sleeper (the writer's side: [S2]).
+        return attention_.load(std::memory_order_relaxed);
+    }
+
+    /// Whether a request can be taken now (the sleep predicate's seq_cst read, see [S1]).
+    [[nodiscard]] bool has_ready() const noexcept {
+        return (attention_.load() & (ready_bit | paused_bit)) == ready_bit;
+    }
+
+    /// Whether the pool is paused.
+    [[nodiscard]] bool paused() const noexcept { return (attention_.load() & paused_bit) != 0; }
+
+    /// Pauses or resumes; returns whether that changed anything.
+    bool set_paused(bool on) noexcept {
+        // [S2] seq_cst: the writer's side of [S1]; the caller wakes sleepers after it.
+        const unsigned before =
+            on ? attention_.fetch_or(paused_bit) : attention_.fetch_and(~paused_bit);
+        return ((before & paused_bit) != 0) != on;
+    }
+
+    /// Holds a new request built from `args` at `p` (its time `now`). Returns `full` when its lane
+    /// holds `lane_capacity` already, `closed` after `close`. Never moves from `args` unless
+    /// accepted. Throws: `std::bad_alloc` (nothing held, `args` untouched).
+    template <class... Args>
+    admitted submit(const placement& p, std::int64_t now, Args&&... args) {
+        std::lock_guard lock(mutex_);
+        admitted a;
+        if (closed_) {
+            return a;
+        }
+        const unsigned lane = std::min<unsigned>(p.lane, static_cast<unsigned>(s_.lanes - 1));
+        if (lane_held_[lane] >= s_.lane_capacity) {
+            a.status = submit_status::full;
+            return a;
+        }
+        if (p.key != 0) {
+            auto [k, fresh] = keys_.try_emplace(p.key);
+            if (fresh) {
+                restore_bucket(p.key, k->second);
+            }
+            try {
+                if (k->second.held || !k->second.waiting.empty()) {
+                    k->second.waiting.emplace_back(p.key, lane, false, std::forward<Args>(args)...);
+                } else {
+                    place(p.not_before_ns, now, a, lane, p.key, lane, false,
+                          std::forward<Args>(args)...);
+                    k->second.held = true;
+                }
+            } catch (...) {
+                forget_if_idle(k);
+                throw;
+            }
+        } else {
+            place(p.not_before_ns, now, a, lane, std::uint64_t{0}, lane, false,
+                  std::forward<Args>(args)...);
+        }
+        count_in(lane);
+        a.status = submit_status::accepted;
+        return a;
+    }
+
+    /// Moves the next request to start into `out` and records where it came from in `turn`.
+    /// Takes the pool's token (and the key's), or puts aside what may not start yet.
+    taken take(std::int64_t now, std::optional<Envelope>& out, scheduled_turn& turn) noexcept {
+        std::lock_guard lock(mutex_);
+        taken t;
+        if (s_.pool_rate.on() && now < s_.pool_rate.next_token(pool_tat_)) {
+            if (pool_blocked_until_ == 0) {
+                t.pool_throttled = true;
+                throttled_.fetch_add(1, std::memory_order_relaxed);  // statistics only
+            }
+            pool_blocked_until_ = s_.pool_rate.next_token(pool_tat_);
+            t.due = pool_blocked_until_;
+            update_attention_locked();
+            return t;
+        }
+        pool_blocked_until_ = 0;
+        for (;;) {
+            const std::optional<unsigned> lane = pick_lane(now);
+            if (!lane) {
+                break;
+            }
+            std::deque<item>& fifo = ready_[*lane];
+            item& it = fifo.front();
+            if (it.key != 0 && s_.key_rate.on() && !take_key_token(it.key, now, t)) {
+                const std::int64_t due = key_next_token(it.key);
+                try {
+                    timed_.emplace(due, std::move(it));
+                } catch (...) {
+                    break;  // out of memory: it stays ready, and starts over its limit
+                }
+                t.due = std::min(t.due, due);
+                fifo.pop_front();
+                --ready_count_;
+                continue;
+            }
+            (void)s_.pool_rate.take(pool_tat_, now);
+            out.emplace(std::move(it.e));
+            turn = scheduled_turn{it.key, it.lane, true, false};
+            if (!it.retry) {
+                count_out(it.lane);
+            } else {
+                held_.fetch_sub(1);  // see [S3]
+            }
+            fifo.pop_front();
+            --ready_count_;
+            t.got = true;
+            if (room_waiters_ != 0) {
+                room_.notify_all();
+            }
+            break;
+        }
+        update_attention_locked();
+        return t;
+    }
+
+    /// The request `turn` describes has ended (not retried): its key's next request moves up.
+    released finish(const scheduled_turn& turn, std::int64_t now) noexcept {
+        released r;
+        if (turn.key == 0) {
+            return r;
+        }
+        std::lock_guard lock(mutex_);
+        const auto k = keys_.find(turn.key);
+        if (k == keys_.end()) {
+            return r;  // handed back by shutdown meanwhile
+        }
+        if (k->second.waiting.empty()) {
+            forget(k, now);
+            r.next_due = next_wake_locked();  // a bucket kept aside is dropped later
+            return r;
+        }
+        admitted a;
+        try {
+            item& next = k->second.waiting.front();
+            place(0, now, a, next.lane, std::move(next));
+        } catch (...) {
+            // Out of memory for the ready list: the key stays held by nobody; it moves up at the
+            // next finish of any request of this key, or shutdown hands it back.
+            k->second.held = false;
+            return r;
+        }
+        k->second.waiting.pop_front();
+        r.ready = a.ready ? 1 : 0;
+        r.next_due = a.due;
+        update_attention_locked();
+        return r;
+    }
+
+    /// A retry of the request `turn` describes, due at `due_ns` (its key stays held). Returns
+    /// false when shutdown has begun: it is kept for the report instead. Throws: `std::bad_alloc`
+    /// (nothing changed).
+    bool retry(std::int64_t due_ns, Envelope&& e, const scheduled_turn& turn) {
+        std::lock_guard lock(mutex_);
+        if (draining_) {
+            handed_back_.push_back(std::move(e));
+            return false;
+        }
+        timed_.emplace(std::piecewise_construct, std::forward_as_tuple(due_ns),
+                       std::forward_as_tuple(turn.key, turn.lane, true, std::move(e)));
+        held_.fetch_add(1);  // see [S3]
+        retries_.fetch_add(1, std::memory_order_relaxed);  // statistics only
+        return true;
+    }
+
+    /// The supervisor's pass: moves what is due at `now` into the ready lists.
+    released release_due(std::int64_t now) noexcept {
+        std::lock_guard lock(mutex_);
+        released r;
+        while (!timed_.empty() && timed_.begin()->first <= now) {
+            auto node = timed_.extract(timed_.begin());
+            if (node.mapped().retry) {
+                retries_.fetch_sub(1, std::memory_order_relaxed);  // statistics only
+            }
+            admitted a;
+            try {
+                place(0, now, a, node.mapped().lane, std::move(node.mapped()));
+            } catch (...) {
+                timed_.insert(std::move(node));  // out of memory: try again next time
+                r.next_due = now;
+                break;
+            }
+            r.ready += a.ready ? 1 : 0;
+        }
+        if (pool_blocked_until_ != 0 && now >= pool_blocked_until_) {
+            pool_blocked_until_ = 0;
+            r.ready = std::max(r.ready, ready_count_);
+        }
+        prune_buckets(now);
+        update_attention_locked();
+        r.next_due = std::min(r.next_due, next_wake_locked());
+        return r;
+    }
+
+    /// When the supervisor must wake for the scheduler ("never" when nothing waits for a time).
+    [[nodiscard]] std::int64_t next_wake() const noexcept {
+        std::lock_guard lock(mutex_);
+        return next_wake_locked();
+    }
+
+    /// Refuses later submits and wakes producers waiting for room (intake closed).
+    void close() noexcept {
+        {
+            std::lock_guard lock(mutex_);
+            closed_ = true;
+        }
+        room_.notify_all();
+    }
+
+    /// Shutdown begins: what waits for a time goes into `out` (each keyed one with its key's
+    /// later requests behind it), retries from now on too; what is ready keeps being served.
+    /// Throws: `std::bad_alloc` (then nothing was moved).
+    void start_drain_into(std::vector<Envelope>& out) {
+        std::lock_guard lock(mutex_);
+        draining_ = true;
+        out.reserve(out.size() + timed_.size());
+        for (auto& [due, it] : timed_) {
+            hand_back_locked(std::move(it), out);
+        }
+        timed_.clear();
+        retries_.store(0, std::memory_order_relaxed);  // statistics only
+        update_attention_locked();
+    }
+
+    /// Moves everything still held into `out`: retries handed back since the drain began, the
+    /// ready lists from the top lane down, what waits for a time, and each key's later requests
+    /// behind the one it holds (so each key's requests stay in submit order).
+    void drain_into(std::vector<Envelope>& out) {
+        std::lock_guard lock(mutex_);
+        take_handed_back_locked(out);
+        for (std::size_t lane = s_.lanes; lane-- > 0;) {
+            for (item& it : ready_[lane]) {
+                hand_back_locked(std::move(it), out);
+            }
+            ready_[lane].clear();
+        }
+        ready_count_ = 0;
+        for (auto& [due, it] : timed_) {
+            hand_back_locked(std::move(it), out);
+        }
+        timed_.clear();
+        retries_.store(0, std::memory_order_relaxed);  // statistics only
+        for (auto& [key, k] : keys_) {
+            for (item& it : k.waiting) {
+                out.push_back(std::move(it.e));
+                held_.fetch_sub(1);
+            }
+            k.waiting.clear();
+        }
+        keys_.clear();
+        update_attention_locked();
+    }
+
+    /// Moves the retries handed back since `drain_into` into `out` (the destructor's last look).
+    void take_handed_back(std::vector<Envelope>& out) {
+        std::lock_guard lock(mutex_);
+        take_handed_back_locked(out);
+    }
+
+    /// Sleeps until lane `lane` may have room, the scheduler closed, or `until` passed; returns
+    /// false when the time ran out with the lane still full and open.
+    bool wait_for_room(unsigned lane, std::optional<std::chrono::steady_clock::time_point> until) {
+        lane = std::min<unsigned>(lane, static_cast<unsigned>(s_.lanes - 1));
+        std::unique_lock lock(mutex_);
+        ++room_waiters_;
+        const auto has_room = [&] { return closed_ || lane_held_[lane] < s_.lane_capacity; };
+        bool ok = true;
+        if (until) {
+            ok = room_.wait_until(lock, *until, has_room);
+        } else {
+            room_.wait(lock, has_room);
+        }
+        --room_waiters_;
+        return ok;
+    }
+
+    /// Whether the scheduler holds nothing (read seq_cst: see [S3]).
+    [[nodiscard]] bool empty() const noexcept { return held_.load() == 0; }
+
+    /// Requests held, retries waiting included.
+    [[nodiscard]] std::size_t held() const noexcept {
+        return held_.load(std::memory_order_relaxed);  // statistics only
+    }
+
+    /// Retries waiting for their time.
+    [[nodiscard]] std::size_t retries_waiting() const noexcept {
+        return retries_.load(std::memory_order_relaxed);  // statistics only
+    }
+
+    /// Requests that could start now if a worker asked: backlog for the scaler.
+    [[nodiscard]] std::size_t ready() const noexcept {
+        return (attention_.load(std::memory_order_relaxed) & ready_bit) != 0  // statistics only
+                   ? ready_gauge_.load(std::memory_order_relaxed)
+                   : 0;
+    }
+
+    /// Requests accepted by `submit` so far.
+    [[nodiscard]] std::uint64_t accepted() const noexcept {
+        return accepted_.load(std::memory_order_relaxed);  // statistics only; see [H2]
+    }
+
+    /// Times a request waited for a token.
+    [[nodiscard]] std::uint64_t throttled() const noexcept {
+        return throttled_.load(std::memory_order_relaxed);  // statistics only
+    }
+
+private:
+    struct item {
+        Envelope e;
+        std::uint64_t key;
+        std::int64_t since_ns = 0;  // ready since (for aging)
+        unsigned lane;
+        bool retry;  // a retry: its key is held already; not counted in its lane's bound
+
+        template <class... Args>
+        item(std::uint64_t k, unsigned l, bool r, Args&&... args) noexcept
+            : e(std::forward<Args>(args)...), key(k), lane(l), retry(r) {}
+    };
+
+    struct key_state {
+        std::deque<item> waiting;  // submitted after the one the key holds
+        bool held = false;         // one of its requests is ready, timed or running
+        std::int64_t tat = 0;      // its token bucket (see token_rate)
+    };
+    using key_map = std::unordered_map<std::uint64_t, key_state>;
+
+    // Builds an item of lane `lane` from `item_args` where it waits: timed until
+    // `not_before_ns`, else ready (built in place: on `std::bad_alloc` nothing was moved).
+    template <class... ItemArgs>
+    void place(std::int64_t not_before_ns, std::int64_t now, admitted& a, unsigned lane,
+               ItemArgs&&... item_args) {
+        if (not_before_ns > now) {
+            timed_.emplace(std::piecewise_construct, std::forward_as_tuple(not_before_ns),
+                           std::forward_as_tuple(std::forward<ItemArgs>(item_args)...));
+            a.due = not_before_ns;
+            return;
+        }
+        ready_[lane].emplace_back(std::forward<ItemArgs>(item_args)...).since_ns = now;
+        ++ready_count_;
+        a.ready = pool_blocked_until_ == 0 && (attention_.load() & paused_bit) == 0;
+        update_attention_locked();
+    }
+
+    // [S3] seq_cst: `held_` falls to 0 before a draining worker's wake-up of the sleepers, and
+    // a sleeper reads it after registering ([W1]'s pattern).
+    void count_in(unsigned lane) noexcept {
+        ++lane_held_[lane];
+        held_.fetch_add(1);
+        accepted_.fetch_add(1, std::memory_order_relaxed);  // statistics only; see [H2]
+    }
+    void count_out(unsigned lane) noexcept {
+        --lane_held_[lane];
+        held_.fetch_sub(1);  // see [S3]
+    }
+
+    void hand_back_locked(item&& it, std::vector<Envelope>& out) {
+        if (!it.retry) {
+            --lane_held_[it.lane];
+        }
+        out.push_back(std::move(it.e));
+        held_.fetch_sub(1);  // see [S3]
+        if (it.key == 0) {
+            return;
+        }
+        // Its key's later requests follow it, in order; the key is forgotten.
+        const auto k = keys_.find(it.key);
+        if (k == keys_.end()) {
+            return;
+        }
+        for (item& next : k->second.waiting) {
+            --lane_held_[next.lane];
+            out.push_back(std::move(next.e));
+            held_.fetch_sub(1);
+        }
+        keys_.erase(k);
+    }
+
+    void take_handed_back_locked(std::vector<Envelope>& out) {
+        out.reserve(out.size() + handed_back_.size());
+        for (Envelope& e : handed_back_) {
+            out.push_back(std::move(e));
+        }
+        handed_back_.clear();
+    }
+
+    // The lane to serve: the highest whose head, aged, ranks first (the older between equals).
+    [[nodiscard]] std::optional<unsigned> pick_lane(std::int64_t now) const noexcept {
+        std::optional<unsigned> best;
+        std::int64_t best_rank = -1;
+        std::int64_t best_since = 0;
+        for (std::size_t lane = s_.lanes; lane-- > 0;) {
+            const std::deque<item>& fifo = ready_[lane];
+            if (fifo.empty()) {
+                continue;
+            }
+            auto rank = static_cast<std::int64_t>(lane);
+            if (s_.aging_ns > 0 && s_.lanes > 1) {
+                rank = std::min<std::int64_t>(rank + (now - fifo.front().since_ns) / s_.aging_ns,
+                                              static_cast<std::int64_t>(s_.lanes - 1));
+            }
+            if (rank > best_rank || (rank == best_rank && fifo.front().since_ns < best_since)) {
+                best = static_cast<unsigned>(lane);
+                best_rank = rank;
+                best_since = fifo.front().since_ns;
+            }
+            if (s_.aging_ns == 0) {
+                break;  // no aging: the highest non-empty lane
+            }
+        }
+        return best;
+    }
+
+    bool take_key_token(std::uint64_t key, std::int64_t now, taken& t) noexcept {
+        const auto k = keys_.find(key);
+        if (k == keys_.end() || s_.key_rate.take(k->second.tat, now)) {
+            return true;
+        }
+        ++t.key_throttled;
+        throttled_.fetch_add(1, std::memory_order_relaxed);  // statistics only
+        return false;
+    }
+
+    [[nodiscard]] std::int64_t key_next_token(std::uint64_t key) const noexcept {
+        return s_.key_rate.next_token(keys_.at(key).tat);
+    }
+
+    // A key that drained is forgotten; with a key rate, its bucket is kept aside until full.
+    void forget(typename key_map::iterator k, std::int64_t now) noexcept {
+        if (s_.key_rate.on() && !token_rate::full(k->second.tat, now)) {
+            try {
+                if (recent_.empty()) {
+                    constexpr std::int64_t prune_period_ns = 100'000'000;
+                    next_prune_ns_ = add_saturated(now, prune_period_ns);
+                }
+                recent_[k->first] = k->second.tat;
+            } catch (...) {
+                // Out of memory: the key starts again with a full bucket.
+            }
+        }
+        keys_.erase(k);
+    }
+
+    void forget_if_idle(typename key_map::iterator k) noexcept {
+        if (!k->second.held && k->second.waiting.empty()) {
+            forget(k, 0);
+        }
+    }
+
+    void restore_bucket(std::uint64_t key, key_state& k) noexcept {
+        if (recent_.empty()) {
+            return;
+        }
+        if (const auto r = recent_.find(key); r != recent_.end()) {
+            k.tat = r->second;
+            recent_.erase(r);
+        }
+    }
+
+    // Buckets kept aside are dropped once full, every 100 ms (a pass over all of them).
+    void prune_buckets(std::int64_t now) noexcept {
+        constexpr std::int64_t prune_period_ns = 100'000'000;
+        if (recent_.empty() || now < next_prune_ns_) {
+            return;
+        }
+        next_prune_ns_ = add_saturated(now, prune_period_ns);
+        std::erase_if(recent_, [now](const auto& kv) { return token_rate::full(kv.second, now); });
+    }
+
+    [[nodiscard]] std::int64_t next_wake_locked() const noexcept {
+        std::int64_t next = timed_.empty() ? never : timed_.begin()->first;
+        if (pool_blocked_until_ != 0) {
+            next = std::min(next, pool_blocked_until_);
+        }
+        if (!recent_.empty()) {
+            next = std::min(next, next_prune_ns_);
+        }
+        return next;
+    }
+
+    void update_attention_locked() noexcept {
+        const bool ready = ready_count_ != 0 && pool_blocked_until_ == 0;
+        ready_gauge_.store(ready_count_, std::memory_order_relaxed);  // statistics only
+        if (ready) {
+            attention_.fetch_or(ready_bit);  // [S2]
+        } else if ((attention_.load(std::memory_order_relaxed) & ready_bit) != 0) {  // see [S1]
+            attention_.fetch_and(~ready_bit);  // [S2]
+        }
+    }
+
+    const settings s_;
+    mutable std::mutex mutex_;
+    std::condition_variable room_;           // producers waiting for room in a lane
+    std::vector<std::deque<item>> ready_;    // guarded by mutex_; per lane, oldest first
+    std::multimap<std::int64_t, item> timed_;  // guarded by mutex_; by due time
+    key_map keys_;                           // guarded by mutex_; keys with held requests
+    std::unordered_map<std::uint64_t, std::int64_t> recent_;  // guarded; drained keys' buckets
+    std::vector<std::size_t> lane_held_;     // guarded by mutex_; held per lane, retries aside
+    std::vector<Envelope> handed_back_;      // guarded by mutex_; retries after the drain began
+    std::size_t ready_count_ = 0;            // guarded by mutex_; items in ready_
+    std::size_t room_waiters_ = 0;           // guarded by mutex_
+    std::int64_t pool_tat_ = 0;              // guarded by mutex_; the pool's bucket
+    std::int64_t pool_blocked_until_ = 0;    // guarded by mutex_; 0: not throttled
+    std::int64_t next_prune_ns_ = 0;         // guarded by mutex_
+    bool closed_ = false;                    // guarded by mutex_; submits refused
+    bool draining_ = false;                  // guarded by mutex_; retries handed back
+    std::atomic<unsigned> attention_{0};     // paused_bit | ready_bit; see [S1]
+    std::atomic<std::size_t> held_{0};       // see [S3]
+    std::atomic<std::size_t> ready_gauge_{0};
+    std::atomic<std::size_t> retries_{0};
+    std::atomic<std::uint64_t> accepted_{0};
+    std::atomic<std::uint64_t> throttled_{0};
+};
+
+}  // namespace workerpool::detail
