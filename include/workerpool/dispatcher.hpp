@@ -28,6 +28,7 @@
 #include <workerpool/detail/supervisor_loop.hpp>
 #include <workerpool/detail/tracking.hpp>
 #include <workerpool/detail/usage_checks.hpp>
+#include <workerpool/detail/worker_loop.hpp>
 #include <workerpool/detail/worker_set.hpp>
 #include <workerpool/handle.hpp>
 #include <workerpool/handler.hpp>
@@ -124,22 +125,20 @@ public:
                  options_.queue_shards != 0
                      ? options_.queue_shards
                      : auto_queue_shards(options_.capacity, options_.max_workers)),
-          callbacks_(options_.on_event),
-          sched_(detail::schedule_settings::of(options_)),
+          callbacks_(options_.on_event), sched_(detail::schedule_settings::of(options_)),
           workers_(options_.min_workers, options_.max_workers, options_.stuck_allowance),
           scale_interval_ns_(detail::saturated_ns(options_.scale_interval)),
           awake_period_ns_(detail::awake_period(options_.default_timeout, scale_interval_ns_)),
-          rng_seed_(std::random_device{}()),
           intake_({options_, queue_, sched_, idle_, pressure_, signal_, workers_, awake_period_ns_},
                   detail::route_options_source<Request>::of(
                       static_cast<const std::decay_t<Handler>*>(handler_.target()))),
           outcomes_({options_, callbacks_, delay_, sched_, life_, signal_, workers_, idle_, queue_,
                      awake_period_ns_}),
-          supervisor_(
-              {this, workers_, idle_, queue_, delay_, sched_, pressure_, callbacks_, life_, signal_},
-              {options_.stuck_grace.count(), options_.idle_keep_alive.count(), scale_interval_ns_,
-               awake_period_ns_, detail::policy_rests(options_)},
-              detail::policy_of(options_), worker_body()) {
+          supervisor_({this, workers_, idle_, queue_, delay_, sched_, pressure_, callbacks_, life_,
+                       signal_},
+                      {options_.stuck_grace.count(), options_.idle_keep_alive.count(),
+                       scale_interval_ns_, awake_period_ns_, detail::policy_rests(options_)},
+                      detail::policy_of(options_), worker_body()) {
         try {
             {
                 std::lock_guard lock(workers_.mutex());
@@ -396,7 +395,7 @@ public:
     /// Thread safety: any thread. Idempotent.
     void resume() noexcept {
         if (sched_.set_paused(false)) {
-            idle_.wake_all();  // after [S2]: a sleeper either sees the flag or is woken
+            idle_.wake_all();  // after the flag: a sleeper either sees it or is woken
             note_worker_awake();
             signal_.kick();  // the queue is load for the scaler again
             callbacks_.emit(event_now(event_kind::resumed, "resume", workers_.live()));
@@ -468,155 +467,10 @@ private:
     struct worker_entry {
         dispatcher* pool;
         void operator()(const std::stop_token& st, worker& w) const noexcept {
-            pool->run_worker(st, w);
+            pool->loop_.run(st, w);
         }
     };
     [[nodiscard]] worker_entry worker_body() noexcept { return worker_entry{this}; }
-
-    void run_worker(const std::stop_token& st, worker& w) noexcept {
-        detail::current_pool = this;
-        detail::name_this_thread(w.id);
-        if (options_.on_worker_start) {
-            callbacks_.guard(options_.on_worker_start, w.id);
-        }
-        std::minstd_rand rng(static_cast<std::uint_fast32_t>(rng_seed_ + w.id * 7919));
-        std::optional<envelope>& current = w.payload.current;
-        // The ring a pop starts at: its own, moved on every `pops_per_ring` pops, so that with
-        // fewer workers than rings a ring that is never empty cannot starve the others.
-        constexpr unsigned pops_per_ring = 32;
-        const std::size_t rings = queue_.shard_count();
-        std::size_t home = w.id % rings;  // kept below `rings`: no division per pop
-        unsigned pops_here = 0;
-        bool ring_next = false;  // with work in both, the ring and the scheduler take turns
-        // relaxed: a flag, looked at every round; shutdown wakes the sleepers after setting it
-        while (!st.stop_requested() &&
-               !life_.at_least(phase::cancelling, std::memory_order_relaxed)) {
-            bool scheduled = false;
-            bool popped = false;
-            const auto pop = [&] {
-                return queue_.consume(
-                    home, [&current](envelope&& e) noexcept { current.emplace(std::move(e)); });
-            };
-            if (sched_.attention() != 0) [[unlikely]] {  // paused, or the scheduler has work
-                scheduled = !sched_.paused() && take_scheduled(w, ring_next);
-                popped = scheduled || (!sched_.paused() && pop());
-            } else {
-                popped = pop();
-            }
-            if (popped) {
-                if (!scheduled) {
-                    if (++pops_here == pops_per_ring) {
-                        pops_here = 0;
-                        home = home + 1 == rings ? 0 : home + 1;
-                    }
-                    // [W3] the consumer's side: the pop's seq_cst CAS precedes this load.
-                    if (pressure_.waiting()) {
-                        room_freed();
-                    }
-                }
-                runner_.run(w, *current, rng);
-                current.reset();
-                if (scheduled) [[unlikely]] {
-                    finish_scheduled(w, st);
-                }
-                idle_waiters_.notify();
-                continue;
-            }
-            // [L2] acquire: sees the queue's close, which shutdown made before [L1].
-            if (life_.at_least(phase::draining, std::memory_order_acquire)) {
-                if (sched_.paused() || (!queue_.has_claimed_elements() && sched_.empty())) {
-                    break;  // closed and empty (or paused): nothing more will start
-                }
-                if (queue_.has_claimed_elements()) {
-                    std::this_thread::yield();  // a producer is still writing the last element
-                } else {
-                    sleep_until_work(w, st, true);  // the scheduler's requests wait for a time
-                }
-            } else if (sched_.paused() || !spin_for_work(st, home)) {
-                sleep_until_work(w, st, false);
-            }
-        }
-        if (options_.on_worker_stop) {
-            callbacks_.guard(options_.on_worker_stop, w.id);
-        }
-        detail::current_pool = nullptr;
-        workers_.note_exit(w);
-        signal_.kick();  // so the exited thread is joined promptly
-    }
-
-    // A pop freed a ring slot while someone waits for room: due retries first, then producers.
-    [[gnu::noinline]] void room_freed() noexcept {
-        pressure_.room_freed(queue_, delay_, [this](const auto& released) {
-            if (idle_.wake_up_to(released.pushed) != 0) {  // [W1] as after a push
-                note_worker_awake();
-            }
-            // The supervisor planned no wake-up for retries that waited for room.
-            if (released.next_due < signal_.next_wake()) {
-                signal_.kick();
-            }
-        });
-    }
-
-    // Takes the scheduler's next request into `w`, unless the ring's turn comes first (`ring_next`
-    // alternates while both have work). Reports the limits it ran into.
-    [[gnu::noinline]] bool take_scheduled(worker& w, bool& ring_next) noexcept {
-        ring_next = !ring_next;
-        if (ring_next && queue_.has_claimed_elements()) {
-            return false;
-        }
-        const auto t = sched_.take(detail::now_ns(), w.payload.current, w.payload.turn);
-        if (t.pool_throttled) {
-            callbacks_.emit(event_now(event_kind::throttled, "rate_limit", workers_.live()));
-        }
-        for (unsigned i = 0; i < t.key_throttled; ++i) {
-            callbacks_.emit(event_now(event_kind::throttled, "key_rate_limit", workers_.live()));
-        }
-        if (t.due < signal_.next_wake()) {
-            signal_.kick();  // it must wake when the token is there
-        }
-        return t.got;
-    }
-
-    // The scheduler's request has ended (or waits there to retry): its key's next moves up.
-    [[gnu::noinline]] void finish_scheduled(worker& w, const std::stop_token& st) noexcept {
-        detail::scheduled_turn& turn = w.payload.turn;
-        if (!turn.retried) {
-            const auto r = sched_.finish(turn, detail::now_ns());
-            if (r.next_due < signal_.next_wake()) {
-                signal_.kick();
-            }
-            if (r.ready != 0 && st.stop_requested() && idle_.wake_up_to(1) != 0) {
-                note_worker_awake();  // leaving: another worker takes the key's next request
-            }
-        }
-        turn = {};
-        if (life_.at_least(phase::draining) && sched_.empty()) {
-            idle_.wake_all();  // the draining workers that wait for the scheduler may leave
-        }
-    }
-
-    // Polls briefly before sleeping; returns true if there may be work (or a reason to look).
-    [[nodiscard]] bool spin_for_work(const std::stop_token& st, std::size_t home) const noexcept {
-        return queue_.spin_for_elements(home, options_.spin_before_sleep.count(), [&] {
-            // relaxed: a hint, read again with order before sleeping
-            return st.stop_requested() ||
-                   life_.at_least(phase::draining, std::memory_order_relaxed);
-        });
-    }
-
-    // Returns when there may be work, or the worker must look at its stop conditions; `draining`:
-    // shutdown has begun and the scheduler still holds requests that wait for a time.
-    void sleep_until_work(worker& w, const std::stop_token& st, bool draining) noexcept {
-        if (idle_.sleep(w, detail::now_ns(), [&] {
-                // [W1] [S1] seq_cst
-                return (queue_.has_claimed_elements() && !sched_.paused()) ||
-                       sched_.has_ready() || st.stop_requested() ||
-                       life_.at_least(draining ? phase::cancelling : phase::draining) ||
-                       (draining && sched_.empty());
-            })) {
-            note_worker_awake();
-        }
-    }
 
     // [D3] A worker became awake: the supervisor must come round to stamp its timed attempts.
     void note_worker_awake() noexcept { signal_.worker_woke(awake_period_ns_); }
@@ -767,7 +621,6 @@ private:
     const std::int64_t scale_interval_ns_;  // options_.scale_interval, saturated
     // While any worker is awake, the supervisor comes round this often (0: no default timeout).
     const std::int64_t awake_period_ns_;
-    const unsigned rng_seed_;
     // The submit path: settings, the push, its wake-up decision, refusals; see intake.hpp.
     detail::intake<Request, queue_type, workers, options<Request, Result>> intake_;
     // The end of each attempt: success, retry, dead letter; see outcomes.hpp.
@@ -776,6 +629,11 @@ private:
     // One attempt of one request: the handler call between the pop and the outcome.
     detail::attempt_runner<Request, Result, decltype(outcomes_)> runner_{
         handler_, outcomes_, signal_, detail::fenced_below(options_.default_timeout)};
+    // What each worker's thread runs: pop or take, run, repeat; spin, then sleep.
+    detail::worker_loop<envelope, worker_payload, queue_type, decltype(runner_),
+                        options<Request, Result>>
+        loop_{{this, options_, queue_, sched_, life_, pressure_, delay_, idle_, signal_, runner_,
+               idle_waiters_, workers_, callbacks_, awake_period_ns_, std::random_device{}()}};
 
     std::atomic<std::uint64_t> returned_{0};  // requests handed back by shutdown; see [H1]
     std::mutex shutdown_mutex_;               // serialises shutdowns

@@ -236,7 +236,8 @@ void validate(const options<Request, Result>& o) {
     require_non_negative(o.spin_before_sleep, "spin_before_sleep");
     require_non_negative(o.destructor_grace, "destructor_grace");
     validate(o.retry, "workerpool: options.retry.");
-    require(o.priority_lanes >= 1 && o.priority_lanes <= 64, "priority_lanes", "must be in [1, 64]");
+    require(o.priority_lanes >= 1 && o.priority_lanes <= 64, "priority_lanes",
+            "must be in [1, 64]");
     require_non_negative(o.priority_aging, "priority_aging");
     validate(o.rate_limit, "rate_limit");
     validate(o.key_rate_limit, "key_rate_limit");

@@ -142,8 +142,7 @@ TEST_CASE("scheduler: a key's backlog does not starve a key with one request",
     CHECK(before_b <= 1);
 }
 
-TEST_CASE("scheduler: a higher lane first; a full lane refuses only its own",
-          "[scheduler][unit]") {
+TEST_CASE("scheduler: a higher lane first; a full lane refuses only its own", "[scheduler][unit]") {
     scheduler s(settings(3, 2));
     CHECK(submit(s, 1, 0, 0, 0).status == submit_status::accepted);
     CHECK(submit(s, 2, 0, 0, 0).status == submit_status::accepted);
@@ -164,7 +163,7 @@ TEST_CASE("scheduler: a higher lane first; a full lane refuses only its own",
 TEST_CASE("scheduler: a request ready for k agings is served k lanes higher, older first",
           "[scheduler][unit]") {
     scheduler s(settings(3, 100, 10 * ms));
-    (void)submit(s, 1, 0, 0, 0);       // lane 0 at 0
+    (void)submit(s, 1, 0, 0, 0);        // lane 0 at 0
     (void)submit(s, 2, 15 * ms, 0, 1);  // lane 1 at 15 ms
     (void)submit(s, 3, 16 * ms, 0, 2);  // lane 2 at 16 ms
     taker w{s};
@@ -262,13 +261,13 @@ TEST_CASE("scheduler: a retry keeps its key until it ends", "[scheduler][unit]")
 TEST_CASE("scheduler: shutdown hands back what waits for a time at once, the rest in key order",
           "[scheduler][unit]") {
     scheduler s(settings(2, 100));
-    (void)submit(s, 1, 0, 8);                 // key 8's first: taken below
-    (void)submit(s, 2, 0, 8);                 // behind it
+    (void)submit(s, 1, 0, 8);  // key 8's first: taken below
+    (void)submit(s, 2, 0, 8);  // behind it
     (void)submit(s, 3, 0, 8);
-    (void)submit(s, 10, 0, 9, 0, 500 * ms);   // key 9 waits for a time...
-    (void)submit(s, 11, 0, 9);                // ...and 11 behind it
-    (void)submit(s, 20, 0, 0, 1);             // ready, lane 1
-    (void)submit(s, 30, 0, 0, 0);             // ready, lane 0
+    (void)submit(s, 10, 0, 9, 0, 500 * ms);  // key 9 waits for a time...
+    (void)submit(s, 11, 0, 9);               // ...and 11 behind it
+    (void)submit(s, 20, 0, 0, 1);            // ready, lane 1
+    (void)submit(s, 30, 0, 0, 0);            // ready, lane 0
     taker w{s};
     CHECK(w.take(0) == 20);
     CHECK(w.take(0) == 1);  // key 8's first runs

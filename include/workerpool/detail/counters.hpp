@@ -15,7 +15,15 @@
 namespace workerpool::detail {
 
 /// What a worker counts; one `stats_snapshot` field each.
-enum class counter : std::uint8_t { completed, failed, retried, timed_out, late, cancelled, expired };
+enum class counter : std::uint8_t {
+    completed,
+    failed,
+    retried,
+    timed_out,
+    late,
+    cancelled,
+    expired
+};
 
 /// How many kinds of `counter` there are.
 inline constexpr std::size_t counter_kinds = 7;

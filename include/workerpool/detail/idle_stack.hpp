@@ -21,8 +21,8 @@ struct idle_entry {
     // The futex the worker sleeps on: 0 = asleep or awake, 1 = woken. On its own line: a waker
     // writes it while the worker's other fields are busy.
     alignas(cache_line) std::atomic<std::uint32_t> wake{0};
-    bool listed = false;         // guarded by the stack's mutex
-    std::int64_t since_ns = 0;   // guarded by the stack's mutex: when it was listed
+    bool listed = false;        // guarded by the stack's mutex
+    std::int64_t since_ns = 0;  // guarded by the stack's mutex: when it was listed
 };
 
 static_assert(alignof(idle_entry) == cache_line,
@@ -168,7 +168,7 @@ public:
 
     /// Sleeps until `w` is signalled (at once if it already was), then re-arms its futex.
     static void wait(Worker& w) noexcept {
-        w.idle.wake.wait(0, std::memory_order_acquire);       // [F2] pairs with [F1]
+        w.idle.wake.wait(0, std::memory_order_acquire);   // [F2] pairs with [F1]
         w.idle.wake.store(0, std::memory_order_relaxed);  // only this worker waits on it
     }
 

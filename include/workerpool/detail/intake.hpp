@@ -103,8 +103,8 @@ public:
     std::size_t submit_bulk(std::span<Request> rs, const job_options& jo, bool self_call) noexcept {
         std::size_t done = 0;
         if (scheduled_for(jo)) [[unlikely]] {  // one by one, through the scheduler
-            while (done < rs.size() && submit_until(rs[done], jo, self_call, std::nullopt) ==
-                                           submit_status::accepted) {
+            while (done < rs.size() &&
+                   submit_until(rs[done], jo, self_call, std::nullopt) == submit_status::accepted) {
                 ++done;
             }
             return done;

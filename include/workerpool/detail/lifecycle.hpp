@@ -31,8 +31,8 @@ class lifecycle {
 public:
     /// Whether the phase is `p` or later. `seq_cst` where the read is the second half of a
     /// Dekker pair (a sleeper's last look); `relaxed` where it is a hint that is checked again.
-    [[nodiscard]] bool at_least(phase p,
-                                std::memory_order order = std::memory_order_seq_cst) const noexcept {
+    [[nodiscard]] bool
+    at_least(phase p, std::memory_order order = std::memory_order_seq_cst) const noexcept {
         return phase_.load(order) >= p;
     }
 

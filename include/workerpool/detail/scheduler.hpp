@@ -82,13 +82,13 @@ public:
     /// What a submit did.
     struct admitted {
         submit_status status = submit_status::closed;
-        bool ready = false;      // it can start now: wake a worker
+        bool ready = false;        // it can start now: wake a worker
         std::int64_t due = never;  // it waits for this time: the supervisor must wake then
     };
 
     /// What a take did.
     struct taken {
-        bool got = false;          // a request was moved into the caller's `out`
+        bool got = false;             // a request was moved into the caller's `out`
         bool pool_throttled = false;  // the pool's limit stopped it (first time for this wait)
         unsigned key_throttled = 0;   // keys that went to wait for their token
         std::int64_t due = never;     // the earliest time something it put aside is due
@@ -107,12 +107,13 @@ public:
 
     /// A worker's look before each pop: zero unless paused or something is ready here.
     [[nodiscard]] unsigned attention() const noexcept {
-        // [S1] relaxed: a hint; a worker that misses a change sees it in its sleep predicate,
-        // which reads it seq_cst after registering as a sleeper (the writer's side: [S2]).
+        // relaxed: a hint, read again seq_cst by the sleep predicate (`has_ready`, `paused`)
+        // after the worker registered as a sleeper; every change is a seq_cst RMW followed by
+        // the writer's look at the sleepers (as [W1]).
         return attention_.load(std::memory_order_relaxed);
     }
 
-    /// Whether a request can be taken now (the sleep predicate's seq_cst read, see [S1]).
+    /// Whether a request can be taken now (the sleep predicate's seq_cst read).
     [[nodiscard]] bool has_ready() const noexcept {
         return (attention_.load() & (ready_bit | paused_bit)) == ready_bit;
     }
@@ -122,7 +123,7 @@ public:
 
     /// Pauses or resumes; returns whether that changed anything.
     bool set_paused(bool on) noexcept {
-        // [S2] seq_cst: the writer's side of [S1]; the caller wakes sleepers after it.
+        // seq_cst: the caller wakes the sleepers after it (see `attention`).
         const unsigned before =
             on ? attention_.fetch_or(paused_bit) : attention_.fetch_and(~paused_bit);
         return ((before & paused_bit) != 0) != on;
@@ -210,7 +211,7 @@ public:
             if (!it.retry) {
                 count_out(it.lane);
             } else {
-                held_.fetch_sub(1);  // see [S3]
+                held_.fetch_sub(1);
             }
             fifo.pop_front();
             --ready_count_;
@@ -268,7 +269,7 @@ public:
         }
         timed_.emplace(std::piecewise_construct, std::forward_as_tuple(due_ns),
                        std::forward_as_tuple(turn.key, turn.lane, true, std::move(e)));
-        held_.fetch_add(1);  // see [S3]
+        held_.fetch_add(1);
         retries_.fetch_add(1, std::memory_order_relaxed);  // statistics only
         return true;
     }
@@ -384,7 +385,7 @@ public:
         return ok;
     }
 
-    /// Whether the scheduler holds nothing (read seq_cst: see [S3]).
+    /// Whether the scheduler holds nothing (a seq_cst read: see `count_in`).
     [[nodiscard]] bool empty() const noexcept { return held_.load() == 0; }
 
     /// Requests held, retries waiting included.
@@ -451,8 +452,8 @@ private:
         update_attention_locked();
     }
 
-    // [S3] seq_cst: `held_` falls to 0 before a draining worker's wake-up of the sleepers, and
-    // a sleeper reads it after registering ([W1]'s pattern).
+    // seq_cst: `held_` falls to 0 before a draining worker's wake-up of the sleepers, and a
+    // sleeper reads it after registering (as [W1]).
     void count_in(unsigned lane) noexcept {
         ++lane_held_[lane];
         held_.fetch_add(1);
@@ -460,7 +461,7 @@ private:
     }
     void count_out(unsigned lane) noexcept {
         --lane_held_[lane];
-        held_.fetch_sub(1);  // see [S3]
+        held_.fetch_sub(1);
     }
 
     void hand_back_locked(item&& it, std::vector<Envelope>& out) {
@@ -468,7 +469,7 @@ private:
             --lane_held_[it.lane];
         }
         out.push_back(std::move(it.e));
-        held_.fetch_sub(1);  // see [S3]
+        held_.fetch_sub(1);
         if (it.key == 0) {
             return;
         }
@@ -591,30 +592,31 @@ private:
         const bool ready = ready_count_ != 0 && pool_blocked_until_ == 0;
         ready_gauge_.store(ready_count_, std::memory_order_relaxed);  // statistics only
         if (ready) {
-            attention_.fetch_or(ready_bit);  // [S2]
-        } else if ((attention_.load(std::memory_order_relaxed) & ready_bit) != 0) {  // see [S1]
-            attention_.fetch_and(~ready_bit);  // [S2]
+            attention_.fetch_or(ready_bit);
+        } else if ((attention_.load(std::memory_order_relaxed) & ready_bit) !=
+                   0) {  // a hint: under mutex_
+            attention_.fetch_and(~ready_bit);
         }
     }
 
     const settings s_;
     mutable std::mutex mutex_;
-    std::condition_variable room_;           // producers waiting for room in a lane
-    std::vector<std::deque<item>> ready_;    // guarded by mutex_; per lane, oldest first
+    std::condition_variable room_;             // producers waiting for room in a lane
+    std::vector<std::deque<item>> ready_;      // guarded by mutex_; per lane, oldest first
     std::multimap<std::int64_t, item> timed_;  // guarded by mutex_; by due time
-    key_map keys_;                           // guarded by mutex_; keys with held requests
+    key_map keys_;                             // guarded by mutex_; keys with held requests
     std::unordered_map<std::uint64_t, std::int64_t> recent_;  // guarded; drained keys' buckets
-    std::vector<std::size_t> lane_held_;     // guarded by mutex_; held per lane, retries aside
-    std::vector<Envelope> handed_back_;      // guarded by mutex_; retries after the drain began
-    std::size_t ready_count_ = 0;            // guarded by mutex_; items in ready_
-    std::size_t room_waiters_ = 0;           // guarded by mutex_
-    std::int64_t pool_tat_ = 0;              // guarded by mutex_; the pool's bucket
-    std::int64_t pool_blocked_until_ = 0;    // guarded by mutex_; 0: not throttled
-    std::int64_t next_prune_ns_ = 0;         // guarded by mutex_
-    bool closed_ = false;                    // guarded by mutex_; submits refused
-    bool draining_ = false;                  // guarded by mutex_; retries handed back
-    std::atomic<unsigned> attention_{0};     // paused_bit | ready_bit; see [S1]
-    std::atomic<std::size_t> held_{0};       // see [S3]
+    std::vector<std::size_t> lane_held_;   // guarded by mutex_; held per lane, retries aside
+    std::vector<Envelope> handed_back_;    // guarded by mutex_; retries after the drain began
+    std::size_t ready_count_ = 0;          // guarded by mutex_; items in ready_
+    std::size_t room_waiters_ = 0;         // guarded by mutex_
+    std::int64_t pool_tat_ = 0;            // guarded by mutex_; the pool's bucket
+    std::int64_t pool_blocked_until_ = 0;  // guarded by mutex_; 0: not throttled
+    std::int64_t next_prune_ns_ = 0;       // guarded by mutex_
+    bool closed_ = false;                  // guarded by mutex_; submits refused
+    bool draining_ = false;                // guarded by mutex_; retries handed back
+    std::atomic<unsigned> attention_{0};   // paused_bit | ready_bit; see attention()
+    std::atomic<std::size_t> held_{0};
     std::atomic<std::size_t> ready_gauge_{0};
     std::atomic<std::size_t> retries_{0};
     std::atomic<std::uint64_t> accepted_{0};

@@ -140,8 +140,7 @@ private:
             // manual change of the workers or their limits made after the decision (it saw no
             // flag: it changed under the worker set's lock, then looked, so it ran before this).
             if (next_tick == never && !p_.signal.rest([this] {
-                    if (p_.queue.has_claimed_elements() || !p_.delay.empty() ||
-                        !p_.sched.empty()) {
+                    if (p_.queue.has_claimed_elements() || !p_.delay.empty() || !p_.sched.empty()) {
                         return true;
                     }
                     std::lock_guard lock(p_.workers.mutex());
@@ -159,8 +158,7 @@ private:
     // Pre: the worker set's lock.
     [[nodiscard]] bool at_rest_locked() const noexcept {
         return s_.policy_rests && p_.queue.approx_size() == 0 && p_.delay.pending() == 0 &&
-               p_.sched.empty() &&
-               p_.workers.serving_locked() <= p_.workers.min_locked();
+               p_.sched.empty() && p_.workers.serving_locked() <= p_.workers.min_locked();
     }
 
     // [D2] Publishes when the supervisor will wake, then looks again at what workers publish
@@ -179,8 +177,8 @@ private:
             why.worker_awake =
                 p_.workers.slots_locked() - p_.workers.stuck_locked() > p_.idle.count();
         }
-        why.retries = std::min(
-            {why.retries, p_.delay.next_wake(p_.queue.is_closed()), p_.sched.next_wake()});
+        why.retries =
+            std::min({why.retries, p_.delay.next_wake(p_.queue.is_closed()), p_.sched.next_wake()});
         const std::int64_t planned = plan_wake(why);
         if (planned != first) {
             p_.signal.publish(why.now_ns, planned);

@@ -1,0 +1,226 @@
+#pragma once
+
+/// @file
+/// `detail::worker_loop<...>`: what each worker's thread runs — take the next request (from the
+/// ring, or from the scheduler when it has work), run its attempt, repeat; spin, then sleep when
+/// there is nothing; leave when shutdown or retirement says so.
+
+#include <workerpool/detail/back_pressure.hpp>
+#include <workerpool/detail/callbacks.hpp>
+#include <workerpool/detail/clock.hpp>
+#include <workerpool/detail/delay_queue.hpp>
+#include <workerpool/detail/idle_stack.hpp>
+#include <workerpool/detail/idle_waiters.hpp>
+#include <workerpool/detail/lifecycle.hpp>
+#include <workerpool/detail/pool_thread.hpp>
+#include <workerpool/detail/scheduler.hpp>
+#include <workerpool/detail/supervisor.hpp>
+#include <workerpool/detail/worker_set.hpp>
+#include <workerpool/stats.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <stop_token>
+#include <thread>
+#include <utility>
+
+namespace workerpool::detail {
+
+/// The worker loop, over the components in `parts` (which outlive it). It owns no state: each
+/// worker's state is in its slot (`Payload`: the request it serves, where it came from).
+///
+/// Order of work: the ring, unless the scheduler has work (one relaxed load per round);
+/// then the two take turns. While paused, nothing is taken. Once shutdown drains, a worker
+/// leaves when the ring is empty and the scheduler holds nothing (or the pool is paused).
+///
+/// Thread safety: `run` on each worker's own thread.
+template <class Envelope, class Payload, class Queue, class Runner, class Options>
+class worker_loop {
+public:
+    /// The worker set's slot type.
+    using worker = typename worker_set<Payload>::slot;
+
+    /// The components the loop works on.
+    struct parts {
+        const void* pool;  // the dispatcher, for self-call detection (current_pool)
+        const Options& opts;
+        Queue& queue;
+        scheduler<Envelope>& sched;
+        const lifecycle& life;
+        back_pressure& pressure;
+        delay_queue<Envelope>& delay;
+        idle_stack<worker>& idle;
+        supervisor_signal& signal;
+        Runner& runner;
+        idle_waiters& waiters;
+        worker_set<Payload>& workers;
+        callbacks& calls;
+        std::int64_t awake_period_ns;  // see supervisor_signal::worker_woke
+        unsigned rng_seed;             // each worker's jitter generator starts from it
+    };
+
+    /// A loop over `p`.
+    explicit worker_loop(parts p) noexcept : p_(p) {}
+
+    /// Runs worker `w` on its own thread until `st` is stopped, it retires, or the pool's
+    /// shutdown lets it go.
+    void run(const std::stop_token& st, worker& w) noexcept {
+        current_pool = p_.pool;
+        name_this_thread(w.id);
+        if (p_.opts.on_worker_start) {
+            p_.calls.guard(p_.opts.on_worker_start, w.id);
+        }
+        std::minstd_rand rng(static_cast<std::uint_fast32_t>(p_.rng_seed + w.id * 7919));
+        std::optional<Envelope>& current = w.payload.current;
+        // The ring a pop starts at: its own, moved on every `pops_per_ring` pops, so that with
+        // fewer workers than rings a ring that is never empty cannot starve the others.
+        constexpr unsigned pops_per_ring = 32;
+        const std::size_t rings = p_.queue.shard_count();
+        std::size_t home = w.id % rings;  // kept below `rings`: no division per pop
+        unsigned pops_here = 0;
+        bool ring_next = false;  // with work in both, the ring and the scheduler take turns
+        // relaxed: a flag, looked at every round; shutdown wakes the sleepers after setting it
+        while (!st.stop_requested() &&
+               !p_.life.at_least(phase::cancelling, std::memory_order_relaxed)) {
+            bool scheduled = false;
+            bool popped = false;
+            const auto pop = [&] {
+                return p_.queue.consume(
+                    home, [&current](Envelope&& e) noexcept { current.emplace(std::move(e)); });
+            };
+            if (p_.sched.attention() != 0) [[unlikely]] {  // paused, or the scheduler has work
+                scheduled = !p_.sched.paused() && take_scheduled(w, ring_next);
+                popped = scheduled || (!p_.sched.paused() && pop());
+            } else {
+                popped = pop();
+            }
+            if (popped) {
+                if (!scheduled) {
+                    if (++pops_here == pops_per_ring) {
+                        pops_here = 0;
+                        home = home + 1 == rings ? 0 : home + 1;
+                    }
+                    // [W3] the consumer's side: the pop's seq_cst CAS precedes this load.
+                    if (p_.pressure.waiting()) {
+                        room_freed();
+                    }
+                }
+                p_.runner.run(w, *current, rng);
+                current.reset();
+                if (scheduled) [[unlikely]] {
+                    finish_scheduled(w, st);
+                }
+                p_.waiters.notify();
+                continue;
+            }
+            // [L2] acquire: sees the queue's close, which shutdown made before [L1].
+            if (p_.life.at_least(phase::draining, std::memory_order_acquire)) {
+                if (p_.sched.paused() || (!p_.queue.has_claimed_elements() && p_.sched.empty())) {
+                    break;  // closed and empty (or paused): nothing more will start
+                }
+                if (p_.queue.has_claimed_elements()) {
+                    std::this_thread::yield();  // a producer is still writing the last element
+                } else {
+                    sleep_until_work(w, st, true);  // the scheduler's requests wait for a time
+                }
+            } else if (p_.sched.paused() || !spin_for_work(st, home)) {
+                sleep_until_work(w, st, false);
+            }
+        }
+        if (p_.opts.on_worker_stop) {
+            p_.calls.guard(p_.opts.on_worker_stop, w.id);
+        }
+        current_pool = nullptr;
+        p_.workers.note_exit(w);
+        p_.signal.kick();  // so the exited thread is joined promptly
+    }
+
+private:
+    // A pop freed a ring slot while someone waits for room: due retries first, then producers.
+    [[gnu::noinline]] void room_freed() noexcept {
+        p_.pressure.room_freed(p_.queue, p_.delay, [this](const auto& released) {
+            if (p_.idle.wake_up_to(released.pushed) != 0) {  // [W1] as after a push
+                note_worker_awake();
+            }
+            // The supervisor planned no wake-up for retries that waited for room.
+            if (released.next_due < p_.signal.next_wake()) {
+                p_.signal.kick();
+            }
+        });
+    }
+
+    // Takes the scheduler's next request into `w`, unless the ring's turn comes first (`ring_next`
+    // alternates while both have work). Reports the limits it ran into.
+    [[gnu::noinline]] bool take_scheduled(worker& w, bool& ring_next) noexcept {
+        ring_next = !ring_next;
+        if (ring_next && p_.queue.has_claimed_elements()) {
+            return false;
+        }
+        const auto t = p_.sched.take(now_ns(), w.payload.current, w.payload.turn);
+        if (t.pool_throttled) {
+            throttled("rate_limit");
+        }
+        for (unsigned i = 0; i < t.key_throttled; ++i) {
+            throttled("key_rate_limit");
+        }
+        if (t.due < p_.signal.next_wake()) {
+            p_.signal.kick();  // it must wake when the token is there
+        }
+        return t.got;
+    }
+
+    // The scheduler's request has ended (or waits there to retry): its key's next moves up.
+    [[gnu::noinline]] void finish_scheduled(worker& w, const std::stop_token& st) noexcept {
+        scheduled_turn& turn = w.payload.turn;
+        if (!turn.retried) {
+            const auto r = p_.sched.finish(turn, now_ns());
+            if (r.next_due < p_.signal.next_wake()) {
+                p_.signal.kick();
+            }
+            if (r.ready != 0 && st.stop_requested() && p_.idle.wake_up_to(1) != 0) {
+                note_worker_awake();  // leaving: another worker takes the key's next request
+            }
+        }
+        turn = {};
+        if (p_.life.at_least(phase::draining) && p_.sched.empty()) {
+            p_.idle.wake_all();  // the draining workers that wait for the scheduler may leave
+        }
+    }
+
+    // Polls briefly before sleeping; returns true if there may be work (or a reason to look).
+    [[nodiscard]] bool spin_for_work(const std::stop_token& st, std::size_t home) const noexcept {
+        return p_.queue.spin_for_elements(home, p_.opts.spin_before_sleep.count(), [&] {
+            // relaxed: a hint, read again with order before sleeping
+            return st.stop_requested() ||
+                   p_.life.at_least(phase::draining, std::memory_order_relaxed);
+        });
+    }
+
+    // Returns when there may be work, or the worker must look at its stop conditions; `draining`:
+    // shutdown has begun and the scheduler still holds requests that wait for a time.
+    void sleep_until_work(worker& w, const std::stop_token& st, bool draining) noexcept {
+        if (p_.idle.sleep(w, now_ns(), [&] {
+                // [W1] seq_cst, the scheduler's flags too
+                return (p_.queue.has_claimed_elements() && !p_.sched.paused()) ||
+                       p_.sched.has_ready() || st.stop_requested() ||
+                       p_.life.at_least(draining ? phase::cancelling : phase::draining) ||
+                       (draining && p_.sched.empty());
+            })) {
+            note_worker_awake();
+        }
+    }
+
+    // [D3] A worker became awake: the supervisor must come round to stamp its timed attempts.
+    void note_worker_awake() noexcept { p_.signal.worker_woke(p_.awake_period_ns); }
+
+    void throttled(const char* whose) noexcept {
+        p_.calls.emit(callbacks::make(event_kind::throttled, whose, p_.workers.live(),
+                                      p_.workers.live(), p_.queue.approx_size()));
+    }
+
+    parts p_;
+};
+
+}  // namespace workerpool::detail
