@@ -8,6 +8,7 @@
 
 #include "support/catch.hpp"
 #include "support/failure_log.hpp"
+#include "support/retry_options.hpp"
 #include "support/test_util.hpp"
 
 #include <atomic>
@@ -37,6 +38,7 @@ using workerpool::test::eventually;
 using workerpool::test::failure_log;
 using workerpool::test::holds;
 using workerpool::test::message_of;
+using workerpool::test::retry_options;
 
 retry_policy policy(std::chrono::nanoseconds initial, std::chrono::nanoseconds cap,
                     jitter_mode jitter) {
@@ -53,17 +55,6 @@ std::exception_ptr error_of(std::chrono::nanoseconds asked) {
     return std::make_exception_ptr(retry_after(asked));
 }
 
-// The delay in an exception_ptr that must hold a retry_after (else nullopt).
-std::optional<std::chrono::nanoseconds> delay_in(const std::exception_ptr& p) {
-    try {
-        std::rethrow_exception(p);
-    } catch (const retry_after& r) {
-        return r.delay();
-    } catch (...) {
-        return std::nullopt;
-    }
-}
-
 // When each attempt of the one request started, and when each failed (just before its throw).
 struct attempt_times {
     std::mutex mutex;
@@ -78,18 +69,6 @@ struct attempt_times {
         failures.push_back(clock_type::now());
     }
 };
-
-workerpool::options<int> one_worker(unsigned attempts) {
-    workerpool::options<int> o;
-    o.capacity = 16;
-    o.min_workers = 1;
-    o.max_workers = 1;
-    o.scale_interval = 10ms;
-    o.retry.max_attempts = attempts;
-    o.retry.initial_backoff = 0ns;
-    o.retry.jitter = jitter_mode::none;
-    return o;
-}
 
 }  // namespace
 
@@ -199,7 +178,7 @@ TEST_CASE("after a retry_after the next attempt starts no earlier than the delay
     std::mutex reasons_mutex;
     std::vector<std::string> reasons;  // guarded by reasons_mutex
     std::atomic<int> calls{0};
-    auto o = one_worker(3);  // the policy's own backoff is 0
+    auto o = retry_options(3);  // the policy's own backoff is 0
     o.on_event = [&](const event& e) {
         if (e.kind == event_kind::retry_scheduled) {
             std::lock_guard lock(reasons_mutex);
@@ -243,7 +222,7 @@ TEST_CASE("a retry_after longer than max_backoff waits max_backoff unless the po
           "[retry][retry_after][unit]") {
     attempt_times times;
     std::atomic<int> calls{0};
-    auto o = one_worker(2);
+    auto o = retry_options(2);
     o.retry.max_backoff = 30ms;
     bool may_exceed = false;
     SECTION("capped") {
@@ -289,16 +268,14 @@ TEST_CASE("a retry_after on the last attempt goes to on_failure with it as the l
           "[retry][retry_after][unit]") {
     failure_log<int> failures;
     std::atomic<int> calls{0};
+    auto o = retry_options(2);
+    o.on_failure = failures.sink();
     dispatcher<int> pool(
         [&](int&) {
             calls.fetch_add(1);
             throw retry_after(1ms, "HTTP 503");
         },
-        [&] {
-            auto o = one_worker(2);
-            o.on_failure = failures.sink();
-            return o;
-        }());
+        o);
     REQUIRE(pool.try_submit(7) == submit_status::accepted);
     REQUIRE(eventually([&] { return failures.size() == 1; }));
     (void)pool.shutdown(10s);
@@ -309,7 +286,8 @@ TEST_CASE("a retry_after on the last attempt goes to on_failure with it as the l
     CHECK(f.reason == failure_reason::error);
     CHECK(f.attempts == 2u);
     REQUIRE(holds<retry_after>(f.error));
-    CHECK(delay_in(f.error) == std::optional{std::chrono::nanoseconds(1ms)});
+    CHECK(workerpool::requested_retry_delay(f.error) ==
+          std::optional{std::chrono::nanoseconds(1ms)});
     CHECK(message_of(f.error) == "HTTP 503 (retry after 1 ms)");
     CHECK(pool.stats().retried == 1u);
 }
@@ -318,7 +296,7 @@ TEST_CASE("a retry_if that refuses a retry_after is honoured", "[retry][retry_af
     failure_log<int> failures;
     std::atomic<int> calls{0};
     std::atomic<int> asked{0};
-    auto o = one_worker(5);
+    auto o = retry_options(5);
     o.on_failure = failures.sink();
     o.retry.retry_if = [&](const std::exception_ptr& error, unsigned) {
         asked.fetch_add(1);
@@ -345,7 +323,7 @@ TEST_CASE("a retry_after that would wait past the request's deadline expires it 
           "[retry][retry_after][expired][unit]") {
     failure_log<int> failures;
     std::atomic<int> calls{0};
-    auto o = one_worker(5);
+    auto o = retry_options(5);
     o.retry.max_backoff = std::chrono::hours(1);  // the cap is not what stops it
     o.on_failure = failures.sink();
     dispatcher<int> pool(
