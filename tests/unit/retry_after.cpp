@@ -7,6 +7,7 @@
 #include <workerpool/retry.hpp>
 
 #include "support/catch.hpp"
+#include "support/event_log.hpp"
 #include "support/failure_log.hpp"
 #include "support/retry_options.hpp"
 #include "support/test_util.hpp"
@@ -25,7 +26,6 @@ namespace {
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 using workerpool::dispatcher;
-using workerpool::event;
 using workerpool::event_kind;
 using workerpool::failure_reason;
 using workerpool::jitter_mode;
@@ -175,16 +175,10 @@ TEST_CASE("retry_delay treats a negative retry_after as 0 and leaves other error
 TEST_CASE("after a retry_after the next attempt starts no earlier than the delay asked for",
           "[retry][retry_after][unit]") {
     attempt_times times;
-    std::mutex reasons_mutex;
-    std::vector<std::string> reasons;  // guarded by reasons_mutex
+    workerpool::test::event_log events;
     std::atomic<int> calls{0};
     auto o = retry_options(3);  // the policy's own backoff is 0
-    o.on_event = [&](const event& e) {
-        if (e.kind == event_kind::retry_scheduled) {
-            std::lock_guard lock(reasons_mutex);
-            reasons.emplace_back(e.reason);
-        }
-    };
+    o.on_event = events.sink();
     dispatcher<int> pool(
         [&](int&) {
             times.started();
@@ -211,7 +205,10 @@ TEST_CASE("after a retry_after the next attempt starts no earlier than the delay
     CAPTURE(gap_ms);
     CHECK(gap >= 150ms);
     CHECK(gap < 150ms + 10s);  // generous: it did not wait for something else
-    CHECK(reasons == std::vector<std::string>{"retry_after", "handler threw"});
+    const auto scheduled = events.of(event_kind::retry_scheduled);
+    REQUIRE(scheduled.size() == 2u);
+    CHECK(std::string(scheduled[0].reason) == "retry_after");
+    CHECK(std::string(scheduled[1].reason) == "handler threw");
     const auto s = pool.stats();
     CHECK(s.retried == 2u);  // the retry_after counted as a failed attempt
     CHECK(s.completed == 1u);
