@@ -7,6 +7,7 @@
 
 #include "support/catch.hpp"
 #include "support/failure_log.hpp"
+#include "support/retry_options.hpp"
 #include "support/test_util.hpp"
 
 #include <algorithm>
@@ -38,6 +39,7 @@ using workerpool::test::eventually;
 using workerpool::test::failure_log;
 using workerpool::test::gate;
 using workerpool::test::message_of;
+using workerpool::test::retry_options;
 using workerpool::test::wait_for_stop;
 
 // Attempt start and end times per request id, recorded by handlers, read after shutdown.
@@ -64,18 +66,6 @@ struct attempt_log {
         return out;
     }
 };
-
-workerpool::options<int> retry_options(unsigned attempts) {
-    workerpool::options<int> o;
-    o.capacity = 64;
-    o.min_workers = 1;
-    o.max_workers = 1;
-    o.scale_interval = 10ms;
-    o.retry.max_attempts = attempts;
-    o.retry.initial_backoff = 0ns;
-    o.retry.jitter = workerpool::jitter_mode::none;
-    return o;
-}
 
 }  // namespace
 

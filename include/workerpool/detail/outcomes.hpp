@@ -199,7 +199,8 @@ private:
 
     void retry(worker& w, envelope& e, std::minstd_rand& rng) noexcept {
         const double unit = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
-        const auto delay = backoff_delay(p_.opts.retry, e.attempts, unit);
+        const auto requested = requested_retry_delay(e.last_error);  // a retry_after's delay
+        const auto delay = retry_delay(p_.opts.retry, e.attempts, unit, requested);
         const std::int64_t due = add_saturated(now_ns(), delay.count());
         if (e.expires_ns != 0 && due >= e.expires_ns) {
             expired(w, e);  // a retry never waits past the request's expiry
@@ -221,7 +222,8 @@ private:
         if (s == scheduled::handed_back) {
             return;  // shutdown began: it goes back unprocessed
         }
-        p_.calls.emit(event_of(event_kind::retry_scheduled, "handler threw", attempts));
+        p_.calls.emit(event_of(event_kind::retry_scheduled,
+                               requested ? "retry_after" : "handler threw", attempts));
         // The supervisor publishes its wake-up time before it reads the delay queue under its
         // mutex, so either it sees this entry or we see its time here. While due retries wait
         // for room, the pops release this one too.
