@@ -746,7 +746,7 @@ TEST_CASE("shutdown hands back each key's waiting requests in submit order",
     constexpr int per_key = 8;
     gate hold;
     failure_log<item> failures;
-    auto o = sched_options(64, 2);
+    auto o = sched_options(64, 3);  // a third worker is free: the keys, not the workers, hold
     o.on_failure = failures.sink();
     dispatcher<item> pool(
         [&](item& it, std::stop_token st) {
@@ -844,20 +844,36 @@ TEST_CASE("requests waiting for a time or a rate-limit token are not backlog the
 }
 
 TEST_CASE("a bulk submit with a key keeps the key's order", "[scheduler][key][bulk][unit]") {
-    order_log seen;
-    dispatcher<item> pool([&](item& it) { seen.add(it.id); }, sched_options(64, 2));
+    constexpr int count = 200;
+    std::atomic<bool> running{false};
+    std::atomic<int> overlaps{0};
+    std::atomic<int> out_of_order{0};
+    std::atomic<int> last{-1};
+    std::atomic<int> done{0};
+    dispatcher<item> pool(
+        [&](item& it) {
+            if (running.exchange(true)) {
+                overlaps.fetch_add(1);
+            }
+            if (it.id != last.load() + 1) {
+                out_of_order.fetch_add(1);
+            }
+            std::this_thread::yield();  // widens the window in which an overlap would show
+            last.store(it.id);
+            running.store(false);
+            done.fetch_add(1);
+        },
+        sched_options(256, 4));
     std::vector<item> batch;
-    for (int i = 0; i < 20; ++i) {
+    for (int i = 0; i < count; ++i) {
         batch.push_back(item{i, 9, 0, {}});
     }
     REQUIRE(pool.try_submit_bulk(std::span<item>(batch), job_options{.key = 9}) == batch.size());
-    REQUIRE(eventually([&] { return seen.size() == batch.size(); }));
+    REQUIRE(eventually([&] { return done.load() == count; }));
     (void)pool.shutdown(10s);
-    std::vector<int> want(20);
-    for (int i = 0; i < 20; ++i) {
-        want[static_cast<std::size_t>(i)] = i;
-    }
-    CHECK(seen.ids() == want);
+    CHECK(overlaps.load() == 0);
+    CHECK(out_of_order.load() == 0);
+    CHECK(last.load() == count - 1);
 }
 
 TEST_CASE("every request ends exactly once under a mix of keys, lanes, delays, failures and a "
