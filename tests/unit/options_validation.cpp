@@ -106,6 +106,36 @@ TEST_CASE("each bad option throws invalid_argument naming its field", "[options]
          "options.retry.multiplier"},
         {"retry.multiplier infinite", [](opts& o) { o.retry.multiplier = infinite; },
          "options.retry.multiplier"},
+        {"priority_lanes 0", [](opts& o) { o.priority_lanes = 0; }, "options.priority_lanes"},
+        {"priority_lanes 65", [](opts& o) { o.priority_lanes = 65; }, "options.priority_lanes"},
+        {"priority_aging negative", [](opts& o) { o.priority_aging = -1ms; },
+         "options.priority_aging"},
+        {"rate_limit.per_second negative", [](opts& o) { o.rate_limit.per_second = -1.0; },
+         "options.rate_limit.per_second"},
+        {"rate_limit.per_second NaN", [](opts& o) { o.rate_limit.per_second = not_a_number; },
+         "options.rate_limit.per_second"},
+        {"rate_limit.per_second infinite", [](opts& o) { o.rate_limit.per_second = infinite; },
+         "options.rate_limit.per_second"},
+        {"rate_limit.burst 0 with a rate",
+         [](opts& o) {
+             o.rate_limit.per_second = 10.0;
+             o.rate_limit.burst = 0;
+         },
+         "options.rate_limit.burst"},
+        {"key_rate_limit.per_second negative", [](opts& o) { o.key_rate_limit.per_second = -0.5; },
+         "options.key_rate_limit.per_second"},
+        {"key_rate_limit.per_second NaN",
+         [](opts& o) { o.key_rate_limit.per_second = not_a_number; },
+         "options.key_rate_limit.per_second"},
+        {"key_rate_limit.per_second infinite",
+         [](opts& o) { o.key_rate_limit.per_second = infinite; },
+         "options.key_rate_limit.per_second"},
+        {"key_rate_limit.burst 0 with a rate",
+         [](opts& o) {
+             o.key_rate_limit.per_second = 10.0;
+             o.key_rate_limit.burst = 0;
+         },
+         "options.key_rate_limit.burst"},
     };
     for (const bad_case& c : cases) {
         DYNAMIC_SECTION(c.what) {
@@ -142,6 +172,17 @@ TEST_CASE("values on the edge of each range are accepted", "[options][unit]") {
     SECTION("min_workers == max_workers") {}
     SECTION("min_workers == 0") {
         o.min_workers = 0;
+    }
+    SECTION("the scheduler's edges: 64 lanes, no aging, limits off with a zero burst") {
+        o.priority_lanes = 64;
+        o.priority_aging = 0ns;
+        o.rate_limit = {0.0, 0};
+        o.key_rate_limit = {0.0, 0};
+    }
+    SECTION("the scheduler's edges: one lane, the smallest burst of a limit") {
+        o.priority_lanes = 1;
+        o.rate_limit = {1e-9, 1};
+        o.key_rate_limit = {1e-9, 1};
     }
     CHECK(construction_error(o) == "<no exception>");
 }
@@ -229,7 +270,8 @@ TEST_CASE("a capacity whose rings together exceed memory is refused before anyth
         o.capacity = std::size_t{1} << 40;
     }
     SECTION("one slot more than fits") {
-        using ring = workerpool::bounded_queue<int>;  // a bound for any slot size: int's is smallest
+        using ring =
+            workerpool::bounded_queue<int>;  // a bound for any slot size: int's is smallest
         o.capacity = ring::max_capacity() + 1;
     }
     INFO("capacity " << o.capacity << ", " << shards << " rings");
