@@ -206,10 +206,11 @@ inline void require(bool ok, const char* field, const char* what) {
     }
 }
 
-inline void validate(const rate_limit_settings& r, const char* field) {
-    require(std::isfinite(r.per_second) && r.per_second >= 0.0, field,
-            "per_second must be a finite number >= 0");
-    require(r.per_second == 0.0 || r.burst >= 1, field, "burst must be >= 1 when per_second > 0");
+inline void validate(const rate_limit_settings& r, const std::string& field) {
+    require(std::isfinite(r.per_second) && r.per_second >= 0.0, (field + ".per_second").c_str(),
+            "must be a finite number >= 0");
+    require(r.per_second == 0.0 || r.burst >= 1, (field + ".burst").c_str(),
+            "must be >= 1 when per_second > 0");
 }
 
 template <class Rep, class Period>

@@ -118,10 +118,9 @@ public:
     /// Returns the wanted worker count for this tick (see the class comment).
     std::size_t operator()(const scale_metrics& m) noexcept {
         const auto low = static_cast<double>(config_.scale_up_depth) * config_.scale_down_ratio;
-        return gate_.step(m, m.queue_depth > config_.scale_up_depth,
-                          static_cast<double>(m.queue_depth) > low,
-                          std::max<std::size_t>(1, m.queue_depth / config_.scale_up_depth),
-                          config_.cooldown);
+        return gate_.step(
+            m, m.queue_depth > config_.scale_up_depth, static_cast<double>(m.queue_depth) > low,
+            std::max<std::size_t>(1, m.queue_depth / config_.scale_up_depth), config_.cooldown);
     }
 
 private:

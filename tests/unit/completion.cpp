@@ -62,7 +62,7 @@ TEST_CASE_METHOD(slab_fixture, "a slot runs queued, running, retry_wait, running
     s.release();
 }
 
-TEST_CASE_METHOD(slab_fixture, "a queued slot cancelled ends at once; the worker's start fails",
+TEST_CASE_METHOD(slab_fixture, "a queued slot cancelled ends at once, and the worker's start fails",
                  "[completion][cancel][unit]") {
     ends_heard group;
     completion<int>& s = slab->acquire(2);

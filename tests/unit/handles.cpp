@@ -119,7 +119,7 @@ TEST_CASE("request_state names every state", "[handles][unit]") {
     CHECK(std::string(to_string(request_state::handed_back)) == "handed_back");
 }
 
-TEST_CASE("a tracked request moves queued, running, succeeded; get() returns what the handler "
+TEST_CASE("a tracked request moves queued, running, succeeded, and get() returns what the handler "
           "returned, after on_success saw it",
           "[handles][unit]") {
     gate g;
@@ -400,7 +400,7 @@ TEST_CASE("a refused tracked submit returns an empty handle and leaves the reque
     CHECK(j.id == 3);
 }
 
-TEST_CASE("an empty handle throws logic_error from wait and get; cancel returns false",
+TEST_CASE("an empty handle throws logic_error from wait and get, and cancel returns false",
           "[handles][unit]") {
     handle<int> h;
     CHECK_FALSE(h.valid());

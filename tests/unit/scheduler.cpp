@@ -98,7 +98,7 @@ TEST_CASE("token_rate: a burst at once, then one token per interval", "[schedule
     CHECK_FALSE(slow.take(any, 1'000'000 * ms));
 }
 
-TEST_CASE("scheduler: one request per key at a time, in submit order; keys take turns",
+TEST_CASE("scheduler: one request per key at a time, in submit order, and keys take turns",
           "[scheduler][unit]") {
     scheduler s(settings());
     CHECK(submit(s, 1, 0, 7).ready);
@@ -142,7 +142,8 @@ TEST_CASE("scheduler: a key's backlog does not starve a key with one request",
     CHECK(before_b <= 1);
 }
 
-TEST_CASE("scheduler: a higher lane first; a full lane refuses only its own", "[scheduler][unit]") {
+TEST_CASE("scheduler: a higher lane first, and a full lane refuses only its own",
+          "[scheduler][unit]") {
     scheduler s(settings(3, 2));
     CHECK(submit(s, 1, 0, 0, 0).status == submit_status::accepted);
     CHECK(submit(s, 2, 0, 0, 0).status == submit_status::accepted);
@@ -202,7 +203,7 @@ TEST_CASE("scheduler: not_before holds a request until the supervisor releases i
     CHECK(w.take_and_finish(200 * ms) == 3);
 }
 
-TEST_CASE("scheduler: the pool's tokens stop takes until the next one; keys wait apart",
+TEST_CASE("scheduler: the pool's tokens stop takes until the next one, and keys wait apart",
           "[scheduler][unit]") {
     schedule_settings pool_limited = settings();
     pool_limited.pool_rate = token_rate::of(rate_limit_settings{100.0, 1});  // 10 ms

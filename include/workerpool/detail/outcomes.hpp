@@ -206,8 +206,9 @@ private:
             expired(w, e);  // a retry never waits past the request's expiry
             return;
         }
+        const char* const why = requested ? "retry_after" : "handler threw";
         if (w.payload.turn.scheduled) {
-            retry_scheduled(w, e, due);
+            retry_scheduled(w, e, due, why);
             return;
         }
         const unsigned attempts = e.attempts;
@@ -222,8 +223,7 @@ private:
         if (s == scheduled::handed_back) {
             return;  // shutdown began: it goes back unprocessed
         }
-        p_.calls.emit(event_of(event_kind::retry_scheduled,
-                               requested ? "retry_after" : "handler threw", attempts));
+        p_.calls.emit(event_of(event_kind::retry_scheduled, why, attempts));
         // The supervisor publishes its wake-up time before it reads the delay queue under its
         // mutex, so either it sees this entry or we see its time here. While due retries wait
         // for room, the pops release this one too.
@@ -236,7 +236,7 @@ private:
 
     // A retry of a request from the scheduler waits there, its key still held (so the key's next
     // request waits until this one has ended).
-    void retry_scheduled(worker& w, envelope& e, std::int64_t due) noexcept {
+    void retry_scheduled(worker& w, envelope& e, std::int64_t due, const char* why) noexcept {
         const unsigned attempts = e.attempts;
         bool kept = false;
         try {
@@ -249,7 +249,7 @@ private:
         if (!kept) {
             return;  // shutdown began: it goes back unprocessed, before its key's later requests
         }
-        p_.calls.emit(event_of(event_kind::retry_scheduled, "handler threw", attempts));
+        p_.calls.emit(event_of(event_kind::retry_scheduled, why, attempts));
         if (p_.signal.take_resting() || due < p_.signal.next_wake()) {
             p_.signal.kick();  // see retry()
         }

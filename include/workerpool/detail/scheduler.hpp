@@ -398,11 +398,14 @@ public:
         return retries_.load(std::memory_order_relaxed);  // statistics only
     }
 
-    /// Requests that could start now if a worker asked: backlog for the scaler.
+    /// Requests that could start now if workers asked: backlog for the scaler. With a pool rate,
+    /// at most its burst: more workers would not start more of them.
     [[nodiscard]] std::size_t ready() const noexcept {
-        return (attention_.load(std::memory_order_relaxed) & ready_bit) != 0  // statistics only
-                   ? ready_gauge_.load(std::memory_order_relaxed)
-                   : 0;
+        if ((attention_.load(std::memory_order_relaxed) & ready_bit) == 0) {  // statistics only
+            return 0;
+        }
+        const std::size_t n = ready_gauge_.load(std::memory_order_relaxed);  // statistics only
+        return s_.pool_rate.on() ? std::min(n, s_.pool_rate.burst) : n;
     }
 
     /// Requests accepted by `submit` so far.
@@ -427,6 +430,8 @@ private:
         item(std::uint64_t k, unsigned l, bool r, Args&&... args) noexcept
             : e(std::forward<Args>(args)...), key(k), lane(l), retry(r) {}
     };
+
+    static constexpr std::int64_t prune_period_ns = 100'000'000;  // see prune_buckets
 
     struct key_state {
         std::deque<item> waiting;  // submitted after the one the key holds
@@ -540,7 +545,6 @@ private:
         if (s_.key_rate.on() && !token_rate::full(k->second.tat, now)) {
             try {
                 if (recent_.empty()) {
-                    constexpr std::int64_t prune_period_ns = 100'000'000;
                     next_prune_ns_ = add_saturated(now, prune_period_ns);
                 }
                 recent_[k->first] = k->second.tat;
@@ -549,6 +553,9 @@ private:
             }
         }
         keys_.erase(k);
+        if (keys_.empty()) {
+            keys_.rehash(0);  // many keys drained: give their buckets back too
+        }
     }
 
     void forget_if_idle(typename key_map::iterator k) noexcept {
@@ -569,7 +576,6 @@ private:
 
     // Buckets kept aside are dropped once full, every 100 ms (a pass over all of them).
     void prune_buckets(std::int64_t now) noexcept {
-        constexpr std::int64_t prune_period_ns = 100'000'000;
         if (recent_.empty() || now < next_prune_ns_) {
             return;
         }

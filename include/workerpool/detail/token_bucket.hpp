@@ -8,6 +8,7 @@
 #include <workerpool/options.hpp>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 
 namespace workerpool::detail {
@@ -19,6 +20,7 @@ namespace workerpool::detail {
 struct token_rate {
     std::int64_t interval_ns = 0;   // time per token; 0 = no limit
     std::int64_t tolerance_ns = 0;  // (burst - 1) intervals: how far ahead of time one may start
+    std::size_t burst = 0;          // tokens the bucket holds (0: no limit)
 
     /// The constants of `s` (saturated; at least 1 ns per token when on).
     [[nodiscard]] static token_rate of(const rate_limit_settings& s) noexcept {
@@ -28,6 +30,7 @@ struct token_rate {
             constexpr double largest = 4.0e18;  // far from overflow when added to a time
             const double interval = std::clamp(ns_per_second / s.per_second, 1.0, largest);
             r.interval_ns = static_cast<std::int64_t>(interval);
+            r.burst = s.burst;
             const double tolerance = interval * static_cast<double>(s.burst - 1);
             r.tolerance_ns = static_cast<std::int64_t>(std::min(tolerance, largest));
         }
