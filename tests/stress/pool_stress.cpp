@@ -16,6 +16,7 @@
 #include "support/test_util.hpp"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -111,6 +112,26 @@ job_options options_for(kind k) {
     return jo;
 }
 
+// In the rounds that use the scheduler: a third of the ids (in runs of 8) have one of 13 keys.
+constexpr std::size_t stress_keys = 13;
+std::uint64_t key_of(std::size_t id) {
+    return (id / 8) % 3 == 0 ? 1 + (id / 8) % stress_keys : 0;
+}
+
+// `options_for(k)`, plus in the rounds that use the scheduler: `id`'s key, a lane, and now and
+// then a start a little later.
+job_options options_for(kind k, std::size_t id, bool scheduled, std::size_t lanes) {
+    job_options jo = options_for(k);
+    if (scheduled) {
+        jo.key = key_of(id);
+        jo.priority = static_cast<unsigned>(id % lanes);
+        if (id % 11 == 0) {
+            jo.not_before = std::chrono::steady_clock::now() + (id % 5) * 50us;
+        }
+    }
+    return jo;
+}
+
 // What happened to one request id; every field written by pool threads or producers, read after
 // they are joined (the joins order everything), so relaxed operations suffice.
 struct id_record {
@@ -136,6 +157,8 @@ struct round_config {
     double shutdown_at = 1.0;  // fraction of `requests` accepted before shutdown starts
     bool drain_first = false;  // wait_idle before shutdown: nothing may come back unprocessed
     int producers = 3;
+    bool scheduled = false;  // keys, lanes, not_before, and a side thread pausing the pool
+    std::size_t lanes = 1;   // options.priority_lanes
 };
 
 struct round_result {
@@ -171,6 +194,8 @@ round_result run_round(const round_config& cfg) {
     std::atomic<std::uint64_t> blocking_accepted{0};
     std::atomic<std::uint64_t> blocking_full{0};  // submit() never returns full outside a handler
     std::atomic<dispatcher<tracked>*> self{nullptr};
+    std::array<std::atomic<int>, stress_keys + 1> key_running{};  // handlers of each key running
+    std::atomic<std::uint32_t> key_overlaps{0};  // a key's handler started while another ran
     round_result out;
 
     workerpool::options<tracked> o;
@@ -188,6 +213,7 @@ round_result run_round(const round_config& cfg) {
     o.retry.max_attempts = max_attempts;
     o.retry.initial_backoff = 100us;
     o.retry.max_backoff = 2ms;
+    o.priority_lanes = cfg.lanes;
     o.on_failure = [&](failure<tracked>&& f) {
         const auto id = static_cast<std::size_t>(f.request.id);
         if (id >= ids || f.request.moved_from) {
@@ -216,14 +242,22 @@ round_result run_round(const round_config& cfg) {
             me.overlaps.fetch_add(1, std::memory_order_relaxed);
         }
         const std::uint32_t attempt = me.attempts.fetch_add(1, std::memory_order_relaxed) + 1;
+        std::atomic<int>& key_now = key_running[cfg.scheduled ? key_of(id) : 0];
+        if (&key_now != key_running.data() && key_now.fetch_add(1) != 0) {
+            key_overlaps.fetch_add(1, std::memory_order_relaxed);
+        }
         struct leave {
             id_record& me;
             std::atomic<int>& active;
+            std::atomic<int>* key;  // null: no key
             ~leave() {
+                if (key != nullptr) {
+                    key->fetch_sub(1);
+                }
                 me.running.fetch_sub(1, std::memory_order_relaxed);
                 active.fetch_sub(1, std::memory_order_relaxed);
             }
-        } guard{me, active_handlers};
+        } guard{me, active_handlers, &key_now != key_running.data() ? &key_now : nullptr};
         switch (kind_of(cfg.seed, id)) {
         case kind::ok:
             break;
@@ -251,7 +285,8 @@ round_result run_round(const round_config& cfg) {
                 tracked c{static_cast<int>(child)};
                 const submit_status s =
                     self.load(std::memory_order_acquire)
-                        ->try_submit(std::move(c), options_for(kind_of(cfg.seed, child)));
+                        ->try_submit(std::move(c), options_for(kind_of(cfg.seed, child), child,
+                                                               cfg.scheduled, cfg.lanes));
                 if (s == submit_status::accepted) {
                     rec[child].accepted.fetch_add(1, std::memory_order_relaxed);
                     accepted_total.fetch_add(1, std::memory_order_relaxed);
@@ -286,7 +321,8 @@ round_result run_round(const round_config& cfg) {
                     }
                 };
                 for (std::size_t id = begin; id < end;) {
-                    const job_options jo = options_for(kind_of(cfg.seed, id));
+                    const job_options jo =
+                        options_for(kind_of(cfg.seed, id), id, cfg.scheduled, cfg.lanes);
                     const auto how = rng() % 5;
                     if (how >= 3) {
                         // A bulk of up to 8 consecutive ids of the same kind (one job_options
@@ -294,7 +330,8 @@ round_result run_round(const round_config& cfg) {
                         std::vector<tracked> batch;
                         batch.reserve(8);
                         for (std::size_t k = id; k < end && batch.size() < 8 &&
-                                                 kind_of(cfg.seed, k) == kind_of(cfg.seed, id);
+                                                 kind_of(cfg.seed, k) == kind_of(cfg.seed, id) &&
+                                                 key_of(k) == key_of(id);
                              ++k) {
                             batch.emplace_back(static_cast<int>(k));
                         }
@@ -373,7 +410,13 @@ round_result run_round(const round_config& cfg) {
                     break;
                 }
                 default:
-                    std::this_thread::sleep_for(100us);
+                    if (cfg.scheduled && rng() % 2 == 0) {
+                        pool.pause();  // nothing starts for a while; a shutdown may come now
+                        std::this_thread::sleep_for(50us);
+                        pool.resume();
+                    } else {
+                        std::this_thread::sleep_for(100us);
+                    }
                     break;
                 }
                 std::this_thread::yield();
@@ -523,6 +566,7 @@ round_result run_round(const round_config& cfg) {
     CHECK(duplicated == 0u);
     CHECK(phantom == 0u);
     CHECK(overlapping == 0u);
+    CHECK(key_overlaps.load() == 0u);  // one request of a key at a time
     CHECK(over_attempts == 0u);
     CHECK(wrong_reason == 0u);
     CHECK(bad_requests.load() == 0u);
@@ -568,7 +612,11 @@ TEST_CASE("mixed handlers under worker churn and a shutdown at a random moment l
         cfg.shards = ring_choice == 0   ? 1
                      : ring_choice == 1 ? 0
                                         : std::min<std::size_t>(cfg.capacity, 2 + rng() % 3);
-        CAPTURE(round, cfg.seed);
+        // Half the rounds put a third of the requests behind 13 keys, spread them over 1-3 lanes,
+        // delay some, and pause the pool now and then.
+        cfg.scheduled = rng() % 2 == 0;
+        cfg.lanes = cfg.scheduled ? 1 + rng() % 3 : 1;
+        CAPTURE(round, cfg.seed, cfg.scheduled, cfg.lanes);
         const round_result r = run_round(cfg);
         total.accepted += r.accepted;
         total.completed += r.completed;
