@@ -977,3 +977,19 @@ TEST_CASE("every request ends exactly once under a mix of keys, lanes, delays, f
     CHECK(s.submitted == s.completed + s.failed + report.unprocessed.size());
     CHECK(s.scheduled == 0u);
 }
+
+TEST_CASE("a pool without workers starts one when a delayed request falls due, not at its next "
+          "scaling tick",
+          "[scheduler][not_before][unit]") {
+    workerpool::options<int> o;
+    o.min_workers = 0;
+    o.max_workers = 2;
+    o.scale_interval = std::chrono::milliseconds(60'000);  // no tick to come to the rescue
+    std::atomic<int> ran{0};
+    dispatcher<int> pool([&](int&) { ran.fetch_add(1); }, o);
+    job_options jo;
+    jo.not_before = clock_type::now() + 20ms;
+    REQUIRE(pool.try_submit(1, jo) == submit_status::accepted);
+    // Generous: the request is due in 20 ms; before the fix it waited for the 60 s tick.
+    CHECK(eventually([&] { return ran.load() == 1; }, 10s));
+}

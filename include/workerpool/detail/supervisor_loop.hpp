@@ -134,6 +134,9 @@ private:
                 p_.signal.worker_woke(s_.awake_period_ns);
             }
             why.retries = std::min(released.next_due, due.next_due);
+            if (released.pushed + due.ready != 0 && p_.workers.live() == 0) {
+                why.retries = now;  // nobody to wake (min_workers == 0): start one next round
+            }
             std::int64_t wake_at = plan_sleep(why);
             // At rest (no tick planned, whatever else the sleep waits for): whoever brings work
             // must kick us. Work that came while we decided is seen here ([K1]), and so is a

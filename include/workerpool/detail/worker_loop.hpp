@@ -192,9 +192,11 @@ private:
     // Polls briefly before sleeping; returns true if there may be work (or a reason to look).
     [[nodiscard]] bool spin_for_work(const std::stop_token& st, std::size_t home) const noexcept {
         return p_.queue.spin_for_elements(home, p_.opts.spin_before_sleep.count(), [&] {
-            // relaxed: a hint, read again with order before sleeping
+            // relaxed: a hint, read again with order before sleeping; so is the scheduler's
+            // flags word (work there, or a pause, ends the spin)
             return st.stop_requested() ||
-                   p_.life.at_least(phase::draining, std::memory_order_relaxed);
+                   p_.life.at_least(phase::draining, std::memory_order_relaxed) ||
+                   p_.sched.attention() != 0;
         });
     }
 
