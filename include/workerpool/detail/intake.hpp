@@ -66,6 +66,9 @@ public:
     submit_status try_submit(Request& r, job_options jo,
                              completion_slot* ticket = nullptr) noexcept {
         routes_.apply(r, jo);
+        if (scheduled_for(jo)) [[unlikely]] {
+            return counted(push_scheduled(r, jo, ticket));
+        }
         return counted(push(r, jo, ticket));
     }
 
@@ -75,6 +78,9 @@ public:
                                std::optional<std::chrono::steady_clock::time_point> until,
                                completion_slot* ticket = nullptr) noexcept {
         routes_.apply(r, jo);
+        if (scheduled_for(jo)) [[unlikely]] {
+            return counted(submit_scheduled(r, jo, self_call, until, ticket));
+        }
         const submit_status s = push(r, jo, ticket);  // the fast path: a slot free at once
         return s == submit_status::full ? wait_then_push(r, jo, self_call, until, ticket) : s;
     }
@@ -137,30 +143,26 @@ private:
     wait_then_push(Request& r, const job_options& jo, bool self_call,
                    std::optional<std::chrono::steady_clock::time_point> until,
                    completion_slot* ticket) noexcept {
-        if (scheduled_for(jo)) {
-            return counted(wait_for_lane(r, jo, self_call, until, ticket));
-        }
         return counted(p_.pressure.retry_until(
             p_.queue, [&] { return push(r, jo, ticket); }, self_call,
             p_.opts.spin_before_sleep.count(), until));
     }
 
-    // A blocking submit whose lane in the scheduler is full: sleeps until a take makes room.
-    submit_status wait_for_lane(Request& r, const job_options& jo, bool self_call,
-                                std::optional<std::chrono::steady_clock::time_point> until,
-                                completion_slot* ticket) noexcept {
+    // A blocking submit through the scheduler: a try, then, while its lane is full, sleeps until
+    // a take makes room. Out of line, as the scheduler's whole submit path.
+    [[gnu::noinline]] submit_status
+    submit_scheduled(Request& r, const job_options& jo, bool self_call,
+                     std::optional<std::chrono::steady_clock::time_point> until,
+                     completion_slot* ticket) noexcept {
         back_pressure::inside_call inside;
         for (;;) {
-            if (self_call) {
-                return submit_status::full;
+            const submit_status s = push_scheduled(r, jo, ticket);
+            if (s != submit_status::full || self_call) {
+                return s;
             }
             inside.enter(p_.pressure);  // from here on the destructor waits for us
             if (!p_.sched.wait_for_room(jo.priority, until)) {
                 return submit_status::full;
-            }
-            const submit_status s = push(r, jo, ticket);
-            if (s != submit_status::full) {
-                return s;
             }
         }
     }
@@ -199,9 +201,6 @@ private:
 
     // One try at the queue; on `accepted`, the wake-up decision.
     submit_status push(Request& r, const job_options& jo, completion_slot* ticket) noexcept {
-        if (scheduled_for(jo)) [[unlikely]] {
-            return push_scheduled(r, jo, ticket);
-        }
         const submit_status s = p_.queue.try_emplace(
             std::move(r),
             request_settings::of(jo, p_.opts.default_timeout, p_.opts.retry.max_attempts),
