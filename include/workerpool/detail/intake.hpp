@@ -157,13 +157,12 @@ private:
         back_pressure::inside_call inside;
         for (;;) {
             const submit_status s = push_scheduled(r, jo, ticket);
-            if (s != submit_status::full || self_call) {
+            if (s != submit_status::full || self_call ||
+                (until && std::chrono::steady_clock::now() >= *until)) {
                 return s;
             }
             inside.enter(p_.pressure);  // from here on the destructor waits for us
-            if (!p_.sched.wait_for_room(jo.priority, until)) {
-                return submit_status::full;
-            }
+            (void)p_.sched.wait_for_room(jo.priority, until);  // then one more try
         }
     }
 
