@@ -192,8 +192,12 @@ public:
     /// Returns `accepted` (and moves from `r`), `full`, or `closed`; on refusal `r` is untouched.
     /// A zero (or negative) `jo.timeout`, a zero `jo.max_attempts` or an epoch `jo.deadline` means
     /// the option of `r`'s route (`handler_map::on`), and where that is zero too, the pool's.
+    /// A request with a `jo.key`, `jo.priority` or `jo.not_before` (and every request of a pool
+    /// with `priority_lanes > 1` or a `rate_limit`) goes through the scheduler: its lane's bound
+    /// applies instead of the queue's, and `full` also means out of memory there.
     /// Thread safety: any thread, including a handler of this pool. Never blocks; never allocates
-    /// (with route options, unless taking a request's key allocates).
+    /// (with route options, unless taking a request's key allocates), except through the
+    /// scheduler, which takes a short lock and allocates for what it holds.
     [[nodiscard]] submit_status try_submit(Request&& r, job_options jo = {}) noexcept {
         return intake_.try_submit(r, jo);
     }
@@ -202,7 +206,8 @@ public:
     /// Returns `accepted` (and moves from `r`) or `closed` (shutdown began, maybe while waiting;
     /// `r` is untouched). Called from one of this pool's own threads it does not block: it returns
     /// `full` instead of waiting for a slot that only its own pool could free. `jo` as in
-    /// `try_submit`. Thread safety: any thread. Blocks: while the queue is full.
+    /// `try_submit`. Thread safety: any thread. Blocks: while the queue (or the request's lane in
+    /// the scheduler) is full.
     [[nodiscard]] submit_status submit(Request&& r, job_options jo = {}) noexcept {
         return intake_.submit_until(r, jo, detail::current_pool == this, std::nullopt);
     }
@@ -270,12 +275,13 @@ public:
     /// handler, joins the workers, and returns every request it did not process.
     ///
     /// Step by step: later submits return `closed` and blocked submitters wake with `closed`;
-    /// requests waiting out a retry backoff are handed back at once; workers keep running queued
-    /// requests until the queue is empty or `grace` is over; then each running attempt's token is
-    /// stopped (a handler that then throws reaches `on_failure` as `cancelled`), cooperative
-    /// handlers are waited for up to `options.stuck_grace`, the queue's remainder is moved into
-    /// the report, and the supervisor is joined. Handlers that ignore their token are counted in
-    /// `stuck_workers`; their threads are joined by the destructor.
+    /// requests waiting out a retry backoff or for a `not_before` are handed back at once (with the
+    /// later requests of their key); workers keep running queued requests, and those the
+    /// scheduler holds, until nothing is left or `grace` is over (while paused: at once); then each
+    /// running attempt's token is stopped (a handler that then throws reaches `on_failure` as
+    /// `cancelled`), cooperative handlers are waited for up to `options.stuck_grace`, the queue's
+    /// remainder is moved into the report, and the supervisor is joined. Handlers that ignore their
+    /// token are counted in `stuck_workers`; their threads are joined by the destructor.
     ///
     /// Idempotent: a second call returns at once with an empty report. Called from one of this
     /// pool's own threads it only closes intake and returns a report with `deferred == true`.
@@ -387,6 +393,7 @@ public:
     /// Thread safety: any thread, also a handler. Idempotent.
     void pause() noexcept {
         if (sched_.set_paused(true)) {
+            idle_.wake_all();  // a draining worker waiting for the scheduler leaves now
             callbacks_.emit(event_now(event_kind::paused, "pause", workers_.live()));
         }
     }

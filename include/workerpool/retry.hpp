@@ -88,8 +88,8 @@ enum class jitter_mode {
 /// Attempt `n` (1-based) that fails is followed, if `n < max_attempts` and `retry_if` agrees, by
 /// attempt `n + 1` after a backoff of `min(max_backoff, initial_backoff * multiplier^(n-1))`,
 /// randomised by `jitter`; a handler that threw `retry_after` waits at least its delay (see
-/// `retry_delay`). The waiting request holds no worker: it sits in the supervisor's delay queue
-/// and is re-enqueued when due.
+/// `retry_delay`). The waiting request holds no worker: it sits in the delay queue (or, for a
+/// request from the scheduler, in the scheduler, still holding its key) until it is due.
 struct retry_policy {
     /// Total calls allowed per request, the first included (1 = no retry). Must be >= 1.
     unsigned max_attempts = 1;

@@ -20,8 +20,7 @@ constexpr std::int64_t ms = 1'000'000;
 
 }  // namespace
 
-TEST_CASE("attempt_slot: an unbounded attempt runs and ends with no stop",
-          "[attempt_slot][unit]") {
+TEST_CASE("attempt_slot: an unbounded attempt runs and ends with no stop", "[attempt_slot][unit]") {
     attempt_slot slot;
     CHECK(slot.look(std::memory_order_acquire).kind == state::idle);
     slot.begin_unbounded();
@@ -103,10 +102,10 @@ TEST_CASE("attempt_slot: a view of an earlier attempt can neither stop nor stamp
 
 TEST_CASE("stamp_period is 5 % of the timeout within [1 ms, the scale interval]",
           "[attempt_slot][unit]") {
-    CHECK(stamp_period(20 * ms, 50 * ms) == 1 * ms);        // 5 % is 1 ms
-    CHECK(stamp_period(10 * ms, 50 * ms) == 1 * ms);        // never below 1 ms
-    CHECK(stamp_period(400 * ms, 50 * ms) == 20 * ms);      // 5 %
-    CHECK(stamp_period(10'000 * ms, 50 * ms) == 50 * ms);   // capped by the interval
-    CHECK(stamp_period(10'000 * ms, 0) == 1 * ms);          // an interval under 1 ms counts as 1
+    CHECK(stamp_period(20 * ms, 50 * ms) == 1 * ms);       // 5 % is 1 ms
+    CHECK(stamp_period(10 * ms, 50 * ms) == 1 * ms);       // never below 1 ms
+    CHECK(stamp_period(400 * ms, 50 * ms) == 20 * ms);     // 5 %
+    CHECK(stamp_period(10'000 * ms, 50 * ms) == 50 * ms);  // capped by the interval
+    CHECK(stamp_period(10'000 * ms, 0) == 1 * ms);         // an interval under 1 ms counts as 1
     CHECK(stamp_period(std::numeric_limits<std::int64_t>::max(), 50 * ms) == 50 * ms);
 }

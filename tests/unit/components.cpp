@@ -30,8 +30,8 @@ struct sleeper {
 
 TEST_CASE("counter_totals fill each stats field from its own counter", "[counters][unit]") {
     workerpool::detail::counter_set set;
-    const counter kinds[] = {counter::completed, counter::failed,    counter::retried,
-                             counter::timed_out, counter::late,      counter::cancelled,
+    const counter kinds[] = {counter::completed, counter::failed, counter::retried,
+                             counter::timed_out, counter::late,   counter::cancelled,
                              counter::expired};
     for (std::size_t k = 0; k < 7; ++k) {
         for (std::size_t n = 0; n <= k; ++n) {
@@ -83,7 +83,7 @@ TEST_CASE("idle_stack wakes the most recent sleeper first and lists the oldest b
     std::vector<sleeper*> expired;
     CHECK(idle.listed_before(20, expired) == 3u);
     CHECK(expired == std::vector<sleeper*>{&a, &b});
-    CHECK(idle.remove(b));   // a sleeper that looked again and found work
+    CHECK(idle.remove(b));  // a sleeper that looked again and found work
     CHECK_FALSE(idle.remove(b));
     CHECK(idle.pop_most_recent() == &c);  // LIFO: warm caches first
     CHECK(idle.wake_up_to(5) == 1u);      // only a is left

@@ -97,7 +97,7 @@ TEST_CASE("delay_queue: due requests meeting a full queue wait for room, and the
     CHECK(r.pushed == 0u);
     CHECK(r.next_due == never);  // the supervisor does not poll a full queue
     CHECK(d.room_awaited());
-    CHECK(bp.waiting());             // counted as a waiter, so the next pop looks
+    CHECK(bp.waiting());  // counted as a waiter, so the next pop looks
     CHECK(d.next_wake(false) == never);
     // A retry scheduled now waits behind the room: the pops release it too.
     CHECK(d.schedule(30, make(3), life) == scheduled::queued_behind_room);

@@ -149,7 +149,7 @@ TEST_CASE("supervisor_signal: the plan it publishes answers the workers' questio
     CHECK(signal.next_wake() == 150 * ms);
     CHECK(signal.sleeps_longer_than(10 * ms));
     CHECK_FALSE(signal.sleeps_longer_than(50 * ms));
-    CHECK(signal.too_slow_for(20 * ms));      // needs a stamp within 1 ms; it sleeps 50
+    CHECK(signal.too_slow_for(20 * ms));           // needs a stamp within 1 ms; it sleeps 50
     CHECK_FALSE(signal.too_slow_for(2'000 * ms));  // 5 % is 100 ms: 50 will do
     signal.publish(100 * ms, 101 * ms);
     CHECK_FALSE(signal.too_slow_for(20 * ms));  // a 1 ms horizon stamps anything in time

@@ -19,6 +19,7 @@
 #include <deque>
 #include <limits>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <tuple>
@@ -150,9 +151,11 @@ public:
                 restore_bucket(p.key, k->second);
             }
             try {
-                if (k->second.held || !k->second.waiting.empty()) {
-                    k->second.waiting
-                        .emplace_back(p.key, lane, false, std::forward<Args>(args)...)
+                if (k->second.held || k->second.has_waiting()) {
+                    if (!k->second.waiting) {
+                        k->second.waiting = std::make_unique<std::deque<item>>();
+                    }
+                    k->second.waiting->emplace_back(p.key, lane, false, std::forward<Args>(args)...)
                         .not_before_ns = p.not_before_ns;
                 } else {
                     place(p.not_before_ns, now, a, lane, p.key, lane, false,
@@ -177,6 +180,9 @@ public:
     taken take(std::int64_t now, std::optional<Envelope>& out, scheduled_turn& turn) noexcept {
         std::lock_guard lock(mutex_);
         taken t;
+        if (ready_count_ == 0) {
+            return t;  // it was taken meanwhile: nothing to throttle
+        }
         if (s_.pool_rate.on() && now < s_.pool_rate.next_token(pool_tat_)) {
             if (pool_blocked_until_ == 0) {
                 t.pool_throttled = true;
@@ -197,15 +203,19 @@ public:
             item& it = fifo.front();
             if (it.key != 0 && s_.key_rate.on() && !take_key_token(it.key, now, t)) {
                 const std::int64_t due = key_next_token(it.key);
+                const bool retry = it.retry;
                 try {
                     timed_.emplace(due, std::move(it));
+                    if (retry) {
+                        retries_.fetch_add(1, std::memory_order_relaxed);  // statistics only
+                    }
+                    t.due = std::min(t.due, due);
+                    fifo.pop_front();
+                    --ready_count_;
+                    continue;
                 } catch (...) {
-                    break;  // out of memory: it stays ready, and starts over its limit
+                    // Out of memory to put it aside: it starts now, over its key's limit.
                 }
-                t.due = std::min(t.due, due);
-                fifo.pop_front();
-                --ready_count_;
-                continue;
             }
             (void)s_.pool_rate.take(pool_tat_, now);
             out.emplace(std::move(it.e));
@@ -218,7 +228,7 @@ public:
             fifo.pop_front();
             --ready_count_;
             t.got = true;
-            if (room_waiters_ != 0 && lane_held_[it.lane] + room_batch() <= s_.lane_capacity) {
+            if (room_waiters_ != 0 && lane_held_[*lane] + room_batch() <= s_.lane_capacity) {
                 room_.notify_all();  // a batch of room, not every slot: see wait_for_room
             }
             break;
@@ -238,14 +248,14 @@ public:
         if (k == keys_.end()) {
             return r;  // handed back by shutdown meanwhile
         }
-        if (k->second.waiting.empty()) {
+        if (!k->second.has_waiting()) {
             forget(k, now);
             r.next_due = next_wake_locked();  // a bucket kept aside is dropped later
             return r;
         }
         admitted a;
         try {
-            item& next = k->second.waiting.front();
+            item& next = k->second.waiting->front();
             place(next.not_before_ns, now, a, next.lane, std::move(next));
         } catch (...) {
             // Out of memory for the ready list: the key stays held by nobody; it moves up at the
@@ -253,7 +263,7 @@ public:
             k->second.held = false;
             return r;
         }
-        k->second.waiting.pop_front();
+        k->second.waiting->pop_front();
         r.ready = a.ready ? 1 : 0;
         r.next_due = a.due;
         update_attention_locked();
@@ -266,7 +276,14 @@ public:
     bool retry(std::int64_t due_ns, Envelope&& e, const scheduled_turn& turn) {
         std::lock_guard lock(mutex_);
         if (draining_) {
+            // Back with the report, and its key's later requests behind it: nothing of the key
+            // can start any more, and the draining workers need not wait for them.
+            handed_back_.reserve(handed_back_.size() + 1 + waiting_of(turn.key));
             handed_back_.push_back(std::move(e));
+            if (const auto k = keys_.find(turn.key); turn.key != 0 && k != keys_.end()) {
+                hand_back_waiting_locked(k, handed_back_);
+            }
+            update_attention_locked();
             return false;
         }
         timed_.emplace(std::piecewise_construct, std::forward_as_tuple(due_ns),
@@ -282,9 +299,7 @@ public:
         released r;
         while (!timed_.empty() && timed_.begin()->first <= now) {
             auto node = timed_.extract(timed_.begin());
-            if (node.mapped().retry) {
-                retries_.fetch_sub(1, std::memory_order_relaxed);  // statistics only
-            }
+            const bool retry = node.mapped().retry;
             admitted a;
             try {
                 place(0, now, a, node.mapped().lane, std::move(node.mapped()));
@@ -293,11 +308,14 @@ public:
                 r.next_due = now;
                 break;
             }
+            if (retry) {
+                retries_.fetch_sub(1, std::memory_order_relaxed);  // statistics only
+            }
             r.ready += a.ready ? 1 : 0;
         }
         if (pool_blocked_until_ != 0 && now >= pool_blocked_until_) {
             pool_blocked_until_ = 0;
-            r.ready = std::max(r.ready, ready_count_);
+            r.ready = std::max(r.ready, std::min(ready_count_, s_.pool_rate.burst));
         }
         prune_buckets(now);
         update_attention_locked();
@@ -326,7 +344,7 @@ public:
     void start_drain_into(std::vector<Envelope>& out) {
         std::lock_guard lock(mutex_);
         draining_ = true;
-        out.reserve(out.size() + timed_.size());
+        out.reserve(out.size() + held_.load());  // all it could hand back: no throw midway
         for (auto& [due, it] : timed_) {
             hand_back_locked(std::move(it), out);
         }
@@ -340,6 +358,7 @@ public:
     /// behind the one it holds (so each key's requests stay in submit order).
     void drain_into(std::vector<Envelope>& out) {
         std::lock_guard lock(mutex_);
+        out.reserve(out.size() + handed_back_.size() + held_.load());  // no throw midway
         take_handed_back_locked(out);
         for (std::size_t lane = s_.lanes; lane-- > 0;) {
             for (item& it : ready_[lane]) {
@@ -354,11 +373,13 @@ public:
         timed_.clear();
         retries_.store(0, std::memory_order_relaxed);  // statistics only
         for (auto& [key, k] : keys_) {
-            for (item& it : k.waiting) {
-                out.push_back(std::move(it.e));
-                held_.fetch_sub(1);
+            if (k.waiting) {
+                for (item& it : *k.waiting) {
+                    --lane_held_[it.lane];
+                    out.push_back(std::move(it.e));
+                    held_.fetch_sub(1);
+                }
             }
-            k.waiting.clear();
         }
         keys_.clear();
         update_attention_locked();
@@ -446,9 +467,13 @@ private:
     static constexpr std::int64_t prune_period_ns = 100'000'000;  // see prune_buckets
 
     struct key_state {
-        std::deque<item> waiting;  // submitted after the one the key holds
-        bool held = false;         // one of its requests is ready, timed or running
-        std::int64_t tat = 0;      // its token bucket (see token_rate)
+        // Submitted after the one the key holds; allocated with the first of them, so that a key
+        // that never has more than one request costs its map entry alone.
+        std::unique_ptr<std::deque<item>> waiting;
+        bool held = false;     // one of its requests is ready, timed or running
+        std::int64_t tat = 0;  // its token bucket (see token_rate)
+
+        [[nodiscard]] bool has_waiting() const noexcept { return waiting && !waiting->empty(); }
     };
     using key_map = std::unordered_map<std::uint64_t, key_state>;
 
@@ -495,12 +520,24 @@ private:
         if (k == keys_.end()) {
             return;
         }
-        for (item& next : k->second.waiting) {
-            --lane_held_[next.lane];
-            out.push_back(std::move(next.e));
-            held_.fetch_sub(1);
+        hand_back_waiting_locked(k, out);
+    }
+
+    // Moves key `k`'s later requests into `out`, in order, and forgets the key.
+    void hand_back_waiting_locked(typename key_map::iterator k, std::vector<Envelope>& out) {
+        if (k->second.waiting) {
+            for (item& next : *k->second.waiting) {
+                --lane_held_[next.lane];
+                out.push_back(std::move(next.e));
+                held_.fetch_sub(1);
+            }
         }
         keys_.erase(k);
+    }
+
+    [[nodiscard]] std::size_t waiting_of(std::uint64_t key) const noexcept {
+        const auto k = keys_.find(key);
+        return k == keys_.end() || !k->second.waiting ? 0 : k->second.waiting->size();
     }
 
     void take_handed_back_locked(std::vector<Envelope>& out) {
@@ -571,7 +608,7 @@ private:
     }
 
     void forget_if_idle(typename key_map::iterator k) noexcept {
-        if (!k->second.held && k->second.waiting.empty()) {
+        if (!k->second.held && !k->second.has_waiting()) {
             forget(k, 0);
         }
     }

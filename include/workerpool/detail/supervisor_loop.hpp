@@ -143,7 +143,8 @@ private:
             // manual change of the workers or their limits made after the decision (it saw no
             // flag: it changed under the worker set's lock, then looked, so it ran before this).
             if (next_tick == never && !p_.signal.rest([this] {
-                    if (p_.queue.has_claimed_elements() || !p_.delay.empty() || !p_.sched.empty()) {
+                    if (p_.queue.has_claimed_elements() || !p_.delay.empty() ||
+                        p_.sched.ready() != 0) {
                         return true;
                     }
                     std::lock_guard lock(p_.workers.mutex());
@@ -155,13 +156,14 @@ private:
         }
     }
 
-    // Whether the pool is at rest: a built-in policy, nothing queued or waiting to retry, and no
-    // worker above min_workers (nothing for the policy or the keep-alive to shed). Its answer
-    // then stays the same until work comes, and work kicks a resting supervisor (see [K1]).
-    // Pre: the worker set's lock.
+    // Whether the pool is at rest: a built-in policy, nothing queued, ready in the scheduler or
+    // waiting to retry in the delay queue, and no worker above min_workers (nothing for the policy
+    // or the keep-alive to shed). Its answer then stays the same until work comes, and work kicks a
+    // resting supervisor (see [K1]). What the scheduler holds for a time wakes it at that time
+    // (`next_wake`), not every tick. Pre: the worker set's lock.
     [[nodiscard]] bool at_rest_locked() const noexcept {
         return s_.policy_rests && p_.queue.approx_size() == 0 && p_.delay.pending() == 0 &&
-               p_.sched.empty() && p_.workers.serving_locked() <= p_.workers.min_locked();
+               p_.sched.ready() == 0 && p_.workers.serving_locked() <= p_.workers.min_locked();
     }
 
     // [D2] Publishes when the supervisor will wake, then looks again at what workers publish

@@ -208,7 +208,7 @@ private:
                 return (p_.queue.has_claimed_elements() && !p_.sched.paused()) ||
                        p_.sched.has_ready() || st.stop_requested() ||
                        p_.life.at_least(draining ? phase::cancelling : phase::draining) ||
-                       (draining && p_.sched.empty());
+                       (draining && (p_.sched.empty() || p_.sched.paused()));
             })) {
             note_worker_awake();
         }
