@@ -176,9 +176,9 @@ private:
     // time may need the supervisor earlier than it planned: [D2] through the scheduler's mutex).
     [[gnu::noinline]] submit_status push_scheduled(Request& r, const job_options& jo,
                                                    completion_slot* ticket) noexcept {
-        const std::int64_t now = now_ns();
         const std::int64_t not_before =
             jo.not_before == std::chrono::steady_clock::time_point{} ? 0 : to_ns(jo.not_before);
+        const std::int64_t now = not_before != 0 ? now_ns() : p_.sched.clock_now();
         typename scheduler<typename Queue::value_type>::admitted a;
         try {
             a = p_.sched.submit(

@@ -5,6 +5,7 @@
 /// a time per key, by priority lane, not before a time, within rate limits, not while paused —
 /// held without a worker until their turn, and handed to a worker that asks.
 
+#include <workerpool/detail/cache_line.hpp>
 #include <workerpool/detail/clock.hpp>
 #include <workerpool/detail/token_bucket.hpp>
 #include <workerpool/options.hpp>
@@ -35,6 +36,32 @@ struct scheduled_turn {
     unsigned lane = 0;       // its priority lane
     bool scheduled = false;  // it came from the scheduler (not the ring)
     bool retried = false;    // its attempt failed and it waits in the scheduler to retry
+};
+
+/// The scheduler's lock: a `std::mutex` that polls briefly before it sleeps. Its sections are a
+/// few container operations, so a contender (a producer and the workers all take it once or
+/// twice per request) usually gets it within the poll, without the futex sleep and wake-up a
+/// plain `std::mutex` pays under contention.
+class spinning_mutex {
+public:
+    /// Takes the lock: up to 128 tries with a pause between them, then a blocking lock.
+    void lock() {
+        constexpr int tries = 128;
+        for (int i = 0; i < tries; ++i) {
+            if (m_.try_lock()) {
+                return;
+            }
+            cpu_relax();
+        }
+        m_.lock();
+    }
+    /// Takes the lock if it is free.
+    bool try_lock() noexcept { return m_.try_lock(); }
+    /// Releases the lock.
+    void unlock() noexcept { m_.unlock(); }
+
+private:
+    std::mutex m_;
 };
 
 /// A scheduler's settings, from the pool's options.
@@ -104,7 +131,15 @@ public:
     static constexpr unsigned paused_bit = 1;  ///< `attention`: the pool is paused
     static constexpr unsigned ready_bit = 2;   ///< `attention`: a request can be taken
 
-    explicit scheduler(settings s) : s_(s), ready_(s.lanes), lane_held_(s.lanes, 0) {}
+    explicit scheduler(settings s)
+        : s_(s),
+          needs_clock_((s.aging_ns > 0 && s.lanes > 1) || s.pool_rate.on() || s.key_rate.on()),
+          ready_(s.lanes), lane_held_(s.lanes, 0) {}
+
+    /// The time for a `submit`, `take` or `finish` without a `not_before` of its own: the clock
+    /// when aging or a rate limit needs it, else 0 ("unknown": nothing timed is taken for due,
+    /// which is safe, and no clock is read per request).
+    [[nodiscard]] std::int64_t clock_now() const noexcept { return needs_clock_ ? now_ns() : 0; }
 
     /// A worker's look before each pop: zero unless paused or something is ready here.
     [[nodiscard]] unsigned attention() const noexcept {
@@ -655,8 +690,9 @@ private:
     }
 
     const settings s_;
-    mutable std::mutex mutex_;
-    std::condition_variable room_;             // producers waiting for room in a lane
+    const bool needs_clock_;  // aging or a rate: takes need the time
+    mutable spinning_mutex mutex_;
+    std::condition_variable_any room_;         // producers waiting for room in a lane
     std::vector<std::deque<item>> ready_;      // guarded by mutex_; per lane, oldest first
     std::multimap<std::int64_t, item> timed_;  // guarded by mutex_; by due time
     key_map keys_;                             // guarded by mutex_; keys with held requests

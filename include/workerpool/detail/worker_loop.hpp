@@ -158,7 +158,7 @@ private:
         if (ring_next && p_.queue.has_claimed_elements()) {
             return false;
         }
-        const auto t = p_.sched.take(now_ns(), w.payload.current, w.payload.turn);
+        const auto t = p_.sched.take(p_.sched.clock_now(), w.payload.current, w.payload.turn);
         if (t.pool_throttled) {
             throttled("rate_limit");
         }
@@ -175,7 +175,7 @@ private:
     [[gnu::noinline]] void finish_scheduled(worker& w, const std::stop_token& st) noexcept {
         scheduled_turn& turn = w.payload.turn;
         if (!turn.retried) {
-            const auto r = p_.sched.finish(turn, now_ns());
+            const auto r = p_.sched.finish(turn, p_.sched.clock_now());
             if (r.next_due < p_.signal.next_wake()) {
                 p_.signal.kick();
             }
