@@ -107,25 +107,7 @@ private:
 };
 
 // Records the ids handlers saw, in the order they started.
-class order_log {
-public:
-    void add(int id) {
-        std::lock_guard lock(mutex_);
-        ids_.push_back(id);
-    }
-    std::vector<int> ids() {
-        std::lock_guard lock(mutex_);
-        return ids_;
-    }
-    std::size_t size() {
-        std::lock_guard lock(mutex_);
-        return ids_.size();
-    }
-
-private:
-    std::mutex mutex_;
-    std::vector<int> ids_;  // guarded by mutex_
-};
+using order_log = workerpool::test::recorder;
 
 std::vector<int> ids_of(const std::vector<item>& items) {
     std::vector<int> ids;
