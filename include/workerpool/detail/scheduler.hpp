@@ -293,8 +293,8 @@ public:
             item& next = k->second.waiting->front();
             place(next.not_before_ns, now, a, next.lane, std::move(next));
         } catch (...) {
-            // Out of memory for the ready list: the key stays held by nobody; it moves up at the
-            // next finish of any request of this key, or shutdown hands it back.
+            // Out of memory for the ready list: nothing of this key starts any more (its later
+            // requests wait behind a key held by nobody) until shutdown hands them back.
             k->second.held = false;
             return r;
         }
