@@ -5,8 +5,8 @@
 /// a time per key, by priority lane, not before a time, within rate limits, not while paused —
 /// held without a worker until their turn, and handed to a worker that asks.
 
-#include <workerpool/detail/cache_line.hpp>
 #include <workerpool/detail/clock.hpp>
+#include <workerpool/detail/spinning_mutex.hpp>
 #include <workerpool/detail/token_bucket.hpp>
 #include <workerpool/options.hpp>
 #include <workerpool/status.hpp>
@@ -36,32 +36,6 @@ struct scheduled_turn {
     unsigned lane = 0;       // its priority lane
     bool scheduled = false;  // it came from the scheduler (not the ring)
     bool retried = false;    // its attempt failed and it waits in the scheduler to retry
-};
-
-/// The scheduler's lock: a `std::mutex` that polls briefly before it sleeps. Its sections are a
-/// few container operations, so a contender (a producer and the workers all take it once or
-/// twice per request) usually gets it within the poll, without the futex sleep and wake-up a
-/// plain `std::mutex` pays under contention.
-class spinning_mutex {
-public:
-    /// Takes the lock: up to 128 tries with a pause between them, then a blocking lock.
-    void lock() {
-        constexpr int tries = 128;
-        for (int i = 0; i < tries; ++i) {
-            if (m_.try_lock()) {
-                return;
-            }
-            cpu_relax();
-        }
-        m_.lock();
-    }
-    /// Takes the lock if it is free.
-    bool try_lock() noexcept { return m_.try_lock(); }
-    /// Releases the lock.
-    void unlock() noexcept { m_.unlock(); }
-
-private:
-    std::mutex m_;
 };
 
 /// A scheduler's settings, from the pool's options.
