@@ -135,10 +135,18 @@ double seconds_between(clock_type::time_point a, clock_type::time_point b) {
 
 // Starts per second between the first and the last of `starts` (so the initial burst, which
 // starts at once, does not count): (n - 1) intervals over that window. Pre: n >= 2.
-double measured_rate(std::vector<clock_type::time_point> starts) {
+// Starts per second after the first `burst` (which may all start at once).
+double measured_rate(std::vector<clock_type::time_point> starts, std::size_t burst = 1) {
     std::sort(starts.begin(), starts.end());
-    return static_cast<double>(starts.size() - 1) / seconds_between(starts.front(), starts.back());
+    const std::size_t from = burst - 1;
+    return static_cast<double>(starts.size() - 1 - from) /
+           seconds_between(starts[from], starts.back());
 }
+
+// The rate tests' burst: a few tokens of slack, so that a worker or supervisor woken late on a
+// loaded machine (sanitizers, parallel tests) catches up instead of losing that time for good,
+// as a bucket of one token must.
+constexpr std::size_t rate_burst = 10;
 
 // Busy-waits `d` on the calling thread: a handler whose work takes time (time is the behaviour).
 void work_for(std::chrono::nanoseconds d) {
@@ -497,11 +505,11 @@ TEST_CASE("the pool's rate limit holds starts to its rate (within 10 % over 2 s)
           "waits",
           "[scheduler][rate][unit]") {
     constexpr double rate = 200.0;
-    constexpr int requests = 450;  // 2.25 s at 200/s
+    constexpr int requests = 460;  // 2.25 s at 200/s, after the burst
     time_log starts;
     event_log events;
     auto o = sched_options(1024, 2);
-    o.rate_limit = {rate, 1};
+    o.rate_limit = {rate, rate_burst};
     o.on_event = events.sink();
     dispatcher<item> pool([&](item& it) { starts.add(it.id, clock_type::now()); }, o);
     for (int i = 0; i < requests; ++i) {
@@ -514,7 +522,7 @@ TEST_CASE("the pool's rate limit holds starts to its rate (within 10 % over 2 s)
     for (const auto& e : starts.all()) {
         times.push_back(e.start);
     }
-    const double measured = measured_rate(times);
+    const double measured = measured_rate(times, rate_burst);
     INFO("measured " << measured << " starts/s, limit " << rate);
     CHECK(measured >= rate * 0.9);
     CHECK(measured <= rate * 1.1);
@@ -529,13 +537,13 @@ TEST_CASE(
     "unkeyed requests are unaffected",
     "[scheduler][rate][key][unit]") {
     constexpr double rate = 100.0;
-    constexpr int per_key = 210;  // 2.1 s at 100/s
+    constexpr int per_key = 220;  // 2.1 s at 100/s, after the burst
     std::mutex mutex;
     std::map<std::uint64_t, std::vector<clock_type::time_point>> starts;  // guarded by mutex
     std::atomic<int> keyed_done{0};
     event_log events;
     auto o = sched_options(1024, 2);
-    o.key_rate_limit = {rate, 1};
+    o.key_rate_limit = {rate, rate_burst};
     o.on_event = events.sink();
     dispatcher<item> pool(
         [&](item& it) {
@@ -574,8 +582,8 @@ TEST_CASE(
     const auto& k2 = starts[2];
     REQUIRE(k1.size() == static_cast<std::size_t>(per_key));
     REQUIRE(k2.size() == static_cast<std::size_t>(per_key));
-    const double rate1 = measured_rate(k1);
-    const double rate2 = measured_rate(k2);
+    const double rate1 = measured_rate(k1, rate_burst);
+    const double rate2 = measured_rate(k2, rate_burst);
     INFO("key 1: " << rate1 << "/s, key 2: " << rate2 << "/s, limit " << rate << "/s per key");
     CHECK(rate1 >= rate * 0.9);
     CHECK(rate1 <= rate * 1.1);
