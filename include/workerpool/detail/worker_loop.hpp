@@ -84,49 +84,36 @@ public:
         // relaxed: a flag, looked at every round; shutdown wakes the sleepers after setting it
         while (!st.stop_requested() &&
                !p_.life.at_least(phase::cancelling, std::memory_order_relaxed)) {
-            bool scheduled = false;
-            bool popped = false;
-            const auto pop = [&] {
-                return p_.queue.consume(
-                    home, [&current](Envelope&& e) noexcept { current.emplace(std::move(e)); });
-            };
+            // The scheduler's path stays out of line: a plain pool pays one relaxed load here.
             if (p_.sched.attention() != 0) [[unlikely]] {  // paused, or the scheduler has work
-                scheduled = !p_.sched.paused() && take_scheduled(w, ring_next);
-                popped = scheduled || (!p_.sched.paused() && pop());
-            } else {
-                popped = pop();
+                const round r = scheduled_round(w, st, ring_next, rng);
+                if (r == round::ran) {
+                    continue;
+                }
+                if (r == round::paused) {
+                    if (!idle_round(w, st, home)) {
+                        break;
+                    }
+                    continue;
+                }
             }
-            if (popped) {
-                if (!scheduled) {
-                    if (++pops_here == pops_per_ring) {
-                        pops_here = 0;
-                        home = home + 1 == rings ? 0 : home + 1;
-                    }
-                    // [W3] the consumer's side: the pop's seq_cst CAS precedes this load.
-                    if (p_.pressure.waiting()) {
-                        room_freed();
-                    }
+            if (p_.queue.consume(
+                    home, [&current](Envelope&& e) noexcept { current.emplace(std::move(e)); })) {
+                if (++pops_here == pops_per_ring) {
+                    pops_here = 0;
+                    home = home + 1 == rings ? 0 : home + 1;
+                }
+                // [W3] the consumer's side: the pop's seq_cst CAS precedes this load.
+                if (p_.pressure.waiting()) {
+                    room_freed();
                 }
                 p_.runner.run(w, *current, rng);
                 current.reset();
-                if (scheduled) [[unlikely]] {
-                    finish_scheduled(w, st);
-                }
                 p_.waiters.notify();
                 continue;
             }
-            // [L2] acquire: sees the queue's close, which shutdown made before [L1].
-            if (p_.life.at_least(phase::draining, std::memory_order_acquire)) {
-                if (p_.sched.paused() || (!p_.queue.has_claimed_elements() && p_.sched.empty())) {
-                    break;  // closed and empty (or paused): nothing more will start
-                }
-                if (p_.queue.has_claimed_elements()) {
-                    std::this_thread::yield();  // a producer is still writing the last element
-                } else {
-                    sleep_until_work(w, st, true);  // the scheduler's requests wait for a time
-                }
-            } else if (p_.sched.paused() || !spin_for_work(st, home)) {
-                sleep_until_work(w, st, false);
+            if (!idle_round(w, st, home)) {
+                break;
             }
         }
         if (p_.opts.on_worker_stop) {
@@ -138,6 +125,49 @@ public:
     }
 
 private:
+    /// What a round through the scheduler did.
+    enum class round : std::uint8_t {
+        ran,     ///< took one of its requests and ran it
+        paused,  ///< the pool is paused: nothing may start
+        ring,    ///< nothing taken: the ring's turn
+    };
+
+    // A round while the scheduler wants attention: takes and runs its next request (unless the
+    // ring's turn comes first), or reports the pause.
+    [[gnu::noinline]] round scheduled_round(worker& w, const std::stop_token& st, bool& ring_next,
+                                            std::minstd_rand& rng) noexcept {
+        if (p_.sched.paused()) {
+            return round::paused;
+        }
+        if (!take_scheduled(w, ring_next)) {
+            return round::ring;
+        }
+        p_.runner.run(w, *w.payload.current, rng);
+        w.payload.current.reset();
+        finish_scheduled(w, st);
+        p_.waiters.notify();
+        return round::ran;
+    }
+
+    // Nothing was taken: leave (false) once shutdown drains and nothing is left to start, else
+    // spin, then sleep until there may be work.
+    bool idle_round(worker& w, const std::stop_token& st, std::size_t home) noexcept {
+        // [L2] acquire: sees the queue's close, which shutdown made before [L1].
+        if (p_.life.at_least(phase::draining, std::memory_order_acquire)) {
+            if (p_.sched.paused() || (!p_.queue.has_claimed_elements() && p_.sched.empty())) {
+                return false;  // closed and empty (or paused): nothing more will start
+            }
+            if (p_.queue.has_claimed_elements()) {
+                std::this_thread::yield();  // a producer is still writing the last element
+            } else {
+                sleep_until_work(w, st, true);  // the scheduler's requests wait for a time
+            }
+        } else if (p_.sched.paused() || !spin_for_work(st, home)) {
+            sleep_until_work(w, st, false);
+        }
+        return true;
+    }
+
     // A pop freed a ring slot while someone waits for room: due retries first, then producers.
     [[gnu::noinline]] void room_freed() noexcept {
         p_.pressure.room_freed(p_.queue, p_.delay, [this](const auto& released) {
