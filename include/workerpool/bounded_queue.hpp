@@ -6,6 +6,7 @@
 
 #include <workerpool/detail/cache_line.hpp>
 #include <workerpool/detail/physical_memory.hpp>
+#include <workerpool/detail/position_divider.hpp>
 #include <workerpool/status.hpp>
 
 #include <atomic>
@@ -44,7 +45,7 @@ public:
     /// Throws: `std::invalid_argument` if `capacity` is 0 or above `max_capacity()`;
     /// `std::bad_alloc`.
     explicit bounded_queue(std::size_t capacity)
-        : capacity_(capacity), slots_(allocate(capacity)) {}
+        : capacity_(capacity), slots_(allocate(capacity)), divider_(capacity) {}
 
     /// Not copyable (and so not movable either).
     bounded_queue(const bounded_queue&) = delete;
@@ -58,10 +59,10 @@ public:
         std::uint64_t head = dequeue_pos_.value.load(std::memory_order_relaxed);
         const std::uint64_t tail = enqueue_pos_.value.load(std::memory_order_relaxed) & ~closed_bit;
         for (; head != tail; ++head) {
-            slot& s = slot_at(index(head));
+            const place p = locate(head);
             // relaxed: as above
-            if (s.seq.load(std::memory_order_relaxed) == full_turn(head)) {
-                s.ptr()->~T();
+            if (p.at.seq.load(std::memory_order_relaxed) == full_turn(p.lap)) {
+                p.at.ptr()->~T();
             }
         }
         for (std::size_t i = 0; i < capacity_; ++i) {
@@ -90,10 +91,10 @@ public:
             if ((pos & closed_bit) != 0) {
                 return submit_status::closed;
             }
-            slot& s = slot_at(index(pos));
+            const auto [s, lap] = locate(pos);
             // [Q3-acq] sees the consumer's move-out and destruction that preceded [Q3-rel].
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
-            const auto diff = static_cast<std::int64_t>(seq - empty_turn(pos));
+            const auto diff = static_cast<std::int64_t>(seq - empty_turn(lap));
             if (diff == 0) {
                 // [W1] seq_cst: this claim and the dispatcher's idle-worker count form a Dekker
                 // pair (a producer sees a sleeper, or the sleeper sees this item). [Q4] On
@@ -102,7 +103,7 @@ public:
                         pos, pos + 1, std::memory_order_seq_cst, std::memory_order_acquire)) {
                     ::new (static_cast<void*>(s.storage)) T(std::forward<Args>(args)...);
                     // [Q1] publishes the element; pairs with [Q2]
-                    s.seq.store(full_turn(pos), std::memory_order_release);
+                    s.seq.store(full_turn(lap), std::memory_order_release);
                     return submit_status::accepted;
                 }
             } else if (diff < 0) {
@@ -144,10 +145,10 @@ public:
             std::size_t free = 0;
             std::int64_t first_diff = 0;
             while (free < n) {
+                const place p = locate(pos + free);
                 // [Q3-acq] sees the consumer's move-out and destruction that preceded [Q3-rel].
-                const std::uint64_t seq =
-                    slot_at(index(pos + free)).seq.load(std::memory_order_acquire);
-                const auto diff = static_cast<std::int64_t>(seq - empty_turn(pos + free));
+                const std::uint64_t seq = p.at.seq.load(std::memory_order_acquire);
+                const auto diff = static_cast<std::int64_t>(seq - empty_turn(p.lap));
                 if (free == 0) {
                     first_diff = diff;
                 }
@@ -169,10 +170,10 @@ public:
             if (enqueue_pos_.value.compare_exchange_weak(pos, pos + free, std::memory_order_seq_cst,
                                                          std::memory_order_acquire)) {
                 for (std::size_t i = 0; i < free; ++i) {
-                    slot& s = slot_at(index(pos + i));
-                    make(i, static_cast<void*>(s.storage));
+                    const place p = locate(pos + i);
+                    make(i, static_cast<void*>(p.at.storage));
                     // [Q1] publishes the element; pairs with [Q2]
-                    s.seq.store(full_turn(pos + i), std::memory_order_release);
+                    p.at.seq.store(full_turn(p.lap), std::memory_order_release);
                 }
                 return {free, false};
             }
@@ -195,10 +196,10 @@ public:
         // relaxed: a hint; the CAS checks it, and [Q2] orders the element
         std::uint64_t pos = dequeue_pos_.value.load(std::memory_order_relaxed);
         for (;;) {
-            slot& s = slot_at(index(pos));
+            const auto [s, lap] = locate(pos);
             // [Q2] sees the element written before [Q1]
             const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
-            const auto diff = static_cast<std::int64_t>(seq - full_turn(pos));
+            const auto diff = static_cast<std::int64_t>(seq - full_turn(lap));
             if (diff == 0) {
                 // [W3] seq_cst: this claim and the dispatcher's blocked-producer count form a
                 // Dekker pair (a consumer sees a waiting producer, or the producer sees the free
@@ -209,7 +210,7 @@ public:
                     std::forward<F>(f)(std::move(*p));
                     p->~T();
                     // [Q3-rel] frees the slot; pairs with [Q3-acq]
-                    s.seq.store(empty_turn(pos + capacity_), std::memory_order_release);
+                    s.seq.store(empty_turn(lap + 1), std::memory_order_release);
                     return true;
                 }
             } else if (diff < 0) {
@@ -276,8 +277,9 @@ public:
         // relaxed, both: a hint that pairs with nothing; try_emplace re-checks with acquire
         const std::uint64_t pos =
             (enqueue_pos_.value.load(std::memory_order_relaxed) & ~closed_bit) + n - 1;
-        const std::uint64_t seq = slot_at(index(pos)).seq.load(std::memory_order_relaxed);
-        return static_cast<std::int64_t>(seq - empty_turn(pos)) >= 0;
+        const place p = locate(pos);
+        const std::uint64_t seq = p.at.seq.load(std::memory_order_relaxed);
+        return static_cast<std::int64_t>(seq - empty_turn(p.lap)) >= 0;
     }
 
     /// Returns the total number of pushes accepted so far (including popped ones).
@@ -362,21 +364,28 @@ private:
         return slots_[i];  // NOLINT(cppcoreguidelines-pro-bounds-pointer-arithmetic)
     }
 
-    [[nodiscard]] std::size_t index(std::uint64_t pos) const noexcept {
-        return static_cast<std::size_t>(pos % capacity_);
+    // Where position `pos` lives: its slot (`pos % capacity`) and its lap (`pos / capacity`),
+    // from one multiply (positions stay far below 2^63: one push a nanosecond for 290 years).
+    struct place {
+        slot& at;
+        std::uint64_t lap;
+    };
+    [[nodiscard]] place locate(std::uint64_t pos) const noexcept {
+        const auto [lap, i] = divider_.divide(pos);
+        return {slot_at(static_cast<std::size_t>(i)), lap};
     }
-    // The slot's sequence value while position `pos` may be pushed (the compiler folds the
-    // division with the modulo in index() into one instruction).
-    [[nodiscard]] std::uint64_t empty_turn(std::uint64_t pos) const noexcept {
-        return 2 * (pos / capacity_);
+    // The slot's sequence value while the position of lap `lap` may be pushed.
+    [[nodiscard]] static constexpr std::uint64_t empty_turn(std::uint64_t lap) noexcept {
+        return 2 * lap;
     }
-    // The slot's sequence value once position `pos` holds its element.
-    [[nodiscard]] std::uint64_t full_turn(std::uint64_t pos) const noexcept {
-        return 2 * (pos / capacity_) + 1;
+    // The slot's sequence value once the position of lap `lap` holds its element.
+    [[nodiscard]] static constexpr std::uint64_t full_turn(std::uint64_t lap) noexcept {
+        return 2 * lap + 1;
     }
 
     const std::size_t capacity_;
     slot* const slots_;
+    const detail::position_divider divider_;  // by capacity_; after slots_, which checks it
     // Producers and consumers each own a line, so claims on one side never slow the other.
     detail::padded_atomic<std::uint64_t> enqueue_pos_;  // next push position; bit 63 = closed
     detail::padded_atomic<std::uint64_t> dequeue_pos_;  // next pop position
