@@ -428,12 +428,15 @@ detached sum_all(std::vector<handle<int>> hs, std::atomic<long>& sum, std::atomi
 
 detached await_one(handle<int> h, std::atomic<std::thread::id>& resumed_on,
                    std::atomic<int>& outcome) {
+    int result = 0;
     try {
-        outcome.store(co_await std::move(h));
+        result = co_await std::move(h);
     } catch (const request_failed& e) {
-        outcome.store(e.state() == request_state::cancelled ? -1 : -2);
+        result = e.state() == request_state::cancelled ? -1 : -2;
     }
+    // The thread first: a test that saw `outcome` reads `resumed_on` next.
     resumed_on.store(std::this_thread::get_id());
+    outcome.store(result);
 }
 
 }  // namespace
