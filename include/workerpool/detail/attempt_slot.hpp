@@ -109,30 +109,14 @@ public:
     /// attempts see a stopped token at once and fail fast rather than the pool aborting).
     stop_cause end() noexcept {
         std::uint64_t s = word_.load(std::memory_order_acquire);  // [A3] pairs with [A2]
-        for (;;) {
-            if (s == stopping) {
-                std::this_thread::yield();  // a stopper is inside request_stop(); it ends soon
-                s = word_.load(std::memory_order_acquire);  // [A3]
-                continue;
-            }
-            // acq_rel: acquire pairs with [A2] (sees `cause_`); release orders this attempt's
-            // end before a later stopper's CAS fails on `idle`.
-            if (word_.compare_exchange_weak(s, idle, std::memory_order_acq_rel,
-                                            std::memory_order_acquire)) {
-                break;
-            }
-        }
-        if (s != stopped) {
+        // acq_rel: acquire pairs with [A2] (sees `cause_`); release orders this attempt's end
+        // before a later stopper's CAS fails on `idle`. Nobody stopped it: the usual end, inline.
+        if (s != stopping && s != stopped &&
+            word_.compare_exchange_strong(s, idle, std::memory_order_acq_rel,
+                                          std::memory_order_acquire)) [[likely]] {
             return stop_cause::none;
         }
-        const stop_cause cause = cause_.load(std::memory_order_relaxed);  // ordered by [A3]
-        try {
-            source_ = std::stop_source();
-            token_ = source_.get_token();
-        } catch (...) {
-            // Out of memory: keep the stopped source (see above).
-        }
-        return cause;
+        return end_stopped(s);
     }
 
     /// Looks at the word with `order` (acquire pairs with [A1]; seq_cst is the supervisor's [D2]).
@@ -213,6 +197,33 @@ public:
     }
 
 private:
+    // end() found a stopper at work, or lost its CAS to one (`s`: the word it saw last).
+    [[gnu::noinline]] stop_cause end_stopped(std::uint64_t s) noexcept {
+        for (;;) {
+            if (s == stopping) {
+                std::this_thread::yield();  // a stopper is inside request_stop(); it ends soon
+                s = word_.load(std::memory_order_acquire);  // [A3]
+                continue;
+            }
+            // acq_rel: acquire pairs with [A2], release as in end()
+            if (word_.compare_exchange_weak(s, idle, std::memory_order_acq_rel,
+                                            std::memory_order_acquire)) {
+                break;
+            }
+        }
+        if (s != stopped) {
+            return stop_cause::none;
+        }
+        const stop_cause cause = cause_.load(std::memory_order_relaxed);  // ordered by [A3]
+        try {
+            source_ = std::stop_source();
+            token_ = source_.get_token();
+        } catch (...) {
+            // Out of memory: keep the stopped source (see end()).
+        }
+        return cause;
+    }
+
     // Values of the word besides deadlines (steady-clock ns, far below `unstamped`).
     static constexpr std::uint64_t idle = 0;
     static constexpr std::uint64_t unstamped = std::uint64_t{1} << 62;
