@@ -1,19 +1,23 @@
 #pragma once
 
 /// @file
-/// What `detail::scheduler` holds and is told: its settings (`schedule_settings`), where a
-/// worker's request came from (`scheduled_turn`), one held request (`scheduled_item`, which
-/// watches its tracked request for a cancel while it waits), and one key's state
-/// (`scheduled_key`).
+/// What `detail::scheduler` holds, takes and reports: its settings (`schedule_settings`), where a
+/// worker's request came from (`scheduled_turn`), what its calls did (`schedule_admitted`, ...),
+/// one held request (`scheduled_item`, which watches its tracked request for a cancel while it
+/// waits), one key's state (`scheduled_key`), the lane to serve next (`pick_lane`), and who ends
+/// the requests cancelled while they waited (`cancelled_sink`).
 
 #include <workerpool/detail/clock.hpp>
 #include <workerpool/detail/completion.hpp>
 #include <workerpool/detail/token_bucket.hpp>
+#include <workerpool/status.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -41,6 +45,35 @@ struct schedule_settings {
         return {o.priority_lanes, o.capacity, saturated_ns(o.priority_aging),
                 token_rate::of(o.rate_limit), token_rate::of(o.key_rate_limit)};
     }
+};
+
+/// Where a submitted request goes (see `scheduler::submit`).
+struct schedule_placement {
+    std::uint64_t key = 0;
+    unsigned lane = 0;
+    std::int64_t not_before_ns = 0;  // 0: none
+};
+
+/// What a submit did.
+struct schedule_admitted {
+    submit_status status = submit_status::closed;
+    bool ready = false;        // it can start now: wake a worker
+    std::int64_t due = never;  // it waits for this time: the supervisor must wake then
+};
+
+/// What a take did.
+struct schedule_taken {
+    bool got = false;             // a request was moved into the caller's `out`
+    bool pool_throttled = false;  // the pool's limit stopped it (first time for this wait)
+    unsigned key_throttled = 0;   // keys that went to wait for their token
+    std::int64_t due = never;     // the earliest time something it put aside is due
+};
+
+/// What a release, a finish or a purge made ready, and when the supervisor must look next.
+struct schedule_released {
+    std::size_t ready = 0;
+    std::int64_t next_due = never;
+    bool more = false;  // purge_cancelled ran out of memory: call it again
 };
 
 /// One request the scheduler holds, with where it waits. While it waits where no worker looks (for
@@ -99,6 +132,37 @@ struct scheduled_key {
 
     [[nodiscard]] bool has_waiting() const noexcept { return waiting && !waiting->empty(); }
 };
+
+/// The lane to serve among `ready` (one FIFO per lane): the highest whose head, aged, ranks first
+/// (the older between equals); none when all are empty.
+template <class Item>
+[[nodiscard]] std::optional<unsigned> pick_lane(const std::vector<std::deque<Item>>& ready,
+                                                const schedule_settings& s,
+                                                std::int64_t now) noexcept {
+    std::optional<unsigned> best;
+    std::int64_t best_rank = -1;
+    std::int64_t best_since = 0;
+    for (std::size_t lane = s.lanes; lane-- > 0;) {
+        const std::deque<Item>& fifo = ready[lane];
+        if (fifo.empty()) {
+            continue;
+        }
+        auto rank = static_cast<std::int64_t>(lane);
+        if (s.aging_ns > 0 && s.lanes > 1) {
+            rank = std::min<std::int64_t>(rank + (now - fifo.front().since_ns) / s.aging_ns,
+                                          static_cast<std::int64_t>(s.lanes - 1));
+        }
+        if (rank > best_rank || (rank == best_rank && fifo.front().since_ns < best_since)) {
+            best = static_cast<unsigned>(lane);
+            best_rank = rank;
+            best_since = fifo.front().since_ns;
+        }
+        if (s.aging_ns == 0) {
+            break;  // no aging: the highest non-empty lane
+        }
+    }
+    return best;
+}
 
 /// Who ends the requests the scheduler let go because their handles cancelled them while they
 /// waited (`scheduler::purge_cancelled`): the pool's outcomes, on the supervisor's thread.

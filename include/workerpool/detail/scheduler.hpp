@@ -56,34 +56,10 @@ public:
     /// Settings, from the pool's options.
     using settings = schedule_settings;
 
-    /// Where a submitted request goes.
-    struct placement {
-        std::uint64_t key = 0;
-        unsigned lane = 0;
-        std::int64_t not_before_ns = 0;  // 0: none
-    };
-
-    /// What a submit did.
-    struct admitted {
-        submit_status status = submit_status::closed;
-        bool ready = false;        // it can start now: wake a worker
-        std::int64_t due = never;  // it waits for this time: the supervisor must wake then
-    };
-
-    /// What a take did.
-    struct taken {
-        bool got = false;             // a request was moved into the caller's `out`
-        bool pool_throttled = false;  // the pool's limit stopped it (first time for this wait)
-        unsigned key_throttled = 0;   // keys that went to wait for their token
-        std::int64_t due = never;     // the earliest time something it put aside is due
-    };
-
-    /// What a release or a finish made ready, and when the supervisor must look next.
-    struct released {
-        std::size_t ready = 0;
-        std::int64_t next_due = never;
-        bool more = false;  // purge_cancelled ran out of memory: call it again
-    };
+    using placement = schedule_placement;  ///< Where a submitted request goes.
+    using admitted = schedule_admitted;    ///< What a submit did.
+    using taken = schedule_taken;          ///< What a take did.
+    using released = schedule_released;    ///< What a release, finish or purge made ready.
 
     static constexpr unsigned paused_bit = 1;  ///< `attention`: the pool is paused
     static constexpr unsigned ready_bit = 2;   ///< `attention`: a request can be taken
@@ -152,7 +128,7 @@ public:
         if (p.key != 0) {
             auto [k, fresh] = keys_.try_emplace(p.key);
             if (fresh) {
-                restore_bucket(p.key, k->second);
+                kept_.restore(p.key, k->second.tat);
             }
             try {
                 if (k->second.held || k->second.has_waiting()) {
@@ -201,7 +177,7 @@ public:
         }
         pool_blocked_until_ = 0;
         for (;;) {
-            const std::optional<unsigned> lane = pick_lane(now);
+            const std::optional<unsigned> lane = pick_lane(ready_, s_, now);
             if (!lane) {
                 break;
             }
@@ -307,7 +283,7 @@ public:
             pool_blocked_until_ = 0;
             r.ready = std::max(r.ready, std::min(ready_count_, s_.pool_rate.burst));
         }
-        prune_buckets(now);
+        kept_.prune(now);
         update_attention_locked();
         r.next_due = std::min(r.next_due, next_wake_locked());
         return r;
@@ -491,8 +467,6 @@ private:
         return std::clamp<std::size_t>(s_.lane_capacity / 4, 1, largest);
     }
 
-    static constexpr std::int64_t prune_period_ns = 100'000'000;  // see prune_buckets
-
     using key_map = std::unordered_map<std::uint64_t, key_state>;
 
     // Builds an item of lane `lane` from `item_args` where it waits: timed until
@@ -631,33 +605,6 @@ private:
         handed_back_.clear();
     }
 
-    // The lane to serve: the highest whose head, aged, ranks first (the older between equals).
-    [[nodiscard]] std::optional<unsigned> pick_lane(std::int64_t now) const noexcept {
-        std::optional<unsigned> best;
-        std::int64_t best_rank = -1;
-        std::int64_t best_since = 0;
-        for (std::size_t lane = s_.lanes; lane-- > 0;) {
-            const std::deque<item>& fifo = ready_[lane];
-            if (fifo.empty()) {
-                continue;
-            }
-            auto rank = static_cast<std::int64_t>(lane);
-            if (s_.aging_ns > 0 && s_.lanes > 1) {
-                rank = std::min<std::int64_t>(rank + (now - fifo.front().since_ns) / s_.aging_ns,
-                                              static_cast<std::int64_t>(s_.lanes - 1));
-            }
-            if (rank > best_rank || (rank == best_rank && fifo.front().since_ns < best_since)) {
-                best = static_cast<unsigned>(lane);
-                best_rank = rank;
-                best_since = fifo.front().since_ns;
-            }
-            if (s_.aging_ns == 0) {
-                break;  // no aging: the highest non-empty lane
-            }
-        }
-        return best;
-    }
-
     bool take_key_token(std::uint64_t key, std::int64_t now, taken& t) noexcept {
         const auto k = keys_.find(key);
         if (k == keys_.end() || s_.key_rate.take(k->second.tat, now)) {
@@ -674,15 +621,8 @@ private:
 
     // A key that drained is forgotten; with a key rate, its bucket is kept aside until full.
     void forget(typename key_map::iterator k, std::int64_t now) noexcept {
-        if (s_.key_rate.on() && !token_rate::full(k->second.tat, now)) {
-            try {
-                if (recent_.empty()) {
-                    next_prune_ns_ = add_saturated(now, prune_period_ns);
-                }
-                recent_[k->first] = k->second.tat;
-            } catch (...) {
-                // Out of memory: the key starts again with a full bucket.
-            }
+        if (s_.key_rate.on()) {
+            kept_.keep(k->first, k->second.tat, now);
         }
         keys_.erase(k);
         if (keys_.empty()) {
@@ -696,34 +636,12 @@ private:
         }
     }
 
-    void restore_bucket(std::uint64_t key, key_state& k) noexcept {
-        if (recent_.empty()) {
-            return;
-        }
-        if (const auto r = recent_.find(key); r != recent_.end()) {
-            k.tat = r->second;
-            recent_.erase(r);
-        }
-    }
-
-    // Buckets kept aside are dropped once full, every 100 ms (a pass over all of them).
-    void prune_buckets(std::int64_t now) noexcept {
-        if (recent_.empty() || now < next_prune_ns_) {
-            return;
-        }
-        next_prune_ns_ = add_saturated(now, prune_period_ns);
-        std::erase_if(recent_, [now](const auto& kv) { return token_rate::full(kv.second, now); });
-    }
-
     [[nodiscard]] std::int64_t next_wake_locked() const noexcept {
         std::int64_t next = timed_.empty() ? never : timed_.begin()->first;
         if (pool_blocked_until_ != 0) {
             next = std::min(next, pool_blocked_until_);
         }
-        if (!recent_.empty()) {
-            next = std::min(next, next_prune_ns_);
-        }
-        return next;
+        return std::min(next, kept_.next_wake());
     }
 
     void update_attention_locked() noexcept {
@@ -745,17 +663,16 @@ private:
     std::vector<std::deque<item>> ready_;      // guarded by mutex_; per lane, oldest first
     std::multimap<std::int64_t, item> timed_;  // guarded by mutex_; by due time
     key_map keys_;                             // guarded by mutex_; keys with held requests
-    std::unordered_map<std::uint64_t, std::int64_t> recent_;  // guarded; drained keys' buckets
-    std::vector<std::size_t> lane_held_;   // guarded by mutex_; held per lane, retries aside
-    std::vector<Envelope> handed_back_;    // guarded by mutex_; retries after the drain began
-    std::size_t ready_count_ = 0;          // guarded by mutex_; items in ready_
-    std::size_t room_waiters_ = 0;         // guarded by mutex_
-    std::int64_t pool_tat_ = 0;            // guarded by mutex_; the pool's bucket
-    std::int64_t pool_blocked_until_ = 0;  // guarded by mutex_; 0: not throttled
-    std::int64_t next_prune_ns_ = 0;       // guarded by mutex_
-    bool closed_ = false;                  // guarded by mutex_; submits refused
-    bool draining_ = false;                // guarded by mutex_; retries handed back
-    std::atomic<unsigned> attention_{0};   // paused_bit | ready_bit; see attention()
+    kept_buckets kept_;                        // guarded by mutex_; drained keys' buckets
+    std::vector<std::size_t> lane_held_;       // guarded by mutex_; held per lane, retries aside
+    std::vector<Envelope> handed_back_;        // guarded by mutex_; retries after the drain began
+    std::size_t ready_count_ = 0;              // guarded by mutex_; items in ready_
+    std::size_t room_waiters_ = 0;             // guarded by mutex_
+    std::int64_t pool_tat_ = 0;                // guarded by mutex_; the pool's bucket
+    std::int64_t pool_blocked_until_ = 0;      // guarded by mutex_; 0: not throttled
+    bool closed_ = false;                      // guarded by mutex_; submits refused
+    bool draining_ = false;                    // guarded by mutex_; retries handed back
+    std::atomic<unsigned> attention_{0};       // paused_bit | ready_bit; see attention()
     std::atomic<std::size_t> held_{0};
     std::atomic<std::size_t> ready_gauge_{0};
     std::atomic<std::size_t> retries_{0};
