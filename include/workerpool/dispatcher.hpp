@@ -176,6 +176,9 @@ public:
         // before the members they touch are destroyed.
         close_intake();
         pressure_.wait_for_callers_to_leave();
+        // Stopped already unless shutdown_into threw: its purge (deliver_cancelled) and the
+        // discard below share the failure sink's room, one thread at a time.
+        supervisor_.stop();
         outcomes_.discard(left);
         stop_and_join_everything();  // waits for stuck handlers: never detaches
         left.clear();

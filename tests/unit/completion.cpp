@@ -5,6 +5,7 @@
 #include <workerpool/detail/tracking.hpp>
 
 #include "support/catch.hpp"
+#include "support/counting_listener.hpp"
 #include "support/test_util.hpp"
 
 #include <atomic>
@@ -88,10 +89,7 @@ TEST_CASE_METHOD(slab_fixture,
                  "a watched slot tells its listener of a cancel once, an unwatched one "
                  "tells nobody, and a watch after the cancel tells it at once",
                  "[completion][cancel][unit]") {
-    struct counting_listener final : workerpool::detail::cancel_listener {
-        int calls = 0;
-        void cancelled() noexcept override { ++calls; }
-    } heard;
+    workerpool::test::counting_listener heard;
     completion<int>& watched = slab->acquire(1);
     watched.watch(heard);
     REQUIRE(watched.cancel());

@@ -74,6 +74,16 @@ bool contains(const std::vector<int>& ids, int id) {
     return std::find(ids.begin(), ids.end(), id) != ids.end();
 }
 
+// The counts of a pool gone idle: nothing scheduled, `completed` and `failed` as given, and the
+// accounting identity.
+void check_idle_counts(const workerpool::stats_snapshot& s, std::uint64_t completed,
+                       std::uint64_t failed) {
+    CHECK(s.scheduled == 0u);
+    CHECK(s.completed == completed);
+    CHECK(s.failed == failed);
+    CHECK(s.submitted == s.completed + s.failed);
+}
+
 // The one failure in `failures`, checked to be request `id`, cancelled, after `attempts`.
 void check_one_cancelled(failure_log<job>& failures, int id, unsigned attempts) {
     const auto items = failures.take();
@@ -106,12 +116,8 @@ TEST_CASE("a keyed request cancelled while it waits for its not_before leaves th
     REQUIRE(eventually([&] { return contains(ran.ids(), 2); }));
     REQUIRE(eventually([&] { return failures.size() == 2; }));
     REQUIRE(pool.wait_idle_for(10s));
-    const auto s = pool.stats();
-    CHECK(s.scheduled == 0u);
-    CHECK(s.completed == 1u);
-    CHECK(s.failed == 2u);
-    CHECK(s.cancelled == 2u);
-    CHECK(s.submitted == s.completed + s.failed);
+    check_idle_counts(pool.stats(), 1, 2);
+    CHECK(pool.stats().cancelled == 2u);
     CHECK(ran.ids() == std::vector<int>{2});  // the cancelled ones never ran
     auto items = failures.take();
     REQUIRE(items.size() == 2u);
@@ -186,12 +192,8 @@ TEST_CASE("a keyed request cancelled while it waits out a retry's backoff leaves
     CHECK(items[0].reason == failure_reason::cancelled);
     CHECK(items[0].attempts == 1u);
     CHECK(workerpool::test::message_of(items[0].error) == "fails");
-    const auto s = pool.stats();
-    CHECK(s.retry_pending == 0u);
-    CHECK(s.scheduled == 0u);
-    CHECK(s.completed == 1u);
-    CHECK(s.failed == 1u);
-    CHECK(s.submitted == s.completed + s.failed);
+    check_idle_counts(pool.stats(), 1, 1);
+    CHECK(pool.stats().retry_pending == 0u);
     CHECK(ran.ids() == std::vector<int>{1, 2});  // one attempt of 1, never retried
 }
 
@@ -222,11 +224,7 @@ TEST_CASE("requests cancelled while they wait behind their busy key reach on_fai
     REQUIRE(eventually([&] { return contains(ran.ids(), 3); }));
     REQUIRE(pool.wait_idle_for(10s));
     CHECK(ran.ids() == std::vector<int>{0, 3});
-    const auto s = pool.stats();
-    CHECK(s.failed == 2u);
-    CHECK(s.completed == 2u);
-    CHECK(s.scheduled == 0u);
-    CHECK(s.submitted == s.completed + s.failed);
+    check_idle_counts(pool.stats(), 2, 2);
 }
 
 TEST_CASE("cancels racing with shutdown: every request ends exactly once and the accounting "

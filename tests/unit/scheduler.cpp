@@ -9,6 +9,7 @@
 #include <workerpool/detail/token_bucket.hpp>
 
 #include "support/catch.hpp"
+#include "support/counting_listener.hpp"
 
 #include <cstdint>
 #include <memory>
@@ -342,10 +343,7 @@ TEST_CASE("scheduler: a producer waiting for room in a full lane wakes for a bat
 TEST_CASE("scheduler: a request cancelled while it waits for a time or behind its key is purged, "
           "and its key moves on",
           "[scheduler][cancel][unit]") {
-    struct counting_listener final : workerpool::detail::cancel_listener {
-        int calls = 0;
-        void cancelled() noexcept override { ++calls; }
-    } heard;
+    workerpool::test::counting_listener heard;
     const auto slab = std::make_shared<workerpool::detail::completion_slab<void>>();
     auto& timed = slab->acquire(1);   // key 7's holder, waiting for its not_before
     auto& behind = slab->acquire(1);  // behind it in key 7's FIFO
