@@ -620,15 +620,15 @@ private:
     const options<Request, Result> options_;
     const detail::erased_handler<Request, Result> handler_;
     queue_type queue_;
-    detail::callbacks callbacks_;          // user code and events; see callbacks.hpp
-    detail::lifecycle life_;               // the phase; see lifecycle.hpp
-    detail::idle_stack<worker> idle_;      // sleeping workers; see idle_stack.hpp
-    detail::back_pressure pressure_;       // who waits for room; see back_pressure.hpp
-    detail::delay_queue<envelope> delay_;  // retries waiting; see delay_queue.hpp
-    detail::supervisor_signal signal_;     // the supervisor's sleep; see supervisor.hpp
-    // A cancel of a request waiting in the scheduler kicks the supervisor through it; before
-    // sched_, whose watched requests point at it.
+    detail::callbacks callbacks_;       // user code and events; see callbacks.hpp
+    detail::lifecycle life_;            // the phase; see lifecycle.hpp
+    detail::idle_stack<worker> idle_;   // sleeping workers; see idle_stack.hpp
+    detail::back_pressure pressure_;    // who waits for room; see back_pressure.hpp
+    detail::supervisor_signal signal_;  // the supervisor's sleep; see supervisor.hpp
+    // A cancel of a request waiting in the delay queue or the scheduler kicks the supervisor
+    // through it; before them, whose watched requests point at it.
     detail::cancel_inbox cancels_{signal_};
+    detail::delay_queue<envelope> delay_{&cancels_};  // retries waiting; see delay_queue.hpp
     detail::scheduler<envelope> sched_;     // keys, lanes, times, rates, pause; see scheduler.hpp
     workers workers_;                       // the workers; see worker_set.hpp
     detail::idle_waiters idle_waiters_;     // threads in wait_idle; see idle_waiters.hpp

@@ -69,9 +69,9 @@ public:
     /// Cancels the request. Queued or waiting out a retry: it never runs (again); it ends as
     /// `cancelled` now (waiters wake, a coroutine awaiting it resumes on this thread), and the
     /// pool hands it to `on_failure` as `cancelled` (counted in `stats().failed`): one that waits
-    /// in the scheduler for a time or behind its key at once, on the supervisor's thread (this
-    /// call wakes it; its key's next request moves up); otherwise when a worker takes it, or for
-    /// a retry of an unscheduled request when its backoff is over. Running: its attempt's token is
+    /// out a backoff, or in the scheduler for a time or behind its key, at once, on the
+    /// supervisor's thread (this call wakes it; its key's next request moves up); one in the
+    /// queue (or ready in the scheduler) when a worker takes it. Running: its attempt's token is
     /// stopped (stop callbacks run on this thread) and it is not retried; it ends as `cancelled`
     /// when its handler returns, whatever the handler does. Returns whether this call cancelled it:
     /// false when it had ended, was being ended, was cancelled already, or the handle is empty. The

@@ -197,6 +197,38 @@ TEST_CASE("a keyed request cancelled while it waits out a retry's backoff leaves
     CHECK(ran.ids() == std::vector<int>{1, 2});  // one attempt of 1, never retried
 }
 
+TEST_CASE("an unscheduled request cancelled while it waits out a retry's backoff in the delay "
+          "queue leaves it at once, and wait_idle returns",
+          "[delay_queue][cancel][retry][unit]") {
+    failure_log<job> failures;
+    recorder ran;
+    auto o = cancel_options(failures);
+    o.retry.max_attempts = 3;
+    o.retry.initial_backoff = 1h;
+    o.retry.max_backoff = 1h;
+    o.retry.jitter = workerpool::jitter_mode::none;
+    dispatcher<job> pool(recording(ran), o);
+    auto [s1, retrying] = pool.submit_tracked(job{1, true});  // no key: the ring, then the delay
+    REQUIRE(s1 == submit_status::accepted);
+    REQUIRE(eventually([&] { return retrying.state() == request_state::retry_wait; }));
+    CHECK(pool.stats().retry_pending == 1u);
+
+    CHECK(retrying.cancel());
+    REQUIRE(eventually([&] { return failures.size() == 1; }));
+    REQUIRE(pool.wait_idle_for(10s));
+    const auto items = failures.take();
+    REQUIRE(items.size() == 1u);
+    CHECK(items[0].request.id == 1);
+    CHECK(items[0].reason == failure_reason::cancelled);
+    CHECK(items[0].attempts == 1u);
+    check_idle_counts(pool.stats(), 0, 1);
+    CHECK(pool.stats().retry_pending == 0u);
+    CHECK(ran.ids() == std::vector<int>{1});
+    const auto report = pool.shutdown(1s);
+    CHECK(report.unprocessed.empty());
+    CHECK(failures.size() == 0u);
+}
+
 TEST_CASE("requests cancelled while they wait behind their busy key reach on_failure before the "
           "key's holder ends, and the key's next request runs after it",
           "[scheduler][cancel][key][unit]") {

@@ -90,8 +90,8 @@ protected:
 /// word (seq_cst: the slot's fields, written before a transition, are read after one, and the
 /// tracked path takes this slot's mutex anyway, so nothing here is worth a weaker order).
 ///
-/// While the request waits where no worker looks (in the scheduler, for a time or behind its
-/// key), the scheduler watches it (`watch`/`unwatch`): a cancel then also tells a
+/// While the request waits where no worker looks (in the delay queue, or in the scheduler for a
+/// time or behind its key), that component watches it (`watch`/`unwatch`): a cancel then also tells a
 /// `cancel_listener`, under this slot's lock, so that the request leaves early.
 ///
 /// References: the pool holds one while the request is in flight, the handle one, a group one;

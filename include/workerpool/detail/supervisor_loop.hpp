@@ -161,13 +161,15 @@ private:
     }
 
     // A cancel kicked us: the requests whose handles cancelled them while they waited in the
-    // scheduler leave it now, to `on_failure` (on this thread), and their keys move on.
+    // scheduler or the delay queue leave now, to `on_failure` (on this thread), and their keys
+    // move on.
     typename scheduler<Envelope>::released purge_cancelled(std::int64_t now) noexcept {
         typename scheduler<Envelope>::released r;
         if (!p_.cancels.take()) {
             return r;
         }
         r = p_.sched.purge_cancelled(now, purged_);
+        r.more = !p_.delay.purge_cancelled(purged_) || r.more;
         if (r.more) {
             p_.cancels.again();  // out of memory: try again in a millisecond
             r.next_due = std::min(r.next_due, add_saturated(now, 1'000'000));
