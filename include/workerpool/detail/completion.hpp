@@ -91,8 +91,8 @@ protected:
 /// tracked path takes this slot's mutex anyway, so nothing here is worth a weaker order).
 ///
 /// While the request waits where no worker looks (in the delay queue, or in the scheduler for a
-/// time or behind its key), that component watches it (`watch`/`unwatch`): a cancel then also tells a
-/// `cancel_listener`, under this slot's lock, so that the request leaves early.
+/// time or behind its key), that component watches it (`watch`/`unwatch`): a cancel then also tells
+/// a `cancel_listener`, under this slot's lock, so that the request leaves early.
 ///
 /// References: the pool holds one while the request is in flight, the handle one, a group one;
 /// the last to let go gives the slot back to its slab.

@@ -177,8 +177,8 @@ protected:
     cancelled_sink() = default;
     cancelled_sink(const cancelled_sink&) = default;
     cancelled_sink& operator=(const cancelled_sink&) = default;
-    cancelled_sink(cancelled_sink&&) = default;
-    cancelled_sink& operator=(cancelled_sink&&) = default;
+    cancelled_sink(cancelled_sink&&) noexcept = default;
+    cancelled_sink& operator=(cancelled_sink&&) noexcept = default;
 };
 
 }  // namespace workerpool::detail
