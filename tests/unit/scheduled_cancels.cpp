@@ -57,6 +57,14 @@ workerpool::options<job> cancel_options(failure_log<job>& failures, std::size_t 
     return o;
 }
 
+// `attempts` attempts with an hour's backoff before each retry: a retry waits until cancelled.
+void hour_backoff(workerpool::options<job>& o, unsigned attempts) {
+    o.retry.max_attempts = attempts;
+    o.retry.initial_backoff = 1h;
+    o.retry.max_backoff = 1h;
+    o.retry.jitter = workerpool::jitter_mode::none;
+}
+
 // A handler that records the ids it runs, throws for a failing job, and holds job 0 at `hold`.
 auto recording(recorder& ran, gate* hold = nullptr) {
     return [&ran, hold](job& j) {
@@ -85,12 +93,14 @@ void check_idle_counts(const workerpool::stats_snapshot& s, std::uint64_t comple
 }
 
 // The one failure in `failures`, checked to be request `id`, cancelled, after `attempts`.
-void check_one_cancelled(failure_log<job>& failures, int id, unsigned attempts) {
-    const auto items = failures.take();
+workerpool::failure<job> check_one_cancelled(failure_log<job>& failures, int id,
+                                             unsigned attempts) {
+    auto items = failures.take();
     REQUIRE(items.size() == 1u);
     CHECK(items[0].request.id == id);
     CHECK(items[0].reason == failure_reason::cancelled);
     CHECK(items[0].attempts == attempts);
+    return std::move(items[0]);
 }
 
 }  // namespace
@@ -152,7 +162,7 @@ TEST_CASE("a keyed request cancelled while it waits for its key's rate token lea
 
     CHECK(throttled.cancel());
     REQUIRE(eventually([&] { return failures.size() == 1; }));
-    check_one_cancelled(failures, 2, 0);
+    (void)check_one_cancelled(failures, 2, 0);
     // 3 moved up, and waits for the token in its turn (it is the key's now).
     REQUIRE(eventually([&] { return pool.stats().scheduled == 1u; }));
     const auto s = pool.stats();
@@ -171,10 +181,7 @@ TEST_CASE("a keyed request cancelled while it waits out a retry's backoff leaves
     failure_log<job> failures;
     recorder ran;
     auto o = cancel_options(failures);
-    o.retry.max_attempts = 3;
-    o.retry.initial_backoff = 1h;
-    o.retry.max_backoff = 1h;
-    o.retry.jitter = workerpool::jitter_mode::none;
+    hour_backoff(o, 3);
     dispatcher<job> pool(recording(ran), o);
     auto [s1, retrying] = pool.submit_tracked(job{1, true}, job_options{.key = 7});
     REQUIRE(s1 == submit_status::accepted);
@@ -186,12 +193,8 @@ TEST_CASE("a keyed request cancelled while it waits out a retry's backoff leaves
     REQUIRE(eventually([&] { return contains(ran.ids(), 2); }));
     REQUIRE(eventually([&] { return failures.size() == 1; }));
     REQUIRE(pool.wait_idle_for(10s));
-    const auto items = failures.take();
-    REQUIRE(items.size() == 1u);
-    CHECK(items[0].request.id == 1);
-    CHECK(items[0].reason == failure_reason::cancelled);
-    CHECK(items[0].attempts == 1u);
-    CHECK(workerpool::test::message_of(items[0].error) == "fails");
+    const auto f = check_one_cancelled(failures, 1, 1);
+    CHECK(workerpool::test::message_of(f.error) == "fails");
     check_idle_counts(pool.stats(), 1, 1);
     CHECK(pool.stats().retry_pending == 0u);
     CHECK(ran.ids() == std::vector<int>{1, 2});  // one attempt of 1, never retried
@@ -203,10 +206,7 @@ TEST_CASE("an unscheduled request cancelled while it waits out a retry's backoff
     failure_log<job> failures;
     recorder ran;
     auto o = cancel_options(failures);
-    o.retry.max_attempts = 3;
-    o.retry.initial_backoff = 1h;
-    o.retry.max_backoff = 1h;
-    o.retry.jitter = workerpool::jitter_mode::none;
+    hour_backoff(o, 3);
     dispatcher<job> pool(recording(ran), o);
     auto [s1, retrying] = pool.submit_tracked(job{1, true});  // no key: the ring, then the delay
     REQUIRE(s1 == submit_status::accepted);
@@ -216,11 +216,7 @@ TEST_CASE("an unscheduled request cancelled while it waits out a retry's backoff
     CHECK(retrying.cancel());
     REQUIRE(eventually([&] { return failures.size() == 1; }));
     REQUIRE(pool.wait_idle_for(10s));
-    const auto items = failures.take();
-    REQUIRE(items.size() == 1u);
-    CHECK(items[0].request.id == 1);
-    CHECK(items[0].reason == failure_reason::cancelled);
-    CHECK(items[0].attempts == 1u);
+    (void)check_one_cancelled(failures, 1, 1);
     check_idle_counts(pool.stats(), 0, 1);
     CHECK(pool.stats().retry_pending == 0u);
     CHECK(ran.ids() == std::vector<int>{1});
@@ -268,10 +264,7 @@ TEST_CASE("cancels racing with shutdown: every request ends exactly once and the
     std::vector<std::atomic<int>> completed(static_cast<std::size_t>(requests));
     auto o = cancel_options(failures, 2);
     o.capacity = static_cast<std::size_t>(requests);
-    o.retry.max_attempts = 2;
-    o.retry.initial_backoff = 1h;
-    o.retry.max_backoff = 1h;
-    o.retry.jitter = workerpool::jitter_mode::none;
+    hour_backoff(o, 2);
     auto pool = std::make_unique<dispatcher<job>>(
         [&](job& j) {
             if (j.fail) {
