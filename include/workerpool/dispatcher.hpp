@@ -125,7 +125,7 @@ public:
                  options_.queue_shards != 0
                      ? options_.queue_shards
                      : auto_queue_shards(options_.capacity, options_.max_workers)),
-          callbacks_(options_.on_event), sched_(detail::schedule_settings::of(options_)),
+          callbacks_(options_.on_event), sched_(detail::schedule_settings::of(options_), &cancels_),
           workers_(options_.min_workers, options_.max_workers, options_.stuck_allowance),
           scale_interval_ns_(detail::saturated_ns(options_.scale_interval)),
           awake_period_ns_(detail::awake_period(options_.default_timeout, scale_interval_ns_)),
@@ -135,7 +135,7 @@ public:
           outcomes_({options_, callbacks_, delay_, sched_, life_, signal_, workers_, idle_, queue_,
                      awake_period_ns_}),
           supervisor_({this, workers_, idle_, queue_, delay_, sched_, pressure_, callbacks_, life_,
-                       signal_},
+                       signal_, cancels_, outcomes_},
                       {options_.stuck_grace.count(), options_.idle_keep_alive.count(),
                        scale_interval_ns_, awake_period_ns_, detail::policy_rests(options_)},
                       detail::policy_of(options_), worker_body()) {
@@ -176,6 +176,9 @@ public:
         // before the members they touch are destroyed.
         close_intake();
         pressure_.wait_for_callers_to_leave();
+        // Stopped already unless shutdown_into threw: its purge (deliver_cancelled) and the
+        // discard below share the failure sink's room, one thread at a time.
+        supervisor_.stop();
         outcomes_.discard(left);
         stop_and_join_everything();  // waits for stuck handlers: never detaches
         left.clear();
@@ -308,6 +311,7 @@ public:
         }
         // Counters kept outside the worker slots; all relaxed: statistics only.
         s.failed += outcomes_.discarded();
+        s.cancelled += outcomes_.purged();
         s.submitted = delay_.submitted(queue_) + sched_.accepted();  // never goes back
         s.throttled = sched_.throttled();
         const std::size_t retries = sched_.retries_waiting();
@@ -616,14 +620,17 @@ private:
     const options<Request, Result> options_;
     const detail::erased_handler<Request, Result> handler_;
     queue_type queue_;
-    detail::callbacks callbacks_;           // user code and events; see callbacks.hpp
-    detail::lifecycle life_;                // the phase; see lifecycle.hpp
-    detail::idle_stack<worker> idle_;       // sleeping workers; see idle_stack.hpp
-    detail::back_pressure pressure_;        // who waits for room; see back_pressure.hpp
-    detail::delay_queue<envelope> delay_;   // retries waiting; see delay_queue.hpp
+    detail::callbacks callbacks_;       // user code and events; see callbacks.hpp
+    detail::lifecycle life_;            // the phase; see lifecycle.hpp
+    detail::idle_stack<worker> idle_;   // sleeping workers; see idle_stack.hpp
+    detail::back_pressure pressure_;    // who waits for room; see back_pressure.hpp
+    detail::supervisor_signal signal_;  // the supervisor's sleep; see supervisor.hpp
+    // A cancel of a request waiting in the delay queue or the scheduler kicks the supervisor
+    // through it; before them, whose watched requests point at it.
+    detail::cancel_inbox cancels_{signal_};
+    detail::delay_queue<envelope> delay_{&cancels_};  // retries waiting; see delay_queue.hpp
     detail::scheduler<envelope> sched_;     // keys, lanes, times, rates, pause; see scheduler.hpp
     workers workers_;                       // the workers; see worker_set.hpp
-    detail::supervisor_signal signal_;      // the supervisor's sleep; see supervisor.hpp
     detail::idle_waiters idle_waiters_;     // threads in wait_idle; see idle_waiters.hpp
     const std::int64_t scale_interval_ns_;  // options_.scale_interval, saturated
     // While any worker is awake, the supervisor comes round this often (0: no default timeout).

@@ -68,12 +68,14 @@ public:
 
     /// Cancels the request. Queued or waiting out a retry: it never runs (again); it ends as
     /// `cancelled` now (waiters wake, a coroutine awaiting it resumes on this thread), and the
-    /// pool hands it to `on_failure` as `cancelled` (counted in `stats().failed`) when a worker
-    /// or the retry timer reaches it. Running: its attempt's token is stopped (stop callbacks run
-    /// on this thread) and it is not retried; it ends as `cancelled` when its handler returns,
-    /// whatever the handler does. Returns whether this call cancelled it: false when it had
-    /// ended, was being ended, was cancelled already, or the handle is empty. The stop callbacks
-    /// run under the request's own lock: they must not wait for this request.
+    /// pool hands it to `on_failure` as `cancelled` (counted in `stats().failed`): one that waits
+    /// out a backoff, or in the scheduler for a time or behind its key, at once, on the
+    /// supervisor's thread (this call wakes it; its key's next request moves up); one in the
+    /// queue (or ready in the scheduler) when a worker takes it. Running: its attempt's token is
+    /// stopped (stop callbacks run on this thread) and it is not retried; it ends as `cancelled`
+    /// when its handler returns, whatever the handler does. Returns whether this call cancelled it:
+    /// false when it had ended, was being ended, was cancelled already, or the handle is empty. The
+    /// stop callbacks run under the request's own lock: they must not wait for this request.
     bool cancel() noexcept { return slot_ != nullptr && slot_->cancel(); }
 
     /// Blocks until the request has ended. Throws: `std::logic_error` on an empty handle.

@@ -144,7 +144,10 @@ struct options {
     /// Attempts, backoff and which errors are retried.
     retry_policy retry{};
     /// Dead-letter sink: receives every request that will not be processed after all (its
-    /// attempts exhausted, its deadline passed, or cancelled by shutdown). Called on a pool thread;
+    /// attempts exhausted, its deadline passed, or cancelled by shutdown or its handle). Called on
+    /// a pool thread (a worker; the supervisor for a tracked request cancelled while it waited out
+    /// a backoff or in the scheduler; the thread running `shutdown()` or the destructor for what
+    /// they discard);
     /// if it throws, the exception is swallowed and counted in `stats().callback_errors`.
     /// Empty: such requests are destroyed (and still counted as failed).
     std::function<void(failure<Request>&&)> on_failure{};

@@ -35,8 +35,10 @@ struct stats_snapshot {
     std::uint64_t retried = 0;    ///< Attempts after the first.
     std::uint64_t timed_out = 0;  ///< Attempts that threw after their deadline stopped them.
     std::uint64_t late = 0;       ///< Attempts that returned normally after their deadline.
-    /// Requests ended as cancelled by a worker: an attempt that threw after shutdown stopped it,
-    /// and a tracked request its handle or group cancelled (also counted in `failed`).
+    /// Requests ended as cancelled by a worker (an attempt that threw after shutdown stopped it,
+    /// and a tracked request its handle or group cancelled) or by the supervisor (a tracked
+    /// request cancelled while it waited out a backoff or in the scheduler); also counted in
+    /// `failed`.
     std::uint64_t cancelled = 0;
     std::uint64_t expired = 0;  ///< Requests dropped to `on_failure` past their deadline.
     /// Exceptions thrown by the user's callbacks (`on_failure`, `on_event`, `on_success`,

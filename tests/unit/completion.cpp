@@ -5,6 +5,7 @@
 #include <workerpool/detail/tracking.hpp>
 
 #include "support/catch.hpp"
+#include "support/counting_listener.hpp"
 #include "support/test_util.hpp"
 
 #include <atomic>
@@ -82,6 +83,38 @@ TEST_CASE_METHOD(slab_fixture, "a queued slot cancelled ends at once, and the wo
     CHECK(group.heard[0] == request_state::cancelled);
     s.release();
     s.release();
+}
+
+TEST_CASE_METHOD(slab_fixture,
+                 "a watched slot tells its listener of a cancel once, an unwatched one "
+                 "tells nobody, and a watch after the cancel tells it at once",
+                 "[completion][cancel][unit]") {
+    workerpool::test::counting_listener heard;
+    completion<int>& watched = slab->acquire(1);
+    watched.watch(heard);
+    REQUIRE(watched.cancel());
+    CHECK(heard.calls == 1);
+    CHECK_FALSE(watched.cancel());
+    CHECK(heard.calls == 1);
+    watched.unwatch();
+    watched.watch(heard);  // cancelled already: told at once
+    CHECK(heard.calls == 2);
+    watched.unwatch();
+    completion<int>& unwatched = slab->acquire(1);
+    unwatched.watch(heard);
+    unwatched.unwatch();
+    REQUIRE(unwatched.cancel());
+    CHECK(heard.calls == 2);
+    completion<int>& retrying = slab->acquire(1);  // retry_wait, watched: told too
+    REQUIRE(retrying.start());
+    REQUIRE(retrying.to_retry_wait(1, nullptr));
+    retrying.watch(heard);
+    REQUIRE(retrying.cancel());
+    CHECK(heard.calls == 3);
+    retrying.unwatch();
+    watched.release();
+    unwatched.release();
+    retrying.release();
 }
 
 TEST_CASE_METHOD(slab_fixture, "a slot cancelled in retry_wait keeps its attempts and error",

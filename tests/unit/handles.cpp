@@ -245,8 +245,8 @@ TEST_CASE("a request waiting out a retry cancelled through its handle never runs
         CHECK(workerpool::what(e.error()) == "try later");
     }
     CHECK(attempts.load() == 1);
-    // The delay queue still holds it until its backoff ends; shutdown then reaches it: it goes
-    // to on_failure as cancelled, not back in the report.
+    // It leaves the delay queue at the supervisor's next pass (or shutdown reaches it first): it
+    // goes to on_failure as cancelled, not back in the report.
     auto report = pool.shutdown(0s);
     CHECK(report.unprocessed.empty());
     REQUIRE(failures.size() == 1);

@@ -3,13 +3,16 @@
 // and the keys' tokens, pause, retries holding their key, and what shutdown hands back in what
 // order. The clock is passed in: every time here is made up.
 
+#include <workerpool/detail/completion.hpp>
 #include <workerpool/detail/envelope.hpp>
 #include <workerpool/detail/scheduler.hpp>
 #include <workerpool/detail/token_bucket.hpp>
 
 #include "support/catch.hpp"
+#include "support/counting_listener.hpp"
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -335,4 +338,57 @@ TEST_CASE("scheduler: a producer waiting for room in a full lane wakes for a bat
     CHECK(s.wait_for_room(0, std::chrono::steady_clock::now()));
     s.close();
     CHECK(s.wait_for_room(0, std::nullopt));  // closed: no wait
+}
+
+TEST_CASE("scheduler: a request cancelled while it waits for a time or behind its key is purged, "
+          "and its key moves on",
+          "[scheduler][cancel][unit]") {
+    workerpool::test::counting_listener heard;
+    const auto slab = std::make_shared<workerpool::detail::completion_slab<void>>();
+    auto& timed = slab->acquire(1);   // key 7's holder, waiting for its not_before
+    auto& behind = slab->acquire(1);  // behind it in key 7's FIFO
+    auto& ready = slab->acquire(1);   // key 8's, ready at once
+    scheduler s(settings(), &heard);
+    const std::int64_t t0 = 1000 * ms;
+    const auto tracked = [&](int id, std::uint64_t key, std::int64_t not_before,
+                             workerpool::detail::completion_slot* slot) {
+        return s.submit({key, 0, not_before}, t0, int{id}, request_settings{}, std::int64_t{0},
+                        slot);
+    };
+    REQUIRE(tracked(1, 7, t0 + 3600'000 * ms, &timed).status == submit_status::accepted);
+    REQUIRE(tracked(2, 7, 0, &behind).status == submit_status::accepted);
+    REQUIRE(submit(s, 3, t0, 7).status == submit_status::accepted);
+    REQUIRE(tracked(4, 8, 0, &ready).status == submit_status::accepted);
+    CHECK(s.held() == 4u);
+
+    // A ready request is not watched: its cancel tells nobody (a worker takes it soon).
+    REQUIRE(ready.cancel());
+    CHECK(heard.calls == 0);
+    // Behind its key: told at once; the purge takes it out of the FIFO, the holder stays.
+    REQUIRE(behind.cancel());
+    CHECK(heard.calls == 1);
+    std::vector<envelope> out;
+    auto r = s.purge_cancelled(t0, out);
+    CHECK(ids(out) == std::vector<int>{2});
+    CHECK(r.ready == 0u);
+    CHECK(s.held() == 3u);
+    // The timed holder: the purge takes it out and key 7's next request becomes ready.
+    REQUIRE(timed.cancel());
+    CHECK(heard.calls == 2);
+    out.clear();
+    r = s.purge_cancelled(t0, out);
+    CHECK(ids(out) == std::vector<int>{1});
+    CHECK(r.ready == 1u);
+    CHECK(r.next_due == never);  // nothing waits for a time any more
+    CHECK(s.held() == 2u);
+    taker w(s);
+    CHECK(w.take_and_finish(t0) == 4);  // key 8's (a worker ends it without running it)
+    CHECK(w.take_and_finish(t0) == 3);
+    CHECK(s.empty());
+    out.clear();
+    CHECK(s.purge_cancelled(t0, out).ready == 0u);  // nothing left: a purge finds nothing
+    CHECK(out.empty());
+    timed.release();
+    behind.release();
+    ready.release();
 }

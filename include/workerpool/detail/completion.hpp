@@ -46,6 +46,24 @@ protected:
     group_link& operator=(group_link&&) = default;
 };
 
+/// Told when a request that waits where no worker will soon look (in the scheduler, for a time or
+/// behind its key) is cancelled, so that whoever holds it can take it out early. Called on the
+/// cancelling thread under the request's own lock: it must do only small, bounded work (set a
+/// flag, wake a thread) and never touch the request.
+class cancel_listener {
+public:
+    /// A request watched by this listener was cancelled.
+    virtual void cancelled() noexcept = 0;
+    virtual ~cancel_listener() = default;
+
+protected:
+    cancel_listener() = default;
+    cancel_listener(const cancel_listener&) = default;
+    cancel_listener& operator=(const cancel_listener&) = default;
+    cancel_listener(cancel_listener&&) = default;
+    cancel_listener& operator=(cancel_listener&&) = default;
+};
+
 /// The slab a slot returns to when its last reference goes (see `completion_slab`).
 class slot_owner {
 public:
@@ -71,6 +89,10 @@ protected:
 /// move on to retry_wait or ending, so it ends as cancelled. Every transition is a CAS on one
 /// word (seq_cst: the slot's fields, written before a transition, are read after one, and the
 /// tracked path takes this slot's mutex anyway, so nothing here is worth a weaker order).
+///
+/// While the request waits where no worker looks (in the delay queue, or in the scheduler for a
+/// time or behind its key), that component watches it (`watch`/`unwatch`): a cancel then also tells
+/// a `cancel_listener`, under this slot's lock, so that the request leaves early.
 ///
 /// References: the pool holds one while the request is in flight, the handle one, a group one;
 /// the last to let go gives the slot back to its slab.
@@ -116,6 +138,25 @@ public:
     void detach() noexcept {
         std::lock_guard lock(mutex_);
         attempt_ = nullptr;
+    }
+
+    /// The request waits where no worker will soon look at it (see `cancel_listener`): a
+    /// `cancel()` from now on tells `l`, and so does this call if it was cancelled already.
+    /// Until `unwatch()`, `l` must outlive the slot's use.
+    void watch(cancel_listener& l) noexcept {
+        std::lock_guard lock(mutex_);
+        if (state_.load() == raw(request_state::cancelled)) {
+            l.cancelled();
+            return;
+        }
+        listener_ = &l;
+    }
+
+    /// The request no longer waits there: a `cancel()` from now on tells nobody. Once this
+    /// returns, no call to the listener is running (both take this slot's lock).
+    void unwatch() noexcept {
+        std::lock_guard lock(mutex_);
+        listener_ = nullptr;
     }
 
     /// The attempt failed and will be retried: running → retry_wait, recording the attempts so
@@ -215,6 +256,9 @@ public:
                 {
                     std::lock_guard lock(mutex_);  // a waiter checks the state under it
                     resume_later = std::exchange(continuation_, {});
+                    if (listener_ != nullptr) {
+                        std::exchange(listener_, nullptr)->cancelled();  // see watch()
+                    }
                 }
                 ended_.notify_all();
                 return true;
@@ -299,6 +343,7 @@ private:
         attempts_ = 0;
         error_ = nullptr;
         group_ = nullptr;
+        listener_ = nullptr;
     }
 
 private:
@@ -326,6 +371,7 @@ private:
     mutable std::mutex mutex_;
     mutable std::condition_variable ended_;
     attempt_slot* attempt_ = nullptr;          // guarded by mutex_: the running attempt
+    cancel_listener* listener_ = nullptr;      // guarded by mutex_: see watch()
     std::coroutine_handle<> continuation_;     // guarded by mutex_
     slot_owner* owner_ = nullptr;              // set once by the slab
     std::atomic<std::uint32_t> next_free_{0};  // the free list's link: index + 1; published by [G1]

@@ -5,6 +5,7 @@
 /// out their backoff — and their way back into the queue when due, or to the caller at shutdown.
 
 #include <workerpool/detail/back_pressure.hpp>
+#include <workerpool/detail/completion.hpp>
 #include <workerpool/detail/lifecycle.hpp>
 #include <workerpool/status.hpp>
 
@@ -29,11 +30,31 @@ namespace workerpool::detail {
 /// queue counts itself as a waiter in `back_pressure` ([R1] with [W3]), so that the next pop
 /// releases them instead of anyone polling a full queue.
 ///
+/// A tracked request is watched while it waits (`completion_slot::watch`): its cancel tells the
+/// listener given at construction, and the supervisor's next pass takes it out
+/// (`purge_cancelled`), as the scheduler's are.
+///
 /// Thread safety: every member from any thread; one mutex guards the map, the handed-back list
 /// and the room-wait flag's changes.
 template <class Envelope>
 class delay_queue {
 public:
+    /// A delay queue whose waiting tracked requests tell `cancels` (null: nobody; it must outlive
+    /// this object) of a cancel.
+    explicit delay_queue(cancel_listener* cancels = nullptr) noexcept : cancels_(cancels) {}
+
+    delay_queue(const delay_queue&) = delete;
+    delay_queue& operator=(const delay_queue&) = delete;
+    delay_queue(delay_queue&&) = delete;
+    delay_queue& operator=(delay_queue&&) = delete;
+
+    /// What still waits (out of memory at shutdown) is no longer watched.
+    ~delay_queue() {
+        for (auto& [due, e] : entries_) {
+            unwatch(e);
+        }
+    }
+
     /// What `schedule` did with a request.
     enum class scheduled {
         queued,              ///< it waits for its due time
@@ -57,7 +78,10 @@ public:
             handed_back_.push_back(std::move(e));
             return scheduled::handed_back;
         }
-        entries_.emplace(due_ns, std::move(e));
+        Envelope& kept = entries_.emplace(due_ns, std::move(e))->second;
+        if (cancels_ != nullptr && kept.ticket != nullptr) {
+            kept.ticket->watch(*cancels_);
+        }
         pending_.fetch_add(1, std::memory_order_relaxed);  // statistics and scaling only
         // relaxed: guarded by mutex_
         return room_awaited_.load(std::memory_order_relaxed) ? scheduled::queued_behind_room
@@ -107,11 +131,38 @@ public:
         std::lock_guard lock(mutex_);
         out.reserve(out.size() + entries_.size());
         for (auto& [due, e] : entries_) {
+            unwatch(e);
             out.push_back(std::move(e));
         }
         entries_.clear();
         pending_.store(0, std::memory_order_relaxed);  // statistics only
         end_room_wait_locked(bp);
+    }
+
+    /// The supervisor's pass after a cancel: moves into `out` each request whose handle cancelled
+    /// it while it waited. Returns false when out of memory for `out` (call again later).
+    bool purge_cancelled(std::vector<Envelope>& out) noexcept {
+        std::lock_guard lock(mutex_);
+        std::size_t n = 0;
+        for (auto& [due, e] : entries_) {
+            n += cancelled(e) ? 1U : 0U;
+        }
+        try {
+            out.reserve(out.size() + n);  // no throw below; a cancel since then waits its turn
+        } catch (...) {
+            return false;
+        }
+        for (auto it = entries_.begin(); it != entries_.end();) {
+            if (!cancelled(it->second) || out.size() == out.capacity()) {
+                ++it;
+                continue;
+            }
+            unwatch(it->second);
+            out.push_back(std::move(it->second));  // reserved: cannot throw
+            it = entries_.erase(it);
+            pending_.fetch_sub(1, std::memory_order_relaxed);  // statistics only
+        }
+        return true;
     }
 
     /// Moves the requests handed back since `close_into` into `out`. Throws: `std::bad_alloc`.
@@ -157,7 +208,12 @@ private:
             if (it->second.enqueued_ns != 0) {
                 it->second.enqueued_ns = now_ns;  // sampled: its queue wait starts again now
             }
+            // Unwatched before the push: a worker may pop it, end it and reuse its slot at once.
+            completion_slot* const ticket = unwatch(it->second);
             const submit_status s = queue.try_emplace(std::move(it->second));
+            if (s != submit_status::accepted && ticket != nullptr && cancels_ != nullptr) {
+                ticket->watch(*cancels_);  // it waits on (a cancel meanwhile: told at once)
+            }
             if (s == submit_status::closed) {
                 return r;  // shutdown collects what is left
             }
@@ -185,6 +241,19 @@ private:
         return r;
     }
 
+    // Whether `e` is a watched tracked request its handle cancelled.
+    [[nodiscard]] bool cancelled(const Envelope& e) const noexcept {
+        return cancels_ != nullptr && e.ticket != nullptr && e.ticket->done();
+    }
+
+    // Stops watching `e` (if tracked); returns its ticket.
+    completion_slot* unwatch(Envelope& e) const noexcept {
+        if (cancels_ != nullptr && e.ticket != nullptr) {
+            e.ticket->unwatch();
+        }
+        return e.ticket;
+    }
+
     void end_room_wait_locked(back_pressure& bp) noexcept {
         if (room_awaited_.load(std::memory_order_relaxed)) {        // guarded by mutex_
             room_awaited_.store(false, std::memory_order_relaxed);  // see [R1]
@@ -192,6 +261,7 @@ private:
         }
     }
 
+    cancel_listener* const cancels_;  // told of a cancel of a waiting tracked request; may be null
     mutable std::mutex mutex_;
     std::multimap<std::int64_t, Envelope> entries_;  // guarded by mutex_; by due time
     std::vector<Envelope> handed_back_;              // guarded by mutex_; retries after close

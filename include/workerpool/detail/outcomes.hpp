@@ -13,6 +13,7 @@
 #include <workerpool/detail/failure_sink.hpp>
 #include <workerpool/detail/idle_stack.hpp>
 #include <workerpool/detail/lifecycle.hpp>
+#include <workerpool/detail/scheduled_item.hpp>
 #include <workerpool/detail/scheduler.hpp>
 #include <workerpool/detail/supervisor.hpp>
 #include <workerpool/detail/tracking.hpp>
@@ -22,6 +23,7 @@
 #include <workerpool/stats.hpp>
 #include <workerpool/status.hpp>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -40,9 +42,10 @@ namespace workerpool::detail {
 /// failed, reason `cancelled`, whatever its handler did. Its parts outlive it.
 ///
 /// Thread safety: `ended`, `succeeded`, `failed`, `expired` on the worker that owns `w`;
-/// `discard` on one thread at a time (the destructor, or shutdown under its lock).
+/// `discard` and `deliver_cancelled` on one thread at a time (the supervisor while it runs; the
+/// destructor, or shutdown under its lock, once it stopped).
 template <class Request, class Result, class Payload, class Queue>
-class outcomes {
+class outcomes final : public cancelled_sink<envelope<Request>> {
 public:
     /// The request with its bookkeeping.
     using envelope = detail::envelope<Request>;
@@ -157,6 +160,18 @@ public:
                     e.ticket = nullptr;
                 }
             });
+    }
+
+    /// Requests the scheduler let go because their handles cancelled them while they waited (the
+    /// supervisor's purge): `on_failure` as `cancelled`, counted failed and cancelled.
+    void deliver_cancelled(std::vector<envelope>& purged) noexcept override {
+        purged_.fetch_add(purged.size(), std::memory_order_relaxed);  // statistics only
+        discard(purged);
+    }
+
+    /// Requests `deliver_cancelled` ended so far.
+    [[nodiscard]] std::uint64_t purged() const noexcept {
+        return purged_.load(std::memory_order_relaxed);  // statistics only
     }
 
     /// Runs user code resumed by a request's end (a coroutine) as a callback would run: what it
@@ -291,6 +306,7 @@ private:
 
     parts p_;
     failure_sink<Request> sink_;
+    std::atomic<std::uint64_t> purged_{0};  // see deliver_cancelled
 };
 
 }  // namespace workerpool::detail

@@ -6,6 +6,8 @@
 /// held without a worker until their turn, and handed to a worker that asks.
 
 #include <workerpool/detail/clock.hpp>
+#include <workerpool/detail/completion.hpp>
+#include <workerpool/detail/scheduled_item.hpp>
 #include <workerpool/detail/spinning_mutex.hpp>
 #include <workerpool/detail/token_bucket.hpp>
 #include <workerpool/options.hpp>
@@ -30,30 +32,6 @@
 
 namespace workerpool::detail {
 
-/// Where a worker's current request came from; kept in the worker's slot while it runs.
-struct scheduled_turn {
-    std::uint64_t key = 0;   // the key it holds (0: none)
-    unsigned lane = 0;       // its priority lane
-    bool scheduled = false;  // it came from the scheduler (not the ring)
-    bool retried = false;    // its attempt failed and it waits in the scheduler to retry
-};
-
-/// A scheduler's settings, from the pool's options.
-struct schedule_settings {
-    std::size_t lanes = 1;
-    std::size_t lane_capacity = 1;  // held requests per lane (retries not counted)
-    std::int64_t aging_ns = 0;      // 0: no aging
-    token_rate pool_rate{};
-    token_rate key_rate{};
-
-    /// The settings of a pool built with `o`.
-    template <class Options>
-    [[nodiscard]] static schedule_settings of(const Options& o) noexcept {
-        return {o.priority_lanes, o.capacity, saturated_ns(o.priority_aging),
-                token_rate::of(o.rate_limit), token_rate::of(o.key_rate_limit)};
-    }
-};
-
 /// The scheduler. A request goes through it when it has a key, a priority or a `not_before`, or
 /// when the pool has lanes or a rate limit; a pool that uses none of this never touches it
 /// beyond one relaxed load per pop (`attention`).
@@ -66,6 +44,10 @@ struct schedule_settings {
 /// after it picks (a key over its limit goes to `timed_`). What a take, a finish or a release
 /// made ready is reported to the caller, who wakes workers; the scheduler calls nobody.
 ///
+/// A tracked request that waits for a time or behind its key is watched (`scheduled_item`): its
+/// cancel tells the listener given at construction, which wakes the supervisor, whose next pass
+/// takes it out (`purge_cancelled`). A ready one is not watched: a worker takes it soon.
+///
 /// Thread safety: every member from any thread; one mutex guards the containers. `attention_`,
 /// the counters and the gauges are atomics for lock-free reads.
 template <class Envelope>
@@ -74,41 +56,30 @@ public:
     /// Settings, from the pool's options.
     using settings = schedule_settings;
 
-    /// Where a submitted request goes.
-    struct placement {
-        std::uint64_t key = 0;
-        unsigned lane = 0;
-        std::int64_t not_before_ns = 0;  // 0: none
-    };
-
-    /// What a submit did.
-    struct admitted {
-        submit_status status = submit_status::closed;
-        bool ready = false;        // it can start now: wake a worker
-        std::int64_t due = never;  // it waits for this time: the supervisor must wake then
-    };
-
-    /// What a take did.
-    struct taken {
-        bool got = false;             // a request was moved into the caller's `out`
-        bool pool_throttled = false;  // the pool's limit stopped it (first time for this wait)
-        unsigned key_throttled = 0;   // keys that went to wait for their token
-        std::int64_t due = never;     // the earliest time something it put aside is due
-    };
-
-    /// What a release or a finish made ready, and when the supervisor must look next.
-    struct released {
-        std::size_t ready = 0;
-        std::int64_t next_due = never;
-    };
+    using placement = schedule_placement;  ///< Where a submitted request goes.
+    using admitted = schedule_admitted;    ///< What a submit did.
+    using taken = schedule_taken;          ///< What a take did.
+    using released = schedule_released;    ///< What a release, finish or purge made ready.
 
     static constexpr unsigned paused_bit = 1;  ///< `attention`: the pool is paused
     static constexpr unsigned ready_bit = 2;   ///< `attention`: a request can be taken
 
-    explicit scheduler(settings s)
+    /// A scheduler with settings `s`; `cancels` (null: none), which must outlive it, hears of a
+    /// cancel of a request that waits for a time or behind its key.
+    explicit scheduler(settings s, cancel_listener* cancels = nullptr)
         : s_(s),
           needs_clock_((s.aging_ns > 0 && s.lanes > 1) || s.pool_rate.on() || s.key_rate.on()),
-          ready_(s.lanes), lane_held_(s.lanes, 0) {}
+          cancels_(cancels), ready_(s.lanes), lane_held_(s.lanes, 0) {}
+
+    scheduler(const scheduler&) = delete;
+    scheduler& operator=(const scheduler&) = delete;
+    scheduler(scheduler&&) = delete;
+    scheduler& operator=(scheduler&&) = delete;
+
+    /// What is still held (out of memory for a drain) is no longer watched.
+    ~scheduler() {
+        for_each_waiting_locked([](item& it) { it.unwatch(); });
+    }
 
     /// The time for a `submit`, `take` or `finish` without a `not_before` of its own: the clock
     /// when aging or a rate limit needs it, else 0 ("unknown": nothing timed is taken for due,
@@ -157,15 +128,17 @@ public:
         if (p.key != 0) {
             auto [k, fresh] = keys_.try_emplace(p.key);
             if (fresh) {
-                restore_bucket(p.key, k->second);
+                kept_.restore(p.key, k->second.tat);
             }
             try {
                 if (k->second.held || k->second.has_waiting()) {
                     if (!k->second.waiting) {
                         k->second.waiting = std::make_unique<std::deque<item>>();
                     }
-                    k->second.waiting->emplace_back(p.key, lane, false, std::forward<Args>(args)...)
-                        .not_before_ns = p.not_before_ns;
+                    item& it = k->second.waiting->emplace_back(p.key, lane, false,
+                                                               std::forward<Args>(args)...);
+                    it.not_before_ns = p.not_before_ns;
+                    it.watch(cancels_);
                 } else {
                     place(p.not_before_ns, now, a, lane, p.key, lane, false,
                           std::forward<Args>(args)...);
@@ -204,7 +177,7 @@ public:
         }
         pool_blocked_until_ = 0;
         for (;;) {
-            const std::optional<unsigned> lane = pick_lane(now);
+            const std::optional<unsigned> lane = pick_lane(ready_, s_, now);
             if (!lane) {
                 break;
             }
@@ -214,7 +187,7 @@ public:
                 const std::int64_t due = key_next_token(it.key);
                 const bool retry = it.retry;
                 try {
-                    timed_.emplace(due, std::move(it));
+                    timed_.emplace(due, std::move(it))->second.watch(cancels_);
                     if (retry) {
                         retries_.fetch_add(1, std::memory_order_relaxed);  // statistics only
                     }
@@ -257,25 +230,7 @@ public:
         if (k == keys_.end()) {
             return r;  // handed back by shutdown meanwhile
         }
-        if (!k->second.has_waiting()) {
-            forget(k, now);
-            r.next_due = next_wake_locked();  // a bucket kept aside is dropped later
-            return r;
-        }
-        admitted a;
-        try {
-            item& next = k->second.waiting->front();
-            place(next.not_before_ns, now, a, next.lane, std::move(next));
-        } catch (...) {
-            // Out of memory for the ready list: nothing of this key starts any more (its later
-            // requests wait behind a key held by nobody) until shutdown hands them back.
-            k->second.held = false;
-            return r;
-        }
-        k->second.waiting->pop_front();
-        r.ready = a.ready ? 1 : 0;
-        r.next_due = a.due;
-        update_attention_locked();
+        advance_locked(k, now, r);
         return r;
     }
 
@@ -295,8 +250,10 @@ public:
             update_attention_locked();
             return false;
         }
-        timed_.emplace(std::piecewise_construct, std::forward_as_tuple(due_ns),
-                       std::forward_as_tuple(turn.key, turn.lane, true, std::move(e)));
+        timed_
+            .emplace(std::piecewise_construct, std::forward_as_tuple(due_ns),
+                     std::forward_as_tuple(turn.key, turn.lane, true, std::move(e)))
+            ->second.watch(cancels_);
         held_.fetch_add(1);
         retries_.fetch_add(1, std::memory_order_relaxed);  // statistics only
         return true;
@@ -326,7 +283,54 @@ public:
             pool_blocked_until_ = 0;
             r.ready = std::max(r.ready, std::min(ready_count_, s_.pool_rate.burst));
         }
-        prune_buckets(now);
+        kept_.prune(now);
+        update_attention_locked();
+        r.next_due = std::min(r.next_due, next_wake_locked());
+        return r;
+    }
+
+    /// The supervisor's pass after a cancel: moves into `out` each request whose handle cancelled
+    /// it while it waited for a time or behind its key, and moves each key whose holder left so
+    /// to its next request (as `finish`). `more`: out of memory for `out`; call again later.
+    released purge_cancelled(std::int64_t now, std::vector<Envelope>& out) noexcept {
+        std::lock_guard lock(mutex_);
+        released r;
+        std::size_t n = 0;
+        for_each_waiting_locked([&n](item& it) { n += it.cancelled() ? 1U : 0U; });
+        try {
+            out.reserve(out.size() + n);  // no throw below; a cancel since then waits its turn
+        } catch (...) {
+            r.more = true;
+            return r;
+        }
+        const std::size_t before = out.size();
+        for (auto& [key, k] : keys_) {  // first: a key's holder that leaves moves a live one up
+            if (k.waiting) {
+                purge_fifo_locked(*k.waiting, out);
+            }
+        }
+        for (auto t = timed_.begin(); t != timed_.end();) {
+            if (!t->second.cancelled() || out.size() == out.capacity()) {
+                ++t;
+                continue;
+            }
+            item& it = t->second;
+            if (it.retry) {
+                held_.fetch_sub(1);
+                retries_.fetch_sub(1, std::memory_order_relaxed);  // statistics only
+            } else {
+                count_out(it.lane);
+            }
+            const std::uint64_t key = it.key;
+            out.push_back(it.leave());  // reserved: cannot throw
+            t = timed_.erase(t);
+            if (const auto k = keys_.find(key); key != 0 && k != keys_.end()) {
+                advance_locked(k, now, r);  // it held its key
+            }
+        }
+        if (out.size() != before && room_waiters_ != 0) {
+            room_.notify_all();
+        }
         update_attention_locked();
         r.next_due = std::min(r.next_due, next_wake_locked());
         return r;
@@ -385,7 +389,7 @@ public:
             if (k.waiting) {
                 for (item& it : *k.waiting) {
                     --lane_held_[it.lane];
-                    out.push_back(std::move(it.e));
+                    out.push_back(it.leave());
                     held_.fetch_sub(1);
                 }
             }
@@ -455,35 +459,14 @@ public:
     }
 
 private:
-    struct item {
-        Envelope e;
-        std::uint64_t key;
-        std::int64_t since_ns = 0;       // ready since (for aging)
-        std::int64_t not_before_ns = 0;  // kept while it waits behind its key
-        unsigned lane;
-        bool retry;  // a retry: its key is held already; not counted in its lane's bound
-
-        template <class... Args>
-        item(std::uint64_t k, unsigned l, bool r, Args&&... args) noexcept
-            : e(std::forward<Args>(args)...), key(k), lane(l), retry(r) {}
-    };
+    using item = scheduled_item<Envelope>;
+    using key_state = scheduled_key<Envelope>;
 
     [[nodiscard]] std::size_t room_batch() const noexcept {
         constexpr std::size_t largest = 64;
         return std::clamp<std::size_t>(s_.lane_capacity / 4, 1, largest);
     }
 
-    static constexpr std::int64_t prune_period_ns = 100'000'000;  // see prune_buckets
-
-    struct key_state {
-        // Submitted after the one the key holds; allocated with the first of them, so that a key
-        // that never has more than one request costs its map entry alone.
-        std::unique_ptr<std::deque<item>> waiting;
-        bool held = false;     // one of its requests is ready, timed or running
-        std::int64_t tat = 0;  // its token bucket (see token_rate)
-
-        [[nodiscard]] bool has_waiting() const noexcept { return waiting && !waiting->empty(); }
-    };
     using key_map = std::unordered_map<std::uint64_t, key_state>;
 
     // Builds an item of lane `lane` from `item_args` where it waits: timed until
@@ -492,15 +475,80 @@ private:
     void place(std::int64_t not_before_ns, std::int64_t now, admitted& a, unsigned lane,
                ItemArgs&&... item_args) {
         if (not_before_ns > now) {
-            timed_.emplace(std::piecewise_construct, std::forward_as_tuple(not_before_ns),
-                           std::forward_as_tuple(std::forward<ItemArgs>(item_args)...));
+            timed_
+                .emplace(std::piecewise_construct, std::forward_as_tuple(not_before_ns),
+                         std::forward_as_tuple(std::forward<ItemArgs>(item_args)...))
+                ->second.watch(cancels_);
             a.due = not_before_ns;
             return;
         }
-        ready_[lane].emplace_back(std::forward<ItemArgs>(item_args)...).since_ns = now;
+        item& it = ready_[lane].emplace_back(std::forward<ItemArgs>(item_args)...);
+        it.since_ns = now;
+        it.unwatch();  // a worker takes it soon
         ++ready_count_;
         a.ready = pool_blocked_until_ == 0 && (attention_.load() & paused_bit) == 0;
         update_attention_locked();
+    }
+
+    // Calls `f` on each item that waits for a time or behind its key (the watched ones).
+    template <class F>
+    void for_each_waiting_locked(F&& f) noexcept {
+        for (auto& [due, it] : timed_) {
+            f(it);
+        }
+        for (auto& [key, k] : keys_) {
+            if (k.waiting) {
+                for (item& it : *k.waiting) {
+                    f(it);
+                }
+            }
+        }
+    }
+
+    // Key `k`'s holder has ended or left: its next request moves up (else the key is forgotten).
+    void advance_locked(typename key_map::iterator k, std::int64_t now, released& r) noexcept {
+        if (!k->second.has_waiting()) {
+            forget(k, now);
+            r.next_due = std::min(r.next_due, next_wake_locked());  // a kept bucket drops later
+            return;
+        }
+        admitted a;
+        try {
+            item& next = k->second.waiting->front();
+            place(next.not_before_ns, now, a, next.lane, std::move(next));
+        } catch (...) {
+            // Out of memory for the ready list: nothing of this key starts any more (its later
+            // requests wait behind a key held by nobody) until shutdown hands them back.
+            k->second.held = false;
+            return;
+        }
+        k->second.waiting->pop_front();
+        r.ready += a.ready ? 1 : 0;
+        r.next_due = std::min(r.next_due, a.due);
+        update_attention_locked();
+    }
+
+    // Moves the cancelled requests of a key's FIFO into `out` (while it has room), keeping the
+    // others in order; a request need not be assignable, so each kept one is rebuilt in place.
+    void purge_fifo_locked(std::deque<item>& fifo, std::vector<Envelope>& out) noexcept {
+        auto kept = fifo.begin();
+        for (auto i = fifo.begin(); i != fifo.end(); ++i) {
+            if (i->cancelled() && out.size() < out.capacity()) {
+                --lane_held_[i->lane];
+                held_.fetch_sub(1);
+                out.push_back(i->leave());  // reserved: cannot throw
+            } else {
+                if (kept != i) {
+                    std::destroy_at(&*kept);
+                    std::construct_at(&*kept, std::move(*i));
+                }
+                ++kept;
+            }
+        }
+        const auto keep = static_cast<std::size_t>(kept - fifo.begin());
+        while (fifo.size() > keep) {
+            fifo.pop_back();
+        }
     }
 
     // seq_cst: `held_` falls to 0 before a draining worker's wake-up of the sleepers, and a
@@ -519,7 +567,7 @@ private:
         if (!it.retry) {
             --lane_held_[it.lane];
         }
-        out.push_back(std::move(it.e));
+        out.push_back(it.leave());
         held_.fetch_sub(1);
         if (it.key == 0) {
             return;
@@ -537,7 +585,7 @@ private:
         if (k->second.waiting) {
             for (item& next : *k->second.waiting) {
                 --lane_held_[next.lane];
-                out.push_back(std::move(next.e));
+                out.push_back(next.leave());
                 held_.fetch_sub(1);
             }
         }
@@ -557,33 +605,6 @@ private:
         handed_back_.clear();
     }
 
-    // The lane to serve: the highest whose head, aged, ranks first (the older between equals).
-    [[nodiscard]] std::optional<unsigned> pick_lane(std::int64_t now) const noexcept {
-        std::optional<unsigned> best;
-        std::int64_t best_rank = -1;
-        std::int64_t best_since = 0;
-        for (std::size_t lane = s_.lanes; lane-- > 0;) {
-            const std::deque<item>& fifo = ready_[lane];
-            if (fifo.empty()) {
-                continue;
-            }
-            auto rank = static_cast<std::int64_t>(lane);
-            if (s_.aging_ns > 0 && s_.lanes > 1) {
-                rank = std::min<std::int64_t>(rank + (now - fifo.front().since_ns) / s_.aging_ns,
-                                              static_cast<std::int64_t>(s_.lanes - 1));
-            }
-            if (rank > best_rank || (rank == best_rank && fifo.front().since_ns < best_since)) {
-                best = static_cast<unsigned>(lane);
-                best_rank = rank;
-                best_since = fifo.front().since_ns;
-            }
-            if (s_.aging_ns == 0) {
-                break;  // no aging: the highest non-empty lane
-            }
-        }
-        return best;
-    }
-
     bool take_key_token(std::uint64_t key, std::int64_t now, taken& t) noexcept {
         const auto k = keys_.find(key);
         if (k == keys_.end() || s_.key_rate.take(k->second.tat, now)) {
@@ -600,15 +621,8 @@ private:
 
     // A key that drained is forgotten; with a key rate, its bucket is kept aside until full.
     void forget(typename key_map::iterator k, std::int64_t now) noexcept {
-        if (s_.key_rate.on() && !token_rate::full(k->second.tat, now)) {
-            try {
-                if (recent_.empty()) {
-                    next_prune_ns_ = add_saturated(now, prune_period_ns);
-                }
-                recent_[k->first] = k->second.tat;
-            } catch (...) {
-                // Out of memory: the key starts again with a full bucket.
-            }
+        if (s_.key_rate.on()) {
+            kept_.keep(k->first, k->second.tat, now);
         }
         keys_.erase(k);
         if (keys_.empty()) {
@@ -622,34 +636,12 @@ private:
         }
     }
 
-    void restore_bucket(std::uint64_t key, key_state& k) noexcept {
-        if (recent_.empty()) {
-            return;
-        }
-        if (const auto r = recent_.find(key); r != recent_.end()) {
-            k.tat = r->second;
-            recent_.erase(r);
-        }
-    }
-
-    // Buckets kept aside are dropped once full, every 100 ms (a pass over all of them).
-    void prune_buckets(std::int64_t now) noexcept {
-        if (recent_.empty() || now < next_prune_ns_) {
-            return;
-        }
-        next_prune_ns_ = add_saturated(now, prune_period_ns);
-        std::erase_if(recent_, [now](const auto& kv) { return token_rate::full(kv.second, now); });
-    }
-
     [[nodiscard]] std::int64_t next_wake_locked() const noexcept {
         std::int64_t next = timed_.empty() ? never : timed_.begin()->first;
         if (pool_blocked_until_ != 0) {
             next = std::min(next, pool_blocked_until_);
         }
-        if (!recent_.empty()) {
-            next = std::min(next, next_prune_ns_);
-        }
-        return next;
+        return std::min(next, kept_.next_wake());
     }
 
     void update_attention_locked() noexcept {
@@ -664,23 +656,23 @@ private:
     }
 
     const settings s_;
-    const bool needs_clock_;  // aging or a rate: takes need the time
+    const bool needs_clock_;          // aging or a rate: takes need the time
+    cancel_listener* const cancels_;  // told of a cancel of a watched request; may be null
     mutable spinning_mutex mutex_;
     std::condition_variable_any room_;         // producers waiting for room in a lane
     std::vector<std::deque<item>> ready_;      // guarded by mutex_; per lane, oldest first
     std::multimap<std::int64_t, item> timed_;  // guarded by mutex_; by due time
     key_map keys_;                             // guarded by mutex_; keys with held requests
-    std::unordered_map<std::uint64_t, std::int64_t> recent_;  // guarded; drained keys' buckets
-    std::vector<std::size_t> lane_held_;   // guarded by mutex_; held per lane, retries aside
-    std::vector<Envelope> handed_back_;    // guarded by mutex_; retries after the drain began
-    std::size_t ready_count_ = 0;          // guarded by mutex_; items in ready_
-    std::size_t room_waiters_ = 0;         // guarded by mutex_
-    std::int64_t pool_tat_ = 0;            // guarded by mutex_; the pool's bucket
-    std::int64_t pool_blocked_until_ = 0;  // guarded by mutex_; 0: not throttled
-    std::int64_t next_prune_ns_ = 0;       // guarded by mutex_
-    bool closed_ = false;                  // guarded by mutex_; submits refused
-    bool draining_ = false;                // guarded by mutex_; retries handed back
-    std::atomic<unsigned> attention_{0};   // paused_bit | ready_bit; see attention()
+    kept_buckets kept_;                        // guarded by mutex_; drained keys' buckets
+    std::vector<std::size_t> lane_held_;       // guarded by mutex_; held per lane, retries aside
+    std::vector<Envelope> handed_back_;        // guarded by mutex_; retries after the drain began
+    std::size_t ready_count_ = 0;              // guarded by mutex_; items in ready_
+    std::size_t room_waiters_ = 0;             // guarded by mutex_
+    std::int64_t pool_tat_ = 0;                // guarded by mutex_; the pool's bucket
+    std::int64_t pool_blocked_until_ = 0;      // guarded by mutex_; 0: not throttled
+    bool closed_ = false;                      // guarded by mutex_; submits refused
+    bool draining_ = false;                    // guarded by mutex_; retries handed back
+    std::atomic<unsigned> attention_{0};       // paused_bit | ready_bit; see attention()
     std::atomic<std::size_t> held_{0};
     std::atomic<std::size_t> ready_gauge_{0};
     std::atomic<std::size_t> retries_{0};

@@ -9,6 +9,7 @@
 #include <workerpool/detail/attempt_slot.hpp>
 #include <workerpool/detail/cache_line.hpp>
 #include <workerpool/detail/clock.hpp>
+#include <workerpool/detail/completion.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -144,6 +145,35 @@ private:
 
 static_assert(alignof(supervisor_signal) == cache_line,
               "the supervisor's published plan, read by workers, starts a cache line");
+
+/// Where a cancel of a request waiting in the scheduler (for a time, or behind its key) lands: it
+/// sets a flag and kicks the supervisor, whose next pass takes such requests out
+/// (`scheduler::purge_cancelled`). No sweep on a timer: an idle pool stays asleep.
+///
+/// Thread safety: `cancelled` from any thread (under the cancelled request's lock); `take` and
+/// `again` on the supervisor's thread.
+class cancel_inbox final : public cancel_listener {
+public:
+    /// Kicks `signal` on each cancel; `signal` outlives this object.
+    explicit cancel_inbox(supervisor_signal& signal) noexcept : signal_(signal) {}
+
+    void cancelled() noexcept override {
+        pending_.store(true);  // seq_cst: see take()
+        signal_.kick();
+    }
+
+    /// Whether a cancel came since the last call: the supervisor must purge. seq_cst: a cancel's
+    /// state change (a seq_cst CAS) comes before its flag, and the purge reads the states after
+    /// this, so a purge that follows a `true` sees every cancel that set it.
+    [[nodiscard]] bool take() noexcept { return pending_.exchange(false); }
+
+    /// The purge could not finish (out of memory): it must run again.
+    void again() noexcept { pending_.store(true); }
+
+private:
+    supervisor_signal& signal_;
+    std::atomic<bool> pending_{false};  // a cancel came since the last take()
+};
 
 /// The queue wait of a request arriving now, by Little's law: the depth divided by the dequeue
 /// rate since the last progress; if nothing was dequeued while requests waited, the time since the

@@ -51,6 +51,8 @@ public:
         callbacks& calls;
         const lifecycle& life;
         supervisor_signal& signal;
+        cancel_inbox& cancels;             // set by a cancel of a request the scheduler holds
+        cancelled_sink<Envelope>& purged;  // ends what purge_cancelled took out
     };
 
     /// The pool's settings the round needs, in nanoseconds (saturated).
@@ -130,11 +132,13 @@ private:
             p_.calls.flush();
             const auto released = p_.delay.release_due(now, p_.queue, p_.pressure);
             const auto due = p_.sched.release_due(now);  // not_before, tokens, keyed retries
-            if (p_.idle.wake_up_to(released.pushed + due.ready) != 0) {  // [W1] as after a push
+            const auto purged = purge_cancelled(now);
+            const std::size_t ready = released.pushed + due.ready + purged.ready;
+            if (p_.idle.wake_up_to(ready) != 0) {  // [W1] as after a push
                 p_.signal.worker_woke(s_.awake_period_ns);
             }
-            why.retries = std::min(released.next_due, due.next_due);
-            if (released.pushed + due.ready != 0 && p_.workers.live() == 0) {
+            why.retries = std::min({released.next_due, due.next_due, purged.next_due});
+            if (ready != 0 && p_.workers.live() == 0) {
                 why.retries = now;  // nobody to wake (min_workers == 0): start one next round
             }
             std::int64_t wake_at = plan_sleep(why);
@@ -154,6 +158,27 @@ private:
             }
             p_.signal.sleep_until(wake_at, st);
         }
+    }
+
+    // A cancel kicked us: the requests whose handles cancelled them while they waited in the
+    // scheduler or the delay queue leave now, to `on_failure` (on this thread), and their keys
+    // move on.
+    typename scheduler<Envelope>::released purge_cancelled(std::int64_t now) noexcept {
+        typename scheduler<Envelope>::released r;
+        if (!p_.cancels.take()) {
+            return r;
+        }
+        r = p_.sched.purge_cancelled(now, purged_);
+        r.more = !p_.delay.purge_cancelled(purged_) || r.more;
+        if (r.more) {
+            p_.cancels.again();  // out of memory: try again in a millisecond
+            r.next_due = std::min(r.next_due, add_saturated(now, 1'000'000));
+        }
+        if (!purged_.empty()) {
+            p_.purged.deliver_cancelled(purged_);
+            purged_.clear();
+        }
+        return r;
     }
 
     // Whether the pool is at rest: a built-in policy, nothing queued, ready in the scheduler or
@@ -280,7 +305,8 @@ private:
     settings s_;
     scale_policy policy_;
     Body body_;
-    std::jthread thread_;  // last: stopped and joined before the rest is destroyed
+    std::vector<Envelope> purged_;  // supervisor thread only: what purge_cancelled took out
+    std::jthread thread_;           // last: stopped and joined before the rest is destroyed
 };
 
 }  // namespace workerpool::detail

@@ -2,7 +2,8 @@
 
 /// @file
 /// `detail::token_rate`: a token bucket kept as one time stamp (the generic cell rate algorithm):
-/// whether an attempt may start now, and when the next one may.
+/// whether an attempt may start now, and when the next one may; `detail::kept_buckets`: the
+/// buckets of keys that drained, kept until full.
 
 #include <workerpool/detail/clock.hpp>
 #include <workerpool/options.hpp>
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <unordered_map>
 
 namespace workerpool::detail {
 
@@ -61,6 +63,59 @@ struct token_rate {
     [[nodiscard]] static bool full(std::int64_t tat, std::int64_t now) noexcept {
         return tat <= now;
     }
+};
+
+/// The buckets of keys that drained, kept aside until full (a key back sooner must not start with
+/// a full one); the full ones are dropped every 100 ms (a pass over all of them).
+///
+/// Thread safety: none; its owner's lock guards it (the scheduler's).
+class kept_buckets {
+public:
+    /// Keeps key `key`'s bucket `tat` unless it is full at `now` (out of memory: forgotten; the
+    /// key starts again with a full bucket).
+    void keep(std::uint64_t key, std::int64_t tat, std::int64_t now) noexcept {
+        if (token_rate::full(tat, now)) {
+            return;
+        }
+        try {
+            if (recent_.empty()) {
+                next_prune_ns_ = add_saturated(now, prune_period_ns);
+            }
+            recent_[key] = tat;
+        } catch (...) {
+            // Out of memory: see above.
+        }
+    }
+
+    /// Moves key `key`'s kept bucket, if any, into `tat`.
+    void restore(std::uint64_t key, std::int64_t& tat) noexcept {
+        if (recent_.empty()) {
+            return;
+        }
+        if (const auto r = recent_.find(key); r != recent_.end()) {
+            tat = r->second;
+            recent_.erase(r);
+        }
+    }
+
+    /// Drops the buckets full at `now`, once per period.
+    void prune(std::int64_t now) noexcept {
+        if (recent_.empty() || now < next_prune_ns_) {
+            return;
+        }
+        next_prune_ns_ = add_saturated(now, prune_period_ns);
+        std::erase_if(recent_, [now](const auto& kv) { return token_rate::full(kv.second, now); });
+    }
+
+    /// When `prune` must run next (`never`: nothing kept).
+    [[nodiscard]] std::int64_t next_wake() const noexcept {
+        return recent_.empty() ? never : next_prune_ns_;
+    }
+
+private:
+    static constexpr std::int64_t prune_period_ns = 100'000'000;
+    std::unordered_map<std::uint64_t, std::int64_t> recent_;  // by key: its bucket's tat
+    std::int64_t next_prune_ns_ = 0;                          // when prune drops full ones
 };
 
 }  // namespace workerpool::detail
