@@ -147,8 +147,9 @@ struct options {
     /// attempts exhausted, its deadline passed, or cancelled by shutdown or its handle). Called on
     /// a pool thread (a worker; the supervisor for a tracked request cancelled while it waited out
     /// a backoff or in the scheduler; the thread running `shutdown()` or the destructor for what
-    /// they discard);
-    /// if it throws, the exception is swallowed and counted in `stats().callback_errors`.
+    /// they discard). Keep it short: while the supervisor runs it, timeouts, scaling and timed
+    /// releases wait. If it throws, the exception is swallowed and counted in
+    /// `stats().callback_errors`.
     /// Empty: such requests are destroyed (and still counted as failed).
     std::function<void(failure<Request>&&)> on_failure{};
     /// Observer of scale, retry, timeout, stuck, dead-letter and shutdown events. Called on pool

@@ -24,7 +24,7 @@ namespace workerpool::detail {
 /// too large for a thread's stack, so that it never allocates.
 ///
 /// Thread safety: `deliver` from any thread with its own room; `deliver_unowned` from one thread
-/// at a time (the destructor).
+/// at a time (the supervisor's purge while it runs; shutdown and the destructor once it stopped).
 template <class Request>
 class failure_sink {
 public:

@@ -144,8 +144,9 @@ public:
         dead_letter(w, e, failure_reason::expired);
     }
 
-    /// For requests the destructor must discard, and tracked ones shutdown found cancelled by
-    /// their handles: `on_failure` as `cancelled`, counted failed.
+    /// For requests the destructor must discard, tracked ones shutdown found cancelled by their
+    /// handles, and those the supervisor's purge took out: `on_failure` as `cancelled`, counted
+    /// failed.
     void discard(std::vector<envelope>& left) noexcept {
         sink_.deliver_unowned(
             left,
@@ -165,8 +166,10 @@ public:
     /// Requests the scheduler let go because their handles cancelled them while they waited (the
     /// supervisor's purge): `on_failure` as `cancelled`, counted failed and cancelled.
     void deliver_cancelled(std::vector<envelope>& purged) noexcept override {
-        purged_.fetch_add(purged.size(), std::memory_order_relaxed);  // statistics only
+        const std::size_t n = purged.size();
         discard(purged);
+        // After the failed count: `stats()` never shows one cancelled that is not yet failed.
+        purged_.fetch_add(n, std::memory_order_relaxed);  // statistics only
     }
 
     /// Requests `deliver_cancelled` ended so far.

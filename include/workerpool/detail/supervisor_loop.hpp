@@ -177,6 +177,9 @@ private:
         if (!purged_.empty()) {
             p_.purged.deliver_cancelled(purged_);
             purged_.clear();
+            if (p_.life.at_least(phase::draining) && p_.sched.empty()) {
+                p_.idle.wake_all();  // the draining workers that wait for the scheduler may leave
+            }
         }
         return r;
     }
