@@ -58,7 +58,7 @@ private:
 
     // ceil(2^(63 + l) / d), below 2^64 (and 2^63 when d is a power of two).
     static std::uint64_t make(std::uint64_t d) noexcept {
-        const unsigned l = static_cast<unsigned>(std::bit_width(d - 1));
+        const auto l = static_cast<unsigned>(std::bit_width(d - 1));
         const wide numerator = wide{1} << (63 + l);
         return static_cast<std::uint64_t>((numerator + d - 1) / d);
     }
