@@ -24,7 +24,7 @@ std::uint64_t wrong(const position_divider& divider, const std::vector<std::uint
     std::uint64_t bad = 0;
     for (const std::uint64_t n : dividends) {
         const auto r = divider.divide(n);
-        bad += (r.quotient != n / d || r.remainder != n % d) ? 1 : 0;
+        bad += (r.quotient != n / d || r.remainder != n % d) ? 1U : 0U;
     }
     return bad;
 }
