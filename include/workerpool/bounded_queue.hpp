@@ -144,11 +144,12 @@ public:
             // capacity by itself: the slot of pos + capacity is the slot of pos, one turn later.
             std::size_t free = 0;
             std::int64_t first_diff = 0;
-            while (free < n) {
-                const place p = locate(pos + free);
+            const auto first = divider_.divide(pos);  // the run's slots follow without dividing
+            for (run_cursor c{static_cast<std::size_t>(first.remainder), first.quotient}; free < n;
+                 c.advance(capacity_)) {
                 // [Q3-acq] sees the consumer's move-out and destruction that preceded [Q3-rel].
-                const std::uint64_t seq = p.at.seq.load(std::memory_order_acquire);
-                const auto diff = static_cast<std::int64_t>(seq - empty_turn(p.lap));
+                const std::uint64_t seq = slot_at(c.index).seq.load(std::memory_order_acquire);
+                const auto diff = static_cast<std::int64_t>(seq - empty_turn(c.lap));
                 if (free == 0) {
                     first_diff = diff;
                 }
@@ -169,11 +170,12 @@ public:
             // acquire.
             if (enqueue_pos_.value.compare_exchange_weak(pos, pos + free, std::memory_order_seq_cst,
                                                          std::memory_order_acquire)) {
-                for (std::size_t i = 0; i < free; ++i) {
-                    const place p = locate(pos + i);
-                    make(i, static_cast<void*>(p.at.storage));
+                run_cursor c{static_cast<std::size_t>(first.remainder), first.quotient};
+                for (std::size_t i = 0; i < free; ++i, c.advance(capacity_)) {
+                    slot& at = slot_at(c.index);
+                    make(i, static_cast<void*>(at.storage));
                     // [Q1] publishes the element; pairs with [Q2]
-                    p.at.seq.store(full_turn(p.lap), std::memory_order_release);
+                    at.seq.store(full_turn(c.lap), std::memory_order_release);
                 }
                 return {free, false};
             }
@@ -374,6 +376,17 @@ private:
         const auto [lap, i] = divider_.divide(pos);
         return {slot_at(static_cast<std::size_t>(i)), lap};
     }
+    // Walks a run of consecutive positions: slot index and lap, one step at a time.
+    struct run_cursor {
+        std::size_t index;
+        std::uint64_t lap;
+        void advance(std::size_t capacity) noexcept {
+            if (++index == capacity) {
+                index = 0;
+                ++lap;
+            }
+        }
+    };
     // The slot's sequence value while the position of lap `lap` may be pushed.
     [[nodiscard]] static constexpr std::uint64_t empty_turn(std::uint64_t lap) noexcept {
         return 2 * lap;

@@ -209,6 +209,32 @@ TEST_CASE("bounded_queue::try_emplace_bulk claims the run of free slots from the
     CHECK(r.closed);
 }
 
+TEST_CASE("bounded_queue::try_emplace_bulk runs that cross the ring's end keep their order, lap "
+          "after lap",
+          "[bounded_queue][bulk][unit]") {
+    // Runs of 5 into 7 slots start at every index in turn, and most cross the end: each slot's
+    // index and lap must follow the run (a lap missed there stops the run early; an index past
+    // the end writes outside the ring).
+    workerpool::bounded_queue<int> q{7};
+    int next = 0;
+    int expected = 0;
+    int out_of_order = 0;
+    for (int round = 0; round < 40; ++round) {
+        const auto r = q.try_emplace_bulk(5, [next](std::size_t i, void* where) noexcept {
+            ::new (where) int(next + static_cast<int>(i));
+        });
+        REQUIRE(r.accepted == 5u);
+        next += 5;
+        int out = -1;
+        while (q.try_pop(out)) {
+            out_of_order += out == expected ? 0 : 1;
+            ++expected;
+        }
+    }
+    CHECK(expected == next);
+    CHECK(out_of_order == 0);
+}
+
 TEST_CASE("a bulk into rings that close part-way reports what went in, and that it met the close",
           "[sharded_queue][bulk][unit]") {
     // Two rings of two. The queue closes while the home ring's elements are built: they are in

@@ -239,23 +239,41 @@ private:
     // ring, each request moved into its slot, and the wake-up decision once per chunk. `closed`
     // when it stopped because the queue is closed (the first `accepted` went in before).
     typename Queue::bulk_result push_bulk(std::span<Request> rs, const job_options& jo) noexcept {
+        if (routes_.active()) [[unlikely]] {  // each request's route may add its own options
+            std::array<request_settings, bulk_chunk> settings;
+            return push_bulk_with(rs, [&](std::span<Request> part) {
+                for (std::size_t i = 0; i < part.size(); ++i) {
+                    job_options own = jo;
+                    routes_.apply(part[i], own);
+                    settings[i] = request_settings::of(own, p_.opts.default_timeout,
+                                                       p_.opts.retry.max_attempts);
+                }
+                return
+                    [&settings](std::size_t i) -> const request_settings& { return settings[i]; };
+            });
+        }
+        const request_settings common =
+            request_settings::of(jo, p_.opts.default_timeout, p_.opts.retry.max_attempts);
+        return push_bulk_with(rs, [&common](std::span<Request>) {
+            return [&common](std::size_t) -> const request_settings& { return common; };
+        });
+    }
+
+    // Moves `rs` in by chunks of `bulk_chunk`, one claim per chunk; `resolve(part)` settles the
+    // chunk's settings ahead of the claim and returns where request `i`'s are.
+    template <class Resolve>
+    typename Queue::bulk_result push_bulk_with(std::span<Request> rs, Resolve&& resolve) noexcept {
         typename Queue::bulk_result total;
-        std::array<request_settings, bulk_chunk> settings;
-        std::array<std::int64_t, bulk_chunk> sampled{};
+        std::array<std::int64_t, bulk_chunk> sampled;  // sample_run writes the part it uses
         while (total.accepted < rs.size()) {
             const std::span<Request> part =
                 rs.subspan(total.accepted, std::min(bulk_chunk, rs.size() - total.accepted));
-            for (std::size_t i = 0; i < part.size(); ++i) {
-                job_options own = jo;
-                routes_.apply(part[i], own);
-                settings[i] =
-                    request_settings::of(own, p_.opts.default_timeout, p_.opts.retry.max_attempts);
-                sampled[i] = sample_now(p_.opts.latency_sample_every);
-            }
+            const auto settings_of = resolve(part);
+            sample_run(p_.opts.latency_sample_every, std::span(sampled).first(part.size()));
             const auto r =
                 p_.queue.try_emplace_bulk(part.size(), [&](std::size_t i, void* where) noexcept {
                     ::new (where)
-                        typename Queue::value_type(std::move(part[i]), settings[i], sampled[i]);
+                        typename Queue::value_type(std::move(part[i]), settings_of(i), sampled[i]);
                 });
             if (r.accepted != 0) {
                 total.accepted += r.accepted;

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string_view>
 
 #if defined(__linux__)
@@ -39,6 +40,24 @@ inline thread_local unsigned latency_countdown = 1;
     }
     latency_countdown = every;
     return now_ns();
+}
+
+/// As `sample_now` for each of `out`'s next submits, with one read of the clock for all of them.
+inline void sample_run(unsigned every, std::span<std::int64_t> out) noexcept {
+    std::fill(out.begin(), out.end(), 0);
+    if (every == 0) {
+        return;
+    }
+    unsigned countdown = latency_countdown;
+    std::int64_t now = 0;
+    for (std::int64_t& t : out) {
+        if (--countdown == 0) {
+            countdown = every;
+            now = now == 0 ? now_ns() : now;
+            t = now;
+        }
+    }
+    latency_countdown = countdown;
 }
 
 /// Names this thread "workerpool-<id>" (a worker) or "workerpool-sup" (the supervisor), so that
