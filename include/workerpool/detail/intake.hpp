@@ -264,7 +264,7 @@ private:
     template <class Resolve>
     typename Queue::bulk_result push_bulk_with(std::span<Request> rs, Resolve&& resolve) noexcept {
         typename Queue::bulk_result total;
-        std::array<std::int64_t, bulk_chunk> sampled;  // sample_run writes the part it uses
+        std::array<std::int64_t, bulk_chunk> sampled{};
         while (total.accepted < rs.size()) {
             const std::span<Request> part =
                 rs.subspan(total.accepted, std::min(bulk_chunk, rs.size() - total.accepted));
