@@ -59,15 +59,15 @@ public:
     /// A submit path over `p`, with the route options of the pool's handler.
     intake(parts p, route_options_source<Request> routes) noexcept
         : p_(p), routes_(routes),
-          all_scheduled_(p.opts.priority_lanes > 1 || p.opts.rate_limit.per_second > 0.0) {}
+          all_scheduled_(p.opts.priority_lanes > 1 || p.opts.rate_limit.per_second > 0.0),
+          detour_(all_scheduled_ || routes_.active()) {}
 
     /// One try, without blocking; `full` counts as a refusal. `ticket`: a tracked request's
     /// completion, which travels with it.
     submit_status try_submit(Request& r, job_options jo,
                              completion_slot* ticket = nullptr) noexcept {
-        routes_.apply(r, jo);
-        if (scheduled_for(jo)) [[unlikely]] {
-            return counted(push_scheduled(r, jo, ticket));
+        if (detour_ || scheduled_by_own(jo)) [[unlikely]] {
+            return counted(try_detoured(r, jo, ticket));
         }
         return counted(push(r, jo, ticket));
     }
@@ -77,9 +77,8 @@ public:
     submit_status submit_until(Request& r, job_options jo, bool self_call,
                                std::optional<std::chrono::steady_clock::time_point> until,
                                completion_slot* ticket = nullptr) noexcept {
-        routes_.apply(r, jo);
-        if (scheduled_for(jo)) [[unlikely]] {
-            return counted(submit_scheduled(r, jo, self_call, until, ticket));
+        if (detour_ || scheduled_by_own(jo)) [[unlikely]] {
+            return submit_detoured(r, jo, self_call, until, ticket);
         }
         const submit_status s = push(r, jo, ticket);  // the fast path: a slot free at once
         return s == submit_status::full ? wait_then_push(r, jo, self_call, until, ticket) : s;
@@ -137,6 +136,28 @@ public:
     }
 
 private:
+    // `try_submit` for a request with route options or one for the scheduler: out of line, so
+    // that a plain pool's submit tests one flag (and, for options the caller did not set, fields
+    // the compiler knows are zero).
+    [[gnu::noinline]] submit_status try_detoured(Request& r, job_options& jo,
+                                                 completion_slot* ticket) noexcept {
+        routes_.apply(r, jo);  // a route adds a timeout, attempts or a deadline, never a key
+        return scheduled_for(jo) ? push_scheduled(r, jo, ticket) : push(r, jo, ticket);
+    }
+
+    // `submit_until`'s detour, for the same requests as `try_detoured`'s.
+    [[gnu::noinline]] submit_status
+    submit_detoured(Request& r, job_options& jo, bool self_call,
+                    std::optional<std::chrono::steady_clock::time_point> until,
+                    completion_slot* ticket) noexcept {
+        routes_.apply(r, jo);
+        if (scheduled_for(jo)) {
+            return counted(submit_scheduled(r, jo, self_call, until, ticket));
+        }
+        const submit_status s = push(r, jo, ticket);
+        return s == submit_status::full ? wait_then_push(r, jo, self_call, until, ticket) : s;
+    }
+
     // `submit_until` after its first try found the queue full. Out of line, so that the set-up
     // of the wait stays off the fast path.
     [[gnu::noinline]] submit_status
@@ -168,7 +189,12 @@ private:
 
     // Whether a request with `jo` goes through the scheduler rather than the ring.
     [[nodiscard]] bool scheduled_for(const job_options& jo) const noexcept {
-        return all_scheduled_ || jo.key != 0 || jo.priority != 0 ||
+        return all_scheduled_ || scheduled_by_own(jo);
+    }
+
+    // Whether `jo` itself asks for the scheduler: a key, a lane or a start time.
+    [[nodiscard]] static bool scheduled_by_own(const job_options& jo) noexcept {
+        return jo.key != 0 || jo.priority != 0 ||
                jo.not_before != std::chrono::steady_clock::time_point{};
     }
 
@@ -299,6 +325,7 @@ private:
     parts p_;
     const route_options_source<Request> routes_;
     const bool all_scheduled_;  // lanes or a pool rate: every request goes through the scheduler
+    const bool detour_;         // that, or route options: no submit takes the plain path
     // Written by refused submits only: a line of its own, away from the parts' references.
     alignas(cache_line) std::atomic<std::uint64_t> rejected_{0};
 };
