@@ -5,7 +5,10 @@
         [--pools workerpool,workerpool_no_timeout] [--workloads noop_1p1w,...] [--filter REGEX]
 
 Each round runs both binaries once, in alternating order, with the same filter; every figure
-is the median (min-max) of the rounds, and new/old is the ratio of the medians. By default it
+is the median (min-max) of the rounds, and new/old is the ratio of the medians. `paired` is the
+median of each round's own new/old (the two runs of a round are seconds apart, so a machine that
+switches speed between rounds moves both), and `top` the ratio of the two best rounds (what each
+binary does when the machine is at its fastest). By default it
 runs the no-op workloads (1P/1W, 1P/2W, 2P/2W) and the 64-slot queue (full64_noop_1p2w) on
 `workerpool` and `workerpool_no_timeout`; pool names come from bench/pools.txt. Build the old
 one from a worktree, e.g.:
@@ -60,11 +63,17 @@ def main() -> None:
 
     env = dict(os.environ, WORKERPOOL_BENCH_REQUESTS=str(args.requests))
     samples: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    paired: dict[str, list[float]] = collections.defaultdict(list)
     for r in range(args.rounds):
+        this_round: dict[tuple[str, str], float] = {}
         for side in (("old", "new") if r % 2 == 0 else ("new", "old")):
             binary = args.old if side == "old" else args.new
             for name, value in run(binary, args.filter, args.min_time, env).items():
                 samples[(name, side)].append(value)
+                this_round[(name, side)] = value
+        for (name, side), value in this_round.items():
+            if side == "new" and (name, "old") in this_round:
+                paired[name].append(value / this_round[(name, "old")])
 
     print(f"M requests/s, median (min-max) of {args.rounds} interleaved rounds")
     for name in sorted({n for (n, _) in samples}):
@@ -74,7 +83,8 @@ def main() -> None:
             continue
         mo, mn = statistics.median(old), statistics.median(new)
         print(f"{name:42s} old {mo:6.2f} ({min(old):.2f}-{max(old):.2f})  "
-              f"new {mn:6.2f} ({min(new):.2f}-{max(new):.2f})  new/old {mn / mo:.2f}")
+              f"new {mn:6.2f} ({min(new):.2f}-{max(new):.2f})  new/old {mn / mo:.2f}  "
+              f"paired {statistics.median(paired[name]):.2f}  top {max(new) / max(old):.2f}")
 
 
 if __name__ == "__main__":
