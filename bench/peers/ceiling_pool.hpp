@@ -4,12 +4,12 @@
 // The queue is the one `workerpool` (default options) builds: a `detail::sharded_queue` of
 // `detail::envelope<job>` with `auto_queue_shards(capacity, workers)` rings, each envelope built
 // as a submit with `default_timeout = 10 s` builds it. Producers push (spinning while the queue is
-// full); `workers` consumer threads pop, each starting at its own ring and moving on every 32 pops
-// as the dispatcher's workers do, and call the handler inline. Nothing sleeps, nothing is
-// counted, nothing is timed, no stop_token is passed: what a pool adds on top of this is its own
-// cost. A thread with nothing to do pauses 64 times, then yields the core between polls (a yield
-// is not a sleep: it only lets a thread that shares the core run), so on a machine with fewer
-// cores than threads the spinning side does not hold a core for a whole time slice.
+// full); `workers` consumer threads pop, each from its own ring, every 32nd pop starting at the
+// next ring of a round, as the dispatcher's workers do, and call the handler inline. Nothing
+// sleeps, nothing is counted, nothing is timed, no stop_token is passed: what a pool adds on top of
+// this is its own cost. A thread with nothing to do pauses 64 times, then yields the core between
+// polls (a yield is not a sleep: it only lets a thread that shares the core run), so on a machine
+// with fewer cores than threads the spinning side does not hold a core for a whole time slice.
 //
 // Consumers spin whenever they are idle, so only the throughput benchmarks run it: a wake-up
 // latency or an idle-CPU figure of a spinning pool would say nothing about a pool.
@@ -92,18 +92,22 @@ private:
     }
 
     void consume_loop(unsigned index) {
-        constexpr unsigned pops_per_ring = 32;  // as the dispatcher's workers
+        constexpr unsigned pops_per_visit = 32;  // as the dispatcher's workers
         const std::size_t rings = queue_.shard_count();
-        std::size_t home = index % rings;
+        const std::size_t home = index % rings;
+        std::size_t visit = home;
+        std::size_t from = home;
         unsigned pops_here = 0;
         unsigned polls = 0;
         std::optional<envelope> current;
         for (;;) {
             if (queue_.consume(
-                    home, [&current](envelope&& e) noexcept { current.emplace(std::move(e)); })) {
-                if (++pops_here == pops_per_ring) {
+                    from, [&current](envelope&& e) noexcept { current.emplace(std::move(e)); })) {
+                from = home;
+                if (++pops_here == pops_per_visit) {
                     pops_here = 0;
-                    home = home + 1 == rings ? 0 : home + 1;
+                    visit = visit + 1 == rings ? 0 : visit + 1;
+                    from = visit;
                 }
                 handler_(current->request);
                 current.reset();

@@ -576,6 +576,65 @@ TEST_CASE("with more rings than workers, a ring that is never empty does not sta
     CHECK(pool.shutdown(10s).drained);
 }
 
+TEST_CASE("a worker takes from its own ring while it has work, and from another once in 32 pops",
+          "[dispatcher][unit]") {
+    // One worker, two rings of 128, 96 requests waiting in each. Two workers that each start at
+    // their own ring do not write each other's ring index while both have work; a worker that
+    // moved its start to the next ring every 32 pops took a third of these from the other ring.
+    constexpr int held = -1;
+    constexpr int per_ring = 96;
+    gate hold;
+    recorder seen;
+    std::atomic<std::size_t> worker_id{~std::size_t{0}};
+    auto o = held_options<int>(256, 1);
+    o.queue_shards = 2;
+    o.on_worker_start = [&worker_id](std::size_t id) { worker_id.store(id); };
+    dispatcher<int> pool(
+        [&](int& id, std::stop_token st) {
+            if (id == held) {
+                if (!hold.wait(st)) {
+                    throw stopped_by_token{};
+                }
+                return;
+            }
+            seen.add(id);
+        },
+        o);
+    finally release([&] { hold.open(); });
+    REQUIRE(pool.submit(int{held}) == submit_status::accepted);  // this thread: home 0
+    REQUIRE(eventually([&] { return hold.waiting() == 1; }));
+    for (int i = 0; i < per_ring; ++i) {
+        REQUIRE(pool.submit(int{i}) == submit_status::accepted);  // ring 0: 0, 1, ...
+    }
+    std::atomic<int> refused{0};
+    std::jthread([&pool, &refused] {  // the second thread to push: home 1
+        for (int i = 0; i < per_ring; ++i) {
+            if (pool.submit(1000 + i) != submit_status::accepted) {  // ring 1: 1000, ...
+                refused.fetch_add(1);
+            }
+        }
+    })
+        .join();
+    REQUIRE(refused.load() == 0);
+    hold.open();
+    REQUIRE(pool.wait_idle_for(30s));
+    const std::vector<int> ids = seen.ids();
+    REQUIRE(ids.size() == std::size_t{2 * per_ring});
+    const bool home_is_ring_0 = worker_id.load() % 2 == 0;
+    const auto from_other_ring = [home_is_ring_0](int id) { return (id < 1000) != home_is_ring_0; };
+    // The worker's pops 2 to 65 (the held request was its first): one visit to the other ring.
+    CHECK(std::count_if(ids.begin(), ids.begin() + 64, from_other_ring) == 1);
+    // Each ring is FIFO, visits or not.
+    std::vector<int> ring0;
+    std::vector<int> ring1;
+    for (const int id : ids) {
+        (id < 1000 ? ring0 : ring1).push_back(id);
+    }
+    CHECK(std::is_sorted(ring0.begin(), ring0.end()));
+    CHECK(std::is_sorted(ring1.begin(), ring1.end()));
+    CHECK(pool.shutdown(10s).drained);
+}
+
 TEST_CASE("a blocked submit waits for a batch of free slots only briefly, then takes one",
           "[dispatcher][backpressure][unit]") {
     // A producer facing a full queue first polls for a batch of free slots (a quarter of its

@@ -27,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <numeric>
 #include <stdexcept>
 #include <thread>
@@ -297,6 +298,32 @@ TEST_CASE("one producer's elements come out in push order while its home shard h
             CHECK_FALSE(q.consume(0, [](int&&) noexcept {}));
         }
     }
+}
+
+TEST_CASE("a thread's bulks go round the shards, one shard each while it has room, each in order",
+          "[sharded_queue][home][unit]") {
+    // So that one producer's bulks reach every worker's ring, not only its home's; with the home
+    // left where it was, all three bulks would be in ring 1 (and ring 0 and 2 empty).
+    sharded_queue<int> q{12, 3};  // rings of 4
+    take_homes(q, 1);             // the thread below starts at ring 1
+    std::vector<std::size_t> taken;
+    std::vector<std::size_t> homes;
+    on_new_thread([&] {
+        for (int b = 0; b < 4; ++b) {
+            const auto r = q.try_emplace_bulk(3, [b](std::size_t i, void* where) noexcept {
+                ::new (where) int(10 * b + static_cast<int>(i));
+            });
+            taken.push_back(r.accepted);
+            homes.push_back(q.home_shard());
+        }
+    });
+    CHECK(taken == std::vector<std::size_t>{3, 3, 3, 3});
+    CHECK(homes == std::vector<std::size_t>{2, 0, 1, 2});
+    // Ring 1 holds bulk 0 then the first of bulk 3 (its last two spilled into ring 2, then 0).
+    CHECK(pop_from(q, 1, 4) == std::vector<int>{0, 1, 2, 30});
+    CHECK(pop_from(q, 2, 4) == std::vector<int>{10, 11, 12, 31});
+    CHECK(pop_from(q, 0, 4) == std::vector<int>{20, 21, 22, 32});
+    CHECK_FALSE(q.has_claimed_elements());
 }
 
 TEST_CASE("two producers' elements each stay in push order when no shard overflows",

@@ -106,8 +106,9 @@ public:
 
     /// Constructs up to `n` elements with `make(i, where)` (see `bounded_queue::try_emplace_bulk`):
     /// as many as the caller's home shard takes in one claim, then the other shards in turn, one
-    /// claim each. Returns how many (a prefix of the `n`), and `closed` if it stopped because
-    /// the queue is closed.
+    /// claim each; then the caller's home moves on to the next shard, so that a thread's bulks go
+    /// round the shards (and the workers, each starting at its own, do not share one). Returns how
+    /// many (a prefix of the `n`), and `closed` if it stopped because the queue is closed.
     template <class Make>
     [[nodiscard]] bulk_result try_emplace_bulk(std::size_t n, Make&& make) noexcept {
         if (count_ == 1) {
@@ -119,6 +120,8 @@ public:
         }
         bulk_result total;
         std::size_t i = home_shard();
+        // home_shard() put this queue's entry first; the next bulk (or push) starts one further.
+        my_home_cache.entries[0].shard = i + 1 == count_ ? 0 : i + 1;
         for (std::size_t tried = 0; tried < count_ && total.accepted < n; ++tried) {
             const std::size_t offset = total.accepted;
             const auto r = shards_[i]->try_emplace_bulk(

@@ -74,11 +74,15 @@ public:
         }
         std::minstd_rand rng(static_cast<std::uint_fast32_t>(p_.rng_seed + w.id * 7919));
         std::optional<Envelope>& current = w.payload.current;
-        // The ring a pop starts at: its own, moved on every `pops_per_ring` pops, so that with
-        // fewer workers than rings a ring that is never empty cannot starve the others.
-        constexpr unsigned pops_per_ring = 32;
+        // A pop starts at the worker's own ring, and every `pops_per_visit`-th at the next ring of
+        // a round over all of them, so that with fewer workers than rings a ring that is never
+        // empty cannot starve the others. Staying home otherwise keeps two workers off each
+        // other's ring while both have work (each pop's claim writes its ring's index line).
+        constexpr unsigned pops_per_visit = 32;
         const std::size_t rings = p_.queue.shard_count();
-        std::size_t home = w.id % rings;  // kept below `rings`: no division per pop
+        const std::size_t home = w.id % rings;  // kept below `rings`: no division per pop
+        std::size_t visit = home;               // the ring the last visit started at
+        std::size_t from = home;                // where the next pop starts
         unsigned pops_here = 0;
         bool ring_next = false;  // with work in both, the ring and the scheduler take turns
         // relaxed: a flag, looked at every round; shutdown wakes the sleepers after setting it
@@ -98,10 +102,12 @@ public:
                 }
             }
             if (p_.queue.consume(
-                    home, [&current](Envelope&& e) noexcept { current.emplace(std::move(e)); })) {
-                if (++pops_here == pops_per_ring) {
+                    from, [&current](Envelope&& e) noexcept { current.emplace(std::move(e)); })) {
+                from = home;
+                if (++pops_here == pops_per_visit) [[unlikely]] {
                     pops_here = 0;
-                    home = home + 1 == rings ? 0 : home + 1;
+                    visit = visit + 1 == rings ? 0 : visit + 1;
+                    from = visit;
                 }
                 // [W3] the consumer's side: the pop's seq_cst CAS precedes this load.
                 if (p_.pressure.waiting()) {
