@@ -175,6 +175,43 @@ TEST_CASE("a keyed request cancelled while it waits for its key's rate token lea
     CHECK(failures.size() == 0u);
 }
 
+TEST_CASE("requests cancelled while they are ready under the pool's rate spend none of its tokens: "
+          "the live request behind them starts at the next token",
+          "[scheduler][cancel][rate][unit]") {
+    // One token a second. Request 1 takes the burst's token; five tracked requests queued behind
+    // it are cancelled, then request 2 is submitted. Had each cancelled one spent a token on its
+    // way out, request 2 would start six seconds after request 1; it starts at the next token.
+    failure_log<job> failures;
+    recorder ran;
+    auto o = cancel_options(failures, 1);
+    o.rate_limit = {.per_second = 1.0, .burst = 1};
+    dispatcher<job> pool(recording(ran), o);
+    REQUIRE(pool.submit(job{1}) == submit_status::accepted);
+    REQUIRE(eventually([&] { return ran.size() == 1; }));
+    const auto first_ran = clock_type::now();
+    std::vector<handle<void>> handles;
+    for (int id = 10; id < 15; ++id) {
+        auto [s, h] = pool.submit_tracked(job{id});
+        REQUIRE(s == submit_status::accepted);
+        handles.push_back(std::move(h));
+    }
+    for (auto& h : handles) {
+        CHECK(h.cancel());
+    }
+    REQUIRE(pool.submit(job{2}) == submit_status::accepted);
+    REQUIRE(eventually([&] { return ran.size() == 2; }));
+    CHECK(clock_type::now() - first_ran < 4s);  // about one second; six with the tokens spent
+    REQUIRE(eventually([&] { return failures.size() == 5; }));
+    for (const auto& f : failures.take()) {
+        CHECK(f.request.id >= 10);
+        CHECK(f.reason == failure_reason::cancelled);
+        CHECK(f.attempts == 0u);
+    }
+    CHECK(ran.ids() == std::vector<int>{1, 2});
+    REQUIRE(pool.wait_idle_for(10s));
+    check_idle_counts(pool.stats(), 2, 5);
+}
+
 TEST_CASE("a keyed request cancelled while it waits out a retry's backoff leaves the scheduler at "
           "once, with its attempt and error, and its key's next request runs",
           "[scheduler][cancel][retry][unit]") {

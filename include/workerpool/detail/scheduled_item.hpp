@@ -114,6 +114,12 @@ struct scheduled_item {
     /// Whether it waits, watched, and its handle cancelled it (it will not run).
     [[nodiscard]] bool cancelled() const noexcept { return watched && e.ticket->done(); }
 
+    /// Whether its handle cancelled it, watched or not: a ready one too. It will not run (the
+    /// worker that takes it ends it as cancelled), so it spends no rate token.
+    [[nodiscard]] bool ended_by_handle() const noexcept {
+        return e.ticket != nullptr && e.ticket->done();
+    }
+
     /// Moves its request out, unwatched (it leaves the scheduler).
     [[nodiscard]] Envelope&& leave() noexcept {
         unwatch();

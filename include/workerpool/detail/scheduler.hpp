@@ -158,24 +158,14 @@ public:
     }
 
     /// Moves the next request to start into `out` and records where it came from in `turn`.
-    /// Takes the pool's token (and the key's), or puts aside what may not start yet.
+    /// Takes the pool's token (and the key's), or puts aside what may not start yet. A request
+    /// its handle cancelled goes out without a token: it will not run.
     taken take(std::int64_t now, std::optional<Envelope>& out, scheduled_turn& turn) noexcept {
         std::lock_guard lock(mutex_);
         taken t;
         if (ready_count_ == 0) {
             return t;  // it was taken meanwhile: nothing to throttle
         }
-        if (s_.pool_rate.on() && now < s_.pool_rate.next_token(pool_tat_)) {
-            if (pool_blocked_until_ == 0) {
-                t.pool_throttled = true;
-                throttled_.fetch_add(1, std::memory_order_relaxed);  // statistics only
-            }
-            pool_blocked_until_ = s_.pool_rate.next_token(pool_tat_);
-            t.due = pool_blocked_until_;
-            update_attention_locked();
-            return t;
-        }
-        pool_blocked_until_ = 0;
         for (;;) {
             const std::optional<unsigned> lane = pick_lane(ready_, s_, now);
             if (!lane) {
@@ -183,7 +173,20 @@ public:
             }
             std::deque<item>& fifo = ready_[*lane];
             item& it = fifo.front();
-            if (it.key != 0 && s_.key_rate.on() && !take_key_token(it.key, now, t)) {
+            const bool spends = !it.ended_by_handle();
+            if (spends && s_.pool_rate.on() && now < s_.pool_rate.next_token(pool_tat_)) {
+                if (pool_blocked_until_ == 0) {
+                    t.pool_throttled = true;
+                    throttled_.fetch_add(1, std::memory_order_relaxed);  // statistics only
+                }
+                pool_blocked_until_ = s_.pool_rate.next_token(pool_tat_);
+                t.due = std::min(t.due, pool_blocked_until_);
+                break;
+            }
+            if (spends) {
+                pool_blocked_until_ = 0;
+            }
+            if (spends && it.key != 0 && s_.key_rate.on() && !take_key_token(it.key, now, t)) {
                 const std::int64_t due = key_next_token(it.key);
                 const bool retry = it.retry;
                 try {
@@ -199,7 +202,9 @@ public:
                     // Out of memory to put it aside: it starts now, over its key's limit.
                 }
             }
-            (void)s_.pool_rate.take(pool_tat_, now);
+            if (spends) {
+                (void)s_.pool_rate.take(pool_tat_, now);
+            }
             out.emplace(std::move(it.e));
             turn = scheduled_turn{it.key, it.lane, true, false};
             if (!it.retry) {
