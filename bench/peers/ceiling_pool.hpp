@@ -4,12 +4,13 @@
 // The queue is the one `workerpool` (default options) builds: a `detail::sharded_queue` of
 // `detail::envelope<job>` with `auto_queue_shards(capacity, workers)` rings, each envelope built
 // as a submit with `default_timeout = 10 s` builds it. Producers push (spinning while the queue is
-// full); `workers` consumer threads pop, each from its own ring, every 32nd pop starting at the
-// next ring of a round, as the dispatcher's workers do, and call the handler inline. Nothing
-// sleeps, nothing is counted, nothing is timed, no stop_token is passed: what a pool adds on top of
-// this is its own cost. A thread with nothing to do pauses 64 times, then yields the core between
-// polls (a yield is not a sleep: it only lets a thread that shares the core run), so on a machine
-// with fewer cores than threads the spinning side does not hold a core for a whole time slice.
+// full); `workers` consumer threads pop, each from its own ring, every 32nd pop starting at
+// another ring, each in turn, as the dispatcher's workers do when there are as many as rings, and
+// call the handler inline. Nothing sleeps, nothing is counted, nothing is timed, no stop_token is
+// passed: what a pool adds on top of this is its own cost. A thread with nothing to do pauses 64
+// times, then yields the core between polls (a yield is not a sleep: it only lets a thread that
+// shares the core run), so on a machine with fewer cores than threads the spinning side does not
+// hold a core for a whole time slice.
 //
 // Consumers spin whenever they are idle, so only the throughput benchmarks run it: a wake-up
 // latency or an idle-CPU figure of a spinning pool would say nothing about a pool.
@@ -107,6 +108,9 @@ private:
                 if (++pops_here == pops_per_visit) {
                     pops_here = 0;
                     visit = visit + 1 == rings ? 0 : visit + 1;
+                    if (visit == home) {
+                        visit = visit + 1 == rings ? 0 : visit + 1;
+                    }
                     from = visit;
                 }
                 handler_(current->request);

@@ -576,62 +576,199 @@ TEST_CASE("with more rings than workers, a ring that is never empty does not sta
     CHECK(pool.shutdown(10s).drained);
 }
 
-TEST_CASE("a worker takes from its own ring while it has work, and from another once in 32 pops",
-          "[dispatcher][unit]") {
-    // One worker, two rings of 128, 96 requests waiting in each. Two workers that each start at
-    // their own ring do not write each other's ring index while both have work; a worker that
-    // moved its start to the next ring every 32 pops took a third of these from the other ring.
-    constexpr int held = -1;
-    constexpr int per_ring = 96;
-    gate hold;
-    recorder seen;
-    std::atomic<std::size_t> worker_id{~std::size_t{0}};
-    auto o = held_options<int>(256, 1);
-    o.queue_shards = 2;
-    o.on_worker_start = [&worker_id](std::size_t id) { worker_id.store(id); };
-    dispatcher<int> pool(
-        [&](int& id, std::stop_token st) {
-            if (id == held) {
-                if (!hold.wait(st)) {
-                    throw stopped_by_token{};
-                }
-                return;
-            }
-            seen.add(id);
-        },
-        o);
-    finally release([&] { hold.open(); });
-    REQUIRE(pool.submit(int{held}) == submit_status::accepted);  // this thread: home 0
-    REQUIRE(eventually([&] { return hold.waiting() == 1; }));
-    for (int i = 0; i < per_ring; ++i) {
-        REQUIRE(pool.submit(int{i}) == submit_status::accepted);  // ring 0: 0, 1, ...
+namespace {
+
+// Which worker thread ran which request id, in the order they ran.
+class ran_by {
+public:
+    // Records `id` for this thread; returns how many this thread has run.
+    std::size_t add(int id) {
+        std::lock_guard lock(mutex_);
+        runs_.emplace_back(std::this_thread::get_id(), id);
+        return static_cast<std::size_t>(
+            std::count_if(runs_.begin(), runs_.end(),
+                          [](const auto& r) { return r.first == std::this_thread::get_id(); }));
     }
-    std::atomic<int> refused{0};
-    std::jthread([&pool, &refused] {  // the second thread to push: home 1
-        for (int i = 0; i < per_ring; ++i) {
-            if (pool.submit(1000 + i) != submit_status::accepted) {  // ring 1: 1000, ...
-                refused.fetch_add(1);
+    // The ids worker `t` ran, in order.
+    std::vector<int> of(std::thread::id t) {
+        std::lock_guard lock(mutex_);
+        std::vector<int> ids;
+        for (const auto& [who, id] : runs_) {
+            if (who == t) {
+                ids.push_back(id);
             }
         }
-    })
-        .join();
-    REQUIRE(refused.load() == 0);
+        return ids;
+    }
+    // The workers that ran requests, in the order of their first.
+    std::vector<std::thread::id> workers() {
+        std::lock_guard lock(mutex_);
+        std::vector<std::thread::id> out;
+        for (const auto& [who, id] : runs_) {
+            if (std::find(out.begin(), out.end(), who) == out.end()) {
+                out.push_back(who);
+            }
+        }
+        return out;
+    }
+
+private:
+    std::mutex mutex_;
+    std::vector<std::pair<std::thread::id, int>> runs_;
+};
+
+// Two workers and two rings of 128. `held` requests wait at `hold` (and are not recorded); the
+// others are recorded with the worker that ran them, and with `pause` a worker waits there after
+// its 31st.
+constexpr int held_id = -1;
+constexpr int pin_id = -2;  // waits at the pin gate on worker 0 only
+thread_local std::size_t this_worker_id = ~std::size_t{0};
+auto two_ring_options() {
+    auto o = held_options<int>(256, 2);
+    o.queue_shards = 2;
+    o.scale_interval = std::chrono::hours(1);  // the workers are moved by hand only
+    return o;
+}
+auto ring_recording(gate& hold, ran_by& ran, gate* pause = nullptr, gate* pin = nullptr) {
+    return [&hold, &ran, pause, pin](int& id, std::stop_token st) {
+        if (id == held_id || (id == pin_id && pin != nullptr && this_worker_id == 0)) {
+            if (!(id == held_id ? hold : *pin).wait(st)) {
+                throw stopped_by_token{};
+            }
+            return;
+        }
+        if (id == pin_id) {
+            return;  // for worker 0 only
+        }
+        if (ran.add(id) == 31 && pause != nullptr && !pause->wait(st)) {
+            throw stopped_by_token{};
+        }
+    };
+}
+
+// Pushes 96 requests into each ring: 0, 1, ... from this thread (home ring 0, being the pool's
+// first pusher) and 1000, 1001, ... from a new thread (home ring 1). Returns how many were refused.
+int fill_both_rings(dispatcher<int>& pool) {
+    std::atomic<int> refused{0};
+    for (int i = 0; i < 96; ++i) {
+        refused += pool.submit(int{i}) == submit_status::accepted ? 0 : 1;
+    }
+    std::jthread([&pool, &refused] {
+        for (int i = 0; i < 96; ++i) {
+            refused += pool.submit(1000 + i) == submit_status::accepted ? 0 : 1;
+        }
+    }).join();
+    return refused.load();
+}
+
+// How many of the first `n` of `ids` came from ring 0 (ids below 1000).
+long from_ring_0(const std::vector<int>& ids, std::size_t n) {
+    return std::count_if(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(n),
+                         [](int id) { return id < 1000; });
+}
+
+}  // namespace
+
+TEST_CASE("with as many workers as rings, a worker takes from its own ring while it has work, and "
+          "from the other once in 32 pops",
+          "[dispatcher][unit]") {
+    // One of the two workers stays held; the other pops alone, 96 requests waiting in each ring.
+    // Two workers that each keep to a ring of their own do not write each other's ring index
+    // while both have work; a worker that moved its start every 32 pops took half from each.
+    gate hold;
+    ran_by ran;
+    dispatcher<int> pool(ring_recording(hold, ran), two_ring_options());
+    finally release([&] { hold.open(); });
+    REQUIRE(pool.submit(int{held_id}) == submit_status::accepted);
+    REQUIRE(pool.submit(int{held_id}) == submit_status::accepted);
+    REQUIRE(eventually([&] { return hold.waiting() == 2; }));
+    REQUIRE(fill_both_rings(pool) == 0);
+    hold.release(1);  // one worker goes on: its held request was its first pop
+    REQUIRE(eventually(
+        [&] { return ran.workers().size() == 1 && ran.of(ran.workers()[0]).size() >= 64; }));
+    const std::vector<int> ids = ran.of(ran.workers()[0]);
+    // Its pops 2 to 65: 62 from its own ring, and pops 33 and 65 from the other.
+    const long own_0 = from_ring_0(ids, 64);
+    CHECK((own_0 == 62 || own_0 == 2));
     hold.open();
     REQUIRE(pool.wait_idle_for(30s));
-    const std::vector<int> ids = seen.ids();
-    REQUIRE(ids.size() == std::size_t{2 * per_ring});
-    const bool home_is_ring_0 = worker_id.load() % 2 == 0;
-    const auto from_other_ring = [home_is_ring_0](int id) { return (id < 1000) != home_is_ring_0; };
-    // The worker's pops 2 to 65 (the held request was its first): one visit to the other ring.
-    CHECK(std::count_if(ids.begin(), ids.begin() + 64, from_other_ring) == 1);
-    // Each ring is FIFO, visits or not.
-    std::vector<int> ring0;
-    std::vector<int> ring1;
-    for (const int id : ids) {
-        (id < 1000 ? ring0 : ring1).push_back(id);
+    CHECK(pool.shutdown(10s).drained);
+}
+
+TEST_CASE(
+    "after the pool shrinks and grows again, each of its workers again keeps to a ring of its "
+    "own",
+    "[dispatcher][scaling][unit]") {
+    // Worker ids only grow. Keep worker 0 busy, remove worker 1 (the idle one goes) and add
+    // worker 2: a home of `id % rings` would put both on ring 0 and leave ring 1 to the visits.
+    // Each ring must have its own worker again (worker_set's seats).
+    gate hold;
+    gate pause;
+    gate pin;
+    ran_by ran;
+    std::mutex ids_mutex;
+    std::vector<std::size_t> live_ids;
+    auto o = two_ring_options();
+    o.on_worker_start = [&](std::size_t id) {
+        this_worker_id = id;
+        std::lock_guard lock(ids_mutex);
+        live_ids.push_back(id);
+    };
+    o.on_worker_stop = [&](std::size_t id) {
+        std::lock_guard lock(ids_mutex);
+        live_ids.erase(std::find(live_ids.begin(), live_ids.end(), id));
+    };
+    const auto ids_now = [&] {
+        std::lock_guard lock(ids_mutex);
+        return live_ids;
+    };
+    dispatcher<int> pool(ring_recording(hold, ran, &pause, &pin), o);
+    finally release([&] {
+        pin.open();
+        pause.open();
+        hold.open();
+    });
+    REQUIRE(eventually([&] { return ids_now().size() == 2; }));
+    // Pin requests until worker 0 holds one (worker 1 lets them through).
+    for (int tries = 0; tries < 1000 && pin.waiting() == 0; ++tries) {
+        REQUIRE(pool.submit(int{pin_id}) == submit_status::accepted);
+        (void)eventually([&] { return pin.waiting() == 1 || pool.stats().queue_depth == 0; });
     }
-    CHECK(std::is_sorted(ring0.begin(), ring0.end()));
-    CHECK(std::is_sorted(ring1.begin(), ring1.end()));
+    REQUIRE(pin.waiting() == 1);
+    pool.set_worker_limits(1, 2);
+    REQUIRE(pool.remove_worker());  // the idle one: worker 1
+    REQUIRE(eventually([&] { return ids_now() == std::vector<std::size_t>{0}; }));
+    REQUIRE(pool.add_worker());
+    REQUIRE(eventually([&] { return ids_now() == std::vector<std::size_t>{0, 2}; }));
+    pin.open();
+    REQUIRE(pool.wait_idle_for(30s));
+
+    // Each worker pops its held request, then 31 more from its home ring, and waits at `pause`:
+    // one at a time, so that neither empties a ring the other would then have to take from.
+    REQUIRE(pool.submit(int{held_id}) == submit_status::accepted);
+    REQUIRE(pool.submit(int{held_id}) == submit_status::accepted);
+    REQUIRE(eventually([&] { return hold.waiting() == 2; }));
+    REQUIRE(fill_both_rings(pool) == 0);
+    hold.release(1);
+    REQUIRE(eventually([&] { return pause.waiting() == 1; }));
+    hold.release(1);
+    REQUIRE(eventually([&] { return pause.waiting() == 2; }));
+    const auto workers = ran.workers();
+    REQUIRE(workers.size() == 2);
+    const std::vector<int> first = ran.of(workers[0]);
+    const std::vector<int> second = ran.of(workers[1]);
+    REQUIRE(first.size() == 31u);
+    REQUIRE(second.size() == 31u);
+    const long first_0 = from_ring_0(first, 31);
+    const long second_0 = from_ring_0(second, 31);
+    // Each from its own ring but for a visit (worker 0's count of pops began with the pins), and
+    // not the same one.
+    CHECK((first_0 <= 1 || first_0 >= 30));
+    CHECK((second_0 <= 1 || second_0 >= 30));
+    CHECK((first_0 >= 30) != (second_0 >= 30));
+    pause.open();
+    hold.open();
+    REQUIRE(pool.wait_idle_for(30s));
     CHECK(pool.shutdown(10s).drained);
 }
 

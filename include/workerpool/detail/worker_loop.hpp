@@ -18,6 +18,7 @@
 #include <workerpool/detail/worker_set.hpp>
 #include <workerpool/stats.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -74,15 +75,16 @@ public:
         }
         std::minstd_rand rng(static_cast<std::uint_fast32_t>(p_.rng_seed + w.id * 7919));
         std::optional<Envelope>& current = w.payload.current;
-        // A pop starts at the worker's own ring, and every `pops_per_visit`-th at the next ring of
-        // a round over all of them, so that with fewer workers than rings a ring that is never
-        // empty cannot starve the others. Staying home otherwise keeps two workers off each
-        // other's ring while both have work (each pop's claim writes its ring's index line).
+        // A pop starts at the worker's home ring (see next_home: its own while there are at least
+        // as many live workers as rings, so that two workers do not write one ring's index line
+        // while both have work; else it goes round a share of the rings), and every
+        // `pops_per_visit`-th pop at another ring, each in turn, so that a ring whose worker is
+        // busy for long is still served.
         constexpr unsigned pops_per_visit = 32;
         const std::size_t rings = p_.queue.shard_count();
-        const std::size_t home = w.id % rings;  // kept below `rings`: no division per pop
-        std::size_t visit = home;               // the ring the last visit started at
-        std::size_t from = home;                // where the next pop starts
+        std::size_t home = next_home(w, rings, rings);  // kept below `rings`: no division per pop
+        std::size_t visit = home;                       // the ring the last visit started at
+        std::size_t from = home;                        // where the next pop starts
         unsigned pops_here = 0;
         bool ring_next = false;  // with work in both, the ring and the scheduler take turns
         // relaxed: a flag, looked at every round; shutdown wakes the sleepers after setting it
@@ -104,9 +106,13 @@ public:
             if (p_.queue.consume(
                     from, [&current](Envelope&& e) noexcept { current.emplace(std::move(e)); })) {
                 from = home;
-                if (++pops_here == pops_per_visit) [[unlikely]] {
+                if (++pops_here == pops_per_visit && rings > 1) [[unlikely]] {
                     pops_here = 0;
+                    home = next_home(w, rings, home);
                     visit = visit + 1 == rings ? 0 : visit + 1;
+                    if (visit == home) {
+                        visit = visit + 1 == rings ? 0 : visit + 1;
+                    }
                     from = visit;
                 }
                 // [W3] the consumer's side: the pop's seq_cst CAS precedes this load.
@@ -172,6 +178,23 @@ private:
             sleep_until_work(w, st, false);
         }
         return true;
+    }
+
+    // The ring `w` starts its pops at for its next `pops_per_visit` pops, after `home` (`rings`
+    // at first). Its seat (worker_set::seat) decides: with at least as many live workers as
+    // rings, ring `seat % rings`, each ring with a worker of its own; with fewer, the rings
+    // `seat`, `seat + live`, ... in turn, each ring with exactly one worker going round it.
+    [[nodiscard]] std::size_t next_home(const worker& w, std::size_t rings,
+                                        std::size_t home) const noexcept {
+        const std::size_t live = std::max<std::size_t>(p_.workers.live(), 1);
+        const std::size_t seat = worker_set<Payload>::seat(w) % live;  // racy: either is fine
+        if (live >= rings) {
+            return seat % rings;
+        }
+        if (home >= rings || home % live != seat) {
+            return seat;  // the first ring of its share (the share changed, or it starts)
+        }
+        return home + live < rings ? home + live : seat;
     }
 
     // A pop freed a ring slot while someone waits for room: due retries first, then producers.

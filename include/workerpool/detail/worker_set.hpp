@@ -42,8 +42,11 @@ struct worker_slot {
     std::int64_t stopped_at_ns = 0;   // guarded by the set's mutex: when a deadline stopped it
     std::atomic<bool> exited{false};  // the worker's last write; see [X1]
     std::size_t id = 0;               // fixed at start
-    std::jthread thread;              // guarded by the set's mutex
-    Payload payload;                  // the worker thread's own
+    // Its place among the live workers, in [0, live): the ring it serves (see worker_set::seat).
+    // Written under the set's mutex; the worker reads it.
+    std::atomic<std::size_t> seat{0};
+    std::jthread thread;  // guarded by the set's mutex
+    Payload payload;      // the worker thread's own
 };
 
 /// What `worker_set::note_returned` found about a worker whose stopped attempt ended.
@@ -81,6 +84,12 @@ public:
         return live_.load(std::memory_order_relaxed);  // a gauge; written under mutex_
     }
 
+    /// Worker `w`'s seat: the live workers hold seats 0, 1, ... live - 1, one each (a worker that
+    /// starts takes the next; when one stops being live, the holder of the last seat moves into
+    /// its place), so that `seat % rings` gives every ring a worker of its own while there are
+    /// at least as many. Read by the worker itself; racy against a move, like `live()`.
+    [[nodiscard]] static std::size_t seat(const slot& w) noexcept { return w.seat.load(); }
+
     /// Live workers that are not stuck: the pool's capacity to serve.
     [[nodiscard]] std::size_t serving_locked() const noexcept { return live() - stuck_; }
 
@@ -106,6 +115,7 @@ public:
         // Default-initialised, not value-initialised: nothing zeroes the payload.
         std::unique_ptr<slot> s(new slot);
         s->id = next_id_;
+        s->seat.store(live());  // the next seat; its thread starts after this store
         slot* w = s.get();
         // Every allocation before anything changes: a slot without a thread would count as an
         // awake worker for ever.
@@ -115,9 +125,13 @@ public:
             std::lock_guard lock(exit_mutex_);
             ++threads_alive_;
         }
+        // Counted live before its thread starts, so that the new worker sees itself in the count.
+        const std::size_t n = live() + 1;
+        live_.store(n, std::memory_order_relaxed);  // written under mutex_ only
         try {
             w->thread = std::jthread([body, w](std::stop_token st) { body(st, *w); });
         } catch (...) {
+            live_.store(n - 1, std::memory_order_relaxed);  // written under mutex_ only
             {
                 std::lock_guard lock(exit_mutex_);
                 --threads_alive_;
@@ -126,8 +140,6 @@ public:
             throw;
         }
         ++next_id_;
-        const std::size_t n = live() + 1;
-        live_.store(n, std::memory_order_relaxed);  // written under mutex_ only
         peak_ = std::max(peak_, n);
         if (count_as_scale_up) {
             ++scale_ups_;
@@ -193,6 +205,7 @@ public:
 
     /// Marks `w` retiring and wakes it; it exits after its current request.
     void retire_locked(slot& w, idle_stack<slot>& idle) noexcept {
+        vacate_seat_locked(w);
         w.retiring = true;
         live_.store(live() - 1, std::memory_order_relaxed);  // written under mutex_ only
         ++scale_downs_;
@@ -296,6 +309,7 @@ public:
                 w.thread.join();  // it has left its body: returns at once
             }
             if (!w.retiring) {  // exited without retiring (drain or cancel): no longer live
+                vacate_seat_locked(w);
                 live_.store(live() - 1, std::memory_order_relaxed);  // under mutex_ only
             }
             if (w.stuck) {
@@ -450,6 +464,20 @@ public:
     }
 
 private:
+    /// `w` stops being live: the live worker in the last seat takes its seat. (Called from
+    /// `reap_exited_locked` while it compacts `slots_`: skips the places moved from.)
+    void vacate_seat_locked(const slot& w) noexcept {
+        const std::size_t last = live() - 1;
+        const std::size_t freed = w.seat.load();
+        for (const auto& other : slots_) {
+            if (other != nullptr && other.get() != &w && !other->retiring &&
+                other->seat.load() == last) {
+                other->seat.store(freed);
+                return;
+            }
+        }
+    }
+
     void merge_latency_locked(histogram_counts& wait, histogram_counts& run) const noexcept {
         wait = retired_wait_;
         run = retired_run_;
