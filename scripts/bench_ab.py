@@ -82,9 +82,10 @@ def main() -> None:
             print(f"{name}: only in {'new' if new else 'old'}")
             continue
         mo, mn = statistics.median(old), statistics.median(new)
+        pr = f"{statistics.median(paired[name]):.2f}" if paired[name] else "-"
         print(f"{name:42s} old {mo:6.2f} ({min(old):.2f}-{max(old):.2f})  "
               f"new {mn:6.2f} ({min(new):.2f}-{max(new):.2f})  new/old {mn / mo:.2f}  "
-              f"paired {statistics.median(paired[name]):.2f}  top {max(new) / max(old):.2f}")
+              f"paired {pr}  top {max(new) / max(old):.2f}")
 
 
 if __name__ == "__main__":

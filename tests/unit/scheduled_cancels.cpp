@@ -181,6 +181,7 @@ TEST_CASE("requests cancelled while they are ready under the pool's rate spend n
     // One token a second. Request 1 takes the burst's token; five tracked requests queued behind
     // it are cancelled, then request 2 is submitted. Had each cancelled one spent a token on its
     // way out, request 2 would start six seconds after request 1; it starts at the next token.
+    // The pool is paused meanwhile, so that none of the five can start before its cancel.
     failure_log<job> failures;
     recorder ran;
     auto o = cancel_options(failures, 1);
@@ -189,6 +190,7 @@ TEST_CASE("requests cancelled while they are ready under the pool's rate spend n
     REQUIRE(pool.submit(job{1}) == submit_status::accepted);
     REQUIRE(eventually([&] { return ran.size() == 1; }));
     const auto first_ran = clock_type::now();
+    pool.pause();
     std::vector<handle<void>> handles;
     for (int id = 10; id < 15; ++id) {
         auto [s, h] = pool.submit_tracked(job{id});
@@ -199,6 +201,7 @@ TEST_CASE("requests cancelled while they are ready under the pool's rate spend n
         CHECK(h.cancel());
     }
     REQUIRE(pool.submit(job{2}) == submit_status::accepted);
+    pool.resume();
     REQUIRE(eventually([&] { return ran.size() == 2; }));
     CHECK(clock_type::now() - first_ran < 4s);  // about one second; six with the tokens spent
     REQUIRE(eventually([&] { return failures.size() == 5; }));
@@ -210,6 +213,36 @@ TEST_CASE("requests cancelled while they are ready under the pool's rate spend n
     CHECK(ran.ids() == std::vector<int>{1, 2});
     REQUIRE(pool.wait_idle_for(10s));
     check_idle_counts(pool.stats(), 2, 5);
+}
+
+TEST_CASE("a keyed request cancelled while it is ready spends none of its key's tokens: the key's "
+          "next request starts at once",
+          "[scheduler][cancel][rate][unit]") {
+    // One token a second for key 7. Request 1 takes it; while the pool is paused, request 2
+    // (tracked) becomes ready, is cancelled, and request 3 waits behind it. After the key's next
+    // token has come, resume: had 2 spent that token on its way out, 3 would wait another second.
+    failure_log<job> failures;
+    recorder ran;
+    auto o = cancel_options(failures, 1);
+    o.key_rate_limit = {.per_second = 1.0, .burst = 1};
+    dispatcher<job> pool(recording(ran), o);
+    REQUIRE(pool.submit(job{1}, job_options{.key = 7}) == submit_status::accepted);
+    REQUIRE(eventually([&] { return ran.size() == 1; }));
+    const auto first_ran = clock_type::now();
+    pool.pause();
+    auto [s2, cancelled] = pool.submit_tracked(job{2}, job_options{.key = 7});
+    REQUIRE(s2 == submit_status::accepted);
+    REQUIRE(pool.submit(job{3}, job_options{.key = 7}) == submit_status::accepted);
+    CHECK(cancelled.cancel());
+    std::this_thread::sleep_until(first_ran + 1050ms);  // the key's next token has come
+    const auto resumed = clock_type::now();
+    pool.resume();
+    REQUIRE(eventually([&] { return ran.size() == 2; }));
+    CHECK(clock_type::now() - resumed < 500ms);  // at once; 950 ms with the token spent
+    (void)check_one_cancelled(failures, 2, 0);
+    CHECK(ran.ids() == std::vector<int>{1, 3});
+    REQUIRE(pool.wait_idle_for(10s));
+    check_idle_counts(pool.stats(), 2, 1);
 }
 
 TEST_CASE("a keyed request cancelled while it waits out a retry's backoff leaves the scheduler at "

@@ -40,9 +40,10 @@ namespace workerpool::detail {
 /// entry erased when the key drains), waiting for a time (`timed_`: its `not_before`, its retry
 /// backoff, its key's next token), or ready (`ready_`: one FIFO per lane). A key has at most one
 /// request outside its FIFO — ready, timed, or running — so ready keys take turns. A worker takes
-/// from the highest lane (aging counted); the pool's token is checked before, the key's token
-/// after it picks (a key over its limit goes to `timed_`). What a take, a finish or a release
-/// made ready is reported to the caller, who wakes workers; the scheduler calls nobody.
+/// from the highest lane (aging counted), then checks the pool's token and the key's (a key over
+/// its limit goes to `timed_`); a request its handle cancelled spends neither. What a take, a
+/// finish or a release made ready is reported to the caller, who wakes workers; the scheduler calls
+/// nobody.
 ///
 /// A tracked request that waits for a time or behind its key is watched (`scheduled_item`): its
 /// cancel tells the listener given at construction, which wakes the supervisor, whose next pass
