@@ -131,3 +131,75 @@ TEST_CASE("worker_set: the live workers hold seats 0 to live - 1 after any mix o
     }
     set.join_all(idle);
 }
+
+TEST_CASE("worker_set: two workers that exit without retiring in one reaper pass leave the seats "
+          "0 to live - 1",
+          "[worker_set][unit]") {
+    // The reaper hands each leaver's seat to the holder of the last one; a leaver handled earlier
+    // in the same pass, still in the set until the pass ends, must not be taken for that holder.
+    // Slots in order a0, a2, a3, a4 with seats 0, 2, 1, 3; a2 and a3 leave together.
+    std::atomic<bool> exit_all{false};
+    exit_flags exit_one{};
+    workerpool::detail::idle_stack<slot> idle;
+    set_type set(0, 8, 0);
+    const body b{&set, &exit_all, &exit_one};
+    const auto slot_at = [&set](std::size_t i) -> slot& { return set.at_locked(i); };
+    {
+        std::lock_guard lock(set.mutex());
+        for (int i = 0; i < 4; ++i) {
+            REQUIRE(set.spawn_locked(idle, b, false));
+        }
+        set.retire_locked(slot_at(1), idle);  // a3 takes seat 1
+    }
+    REQUIRE(workerpool::test::eventually([&] {
+        std::lock_guard lock(set.mutex());
+        set.reap_exited_locked();
+        return set.slots_locked() == 3;
+    }));
+    std::vector<slot*> leaving;
+    {
+        std::lock_guard lock(set.mutex());
+        REQUIRE(set.spawn_locked(idle, b, false));  // a4: seat 3
+        CHECK(set_type::seat(slot_at(1)) == 2u);    // a2
+        CHECK(set_type::seat(slot_at(2)) == 1u);    // a3
+        leaving = {&slot_at(1), &slot_at(2)};
+    }
+    for (slot* w : leaving) {
+        exit_one[w->id].store(true);
+    }
+    REQUIRE(workerpool::test::eventually([&] {
+        return std::all_of(leaving.begin(), leaving.end(),
+                           [](const slot* w) { return w->exited.load(); });
+    }));
+    {
+        std::lock_guard lock(set.mutex());
+        set.reap_exited_locked();
+        CHECK(set.live() == 2u);
+        CHECK(live_seats(set) == first_n(2));
+    }
+    exit_all.store(true);
+    set.join_all(idle);
+}
+
+TEST_CASE("worker_set: a stuck worker's replacement takes its seat", "[worker_set][unit]") {
+    // So that the stuck worker's ring keeps a worker that serves it; the stuck one takes the last
+    // seat (its ring shared, or none of its own, until it returns).
+    std::atomic<bool> exit_all{false};
+    exit_flags exit_one{};
+    workerpool::detail::idle_stack<slot> idle;
+    set_type set(0, 2, 1);
+    const body b{&set, &exit_all, &exit_one};
+    {
+        std::lock_guard lock(set.mutex());
+        REQUIRE(set.spawn_locked(idle, b, false));
+        REQUIRE(set.spawn_locked(idle, b, false));
+        slot& stuck = set.at_locked(0);
+        REQUIRE(set.declare_stuck_locked(stuck, idle, b, true));
+        REQUIRE(set.slots_locked() == 3);
+        CHECK(set_type::seat(set.at_locked(2)) == 0u);  // the replacement
+        CHECK(set_type::seat(stuck) == 2u);
+        CHECK(live_seats(set) == first_n(3));
+    }
+    exit_all.store(true);
+    set.join_all(idle);
+}

@@ -127,6 +127,8 @@ public:
             if (!idle_round(w, st, home)) {
                 break;
             }
+            home = next_home(w, rings, rings);  // its seat may have moved while it slept
+            from = home;
         }
         if (p_.opts.on_worker_stop) {
             p_.calls.guard(p_.opts.on_worker_stop, w.id);

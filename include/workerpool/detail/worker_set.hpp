@@ -42,8 +42,8 @@ struct worker_slot {
     std::int64_t stopped_at_ns = 0;   // guarded by the set's mutex: when a deadline stopped it
     std::atomic<bool> exited{false};  // the worker's last write; see [X1]
     std::size_t id = 0;               // fixed at start
-    // Its place among the live workers, in [0, live): the ring it serves (see worker_set::seat).
-    // Written under the set's mutex; the worker reads it.
+    // Its place among the live workers, in [0, live), from which the worker loop derives the
+    // ring it starts at (see worker_set::seat). Written under the set's mutex; the worker reads it.
     std::atomic<std::size_t> seat{0};
     std::jthread thread;  // guarded by the set's mutex
     Payload payload;      // the worker thread's own
@@ -87,7 +87,8 @@ public:
     /// Worker `w`'s seat: the live workers hold seats 0, 1, ... live - 1, one each (a worker that
     /// starts takes the next; when one stops being live, the holder of the last seat moves into
     /// its place), so that `seat % rings` gives every ring a worker of its own while there are
-    /// at least as many. Read by the worker itself; racy against a move, like `live()`.
+    /// at least as many. A stuck worker's replacement takes its seat (the stuck one takes the
+    /// last). Read by the worker itself; racy against a move, like `live()`.
     [[nodiscard]] static std::size_t seat(const slot& w) noexcept { return w.seat.load(); }
 
     /// Live workers that are not stuck: the pool's capacity to serve.
@@ -244,6 +245,11 @@ public:
         ++stuck_total_;
         if (replace && below_thread_limit_locked() && spawn_locked(idle, body, true)) {
             ++replacements_;
+            // The replacement takes the stuck worker's seat (and ring); the stuck one the last.
+            slot& fresh = *slots_.back();
+            const std::size_t stuck_seat = w.seat.load();
+            w.seat.store(fresh.seat.load());
+            fresh.seat.store(stuck_seat);
             return true;
         }
         return false;
@@ -310,6 +316,7 @@ public:
             }
             if (!w.retiring) {  // exited without retiring (drain or cancel): no longer live
                 vacate_seat_locked(w);
+                w.retiring = true;  // seatless now: a later hand-over in this pass must skip it
                 live_.store(live() - 1, std::memory_order_relaxed);  // under mutex_ only
             }
             if (w.stuck) {
