@@ -695,6 +695,32 @@ TEST_CASE("with as many workers as rings, a worker takes from its own ring while
     CHECK(pool.shutdown(10s).drained);
 }
 
+TEST_CASE("with fewer workers than rings, a worker goes round its share of the rings, 32 pops at "
+          "a time",
+          "[dispatcher][unit]") {
+    // One worker, two rings, 96 requests waiting in each: the worker's share is both rings. A
+    // worker that stayed at its first ring would take the other's only on visits.
+    gate hold;
+    ran_by ran;
+    auto o = two_ring_options();
+    o.min_workers = 1;
+    o.max_workers = 1;
+    dispatcher<int> pool(ring_recording(hold, ran), o);
+    finally release([&] { hold.open(); });
+    REQUIRE(pool.submit(int{held_id}) == submit_status::accepted);
+    REQUIRE(eventually([&] { return hold.waiting() == 1; }));
+    REQUIRE(fill_both_rings(pool) == 0);
+    hold.open();
+    REQUIRE(pool.wait_idle_for(30s));
+    const auto workers = ran.workers();
+    REQUIRE(workers.size() == 1u);
+    const std::vector<int> ids = ran.of(workers[0]);
+    REQUIRE(ids.size() == 192u);
+    // Its pops 2 to 65: 32 from each ring (31 at home and a visit, then the same the other way).
+    CHECK(from_ring_0(ids, 64) == 32);
+    CHECK(pool.shutdown(10s).drained);
+}
+
 TEST_CASE(
     "after the pool shrinks and grows again, each of its workers again keeps to a ring of its "
     "own",
