@@ -63,6 +63,19 @@ std::vector<std::size_t> first_n(std::size_t n) {
     return v;
 }
 
+// Lets the workers in `leaving` exit without being retired, waits for them, and reaps them.
+void exit_and_reap(set_type& set, exit_flags& exit_one, const std::vector<slot*>& leaving) {
+    for (slot* w : leaving) {
+        exit_one[w->id].store(true);
+    }
+    REQUIRE(workerpool::test::eventually([&] {
+        return std::all_of(leaving.begin(), leaving.end(),
+                           [](const slot* w) { return w->exited.load(); });
+    }));
+    std::lock_guard lock(set.mutex());
+    set.reap_exited_locked();
+}
+
 }  // namespace
 
 TEST_CASE("worker_set: the live workers hold seats 0 to live - 1 after any mix of starts, "
@@ -108,16 +121,9 @@ TEST_CASE("worker_set: the live workers hold seats 0 to live - 1 after any mix o
         });
     }
     REQUIRE(leaving.size() == 2u);
-    for (slot* w : leaving) {
-        exit_one[w->id].store(true);
-    }
-    REQUIRE(workerpool::test::eventually([&] {
-        return std::all_of(leaving.begin(), leaving.end(),
-                           [](const slot* w) { return w->exited.load(); });
-    }));
+    exit_and_reap(set, exit_one, leaving);
     {
         std::lock_guard lock(set.mutex());
-        set.reap_exited_locked();
         CHECK(set.live() == 4u);
         CHECK(live_seats(set) == first_n(4));
     }
@@ -164,16 +170,9 @@ TEST_CASE("worker_set: two workers that exit without retiring in one reaper pass
         CHECK(set_type::seat(slot_at(2)) == 1u);    // a3
         leaving = {&slot_at(1), &slot_at(2)};
     }
-    for (slot* w : leaving) {
-        exit_one[w->id].store(true);
-    }
-    REQUIRE(workerpool::test::eventually([&] {
-        return std::all_of(leaving.begin(), leaving.end(),
-                           [](const slot* w) { return w->exited.load(); });
-    }));
+    exit_and_reap(set, exit_one, leaving);
     {
         std::lock_guard lock(set.mutex());
-        set.reap_exited_locked();
         CHECK(set.live() == 2u);
         CHECK(live_seats(set) == first_n(2));
     }

@@ -112,7 +112,7 @@ struct scheduled_item {
     }
 
     /// Whether it waits, watched, and its handle cancelled it (it will not run).
-    [[nodiscard]] bool cancelled() const noexcept { return watched && e.ticket->done(); }
+    [[nodiscard]] bool cancelled() const noexcept { return watched && ended_by_handle(); }
 
     /// Whether its handle cancelled it, watched or not: a ready one too. It will not run (the
     /// worker that takes it ends it as cancelled), so it spends no rate token.
