@@ -2,14 +2,14 @@
 // instructions one no-op request costs the producer's `submit` and the worker. A plain program,
 // not a benchmark: it measures nothing itself.
 //
-//   instructions REQUESTS [block|try|wake] [SHARDS] [timeout|no-timeout]
+//   instructions REQUESTS [block|try] [SHARDS] [timeout|no-timeout]
 //
-// block / try (default block): one worker is held by a gate request while this thread submits
-// REQUESTS no-op requests (with `submit` or `try_submit`), so every submit finds a free slot and
-// a busy worker; then the gate opens and the worker runs them all. Neither side ever waits.
-// wake: one request at a time into a pool whose worker sleeps between them (the wake-up path).
-// SHARDS: `queue_shards` (default 0: the pool's choice). timeout (default): `default_timeout`
-// 10 s and a handler that takes its `std::stop_token`; no-timeout: neither.
+// One worker is held by a gate request while this thread submits REQUESTS (at most 65536, the
+// queue's capacity) no-op requests with `submit` (block, the default) or `try_submit` (try), so
+// every submit finds a free slot and a busy worker; then the gate opens and the worker runs them
+// all. Neither side waits for the other while it is counted. SHARDS: `queue_shards` (default 0:
+// the pool's choice). timeout (default): a `default_timeout` (an hour: never reached) and a
+// handler that takes its `std::stop_token`; no-timeout: neither.
 //
 // The script counts instructions inside `submit_blocking` or `submit_trying` (the submit) and
 // inside the worker threads (their whole run: the handler included), at two request counts, and
@@ -17,47 +17,57 @@
 
 #include <workerpool/workerpool.hpp>
 
-#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <stop_token>
 
 namespace {
+
+constexpr std::size_t capacity = std::size_t{1} << 16;
 
 struct job {
     std::uint64_t value = 0;  // 1: the gate request
 };
 
+// What the handler and this thread share. A mutex and condition variable rather than atomic
+// waits: those spin a timing-dependent while before they sleep, inside the counted worker.
 struct state {
-    std::atomic<int> started{0};
-    std::atomic<int> release{0};
-    std::atomic<int> done{0};
-    std::atomic<std::uint64_t> progress{0};
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool started = false;  // the worker holds the gate
+    bool released = false;
+    bool done = false;
     std::uint64_t count = 0;  // the worker thread's only
     std::uint64_t target = 0;
-    bool report_progress = false;
 };
+
+void set_and_notify(state& s, bool& flag) {
+    {
+        const std::lock_guard lock(s.mutex);
+        flag = true;
+    }
+    s.cv.notify_all();
+}
+
+void wait_for(state& s, const bool& flag) {
+    std::unique_lock lock(s.mutex);
+    s.cv.wait(lock, [&flag] { return flag; });
+}
 
 // The handler's body, out of line so that its instructions are the same in every build.
 [[gnu::noinline]] void body(state* s, const job& j) noexcept {
     if (j.value == 1) {
-        s->started.store(1);
-        s->started.notify_one();
-        while (s->release.load() == 0) {
-            s->release.wait(0);
-        }
+        set_and_notify(*s, s->started);
+        wait_for(*s, s->released);
     }
-    ++s->count;
-    if (s->report_progress) {
-        s->progress.store(s->count);
-        s->progress.notify_one();
-    }
-    if (s->count == s->target) {
-        s->done.store(1);
-        s->done.notify_one();
+    if (++s->count == s->target) {
+        set_and_notify(*s, s->done);
     }
 }
 
@@ -81,76 +91,60 @@ using pool_type = workerpool::dispatcher<job>;
     return pool.try_submit(job{2});
 }
 
-void require_accepted(workerpool::submit_status s) {
-    if (s != workerpool::submit_status::accepted) {
-        std::fputs("instructions: a submit was refused\n", stderr);
-        std::exit(1);
-    }
-}
-
 template <class Handler>
-void run(std::uint64_t n, const char* mode, std::size_t shards, bool timeout) {
+int run(std::uint64_t n, bool use_try, std::size_t shards, bool timeout) {
     state s;
     s.target = n + 1;
     workerpool::options<job> o;
-    o.capacity = std::size_t{1} << 16;
+    o.capacity = capacity;
     o.min_workers = 1;
     o.max_workers = 1;
     o.queue_shards = shards;
     o.spin_before_sleep = std::chrono::nanoseconds(0);
     if (timeout) {
-        o.default_timeout = std::chrono::seconds(10);
+        o.default_timeout = std::chrono::hours(1);
     }
     pool_type pool(Handler{&s}, o);
-    if (std::strcmp(mode, "wake") == 0) {
-        s.report_progress = true;
-        for (std::uint64_t i = 1; i <= n + 1; ++i) {
-            require_accepted(submit_blocking(pool));
-
-            for (std::uint64_t p = 0; (p = s.progress.load()) < i;) {
-                s.progress.wait(p);
-            }
-        }
-    } else {
-        const bool use_try = std::strcmp(mode, "try") == 0;
-        require_accepted(pool.submit(job{1}));
-        while (s.started.load() == 0) {
-            s.started.wait(0);
-        }
-        for (std::uint64_t i = 0; i < n; ++i) {
-            require_accepted(use_try ? submit_trying(pool) : submit_blocking(pool));
-        }
-        s.release.store(1);
-        s.release.notify_one();
-        while (s.done.load() == 0) {
-            s.done.wait(0);
+    if (pool.submit(job{1}) != workerpool::submit_status::accepted) {
+        std::fputs("instructions: the gate request was refused\n", stderr);
+        return 1;
+    }
+    wait_for(s, s.started);
+    for (std::uint64_t i = 0; i < n; ++i) {
+        const auto status = use_try ? submit_trying(pool) : submit_blocking(pool);
+        if (status != workerpool::submit_status::accepted) {
+            std::fputs("instructions: a submit was refused\n", stderr);
+            set_and_notify(s, s.released);
+            return 1;
         }
     }
+    set_and_notify(s, s.released);
+    wait_for(s, s.done);
     (void)pool.shutdown(std::chrono::seconds(10));
     std::printf("ran %llu requests\n", static_cast<unsigned long long>(s.count));
+    return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+    const char* usage = "usage: instructions REQUESTS [block|try] [SHARDS] [timeout|no-timeout]\n";
     if (argc < 2) {
-        std::fputs("usage: instructions REQUESTS [block|try|wake] [SHARDS] [timeout|no-timeout]\n",
-                   stderr);
+        std::fputs(usage, stderr);
         return 2;
     }
     const std::uint64_t n = std::strtoull(argv[1], nullptr, 10);
     const char* mode = argc > 2 ? argv[2] : "block";
     const std::size_t shards = argc > 3 ? std::strtoull(argv[3], nullptr, 10) : 0;
     const bool timeout = argc <= 4 || std::strcmp(argv[4], "no-timeout") != 0;
-    if (std::strcmp(mode, "block") != 0 && std::strcmp(mode, "try") != 0 &&
-        std::strcmp(mode, "wake") != 0) {
-        std::fputs("instructions: the mode is block, try or wake\n", stderr);
+    if (n == 0 || n > capacity ||
+        (std::strcmp(mode, "block") != 0 && std::strcmp(mode, "try") != 0)) {
+        std::fputs(usage, stderr);
+        std::fputs("REQUESTS: 1 to 65536 (the queue holds them all while the worker waits)\n",
+                   stderr);
         return 2;
     }
-    if (timeout) {
-        run<with_token>(n, mode, shards, true);
-    } else {
-        run<without_token>(n, mode, shards, false);
-    }
-    return 0;
+    const bool use_try = std::strcmp(mode, "try") == 0;
+    return timeout ? run<with_token>(n, use_try, shards, true)
+                   : run<without_token>(n, use_try, shards, false);
 }
