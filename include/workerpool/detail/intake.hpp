@@ -69,7 +69,7 @@ public:
         if (detour_ || scheduled_by_own(jo)) [[unlikely]] {
             return counted(try_detoured(r, jo, ticket));
         }
-        return counted(push(r, jo, ticket));
+        return counted(push(r, settings_of(jo), ticket));
     }
 
     /// Tries until accepted, closed, or `until` passes (see `back_pressure::submit_until`); a
@@ -80,7 +80,8 @@ public:
         if (detour_ || scheduled_by_own(jo)) [[unlikely]] {
             return submit_detoured(r, jo, self_call, until, ticket);
         }
-        const submit_status s = push(r, jo, ticket);  // the fast path: a slot free at once
+        const submit_status s =
+            push(r, settings_of(jo), ticket);  // the fast path: a slot free at once
         return s == submit_status::full ? wait_then_push(r, jo, self_call, until, ticket) : s;
     }
 
@@ -142,7 +143,7 @@ private:
     [[gnu::noinline]] submit_status try_detoured(Request& r, job_options& jo,
                                                  completion_slot* ticket) noexcept {
         routes_.apply(r, jo);  // a route adds a timeout, attempts or a deadline, never a key
-        return scheduled_for(jo) ? push_scheduled(r, jo, ticket) : push(r, jo, ticket);
+        return scheduled_for(jo) ? push_scheduled(r, jo, ticket) : push(r, settings_of(jo), ticket);
     }
 
     // `submit_until`'s detour, for the same requests as `try_detoured`'s.
@@ -154,7 +155,7 @@ private:
         if (scheduled_for(jo)) {
             return counted(submit_scheduled(r, jo, self_call, until, ticket));
         }
-        const submit_status s = push(r, jo, ticket);
+        const submit_status s = push(r, settings_of(jo), ticket);
         return s == submit_status::full ? wait_then_push(r, jo, self_call, until, ticket) : s;
     }
 
@@ -165,7 +166,7 @@ private:
                    std::optional<std::chrono::steady_clock::time_point> until,
                    completion_slot* ticket) noexcept {
         return counted(p_.pressure.retry_until(
-            p_.queue, [&] { return push(r, jo, ticket); }, self_call,
+            p_.queue, [&, s = settings_of(jo)] { return push(r, s, ticket); }, self_call,
             p_.opts.spin_before_sleep.count(), until));
     }
 
@@ -207,10 +208,8 @@ private:
         const std::int64_t now = not_before != 0 ? now_ns() : p_.sched.clock_now();
         typename scheduler<typename Queue::value_type>::admitted a;
         try {
-            a = p_.sched.submit(
-                {jo.key, jo.priority, not_before}, now, std::move(r),
-                request_settings::of(jo, p_.opts.default_timeout, p_.opts.retry.max_attempts),
-                sample_now(p_.opts.latency_sample_every), ticket);
+            a = p_.sched.submit({jo.key, jo.priority, not_before}, now, std::move(r),
+                                settings_of(jo), sample_now(p_.opts.latency_sample_every), ticket);
         } catch (...) {
             return submit_status::full;  // out of memory: refused, `r` untouched
         }
@@ -224,12 +223,17 @@ private:
         return a.status;
     }
 
+    // `jo` completed by the pool's defaults. Computed where the caller's `jo` is known, so that a
+    // plain submit's (all zero) folds into the defaults.
+    [[nodiscard]] request_settings settings_of(const job_options& jo) const noexcept {
+        return request_settings::of(jo, p_.opts.default_timeout, p_.opts.retry.max_attempts);
+    }
+
     // One try at the queue; on `accepted`, the wake-up decision.
-    submit_status push(Request& r, const job_options& jo, completion_slot* ticket) noexcept {
+    submit_status push(Request& r, const request_settings& settings,
+                       completion_slot* ticket) noexcept {
         const submit_status s = p_.queue.try_emplace(
-            std::move(r),
-            request_settings::of(jo, p_.opts.default_timeout, p_.opts.retry.max_attempts),
-            sample_now(p_.opts.latency_sample_every), ticket);
+            std::move(r), settings, sample_now(p_.opts.latency_sample_every), ticket);
         if (s == submit_status::accepted) {
             accepted(1);
         }
@@ -271,15 +275,13 @@ private:
                 for (std::size_t i = 0; i < part.size(); ++i) {
                     job_options own = jo;
                     routes_.apply(part[i], own);
-                    settings[i] = request_settings::of(own, p_.opts.default_timeout,
-                                                       p_.opts.retry.max_attempts);
+                    settings[i] = settings_of(own);
                 }
                 return
                     [&settings](std::size_t i) -> const request_settings& { return settings[i]; };
             });
         }
-        const request_settings common =
-            request_settings::of(jo, p_.opts.default_timeout, p_.opts.retry.max_attempts);
+        const request_settings common = settings_of(jo);
         return push_bulk_with(rs, [&common](std::span<Request>) {
             return [&common](std::size_t) -> const request_settings& { return common; };
         });
