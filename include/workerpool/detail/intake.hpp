@@ -80,8 +80,8 @@ public:
         if (detour_ || scheduled_by_own(jo)) [[unlikely]] {
             return submit_detoured(r, jo, self_call, until, ticket);
         }
-        const submit_status s =
-            push(r, settings_of(jo), ticket);  // the fast path: a slot free at once
+        // The fast path: a slot free at once.
+        const submit_status s = push(r, settings_of(jo), ticket);
         return s == submit_status::full ? wait_then_push(r, jo, self_call, until, ticket) : s;
     }
 
