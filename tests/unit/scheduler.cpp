@@ -132,6 +132,44 @@ TEST_CASE("scheduler: one request per key at a time, in submit order, and keys t
     CHECK(s.accepted() == 4);
 }
 
+TEST_CASE("scheduler: finish_then_take moves the key's next up and takes the oldest ready",
+          "[scheduler][unit]") {
+    scheduler s(settings());
+    (void)submit(s, 1, 0, 7);
+    (void)submit(s, 2, 0, 7);  // behind 1
+    (void)submit(s, 10, 0, 9);
+    (void)submit(s, 20, 0, 0);
+    taker w{s};
+    CHECK(w.take(1) == 1);
+    // 1 ended: 2 moves up behind 10 and 20, which were ready first and go first.
+    std::optional<envelope> out;
+    scheduled_turn next;
+    auto ft = s.finish_then_take(w.turn, 2, out, next);
+    CHECK(ft.finished.ready == 1);
+    REQUIRE(ft.next.got);
+    CHECK(out->request == 10);
+    CHECK(next.key == 9);
+    // A retried request keeps its key: its finish moves nothing.
+    out.reset();
+    scheduled_turn retried = next;
+    retried.retried = true;
+    ft = s.finish_then_take(retried, 3, out, next);
+    CHECK(ft.finished.ready == 0);
+    REQUIRE(ft.next.got);
+    CHECK(out->request == 20);
+    CHECK(next.key == 0);
+    out.reset();
+    scheduled_turn done = next;
+    ft = s.finish_then_take(done, 4, out, next);  // a request without a key: nothing to finish
+    REQUIRE(ft.next.got);
+    CHECK(out->request == 2);
+    out.reset();
+    done = next;
+    ft = s.finish_then_take(done, 5, out, next);
+    CHECK_FALSE(ft.next.got);  // key 7 drained; key 9 stays held by the retry
+    CHECK(s.held() == 0);
+}
+
 TEST_CASE("scheduler: a key's backlog does not starve a key with one request",
           "[scheduler][unit]") {
     scheduler s(settings(1, 20'000));

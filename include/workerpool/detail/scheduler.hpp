@@ -163,66 +163,7 @@ public:
     /// its handle cancelled goes out without a token: it will not run.
     taken take(std::int64_t now, std::optional<Envelope>& out, scheduled_turn& turn) noexcept {
         std::lock_guard lock(mutex_);
-        taken t;
-        if (ready_count_ == 0) {
-            return t;  // it was taken meanwhile: nothing to throttle
-        }
-        for (;;) {
-            const std::optional<unsigned> lane = pick_lane(ready_, s_, now);
-            if (!lane) {
-                break;
-            }
-            std::deque<item>& fifo = ready_[*lane];
-            item& it = fifo.front();
-            const bool spends = !it.ended_by_handle();
-            if (spends && s_.pool_rate.on() && now < s_.pool_rate.next_token(pool_tat_)) {
-                if (pool_blocked_until_ == 0) {
-                    t.pool_throttled = true;
-                    throttled_.fetch_add(1, std::memory_order_relaxed);  // statistics only
-                }
-                pool_blocked_until_ = s_.pool_rate.next_token(pool_tat_);
-                t.due = std::min(t.due, pool_blocked_until_);
-                break;
-            }
-            if (spends) {
-                pool_blocked_until_ = 0;
-            }
-            if (spends && it.key != 0 && s_.key_rate.on() && !take_key_token(it.key, now, t)) {
-                const std::int64_t due = key_next_token(it.key);
-                const bool retry = it.retry;
-                try {
-                    timed_.emplace(due, std::move(it))->second.watch(cancels_);
-                    if (retry) {
-                        retries_.fetch_add(1, std::memory_order_relaxed);  // statistics only
-                    }
-                    t.due = std::min(t.due, due);
-                    fifo.pop_front();
-                    --ready_count_;
-                    continue;
-                } catch (...) {
-                    // Out of memory to put it aside: it starts now, over its key's limit.
-                }
-            }
-            if (spends) {
-                (void)s_.pool_rate.take(pool_tat_, now);
-            }
-            out.emplace(std::move(it.e));
-            turn = scheduled_turn{it.key, it.lane, true, false};
-            if (!it.retry) {
-                count_out(it.lane);
-            } else {
-                held_.fetch_sub(1);
-            }
-            fifo.pop_front();
-            --ready_count_;
-            t.got = true;
-            if (room_waiters_ != 0 && lane_held_[*lane] + room_batch() <= s_.lane_capacity) {
-                room_.notify_all();  // a batch of room, not every slot: see wait_for_room
-            }
-            break;
-        }
-        update_attention_locked();
-        return t;
+        return take_locked(now, out, turn);
     }
 
     /// The request `turn` describes has ended (not retried): its key's next request moves up.
@@ -232,12 +173,29 @@ public:
             return r;
         }
         std::lock_guard lock(mutex_);
-        const auto k = keys_.find(turn.key);
-        if (k == keys_.end()) {
-            return r;  // handed back by shutdown meanwhile
-        }
-        advance_locked(k, now, r);
+        finish_locked(turn, now, r);
         return r;
+    }
+
+    /// What `finish_then_take` did.
+    struct finished_and_taken {
+        released finished;
+        taken next;
+    };
+
+    /// `finish(done, now)` unless `done` was retried, then `take(now, out, next)`, in one pass of
+    /// the lock: a worker that ends a keyed request and goes on to the scheduler's next one pays
+    /// one pass instead of two.
+    finished_and_taken finish_then_take(const scheduled_turn& done, std::int64_t now,
+                                        std::optional<Envelope>& out,
+                                        scheduled_turn& next) noexcept {
+        std::lock_guard lock(mutex_);
+        finished_and_taken ft;
+        if (!done.retried && done.key != 0) {
+            finish_locked(done, now, ft.finished);
+        }
+        ft.next = take_locked(now, out, next);
+        return ft;
     }
 
     /// A retry of the request `turn` describes, due at `due_ns` (its key stays held). Returns
@@ -509,6 +467,80 @@ private:
                 }
             }
         }
+    }
+
+    // `take`, under the lock.
+    taken take_locked(std::int64_t now, std::optional<Envelope>& out,
+                      scheduled_turn& turn) noexcept {
+        taken t;
+        if (ready_count_ == 0) {
+            return t;  // it was taken meanwhile: nothing to throttle
+        }
+        for (;;) {
+            const std::optional<unsigned> lane = pick_lane(ready_, s_, now);
+            if (!lane) {
+                break;
+            }
+            std::deque<item>& fifo = ready_[*lane];
+            item& it = fifo.front();
+            const bool spends = !it.ended_by_handle();
+            if (spends && s_.pool_rate.on() && now < s_.pool_rate.next_token(pool_tat_)) {
+                if (pool_blocked_until_ == 0) {
+                    t.pool_throttled = true;
+                    throttled_.fetch_add(1, std::memory_order_relaxed);  // statistics only
+                }
+                pool_blocked_until_ = s_.pool_rate.next_token(pool_tat_);
+                t.due = std::min(t.due, pool_blocked_until_);
+                break;
+            }
+            if (spends) {
+                pool_blocked_until_ = 0;
+            }
+            if (spends && it.key != 0 && s_.key_rate.on() && !take_key_token(it.key, now, t)) {
+                const std::int64_t due = key_next_token(it.key);
+                const bool retry = it.retry;
+                try {
+                    timed_.emplace(due, std::move(it))->second.watch(cancels_);
+                    if (retry) {
+                        retries_.fetch_add(1, std::memory_order_relaxed);  // statistics only
+                    }
+                    t.due = std::min(t.due, due);
+                    fifo.pop_front();
+                    --ready_count_;
+                    continue;
+                } catch (...) {
+                    // Out of memory to put it aside: it starts now, over its key's limit.
+                }
+            }
+            if (spends) {
+                (void)s_.pool_rate.take(pool_tat_, now);
+            }
+            out.emplace(std::move(it.e));
+            turn = scheduled_turn{it.key, it.lane, true, false};
+            if (!it.retry) {
+                count_out(it.lane);
+            } else {
+                held_.fetch_sub(1);
+            }
+            fifo.pop_front();
+            --ready_count_;
+            t.got = true;
+            if (room_waiters_ != 0 && lane_held_[*lane] + room_batch() <= s_.lane_capacity) {
+                room_.notify_all();  // a batch of room, not every slot: see wait_for_room
+            }
+            break;
+        }
+        update_attention_locked();
+        return t;
+    }
+
+    // `finish` of a keyed request, under the lock.
+    void finish_locked(const scheduled_turn& turn, std::int64_t now, released& r) noexcept {
+        const auto k = keys_.find(turn.key);
+        if (k == keys_.end()) {
+            return;  // handed back by shutdown meanwhile
+        }
+        advance_locked(k, now, r);
     }
 
     // Key `k`'s holder has ended or left: its next request moves up (else the key is forgotten).

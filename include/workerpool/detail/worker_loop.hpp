@@ -156,10 +156,13 @@ private:
         if (!take_scheduled(w, ring_next)) {
             return round::ring;
         }
-        p_.runner.run(w, *w.payload.current, rng);
-        w.payload.current.reset();
-        finish_scheduled(w, st);
-        p_.waiters.notify();
+        bool again = true;
+        while (again) {
+            p_.runner.run(w, *w.payload.current, rng);
+            w.payload.current.reset();
+            again = finish_scheduled(w, st, ring_next);
+            p_.waiters.notify();
+        }
         return round::ran;
     }
 
@@ -220,6 +223,43 @@ private:
             return false;
         }
         const auto t = p_.sched.take(p_.sched.clock_now(), w.payload.current, w.payload.turn);
+        note_take(t);
+        return t.got;
+    }
+
+    // The scheduler's request has ended (or waits there to retry): its key's next moves up. When
+    // the worker may start another and the ring's turn has not come, it takes the scheduler's
+    // next request into `w` in the same pass of the scheduler's lock and returns true.
+    [[gnu::noinline]] bool finish_scheduled(worker& w, const std::stop_token& st,
+                                            bool& ring_next) noexcept {
+        const scheduled_turn done = std::exchange(w.payload.turn, scheduled_turn{});
+        const bool finishes = !done.retried && done.key != 0;  // its key's next moves up
+        bool took = false;
+        // The next round's checks, in its order: stop, shutdown, work or a pause here (relaxed:
+        // hints, as in run's loop), the pause (seq_cst, as scheduled_round's), the ring's turn
+        // (as take_scheduled's).
+        if (!st.stop_requested() &&
+            !p_.life.at_least(phase::cancelling, std::memory_order_relaxed) &&
+            (finishes || p_.sched.attention() != 0) && !p_.sched.paused() &&
+            (ring_next || !p_.queue.has_claimed_elements())) {
+            ring_next = !ring_next;
+            const auto ft = p_.sched.finish_then_take(done, p_.sched.clock_now(), w.payload.current,
+                                                      w.payload.turn);
+            note_finish(ft.finished, st);
+            note_take(ft.next);
+            took = ft.next.got;
+        } else if (finishes) {
+            note_finish(p_.sched.finish(done, p_.sched.clock_now()), st);
+        }
+        if (p_.life.at_least(phase::draining) && p_.sched.empty()) {
+            p_.idle.wake_all();  // the draining workers that wait for the scheduler may leave
+        }
+        return took;
+    }
+
+    // What a take put aside: the throttle events, and a wake-up for the supervisor when a token
+    // will be there before it planned to look.
+    void note_take(const typename scheduler<Envelope>::taken& t) noexcept {
         if (t.pool_throttled) {
             throttled("rate_limit");
         }
@@ -229,24 +269,16 @@ private:
         if (t.due < p_.signal.next_wake()) {
             p_.signal.kick();  // it must wake when the token is there
         }
-        return t.got;
     }
 
-    // The scheduler's request has ended (or waits there to retry): its key's next moves up.
-    [[gnu::noinline]] void finish_scheduled(worker& w, const std::stop_token& st) noexcept {
-        scheduled_turn& turn = w.payload.turn;
-        if (!turn.retried) {
-            const auto r = p_.sched.finish(turn, p_.sched.clock_now());
-            if (r.next_due < p_.signal.next_wake()) {
-                p_.signal.kick();
-            }
-            if (r.ready != 0 && st.stop_requested() && p_.idle.wake_up_to(1) != 0) {
-                note_worker_awake();  // leaving: another worker takes the key's next request
-            }
+    // What a finish made ready or due.
+    void note_finish(const typename scheduler<Envelope>::released& r,
+                     const std::stop_token& st) noexcept {
+        if (r.next_due < p_.signal.next_wake()) {
+            p_.signal.kick();
         }
-        turn = {};
-        if (p_.life.at_least(phase::draining) && p_.sched.empty()) {
-            p_.idle.wake_all();  // the draining workers that wait for the scheduler may leave
+        if (r.ready != 0 && st.stop_requested() && p_.idle.wake_up_to(1) != 0) {
+            note_worker_awake();  // leaving: another worker takes the key's next request
         }
     }
 
