@@ -461,6 +461,7 @@ TEST_CASE("idle workers past their keep-alive retire together while the policy s
         return n;
     };
     REQUIRE(eventually([&] { return retired() >= 7u; }));
+    CHECK(retired() == 7u);
     std::lock_guard lock(mutex);
     // All seven went in the first tick that retired anyone (one event, or two: keep-alive then
     // the policy, in the same tick), not one per tick.

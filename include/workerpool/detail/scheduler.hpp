@@ -180,12 +180,14 @@ public:
     /// What `finish_then_take` did.
     struct finished_and_taken {
         released finished;
+        bool looked = false;  // after the finish a request could be taken, so the take ran
         taken next;
     };
 
-    /// `finish(done, now)` unless `done` was retried, then `take(now, out, next)`, in one pass of
-    /// the lock: a worker that ends a keyed request and goes on to the scheduler's next one pays
-    /// one pass instead of two.
+    /// `finish(done, now)` unless `done` was retried, then, if the ready bit of `attention` would
+    /// now be set (a request ready, the pool's rate not blocking), `take(now, out, next)`: both in
+    /// one pass of the lock, so that a worker that ends a keyed request and goes on to the
+    /// scheduler's next one pays one pass instead of two.
     finished_and_taken finish_then_take(const scheduled_turn& done, std::int64_t now,
                                         std::optional<Envelope>& out,
                                         scheduled_turn& next) noexcept {
@@ -194,7 +196,10 @@ public:
         if (!done.retried && done.key != 0) {
             finish_locked(done, now, ft.finished);
         }
-        ft.next = take_locked(now, out, next);
+        if (ready_count_ != 0 && pool_blocked_until_ == 0) {
+            ft.looked = true;
+            ft.next = take_locked(now, out, next);
+        }
         return ft;
     }
 

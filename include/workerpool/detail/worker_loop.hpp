@@ -141,13 +141,15 @@ public:
 private:
     /// What a round through the scheduler did.
     enum class round : std::uint8_t {
-        ran,     ///< took one of its requests and ran it
+        ran,     ///< took one of its requests and ran it (and maybe more: see finish_scheduled)
         paused,  ///< the pool is paused: nothing may start
         ring,    ///< nothing taken: the ring's turn
     };
 
     // A round while the scheduler wants attention: takes and runs its next request (unless the
-    // ring's turn comes first), or reports the pause.
+    // ring's turn comes first), and the ones after it for as long as finish_scheduled takes them
+    // (until one of the next round's checks sends the worker back to the loop); or reports the
+    // pause.
     [[gnu::noinline]] round scheduled_round(worker& w, const std::stop_token& st, bool& ring_next,
                                             std::minstd_rand& rng) noexcept {
         if (p_.sched.paused()) {
@@ -228,8 +230,9 @@ private:
     }
 
     // The scheduler's request has ended (or waits there to retry): its key's next moves up. When
-    // the worker may start another and the ring's turn has not come, it takes the scheduler's
-    // next request into `w` in the same pass of the scheduler's lock and returns true.
+    // the worker may start another (the next round's checks pass) and the scheduler then has a
+    // request to take, it takes it into `w` in the same pass of the scheduler's lock and returns
+    // true. `ring_next` moves only when the scheduler was looked at, as take_scheduled's does.
     [[gnu::noinline]] bool finish_scheduled(worker& w, const std::stop_token& st,
                                             bool& ring_next) noexcept {
         const scheduled_turn done = std::exchange(w.payload.turn, scheduled_turn{});
@@ -242,12 +245,14 @@ private:
             !p_.life.at_least(phase::cancelling, std::memory_order_relaxed) &&
             (finishes || p_.sched.attention() != 0) && !p_.sched.paused() &&
             (ring_next || !p_.queue.has_claimed_elements())) {
-            ring_next = !ring_next;
             const auto ft = p_.sched.finish_then_take(done, p_.sched.clock_now(), w.payload.current,
                                                       w.payload.turn);
             note_finish(ft.finished, st);
-            note_take(ft.next);
-            took = ft.next.got;
+            if (ft.looked) {  // something could be taken after the finish: the scheduler's turn
+                ring_next = !ring_next;
+                note_take(ft.next);
+                took = ft.next.got;
+            }
         } else if (finishes) {
             note_finish(p_.sched.finish(done, p_.sched.clock_now()), st);
         }
