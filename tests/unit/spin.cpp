@@ -131,22 +131,35 @@ TEST_CASE("spin_until: after a yield that ran another thread on its core, a thre
 TEST_CASE("spin_until: a thread that saw its core shared pauses long again only after several "
           "spins whose yields all came straight back",
           "[spin][unit]") {
-    // A yield that ran another thread (a loaded machine) sets the count back to the top, so this
-    // only needs a core that is free now and then: keep trying for a few seconds.
-    wd::shared_core_credit = wd::shared_core_memory;
-    // One spin proves nothing: right after another thread's turn the core often comes straight
-    // back.
-    (void)wd::spin_until(20'000, never);
+    // The rule, step by step.
+    CHECK(wd::credit_after_spin(0, true, true) == wd::shared_core_memory);
+    CHECK(wd::credit_after_spin(3, true, true) == wd::shared_core_memory);  // starts over
+    CHECK(wd::credit_after_spin(3, true, false) == 2u);
+    CHECK(wd::credit_after_spin(0, true, false) == 0u);
+    CHECK(wd::credit_after_spin(3, false, false) == 3u);  // no yield: says nothing
+
+    // spin_until applies it. With a yield that comes straight back (no other thread runs), the
+    // spins after a shared core pause briefly until `shared_core_memory` of them yielded; one
+    // that took long starts the count over. (A preemption between the two clock reads around
+    // the yield also counts as a long one: the loop allows for a few.)
+    const auto at_once = [] {};
+    const auto long_yield = [] { std::this_thread::sleep_for(std::chrono::microseconds(50)); };
+    wd::shared_core_credit = 0;
+    (void)wd::spin_until(100'000, never, long_yield);
+    CHECK(wd::shared_core_credit == wd::shared_core_memory);
     CHECK(wd::spin_pauses() == wd::spin_pauses_shared);
-    unsigned spins = 1;
-    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (wd::spin_pauses() != wd::spin_pauses_alone &&
-           std::chrono::steady_clock::now() < give_up) {
-        (void)wd::spin_until(20'000, never);
+    unsigned spins = 0;
+    while (wd::spin_pauses() != wd::spin_pauses_alone && spins < 1000) {
+        (void)wd::spin_until(20'000, never, at_once);
         ++spins;
+        if (spins == 3) {
+            (void)wd::spin_until(100'000, never, long_yield);  // the core was shared again
+            CHECK(wd::shared_core_credit == wd::shared_core_memory);
+        }
     }
     CHECK(wd::spin_pauses() == wd::spin_pauses_alone);
-    CHECK(spins >= wd::shared_core_memory);
+    CHECK(spins >= 3 + wd::shared_core_memory);
+
     // A spin that ends before it yields says nothing about the core, and changes nothing.
     wd::shared_core_credit = 1;
     CHECK(wd::spin_until(1'000'000'000, [](bool) { return true; }));

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <thread>
+#include <utility>
 
 namespace workerpool::detail {
 
@@ -34,12 +35,25 @@ inline thread_local unsigned shared_core_credit = 0;
     return shared_core_credit != 0 ? spin_pauses_shared : spin_pauses_alone;
 }
 
-/// Polls `ready(slow_check)` for up to `budget_ns`: `spin_pauses()` pauses, then yields so that a
-/// thread sharing the core can make the progress we wait for. `slow_check` is true every 8th
-/// poll, for conditions too costly to test each time. Returns whether `ready` became true. Each
-/// yield is timed; a spin that yielded tells the thread's next spins whether its core is shared.
-template <class Ready>
-bool spin_until(std::int64_t budget_ns, Ready&& ready) noexcept {
+/// The thread's shared-core credit after a spin: a spin that yielded and gave its core away (one
+/// of its yields ran another thread) sets it to `shared_core_memory`; one whose yields all came
+/// straight back takes one off; one that never yielded leaves it as it was.
+[[nodiscard]] constexpr unsigned credit_after_spin(unsigned credit, bool yielded,
+                                                   bool gave_core) noexcept {
+    if (!yielded) {
+        return credit;
+    }
+    if (gave_core) {
+        return shared_core_memory;
+    }
+    return credit != 0 ? credit - 1 : 0;
+}
+
+/// `spin_until` with the yield given: `yield()` in place of `std::this_thread::yield()` (tests
+/// make a yield that comes straight back, or one that takes long, without depending on the
+/// machine's load).
+template <class Ready, class Yield>
+bool spin_until(std::int64_t budget_ns, Ready&& ready, Yield&& yield) noexcept {
     if (budget_ns <= 0) {
         return false;
     }
@@ -47,13 +61,7 @@ bool spin_until(std::int64_t budget_ns, Ready&& ready) noexcept {
     std::int64_t end = 0;  // set at the first yield: the budget counts from there
     bool gave_core = false;
     const auto finish = [&](bool result) noexcept {
-        if (end != 0) {  // it yielded
-            if (gave_core) {
-                shared_core_credit = shared_core_memory;
-            } else if (shared_core_credit != 0) {
-                --shared_core_credit;
-            }
-        }
+        shared_core_credit = credit_after_spin(shared_core_credit, end != 0, gave_core);
         return result;
     };
     for (unsigned i = 0;; ++i) {
@@ -70,9 +78,19 @@ bool spin_until(std::int64_t budget_ns, Ready&& ready) noexcept {
         } else if (before >= end) {
             return finish(false);
         }
-        std::this_thread::yield();
+        yield();
         gave_core = gave_core || now_ns() - before > shared_core_yield_ns;
     }
+}
+
+/// Polls `ready(slow_check)` for up to `budget_ns`: `spin_pauses()` pauses, then yields so that a
+/// thread sharing the core can make the progress we wait for. `slow_check` is true every 8th
+/// poll, for conditions too costly to test each time. Returns whether `ready` became true. Each
+/// yield is timed; a spin that yielded tells the thread's next spins whether its core is shared
+/// (`credit_after_spin`).
+template <class Ready>
+bool spin_until(std::int64_t budget_ns, Ready&& ready) noexcept {
+    return spin_until(budget_ns, std::forward<Ready>(ready), [] { std::this_thread::yield(); });
 }
 
 }  // namespace workerpool::detail
