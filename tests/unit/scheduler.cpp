@@ -194,6 +194,28 @@ TEST_CASE("scheduler: finish_then_take finishes first, then takes the oldest rea
     }
 }
 
+TEST_CASE("scheduler: finish_then_take does not take while the pool's rate blocks",
+          "[scheduler][unit]") {
+    schedule_settings st = settings();
+    st.pool_rate = token_rate::of(rate_limit_settings{1.0, 1});  // one token, then one a second
+    scheduler s(st);
+    const std::int64_t t0 = 1000 * ms;
+    (void)submit(s, 1, t0, 7);
+    (void)submit(s, 2, t0, 7);  // behind 1
+    (void)submit(s, 3, t0, 0);
+    taker w{s};
+    REQUIRE(w.take(t0) == 1);  // the burst's token
+    taker other{s};
+    CHECK(other.take(t0) == -1);  // 3 has no token: the pool is blocked until the next one
+    std::optional<envelope> out;
+    scheduled_turn next;
+    const auto ft = s.finish_then_take(w.turn, t0 + 1, out, next);
+    CHECK(ft.finished.ready == 0);  // 2 moved up, but no worker may take it yet
+    CHECK_FALSE(ft.looked);         // nothing may be taken before the supervisor's release
+    CHECK_FALSE(ft.next.got);
+    CHECK_FALSE(out.has_value());
+}
+
 TEST_CASE("scheduler: a key's backlog does not starve a key with one request",
           "[scheduler][unit]") {
     scheduler s(settings(1, 20'000));

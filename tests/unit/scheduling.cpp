@@ -1108,6 +1108,9 @@ TEST_CASE("one worker takes turns between the ring and the scheduler while both 
     order_log order;
     dispatcher<item> pool([&](item& it) { order.add(it.id); }, sched_options(256, 1));
     pool.pause();  // everything is queued before the worker looks
+    // A worker that read the flags just before the pause may still pop one request: wait until
+    // it sleeps.
+    REQUIRE(eventually([&] { return pool.stats().idle == 1u; }));
     for (int i = 0; i < n; ++i) {
         REQUIRE(pool.try_submit(item{1000 + i, 1, 0, {}}, job_options{.key = 1}) ==
                 submit_status::accepted);
@@ -1172,4 +1175,32 @@ TEST_CASE("a pause made while a keyed request runs holds its key's next request"
     CHECK(started.load() == 1);
     pool.resume();
     REQUIRE(eventually([&] { return started.load() == 3; }));
+}
+
+TEST_CASE("after a keyed request whose key drained, the worker's turn between the ring and the "
+          "scheduler is where its next round would have left it",
+          "[scheduler][key][unit]") {
+    // One worker, the ring empty: it takes A (key 1) from the scheduler, its turn now on the
+    // ring's side. A queues three plain requests; when A ends nothing is ready in the scheduler,
+    // so the worker pops 11, whose handler makes B (key 2) ready. With both holding work the
+    // scheduler's turn comes next: B, then 12 and 13. (Moving the turn at A's end, when nothing
+    // could be taken, gave 1, 11, 12, 2, 13.)
+    order_log order;
+    dispatcher<item>* self = nullptr;
+    dispatcher<item> pool(
+        [&](item& it) {
+            order.add(it.id);
+            if (it.id == 1) {
+                for (int id = 11; id <= 13; ++id) {
+                    (void)self->try_submit(item{id, 0, 0, {}});
+                }
+            } else if (it.id == 11) {
+                (void)self->try_submit(item{2, 2, 0, {}}, job_options{.key = 2});
+            }
+        },
+        sched_options(64, 1));
+    self = &pool;
+    REQUIRE(pool.try_submit(item{1, 1, 0, {}}, job_options{.key = 1}) == submit_status::accepted);
+    REQUIRE(eventually([&] { return order.size() == 5; }));
+    CHECK(order.ids() == std::vector<int>{1, 11, 2, 12, 13});
 }

@@ -61,7 +61,9 @@ bool spin_until(std::int64_t budget_ns, Ready&& ready, Yield&& yield) noexcept {
     std::int64_t end = 0;  // set at the first yield: the budget counts from there
     bool gave_core = false;
     const auto finish = [&](bool result) noexcept {
-        shared_core_credit = credit_after_spin(shared_core_credit, end != 0, gave_core);
+        if (end != 0) {  // it yielded: a spin that did not says nothing (no store either)
+            shared_core_credit = credit_after_spin(shared_core_credit, true, gave_core);
+        }
         return result;
     };
     for (unsigned i = 0;; ++i) {

@@ -158,14 +158,18 @@ private:
         if (!take_scheduled(w, ring_next)) {
             return round::ring;
         }
-        bool again = true;
-        while (again) {
+        for (;;) {
             p_.runner.run(w, *w.payload.current, rng);
             w.payload.current.reset();
-            again = finish_scheduled(w, st, ring_next);
+            const after_finish next = finish_scheduled(w, st, ring_next);
             p_.waiters.notify();
+            if (next == after_finish::took) {
+                continue;
+            }
+            // A take that looked and found nothing is the next round's take_scheduled coming
+            // back empty: the ring's turn, as it would have been.
+            return next == after_finish::took_nothing ? round::ring : round::ran;
         }
-        return round::ran;
     }
 
     // Nothing was taken: leave (false) once shutdown drains and nothing is left to start, else
@@ -229,15 +233,23 @@ private:
         return t.got;
     }
 
+    // What finish_scheduled did after the finish.
+    enum class after_finish : std::uint8_t {
+        no_take,       ///< it did not look (a check failed, or nothing was ready after the finish)
+        took_nothing,  ///< it looked and took nothing (tokens, or taken meanwhile)
+        took,          ///< the scheduler's next request is in `w`
+    };
+
     // The scheduler's request has ended (or waits there to retry): its key's next moves up. When
     // the worker may start another (the next round's checks pass) and the scheduler then has a
-    // request to take, it takes it into `w` in the same pass of the scheduler's lock and returns
-    // true. `ring_next` moves only when the scheduler was looked at, as take_scheduled's does.
-    [[gnu::noinline]] bool finish_scheduled(worker& w, const std::stop_token& st,
-                                            bool& ring_next) noexcept {
+    // request to take (its ready bit would be set), it takes it into `w` in the same pass of the
+    // scheduler's lock. `ring_next` moves only when it took or tried to, as the next round's
+    // take_scheduled would have (reached only with the ready bit set).
+    [[gnu::noinline]] after_finish finish_scheduled(worker& w, const std::stop_token& st,
+                                                    bool& ring_next) noexcept {
         const scheduled_turn done = std::exchange(w.payload.turn, scheduled_turn{});
         const bool finishes = !done.retried && done.key != 0;  // its key's next moves up
-        bool took = false;
+        after_finish result = after_finish::no_take;
         // The next round's checks, in its order: stop, shutdown, work or a pause here (relaxed:
         // hints, as in run's loop), the pause (seq_cst, as scheduled_round's), the ring's turn
         // (as take_scheduled's).
@@ -251,7 +263,7 @@ private:
             if (ft.looked) {  // something could be taken after the finish: the scheduler's turn
                 ring_next = !ring_next;
                 note_take(ft.next);
-                took = ft.next.got;
+                result = ft.next.got ? after_finish::took : after_finish::took_nothing;
             }
         } else if (finishes) {
             note_finish(p_.sched.finish(done, p_.sched.clock_now()), st);
@@ -259,7 +271,7 @@ private:
         if (p_.life.at_least(phase::draining) && p_.sched.empty()) {
             p_.idle.wake_all();  // the draining workers that wait for the scheduler may leave
         }
-        return took;
+        return result;
     }
 
     // What a take put aside: the throttle events, and a wake-up for the supervisor when a token
