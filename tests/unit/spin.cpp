@@ -132,11 +132,11 @@ TEST_CASE("spin_until: a thread that saw its core shared pauses long again only 
           "spins whose yields all came straight back",
           "[spin][unit]") {
     // The rule, step by step.
-    CHECK(wd::credit_after_spin(0, true, true) == wd::shared_core_memory);
-    CHECK(wd::credit_after_spin(3, true, true) == wd::shared_core_memory);  // starts over
-    CHECK(wd::credit_after_spin(3, true, false) == 2u);
-    CHECK(wd::credit_after_spin(0, true, false) == 0u);
-    CHECK(wd::credit_after_spin(3, false, false) == 3u);  // no yield: says nothing
+    CHECK(wd::credit_after_spin(0, true) == wd::shared_core_memory);
+    CHECK(wd::credit_after_spin(3, true) == wd::shared_core_memory);  // starts over
+    CHECK(wd::credit_after_spin(3, false) == 2u);
+    CHECK(wd::credit_after_spin(0, false) == 0u);
+    // (A spin that never yielded leaves the credit: the last check below.)
 
     // spin_until applies it. With a yield that comes straight back (no other thread runs), the
     // spins after a shared core pause briefly until `shared_core_memory` of them yielded; one

@@ -35,14 +35,10 @@ inline thread_local unsigned shared_core_credit = 0;
     return shared_core_credit != 0 ? spin_pauses_shared : spin_pauses_alone;
 }
 
-/// The thread's shared-core credit after a spin: a spin that yielded and gave its core away (one
-/// of its yields ran another thread) sets it to `shared_core_memory`; one whose yields all came
-/// straight back takes one off; one that never yielded leaves it as it was.
-[[nodiscard]] constexpr unsigned credit_after_spin(unsigned credit, bool yielded,
-                                                   bool gave_core) noexcept {
-    if (!yielded) {
-        return credit;
-    }
+/// The thread's shared-core credit after a spin that yielded: one that gave its core away (one of
+/// its yields ran another thread) sets it to `shared_core_memory`; one whose yields all came
+/// straight back takes one off. (A spin that never yielded says nothing and leaves it.)
+[[nodiscard]] constexpr unsigned credit_after_spin(unsigned credit, bool gave_core) noexcept {
     if (gave_core) {
         return shared_core_memory;
     }
@@ -62,7 +58,7 @@ bool spin_until(std::int64_t budget_ns, Ready&& ready, Yield&& yield) noexcept {
     bool gave_core = false;
     const auto finish = [&](bool result) noexcept {
         if (end != 0) {  // it yielded: a spin that did not says nothing (no store either)
-            shared_core_credit = credit_after_spin(shared_core_credit, true, gave_core);
+            shared_core_credit = credit_after_spin(shared_core_credit, gave_core);
         }
         return result;
     };
