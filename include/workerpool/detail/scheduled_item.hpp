@@ -4,8 +4,8 @@
 /// What `detail::scheduler` holds, takes and reports: its settings (`schedule_settings`), where a
 /// worker's request came from (`scheduled_turn`), what its calls did (`schedule_admitted`, ...),
 /// one held request (`scheduled_item`, which watches its tracked request for a cancel while it
-/// waits), one key's state (`scheduled_key`), the lane to serve next (`pick_lane`), and who ends
-/// the requests cancelled while they waited (`cancelled_sink`).
+/// waits), the lane to serve next (`pick_lane`), and who ends the requests cancelled while they
+/// waited (`cancelled_sink`). One key's state is in `key_queues.hpp`.
 
 #include <workerpool/detail/clock.hpp>
 #include <workerpool/detail/completion.hpp>
@@ -16,7 +16,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
-#include <memory>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -125,18 +124,6 @@ struct scheduled_item {
         unwatch();
         return std::move(e);
     }
-};
-
-/// One key with held requests.
-template <class Envelope>
-struct scheduled_key {
-    // Submitted after the one the key holds; allocated with the first of them, so that a key
-    // that never has more than one request costs its map entry alone.
-    std::unique_ptr<std::deque<scheduled_item<Envelope>>> waiting;
-    bool held = false;     // one of its requests is ready, timed or running
-    std::int64_t tat = 0;  // its token bucket (see token_rate)
-
-    [[nodiscard]] bool has_waiting() const noexcept { return waiting && !waiting->empty(); }
 };
 
 /// The lane to serve among `ready` (one FIFO per lane): the highest whose head, aged, ranks first

@@ -7,6 +7,8 @@
 
 #include <workerpool/detail/clock.hpp>
 #include <workerpool/detail/completion.hpp>
+#include <workerpool/detail/held_count.hpp>
+#include <workerpool/detail/key_queues.hpp>
 #include <workerpool/detail/scheduled_item.hpp>
 #include <workerpool/detail/spinning_mutex.hpp>
 #include <workerpool/detail/token_bucket.hpp>
@@ -20,13 +22,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
-#include <limits>
 #include <map>
-#include <memory>
 #include <mutex>
 #include <optional>
 #include <tuple>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -36,8 +35,8 @@ namespace workerpool::detail {
 /// when the pool has lanes or a rate limit; a pool that uses none of this never touches it
 /// beyond one relaxed load per pop (`attention`).
 ///
-/// Where a held request is: behind its key (`keys_`: a FIFO per key with queued work, the map
-/// entry erased when the key drains), waiting for a time (`timed_`: its `not_before`, its retry
+/// Where a held request is: behind its key (`keys_`, a `key_queues`: a FIFO per key with queued
+/// work, forgotten when the key drains), waiting for a time (`timed_`: its `not_before`, its retry
 /// backoff, its key's next token), or ready (`ready_`: one FIFO per lane). A key has at most one
 /// request outside its FIFO — ready, timed, or running — so ready keys take turns. A worker takes
 /// from the highest lane (aging counted), then checks the pool's token and the key's (a key over
@@ -70,16 +69,19 @@ public:
     explicit scheduler(settings s, cancel_listener* cancels = nullptr)
         : s_(s),
           needs_clock_((s.aging_ns > 0 && s.lanes > 1) || s.pool_rate.on() || s.key_rate.on()),
-          cancels_(cancels), ready_(s.lanes), lane_held_(s.lanes, 0) {}
+          cancels_(cancels), ready_(s.lanes), keys_(s.key_rate), held_(s.lanes) {}
 
     scheduler(const scheduler&) = delete;
     scheduler& operator=(const scheduler&) = delete;
     scheduler(scheduler&&) = delete;
     scheduler& operator=(scheduler&&) = delete;
 
-    /// What is still held (out of memory for a drain) is no longer watched.
+    /// What is still held (out of memory for a drain) is no longer watched (`keys_` unwatches
+    /// its own).
     ~scheduler() {
-        for_each_waiting_locked([](item& it) { it.unwatch(); });
+        for (auto& [due, it] : timed_) {
+            it.unwatch();
+        }
     }
 
     /// The time for a `submit`, `take` or `finish` without a `not_before` of its own: the clock
@@ -122,32 +124,22 @@ public:
             return a;
         }
         const unsigned lane = std::min<unsigned>(p.lane, static_cast<unsigned>(s_.lanes - 1));
-        if (lane_held_[lane] >= s_.lane_capacity) {
+        if (held_.in_lane(lane) >= s_.lane_capacity) {
             a.status = submit_status::full;
             return a;
         }
         if (p.key != 0) {
-            auto [k, fresh] = keys_.try_emplace(p.key);
-            if (fresh) {
-                kept_.restore(p.key, k->second.tat);
-            }
-            try {
-                if (k->second.held || k->second.has_waiting()) {
-                    if (!k->second.waiting) {
-                        k->second.waiting = std::make_unique<std::deque<item>>();
-                    }
-                    item& it = k->second.waiting->emplace_back(p.key, lane, false,
-                                                               std::forward<Args>(args)...);
-                    it.not_before_ns = p.not_before_ns;
-                    it.watch(cancels_);
-                } else {
+            const auto [k, was_free] = keys_.arrive(p.key);
+            if (!was_free) {
+                keys_.wait_behind(k, lane, p.not_before_ns, cancels_, std::forward<Args>(args)...);
+            } else {
+                try {
                     place(p.not_before_ns, now, a, lane, p.key, lane, false,
                           std::forward<Args>(args)...);
-                    k->second.held = true;
+                } catch (...) {
+                    keys_.unhold(k);
+                    throw;
                 }
-            } catch (...) {
-                forget_if_idle(k);
-                throw;
             }
         } else {
             place(p.not_before_ns, now, a, lane, std::uint64_t{0}, lane, false,
@@ -211,10 +203,10 @@ public:
         if (draining_) {
             // Back with the report, and its key's later requests behind it: nothing of the key
             // can start any more, and the draining workers need not wait for them.
-            handed_back_.reserve(handed_back_.size() + 1 + waiting_of(turn.key));
+            handed_back_.reserve(handed_back_.size() + 1 + keys_.waiting_of(turn.key));
             handed_back_.push_back(std::move(e));
             if (const auto k = keys_.find(turn.key); turn.key != 0 && k != keys_.end()) {
-                hand_back_waiting_locked(k, handed_back_);
+                keys_.hand_back(k, handed_back_, held_);
             }
             update_attention_locked();
             return false;
@@ -223,7 +215,7 @@ public:
             .emplace(std::piecewise_construct, std::forward_as_tuple(due_ns),
                      std::forward_as_tuple(turn.key, turn.lane, true, std::move(e)))
             ->second.watch(cancels_);
-        held_.fetch_add(1);
+        held_.retry_in();
         retries_.fetch_add(1, std::memory_order_relaxed);  // statistics only
         return true;
     }
@@ -252,7 +244,7 @@ public:
             pool_blocked_until_ = 0;
             r.ready = std::max(r.ready, std::min(ready_count_, s_.pool_rate.burst));
         }
-        kept_.prune(now);
+        keys_.prune(now);
         update_attention_locked();
         r.next_due = std::min(r.next_due, next_wake_locked());
         return r;
@@ -265,7 +257,11 @@ public:
         std::lock_guard lock(mutex_);
         released r;
         std::size_t n = 0;
-        for_each_waiting_locked([&n](item& it) { n += it.cancelled() ? 1U : 0U; });
+        const auto count = [&n](item& it) { n += it.cancelled() ? 1U : 0U; };
+        for (auto& [due, it] : timed_) {
+            count(it);
+        }
+        keys_.for_each_waiting(count);
         try {
             out.reserve(out.size() + n);  // no throw below; a cancel since then waits its turn
         } catch (...) {
@@ -273,11 +269,7 @@ public:
             return r;
         }
         const std::size_t before = out.size();
-        for (auto& [key, k] : keys_) {  // first: a key's holder that leaves moves a live one up
-            if (k.waiting) {
-                purge_fifo_locked(*k.waiting, out);
-            }
-        }
+        keys_.purge_cancelled(out, held_);  // first: a holder that leaves moves a live one up
         for (auto t = timed_.begin(); t != timed_.end();) {
             if (!t->second.cancelled() || out.size() == out.capacity()) {
                 ++t;
@@ -285,16 +277,16 @@ public:
             }
             item& it = t->second;
             if (it.retry) {
-                held_.fetch_sub(1);
+                held_.retry_out();
                 retries_.fetch_sub(1, std::memory_order_relaxed);  // statistics only
             } else {
-                count_out(it.lane);
+                held_.out(it.lane);
             }
             const std::uint64_t key = it.key;
             out.push_back(it.leave());  // reserved: cannot throw
             t = timed_.erase(t);
-            if (const auto k = keys_.find(key); key != 0 && k != keys_.end()) {
-                advance_locked(k, now, r);  // it held its key
+            if (key != 0) {
+                advance_locked(key, now, r);  // it held its key
             }
         }
         if (out.size() != before && room_waiters_ != 0) {
@@ -326,7 +318,7 @@ public:
     void start_drain_into(std::vector<Envelope>& out) {
         std::lock_guard lock(mutex_);
         draining_ = true;
-        out.reserve(out.size() + held_.load());  // all it could hand back: no throw midway
+        out.reserve(out.size() + held_.all());  // all it could hand back: no throw midway
         for (auto& [due, it] : timed_) {
             hand_back_locked(std::move(it), out);
         }
@@ -340,7 +332,7 @@ public:
     /// behind the one it holds (so each key's requests stay in submit order).
     void drain_into(std::vector<Envelope>& out) {
         std::lock_guard lock(mutex_);
-        out.reserve(out.size() + handed_back_.size() + held_.load());  // no throw midway
+        out.reserve(out.size() + handed_back_.size() + held_.all());  // no throw midway
         take_handed_back_locked(out);
         for (std::size_t lane = s_.lanes; lane-- > 0;) {
             for (item& it : ready_[lane]) {
@@ -354,16 +346,7 @@ public:
         }
         timed_.clear();
         retries_.store(0, std::memory_order_relaxed);  // statistics only
-        for (auto& [key, k] : keys_) {
-            if (k.waiting) {
-                for (item& it : *k.waiting) {
-                    --lane_held_[it.lane];
-                    out.push_back(it.leave());
-                    held_.fetch_sub(1);
-                }
-            }
-        }
-        keys_.clear();
+        keys_.hand_back_all(out, held_);
         update_attention_locked();
     }
 
@@ -382,7 +365,7 @@ public:
         std::unique_lock lock(mutex_);
         ++room_waiters_;
         const auto has_room = [&] {
-            return closed_ || lane_held_[lane] + room_batch() <= s_.lane_capacity;
+            return closed_ || held_.in_lane(lane) + room_batch() <= s_.lane_capacity;
         };
         bool ok = true;
         if (until) {
@@ -394,13 +377,11 @@ public:
         return ok;
     }
 
-    /// Whether the scheduler holds nothing (a seq_cst read: see `count_in`).
-    [[nodiscard]] bool empty() const noexcept { return held_.load() == 0; }
+    /// Whether the scheduler holds nothing (a seq_cst read: see `held_count`).
+    [[nodiscard]] bool empty() const noexcept { return held_.empty(); }
 
     /// Requests held, retries waiting included.
-    [[nodiscard]] std::size_t held() const noexcept {
-        return held_.load(std::memory_order_relaxed);  // statistics only
-    }
+    [[nodiscard]] std::size_t held() const noexcept { return held_.gauge(); }
 
     /// Retries waiting for their time.
     [[nodiscard]] std::size_t retries_waiting() const noexcept {
@@ -429,14 +410,11 @@ public:
 
 private:
     using item = scheduled_item<Envelope>;
-    using key_state = scheduled_key<Envelope>;
 
     [[nodiscard]] std::size_t room_batch() const noexcept {
         constexpr std::size_t largest = 64;
         return std::clamp<std::size_t>(s_.lane_capacity / 4, 1, largest);
     }
-
-    using key_map = std::unordered_map<std::uint64_t, key_state>;
 
     // Builds an item of lane `lane` from `item_args` where it waits: timed until
     // `not_before_ns`, else ready (built in place: on `std::bad_alloc` nothing was moved).
@@ -457,21 +435,6 @@ private:
         ++ready_count_;
         a.ready = pool_blocked_until_ == 0 && (attention_.load() & paused_bit) == 0;
         update_attention_locked();
-    }
-
-    // Calls `f` on each item that waits for a time or behind its key (the watched ones).
-    template <class F>
-    void for_each_waiting_locked(F&& f) noexcept {
-        for (auto& [due, it] : timed_) {
-            f(it);
-        }
-        for (auto& [key, k] : keys_) {
-            if (k.waiting) {
-                for (item& it : *k.waiting) {
-                    f(it);
-                }
-            }
-        }
     }
 
     // `take`, under the lock.
@@ -501,8 +464,10 @@ private:
             if (spends) {
                 pool_blocked_until_ = 0;
             }
-            if (spends && it.key != 0 && s_.key_rate.on() && !take_key_token(it.key, now, t)) {
-                const std::int64_t due = key_next_token(it.key);
+            if (spends && it.key != 0 && s_.key_rate.on() && !keys_.take_token(it.key, now)) {
+                ++t.key_throttled;
+                throttled_.fetch_add(1, std::memory_order_relaxed);  // statistics only
+                const std::int64_t due = keys_.next_token(it.key);
                 const bool retry = it.retry;
                 try {
                     timed_.emplace(due, std::move(it))->second.watch(cancels_);
@@ -523,14 +488,14 @@ private:
             out.emplace(std::move(it.e));
             turn = scheduled_turn{it.key, it.lane, true, false};
             if (!it.retry) {
-                count_out(it.lane);
+                held_.out(it.lane);
             } else {
-                held_.fetch_sub(1);
+                held_.retry_out();
             }
             fifo.pop_front();
             --ready_count_;
             t.got = true;
-            if (room_waiters_ != 0 && lane_held_[*lane] + room_batch() <= s_.lane_capacity) {
+            if (room_waiters_ != 0 && held_.in_lane(*lane) + room_batch() <= s_.lane_capacity) {
                 room_.notify_all();  // a batch of room, not every slot: see wait_for_room
             }
             break;
@@ -541,103 +506,51 @@ private:
 
     // `finish` of a keyed request, under the lock.
     void finish_locked(const scheduled_turn& turn, std::int64_t now, released& r) noexcept {
-        const auto k = keys_.find(turn.key);
-        if (k == keys_.end()) {
-            return;  // handed back by shutdown meanwhile
-        }
-        advance_locked(k, now, r);
+        advance_locked(turn.key, now, r);
     }
 
-    // Key `k`'s holder has ended or left: its next request moves up (else the key is forgotten).
-    void advance_locked(typename key_map::iterator k, std::int64_t now, released& r) noexcept {
-        if (!k->second.has_waiting()) {
-            forget(k, now);
+    // Key `key`'s holder has ended or left: its next request moves up (else the key is
+    // forgotten). Nothing when the key is gone (handed back by shutdown meanwhile).
+    void advance_locked(std::uint64_t key, std::int64_t now, released& r) noexcept {
+        const auto k = keys_.find(key);
+        if (k == keys_.end()) {
+            return;
+        }
+        item* next = keys_.next(k, now);
+        if (next == nullptr) {
             r.next_due = std::min(r.next_due, next_wake_locked());  // a kept bucket drops later
             return;
         }
         admitted a;
         try {
-            item& next = k->second.waiting->front();
-            place(next.not_before_ns, now, a, next.lane, std::move(next));
+            place(next->not_before_ns, now, a, next->lane, std::move(*next));
         } catch (...) {
-            // Out of memory for the ready list: nothing of this key starts any more (its later
-            // requests wait behind a key held by nobody) until shutdown hands them back.
-            k->second.held = false;
+            keys_.stall(k);  // out of memory for the ready list: see key_queues::stall
             return;
         }
-        k->second.waiting->pop_front();
+        keys_.pop_next(k);
         r.ready += a.ready ? 1 : 0;
         r.next_due = std::min(r.next_due, a.due);
         update_attention_locked();
     }
 
-    // Moves the cancelled requests of a key's FIFO into `out` (while it has room), keeping the
-    // others in order; a request need not be assignable, so each kept one is rebuilt in place.
-    void purge_fifo_locked(std::deque<item>& fifo, std::vector<Envelope>& out) noexcept {
-        auto kept = fifo.begin();
-        for (auto i = fifo.begin(); i != fifo.end(); ++i) {
-            if (i->cancelled() && out.size() < out.capacity()) {
-                --lane_held_[i->lane];
-                held_.fetch_sub(1);
-                out.push_back(i->leave());  // reserved: cannot throw
-            } else {
-                if (kept != i) {
-                    std::destroy_at(&*kept);
-                    std::construct_at(&*kept, std::move(*i));
-                }
-                ++kept;
-            }
-        }
-        const auto keep = static_cast<std::size_t>(kept - fifo.begin());
-        while (fifo.size() > keep) {
-            fifo.pop_back();
-        }
-    }
-
-    // seq_cst: `held_` falls to 0 before a draining worker's wake-up of the sleepers, and a
-    // sleeper reads it after registering (as [W1]).
     void count_in(unsigned lane) noexcept {
-        ++lane_held_[lane];
-        held_.fetch_add(1);
+        held_.in(lane);
         accepted_.fetch_add(1, std::memory_order_relaxed);  // statistics only; see [H2]
     }
-    void count_out(unsigned lane) noexcept {
-        --lane_held_[lane];
-        held_.fetch_sub(1);
-    }
 
+    // Moves `it` into `out`, and its key's later requests behind it, in order (the key is
+    // forgotten). Throws: `std::bad_alloc` from `out` (reserve first).
     void hand_back_locked(item&& it, std::vector<Envelope>& out) {
-        if (!it.retry) {
-            --lane_held_[it.lane];
-        }
         out.push_back(it.leave());
-        held_.fetch_sub(1);
-        if (it.key == 0) {
-            return;
+        if (it.retry) {
+            held_.retry_out();
+        } else {
+            held_.out(it.lane);
         }
-        // Its key's later requests follow it, in order; the key is forgotten.
-        const auto k = keys_.find(it.key);
-        if (k == keys_.end()) {
-            return;
+        if (const auto k = keys_.find(it.key); it.key != 0 && k != keys_.end()) {
+            keys_.hand_back(k, out, held_);
         }
-        hand_back_waiting_locked(k, out);
-    }
-
-    // Moves key `k`'s later requests into `out`, in order, and forgets the key.
-    void hand_back_waiting_locked(typename key_map::iterator k, std::vector<Envelope>& out) {
-        if (k->second.waiting) {
-            for (item& next : *k->second.waiting) {
-                --lane_held_[next.lane];
-                out.push_back(next.leave());
-                held_.fetch_sub(1);
-            }
-        }
-        keys_.erase(k);
-    }
-
-    [[nodiscard]] std::size_t waiting_of(std::uint64_t key) const noexcept {
-        const auto k = keys_.find(key);
-        return k == keys_.end() || !k->second.waiting ? 0 : k->second.waiting->size();
     }
 
     void take_handed_back_locked(std::vector<Envelope>& out) {
@@ -648,43 +561,12 @@ private:
         handed_back_.clear();
     }
 
-    bool take_key_token(std::uint64_t key, std::int64_t now, taken& t) noexcept {
-        const auto k = keys_.find(key);
-        if (k == keys_.end() || s_.key_rate.take(k->second.tat, now)) {
-            return true;
-        }
-        ++t.key_throttled;
-        throttled_.fetch_add(1, std::memory_order_relaxed);  // statistics only
-        return false;
-    }
-
-    [[nodiscard]] std::int64_t key_next_token(std::uint64_t key) const noexcept {
-        return s_.key_rate.next_token(keys_.at(key).tat);
-    }
-
-    // A key that drained is forgotten; with a key rate, its bucket is kept aside until full.
-    void forget(typename key_map::iterator k, std::int64_t now) noexcept {
-        if (s_.key_rate.on()) {
-            kept_.keep(k->first, k->second.tat, now);
-        }
-        keys_.erase(k);
-        if (keys_.empty()) {
-            keys_.rehash(0);  // many keys drained: give their buckets back too
-        }
-    }
-
-    void forget_if_idle(typename key_map::iterator k) noexcept {
-        if (!k->second.held && !k->second.has_waiting()) {
-            forget(k, 0);
-        }
-    }
-
     [[nodiscard]] std::int64_t next_wake_locked() const noexcept {
         std::int64_t next = timed_.empty() ? never : timed_.begin()->first;
         if (pool_blocked_until_ != 0) {
             next = std::min(next, pool_blocked_until_);
         }
-        return std::min(next, kept_.next_wake());
+        return std::min(next, keys_.next_wake());
     }
 
     void update_attention_locked() noexcept {
@@ -705,9 +587,7 @@ private:
     std::condition_variable_any room_;         // producers waiting for room in a lane
     std::vector<std::deque<item>> ready_;      // guarded by mutex_; per lane, oldest first
     std::multimap<std::int64_t, item> timed_;  // guarded by mutex_; by due time
-    key_map keys_;                             // guarded by mutex_; keys with held requests
-    kept_buckets kept_;                        // guarded by mutex_; drained keys' buckets
-    std::vector<std::size_t> lane_held_;       // guarded by mutex_; held per lane, retries aside
+    key_queues<Envelope> keys_;                // guarded by mutex_; keys with held requests
     std::vector<Envelope> handed_back_;        // guarded by mutex_; retries after the drain began
     std::size_t ready_count_ = 0;              // guarded by mutex_; items in ready_
     std::size_t room_waiters_ = 0;             // guarded by mutex_
@@ -715,8 +595,8 @@ private:
     std::int64_t pool_blocked_until_ = 0;      // guarded by mutex_; 0: not throttled
     bool closed_ = false;                      // guarded by mutex_; submits refused
     bool draining_ = false;                    // guarded by mutex_; retries handed back
+    held_count held_;                          // per lane guarded by mutex_; see held_count
     std::atomic<unsigned> attention_{0};       // paused_bit | ready_bit; see attention()
-    std::atomic<std::size_t> held_{0};
     std::atomic<std::size_t> ready_gauge_{0};
     std::atomic<std::size_t> retries_{0};
     std::atomic<std::uint64_t> accepted_{0};
