@@ -4,6 +4,8 @@
 //
 //   BM_submit_noop_1p2w/one_by_one   submit(job) per request
 //   BM_submit_noop_1p2w/bulk64       submit_bulk(span of 64 jobs)
+//   BM_submit_noop_1p2w_lanes/...    the same with `priority_lanes = 2`, so that every request
+//                                    goes through the scheduler (its lock) instead of the ring
 //
 // Each iteration submits WORKERPOOL_BENCH_REQUESTS requests (default 200'000) and waits until the
 // last handler returned; items_per_second is requests per second through the pool. Compare the
@@ -29,13 +31,15 @@ namespace {
 
 constexpr std::size_t span_size = 64;
 
-template <bool Bulk>
+template <bool Bulk, std::size_t Lanes = 1>
 void bm_submit(benchmark::State& state) {
     const std::uint64_t n = wb::requests_per_iteration() / span_size * span_size;
     wb::bench_context ctx(wb::work_kind::noop);
+    auto options = wb::workerpool_options(2);
+    options.priority_lanes = Lanes;
     workerpool::dispatcher<wb::job> pool(
         [handler = wb::bench_handler{&ctx}](wb::job& j, const std::stop_token&) { handler(j); },
-        wb::workerpool_options(2));
+        options);
     std::array<wb::job, span_size> batch{};
     std::uint64_t target = 0;
     for (auto _ : state) {
@@ -66,5 +70,7 @@ void bm_submit(benchmark::State& state) {
 
 BENCHMARK(bm_submit<false>)->Name("BM_submit_noop_1p2w/one_by_one")->UseManualTime();
 BENCHMARK(bm_submit<true>)->Name("BM_submit_noop_1p2w/bulk64")->UseManualTime();
+BENCHMARK(bm_submit<false, 2>)->Name("BM_submit_noop_1p2w_lanes/one_by_one")->UseManualTime();
+BENCHMARK(bm_submit<true, 2>)->Name("BM_submit_noop_1p2w_lanes/bulk64")->UseManualTime();
 
 }  // namespace

@@ -89,11 +89,16 @@ public:
     /// decision per chunk of `bulk_chunk`; returns how many (a prefix). A call that could not take
     /// them all counts as one refusal.
     std::size_t try_submit_bulk(std::span<Request> rs, const job_options& jo) noexcept {
-        if (scheduled_for(jo)) [[unlikely]] {  // one by one, through the scheduler
-            std::size_t done = 0;
-            while (done < rs.size() && try_submit(rs[done], jo) == submit_status::accepted) {
-                ++done;
+        if (scheduled_for(jo)) [[unlikely]] {
+            if (routes_.active()) {  // one by one: each request's route may add its own options
+                std::size_t done = 0;
+                while (done < rs.size() && try_submit(rs[done], jo) == submit_status::accepted) {
+                    ++done;
+                }
+                return done;
             }
+            const auto [done, stopped] = push_scheduled_bulk(rs, jo);
+            (void)counted(stopped);
             return done;
         }
         const auto r = push_bulk(rs, jo);
@@ -108,12 +113,15 @@ public:
     /// full (a thread of the pool never waits for its own pool).
     std::size_t submit_bulk(std::span<Request> rs, const job_options& jo, bool self_call) noexcept {
         std::size_t done = 0;
-        if (scheduled_for(jo)) [[unlikely]] {  // one by one, through the scheduler
-            while (done < rs.size() &&
-                   submit_until(rs[done], jo, self_call, std::nullopt) == submit_status::accepted) {
-                ++done;
+        if (scheduled_for(jo)) [[unlikely]] {
+            if (routes_.active()) {  // one by one, as try_submit_bulk
+                while (done < rs.size() && submit_until(rs[done], jo, self_call, std::nullopt) ==
+                                               submit_status::accepted) {
+                    ++done;
+                }
+                return done;
             }
-            return done;
+            return submit_scheduled_bulk(rs, jo, self_call);
         }
         const submit_status s = p_.pressure.submit_until(
             p_.queue,
@@ -186,6 +194,69 @@ private:
             inside.enter(p_.pressure);  // from here on the destructor waits for us
             (void)p_.sched.wait_for_room(jo.priority, until);  // then one more try
         }
+    }
+
+    // `submit_bulk` through the scheduler: as `submit_scheduled`, for the rest of `rs` each
+    // time its lane has room again.
+    [[gnu::noinline]] std::size_t
+    submit_scheduled_bulk(std::span<Request> rs, const job_options& jo, bool self_call) noexcept {
+        back_pressure::inside_call inside;
+        std::size_t done = 0;
+        for (;;) {
+            const auto [n, stopped] = push_scheduled_bulk(rs.subspan(done), jo);
+            done += n;
+            if (stopped != submit_status::full || self_call) {
+                (void)counted(stopped);
+                return done;
+            }
+            inside.enter(p_.pressure);  // from here on the destructor waits for us
+            (void)p_.sched.wait_for_room(jo.priority, std::nullopt);  // then one more try
+        }
+    }
+
+    // What `push_scheduled_bulk` did: how many went in (a prefix), and why it stopped short
+    // (`accepted`: it did not).
+    struct scheduled_bulk_result {
+        std::size_t accepted = 0;
+        submit_status stopped = submit_status::accepted;
+    };
+
+    // The bulk through the scheduler, in chunks of `bulk_chunk`: each chunk in one pass of the
+    // scheduler's lock, then the wake-up decision once for the chunk (as `push_scheduled`'s).
+    // For requests that share `jo` whole: no route adds options of its own.
+    [[gnu::noinline]] scheduled_bulk_result push_scheduled_bulk(std::span<Request> rs,
+                                                                const job_options& jo) noexcept {
+        const std::int64_t not_before =
+            jo.not_before == std::chrono::steady_clock::time_point{} ? 0 : to_ns(jo.not_before);
+        const request_settings common = settings_of(jo);
+        std::array<std::int64_t, bulk_chunk> sampled{};
+        scheduled_bulk_result total;
+        while (total.accepted < rs.size()) {
+            const std::span<Request> part =
+                rs.subspan(total.accepted, std::min(bulk_chunk, rs.size() - total.accepted));
+            const std::span<std::int64_t> samples = std::span(sampled).first(part.size());
+            sample_run(p_.opts.latency_sample_every, samples);
+            const std::int64_t now = not_before != 0 ? now_ns() : p_.sched.clock_now();
+            const auto b = p_.sched.submit_bulk({jo.key, jo.priority, not_before}, now, part,
+                                                std::span<const std::int64_t>(samples), common);
+            total.accepted += b.accepted;
+            if (b.accepted != 0) {
+                bool kick = b.due < p_.signal.next_wake();
+                if (b.ready != 0) {
+                    accepted(b.ready);  // kicks a resting supervisor too
+                } else {
+                    kick = p_.signal.take_resting() || kick;
+                }
+                if (kick) {
+                    p_.signal.kick();
+                }
+            }
+            if (b.stopped != submit_status::accepted) {
+                total.stopped = b.stopped;
+                break;
+            }
+        }
+        return total;
     }
 
     // Whether a request with `jo` goes through the scheduler rather than the ring.

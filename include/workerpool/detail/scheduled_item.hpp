@@ -60,6 +60,15 @@ struct schedule_admitted {
     std::int64_t due = never;  // it waits for this time: the supervisor must wake then
 };
 
+/// What a bulk submit did: how many of its requests it accepted (a prefix), and of those how
+/// many it made ready and the earliest time one waits for.
+struct schedule_bulk_admitted {
+    std::size_t accepted = 0;
+    submit_status stopped = submit_status::accepted;  // why it stopped short (accepted: it did not)
+    std::size_t ready = 0;                            // wake this many workers
+    std::int64_t due = never;                         // the supervisor must wake then
+};
+
 /// What a take did.
 struct schedule_taken {
     bool got = false;             // a request was moved into the caller's `out`

@@ -25,6 +25,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -56,10 +57,11 @@ public:
     /// Settings, from the pool's options.
     using settings = schedule_settings;
 
-    using placement = schedule_placement;  ///< Where a submitted request goes.
-    using admitted = schedule_admitted;    ///< What a submit did.
-    using taken = schedule_taken;          ///< What a take did.
-    using released = schedule_released;    ///< What a release, finish or purge made ready.
+    using placement = schedule_placement;          ///< Where a submitted request goes.
+    using admitted = schedule_admitted;            ///< What a submit did.
+    using bulk_admitted = schedule_bulk_admitted;  ///< What a bulk submit did.
+    using taken = schedule_taken;                  ///< What a take did.
+    using released = schedule_released;            ///< What a release, finish or purge made ready.
 
     static constexpr unsigned paused_bit = 1;  ///< `attention`: the pool is paused
     static constexpr unsigned ready_bit = 2;   ///< `attention`: a request can be taken
@@ -120,34 +122,41 @@ public:
     admitted submit(const placement& p, std::int64_t now, Args&&... args) {
         std::lock_guard lock(mutex_);
         admitted a;
-        if (closed_) {
-            return a;
+        if (!closed_) {
+            a.status = submit_locked(p, now, a, std::forward<Args>(args)...);
         }
-        const unsigned lane = std::min<unsigned>(p.lane, static_cast<unsigned>(s_.lanes - 1));
-        if (held_.in_lane(lane) >= s_.lane_capacity) {
-            a.status = submit_status::full;
-            return a;
-        }
-        if (p.key != 0) {
-            const auto [k, was_free] = keys_.arrive(p.key);
-            if (!was_free) {
-                keys_.wait_behind(k, lane, p.not_before_ns, cancels_, std::forward<Args>(args)...);
-            } else {
-                try {
-                    place(p.not_before_ns, now, a, lane, p.key, lane, false,
-                          std::forward<Args>(args)...);
-                } catch (...) {
-                    keys_.unhold(k);
-                    throw;
-                }
-            }
-        } else {
-            place(p.not_before_ns, now, a, lane, std::uint64_t{0}, lane, false,
-                  std::forward<Args>(args)...);
-        }
-        count_in(lane);
-        a.status = submit_status::accepted;
         return a;
+    }
+
+    /// `submit` of each of `rs` at `p`, in order, in one pass of the lock, until one is refused
+    /// (`full`, also when out of memory, or `closed`). Request `i` is built from
+    /// `std::move(rs[i]), common..., sampled[i]`; a request it did not accept is left untouched.
+    template <class Request, class... Common>
+    bulk_admitted submit_bulk(const placement& p, std::int64_t now, std::span<Request> rs,
+                              std::span<const std::int64_t> sampled,
+                              const Common&... common) noexcept {
+        std::lock_guard lock(mutex_);
+        bulk_admitted b;
+        if (closed_) {
+            b.stopped = submit_status::closed;
+            return b;
+        }
+        for (; b.accepted < rs.size(); ++b.accepted) {
+            admitted a;
+            try {
+                a.status = submit_locked(p, now, a, std::move(rs[b.accepted]), common...,
+                                         sampled[b.accepted]);
+            } catch (...) {
+                a.status = submit_status::full;  // out of memory: refused, untouched
+            }
+            if (a.status != submit_status::accepted) {
+                b.stopped = a.status;
+                break;
+            }
+            b.ready += a.ready ? 1U : 0U;
+            b.due = std::min(b.due, a.due);
+        }
+        return b;
     }
 
     /// Moves the next request to start into `out` and records where it came from in `turn`.
@@ -414,6 +423,34 @@ private:
     [[nodiscard]] std::size_t room_batch() const noexcept {
         constexpr std::size_t largest = 64;
         return std::clamp<std::size_t>(s_.lane_capacity / 4, 1, largest);
+    }
+
+    // `submit` of an open scheduler, under the lock: `accepted` or `full` (its lane is).
+    template <class... Args>
+    submit_status submit_locked(const placement& p, std::int64_t now, admitted& a, Args&&... args) {
+        const unsigned lane = std::min<unsigned>(p.lane, static_cast<unsigned>(s_.lanes - 1));
+        if (held_.in_lane(lane) >= s_.lane_capacity) {
+            return submit_status::full;
+        }
+        if (p.key != 0) {
+            const auto [k, was_free] = keys_.arrive(p.key);
+            if (!was_free) {
+                keys_.wait_behind(k, lane, p.not_before_ns, cancels_, std::forward<Args>(args)...);
+            } else {
+                try {
+                    place(p.not_before_ns, now, a, lane, p.key, lane, false,
+                          std::forward<Args>(args)...);
+                } catch (...) {
+                    keys_.unhold(k);
+                    throw;
+                }
+            }
+        } else {
+            place(p.not_before_ns, now, a, lane, std::uint64_t{0}, lane, false,
+                  std::forward<Args>(args)...);
+        }
+        count_in(lane);
+        return submit_status::accepted;
     }
 
     // Builds an item of lane `lane` from `item_args` where it waits: timed until
