@@ -85,7 +85,9 @@ private:
         if constexpr (Tracked) {
             e.ticket->attach(w.attempt);  // a cancel() now stops this attempt's token
         }
-        std::exception_ptr error;
+        // A flag, not a local exception_ptr: the catch writes that through its address, so it
+        // lived on the stack, zeroed, tested and tested again by its destructor on every request.
+        bool threw = false;
         try {
             if constexpr (std::is_void_v<Result>) {
                 handler_(e.request, w.attempt.token());
@@ -93,7 +95,8 @@ private:
                 w.payload.result.value.emplace(handler_(e.request, w.attempt.token()));
             }
         } catch (...) {
-            error = std::current_exception();
+            e.last_error = std::current_exception();  // this attempt's, for failed()
+            threw = true;
         }
         if constexpr (Tracked) {
             e.ticket->detach();
@@ -102,8 +105,8 @@ private:
         if (started != 0) {
             w.run_time.record(now_ns() - started);
         }
-        if (error) {
-            outcomes_.failed(w, e, std::move(error), cause, rng);
+        if (threw) {
+            outcomes_.failed(w, e, cause, rng);
         } else {
             outcomes_.template succeeded<Tracked>(w, e, cause);
         }

@@ -33,7 +33,10 @@ struct owned_counter {
     std::atomic<std::uint64_t> value{0};
 
     /// Adds one. Only the owning thread may call it.
-    void bump() noexcept {
+    // Always inlined, as counter_set::bump: GCC 12 prices the two atomic accesses as calls, and
+    // once a translation unit has spent its inline-unit-growth the worker called this (see
+    // docs/design.md, "The hot path").
+    [[gnu::always_inline]] void bump() noexcept {
         // [C1] release: publishes the request's outcome (the handler's effects) to an `ended`
         // count read by wait_idle ([C2]); a plain store on x86. Only the owning worker writes.
         value.store(value.load(std::memory_order_relaxed) + 1, std::memory_order_release);
@@ -81,7 +84,9 @@ struct counter_totals {
 class alignas(cache_line) counter_set {
 public:
     /// Adds one to `c`. Owning worker only.
-    void bump(counter c) noexcept { values_[static_cast<std::size_t>(c)].bump(); }
+    [[gnu::always_inline]] void bump(counter c) noexcept {
+        values_[static_cast<std::size_t>(c)].bump();
+    }
     /// The count of `c`, for statistics.
     [[nodiscard]] std::uint64_t get(counter c) const noexcept {
         return values_[static_cast<std::size_t>(c)].get();

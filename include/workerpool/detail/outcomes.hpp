@@ -115,10 +115,8 @@ public:
     /// A tracked request its handle cancelled while it waited: it ends without running.
     void cancelled_before_start(worker& w, envelope& e) noexcept { cancelled(w, e); }
 
-    /// The handler threw `error`; `cause` says why its token was stopped, if it was.
-    void failed(worker& w, envelope& e, const std::exception_ptr& error, stop_cause cause,
-                std::minstd_rand& rng) noexcept {
-        e.last_error = error;
+    /// The handler threw `e.last_error`; `cause` says why its token was stopped, if it was.
+    void failed(worker& w, envelope& e, stop_cause cause, std::minstd_rand& rng) noexcept {
         if (cause == stop_cause::shutdown || cause == stop_cause::cancelled) {
             cancelled(w, e);
             return;
