@@ -870,6 +870,10 @@ TEST_CASE("a bulk submit with a key keeps the key's order", "[scheduler][key][bu
 TEST_CASE("every request ends exactly once under a mix of keys, lanes, delays, failures and a "
           "shutdown half-way",
           "[scheduler][accounting][unit]") {
+    // One by one, or in bulks of 1 to 8 requests that share their job_options (each bulk goes
+    // to the scheduler in one pass of its lock).
+    const bool bulk = GENERATE(false, true);
+    INFO((bulk ? "submit_bulk" : "submit"));
     constexpr int producers = 4;
     const int per_producer = under_tsan ? 300 : 1500;
     const int total = producers * per_producer;
@@ -911,8 +915,8 @@ TEST_CASE("every request ends exactly once under a mix of keys, lanes, delays, f
     for (int p = 0; p < producers; ++p) {
         threads.emplace_back([&, p] {
             std::mt19937 rng(static_cast<unsigned>(p) + 7);
-            for (int i = 0; i < per_producer; ++i) {
-                const int id = p * per_producer + i;
+            std::vector<item> batch;
+            for (int i = 0; i < per_producer;) {
                 job_options jo;
                 switch (rng() % 4) {
                 case 0:
@@ -928,11 +932,25 @@ TEST_CASE("every request ends exactly once under a mix of keys, lanes, delays, f
                     jo.key = rng() % 2 == 0 ? 0 : 1 + rng() % 8;
                     break;
                 }
-                const auto status = pool.submit(item{id, jo.key, 0, jo.not_before}, jo);
-                if (status != submit_status::accepted) {
+                const int run =
+                    bulk ? std::min(1 + static_cast<int>(rng() % 8), per_producer - i) : 1;
+                const int first = p * per_producer + i;
+                batch.clear();
+                for (int id = first; id < first + run; ++id) {
+                    batch.push_back(item{id, jo.key, 0, jo.not_before});
+                }
+                const std::size_t took =
+                    bulk ? pool.submit_bulk(std::span<item>(batch), jo)
+                         : (pool.submit(std::move(batch.front()), jo) == submit_status::accepted
+                                ? 1U
+                                : 0U);
+                for (std::size_t k = 0; k < took; ++k) {
+                    accepted[static_cast<std::size_t>(first) + k].store(true);
+                }
+                if (took < batch.size()) {
                     return;  // closed: shutdown began
                 }
-                accepted[static_cast<std::size_t>(id)].store(true);
+                i += run;
             }
         });
     }
