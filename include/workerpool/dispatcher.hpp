@@ -227,10 +227,11 @@ public:
     }
 
     /// Enqueues as many of `requests` as there is room for now, in order, without blocking: one
-    /// claim per ring and one wake-up decision per 64 requests. Returns how many it took: it moved
-    /// from exactly the first that many, and left the rest untouched (all of them when the pool is
-    /// closed). `jo` as in `try_submit`. Thread safety: any thread, including a handler of this
-    /// pool. Never blocks, never allocates (with route options, unless the key function does).
+    /// claim per ring and one wake-up decision per 64 requests (through the scheduler, for a key,
+    /// a priority or a `not_before`: one pass of its lock per 64). Returns how many it took: it
+    /// moved from exactly the first that many, and left the rest untouched (all of them when the
+    /// pool is closed). `jo` as in `try_submit`. Thread safety: any thread, including a handler of
+    /// this pool. Never blocks, never allocates (with route options, unless the key function does).
     [[nodiscard]] std::size_t try_submit_bulk(std::span<Request> requests,
                                               job_options jo = {}) noexcept {
         return intake_.try_submit_bulk(requests, jo);

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
+#include <memory>
 #include <new>
 #include <optional>
 #include <span>
@@ -527,6 +528,64 @@ TEST_CASE("bulk submits allocate nothing", "[alloc][bulk][unit]") {
                          << ")");
     CHECK(handled.load() == before + rounds * span);
     CHECK(c.allocations == 0u);
+}
+
+TEST_CASE("a bulk through the scheduler that runs out of memory takes a prefix and leaves the "
+          "rest whole",
+          "[alloc][bulk][scheduler][unit]") {
+    // Fails each allocation of the bulk in turn (the keys' map, a key's FIFO, a ready or timed
+    // node), with a key, a not_before, both, and lanes: what it reports taken was moved from and
+    // runs, the rest is whole, and the call counts as one refusal.
+    const int kind = GENERATE(0, 1, 2, 3);
+    CAPTURE(kind);
+    struct owned {
+        std::uint64_t id = 0;
+        std::unique_ptr<int> data;  // null once moved from
+    };
+    constexpr std::size_t count = 20;
+    bool all_in = false;
+    for (int f = 0; f < 64 && !all_in; ++f) {
+        CAPTURE(f);
+        std::atomic<std::size_t> ran{0};
+        workerpool::options<owned> o;
+        o.capacity = 64;
+        o.min_workers = 2;
+        o.max_workers = 2;
+        o.priority_lanes = kind == 3 ? 2 : 1;
+        dispatcher<owned> pool([&ran](owned&) { ran.fetch_add(1); }, o);
+        std::vector<owned> batch(count);
+        for (std::size_t i = 0; i < count; ++i) {
+            batch[i] = owned{i, std::make_unique<int>(static_cast<int>(i))};
+        }
+        workerpool::job_options jo;
+        jo.key = kind == 0 || kind == 2 ? 7 : 0;
+        jo.priority = kind == 3 ? 1U : 0U;
+        if (kind == 1 || kind == 2) {
+            jo.not_before = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
+        }
+        fail_after = f;
+        const std::size_t taken = pool.try_submit_bulk(std::span<owned>(batch), jo);
+        fail_after = -1;
+        all_in = taken == count;
+        std::size_t moved = 0;
+        std::size_t whole = 0;
+        for (std::size_t i = 0; i < count; ++i) {
+            if (i < taken) {
+                moved += batch[i].data == nullptr ? 1U : 0U;
+            } else {
+                whole +=
+                    batch[i].data != nullptr && *batch[i].data == static_cast<int>(i) ? 1U : 0U;
+            }
+        }
+        CHECK(moved == taken);
+        CHECK(whole == count - taken);
+        REQUIRE(pool.wait_idle_for(std::chrono::seconds(30)));
+        CHECK(ran.load() == taken);
+        const auto s = pool.stats();
+        CHECK(s.submitted == taken);
+        CHECK(s.rejected == (all_in ? 0U : 1U));
+    }
+    CHECK(all_in);  // enough room in the end: every allocation it makes was failed once
 }
 
 TEST_CASE("tracked requests allocate nothing once the slab has room", "[alloc][handles][unit]") {

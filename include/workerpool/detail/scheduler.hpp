@@ -407,7 +407,7 @@ public:
         return s_.pool_rate.on() ? std::min(n, s_.pool_rate.burst) : n;
     }
 
-    /// Requests accepted by `submit` so far.
+    /// Requests accepted by `submit` and `submit_bulk` so far.
     [[nodiscard]] std::uint64_t accepted() const noexcept {
         return accepted_.load(std::memory_order_relaxed);  // statistics only; see [H2]
     }

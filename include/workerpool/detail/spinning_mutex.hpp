@@ -11,9 +11,9 @@
 namespace workerpool::detail {
 
 /// The scheduler's lock: a `std::mutex` that polls briefly before it sleeps. Its sections are a
-/// few container operations, so a contender (a producer and the workers all take it once or
-/// twice per request) usually gets it within the poll, without the futex sleep and wake-up a
-/// plain `std::mutex` pays under contention.
+/// few container operations (a bulk submit's, up to 64 requests moved in), so a contender (a
+/// producer and the workers all take it once or twice per request) usually gets it within the
+/// poll, without the futex sleep and wake-up a plain `std::mutex` pays under contention.
 class spinning_mutex {
 public:
     /// Takes the lock: up to 128 tries with a pause between them, then a blocking lock.
