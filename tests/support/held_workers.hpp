@@ -19,6 +19,7 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <stop_token>
 #include <string>
 #include <utility>
 #include <vector>
@@ -95,6 +96,36 @@ inline bool is_asleep(long tid) {
     (void)tid;
     return true;
 #endif
+}
+
+// Jobs `first`, `first + 1`, ..., `count` of them.
+inline std::vector<job> jobs(int first, int count) {
+    std::vector<job> v;
+    v.reserve(static_cast<std::size_t>(count));
+    for (int i = first; i < first + count; ++i) {
+        v.emplace_back(i);
+    }
+    return v;
+}
+
+// How many of `v`, from index `from` on, are still whole (see `untouched`).
+inline int whole_from(const std::vector<job>& v, std::size_t from) {
+    int n = 0;
+    for (std::size_t i = from; i < v.size(); ++i) {
+        n += untouched(v[i], v[i].id) ? 1 : 0;
+    }
+    return n;
+}
+
+// A handler that waits at `hold` for a pass (throwing stopped_by_token if its token is stopped
+// first), then records its job's id in `seen`.
+inline auto held_handler(gate& hold, recorder& seen) {
+    return [&hold, &seen](job& j, const std::stop_token& st) {
+        if (!hold.wait(st)) {
+            throw stopped_by_token{};
+        }
+        seen.add(j.id);
+    };
 }
 
 // A thread blocked in a submit call, as the test sees it.

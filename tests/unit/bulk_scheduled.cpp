@@ -29,20 +29,12 @@ using workerpool::submit_status;
 using workerpool::test::eventually;
 using workerpool::test::finally;
 using workerpool::test::gate;
+using workerpool::test::held_handler;
 using workerpool::test::held_options;
 using workerpool::test::job;
+using workerpool::test::jobs;
 using workerpool::test::recorder;
-using workerpool::test::stopped_by_token;
-using workerpool::test::untouched;
-
-std::vector<job> jobs(int first, int count) {
-    std::vector<job> v;
-    v.reserve(static_cast<std::size_t>(count));
-    for (int i = first; i < first + count; ++i) {
-        v.emplace_back(i);
-    }
-    return v;
-}
+using workerpool::test::whole_from;
 
 std::vector<int> range(int first, int count) {
     std::vector<int> v;
@@ -50,25 +42,6 @@ std::vector<int> range(int first, int count) {
         v.push_back(i);
     }
     return v;
-}
-
-// How many of `v`, from index `from` on, are still whole.
-int whole_from(const std::vector<job>& v, std::size_t from) {
-    int n = 0;
-    for (std::size_t i = from; i < v.size(); ++i) {
-        n += untouched(v[i], v[i].id) ? 1 : 0;
-    }
-    return n;
-}
-
-// A handler that waits at `hold` (or for its token) and records its request's id.
-auto held_handler(gate& hold, recorder& seen) {
-    return [&hold, &seen](job& j, const std::stop_token& st) {
-        if (!hold.wait(st)) {
-            throw stopped_by_token{};
-        }
-        seen.add(j.id);
-    };
 }
 
 }  // namespace

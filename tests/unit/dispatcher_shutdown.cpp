@@ -39,6 +39,7 @@ using workerpool::test::eventually;
 using workerpool::test::failure_log;
 using workerpool::test::finally;
 using workerpool::test::gate;
+using workerpool::test::held_handler;
 using workerpool::test::held_options;
 using workerpool::test::holds;
 using workerpool::test::job;
@@ -65,16 +66,6 @@ std::vector<int> ids_of(const std::vector<job>& jobs) {
         ids.push_back(j.payload ? j.id : -1);  // -1: handed back without its payload
     }
     return ids;
-}
-
-// A handler that waits for a pass (throwing stopped_by_token if stopped first), then records.
-auto held_handler(gate& hold, recorder& seen) {
-    return [&hold, &seen](job& j, std::stop_token st) {
-        if (!hold.wait(st)) {
-            throw stopped_by_token{};
-        }
-        seen.add(j.id);
-    };
 }
 
 }  // namespace
