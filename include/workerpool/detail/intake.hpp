@@ -267,7 +267,7 @@ private:
     // Whether `jo` itself asks for the scheduler: a key, a lane or a start time. One test of the
     // three fields ORed, not three branches: GCC 12 guesses each branch taken half the time, so
     // with three of them `submit_until` took its plain push for a cold path and called `push`
-    // out of line (34 more instructions per submit, `scripts/count_instructions.py`).
+    // out of line (26 more instructions per submit, `scripts/count_instructions.py`).
     [[nodiscard]] static bool scheduled_by_own(const job_options& jo) noexcept {
         return (jo.key | jo.priority |
                 static_cast<std::uint64_t>(jo.not_before.time_since_epoch().count())) != 0;
