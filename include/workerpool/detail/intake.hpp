@@ -97,8 +97,8 @@ public:
                 }
                 return done;
             }
-            const auto [done, stopped] = push_scheduled_bulk(rs, jo);
-            (void)counted(stopped);
+            std::size_t done = 0;
+            (void)counted(push_scheduled_bulk(rs, jo, done));
             return done;
         }
         const auto r = push_bulk(rs, jo);
@@ -178,15 +178,33 @@ private:
             p_.opts.spin_before_sleep.count(), until));
     }
 
-    // A blocking submit through the scheduler: a try, then, while its lane is full, sleeps until
-    // a take makes room. Out of line, as the scheduler's whole submit path.
+    // A blocking submit through the scheduler. Out of line, as the scheduler's whole submit path.
     [[gnu::noinline]] submit_status
     submit_scheduled(Request& r, const job_options& jo, bool self_call,
                      std::optional<std::chrono::steady_clock::time_point> until,
                      completion_slot* ticket) noexcept {
+        return while_lane_full(jo, self_call, until, [&] { return push_scheduled(r, jo, ticket); });
+    }
+
+    // `submit_bulk` through the scheduler: the rest of `rs` each time its lane has room again.
+    [[gnu::noinline]] std::size_t
+    submit_scheduled_bulk(std::span<Request> rs, const job_options& jo, bool self_call) noexcept {
+        std::size_t done = 0;
+        (void)counted(while_lane_full(jo, self_call, std::nullopt, [&] {
+            return push_scheduled_bulk(rs.subspan(done), jo, done);
+        }));
+        return done;
+    }
+
+    // Calls `try_once` (a try at the scheduler) until it is not refused `full`; while its lane is
+    // full, sleeps until a take makes room (unless `self_call`, or `until` passed).
+    template <class Try>
+    submit_status while_lane_full(const job_options& jo, bool self_call,
+                                  std::optional<std::chrono::steady_clock::time_point> until,
+                                  Try&& try_once) noexcept {
         back_pressure::inside_call inside;
         for (;;) {
-            const submit_status s = push_scheduled(r, jo, ticket);
+            const submit_status s = try_once();
             if (s != submit_status::full || self_call ||
                 (until && std::chrono::steady_clock::now() >= *until)) {
                 return s;
@@ -196,67 +214,33 @@ private:
         }
     }
 
-    // `submit_bulk` through the scheduler: as `submit_scheduled`, for the rest of `rs` each
-    // time its lane has room again.
-    [[gnu::noinline]] std::size_t
-    submit_scheduled_bulk(std::span<Request> rs, const job_options& jo, bool self_call) noexcept {
-        back_pressure::inside_call inside;
-        std::size_t done = 0;
-        for (;;) {
-            const auto [n, stopped] = push_scheduled_bulk(rs.subspan(done), jo);
-            done += n;
-            if (stopped != submit_status::full || self_call) {
-                (void)counted(stopped);
-                return done;
-            }
-            inside.enter(p_.pressure);  // from here on the destructor waits for us
-            (void)p_.sched.wait_for_room(jo.priority, std::nullopt);  // then one more try
-        }
-    }
-
-    // What `push_scheduled_bulk` did: how many went in (a prefix), and why it stopped short
-    // (`accepted`: it did not).
-    struct scheduled_bulk_result {
-        std::size_t accepted = 0;
-        submit_status stopped = submit_status::accepted;
-    };
-
     // The bulk through the scheduler, in chunks of `bulk_chunk`: each chunk in one pass of the
-    // scheduler's lock, then the wake-up decision once for the chunk (as `push_scheduled`'s).
-    // For requests that share `jo` whole: no route adds options of its own.
-    [[gnu::noinline]] scheduled_bulk_result push_scheduled_bulk(std::span<Request> rs,
-                                                                const job_options& jo) noexcept {
-        const std::int64_t not_before =
-            jo.not_before == std::chrono::steady_clock::time_point{} ? 0 : to_ns(jo.not_before);
+    // scheduler's lock, then the wake-up decision once for the chunk. Adds how many went in (a
+    // prefix) to `done`; returns why it stopped short (`accepted`: it did not). For requests that
+    // share `jo` whole: no route adds options of its own.
+    [[gnu::noinline]] submit_status
+    push_scheduled_bulk(std::span<Request> rs, const job_options& jo, std::size_t& done) noexcept {
+        const std::int64_t not_before = not_before_ns(jo);
         const request_settings common = settings_of(jo);
         std::array<std::int64_t, bulk_chunk> sampled{};
-        scheduled_bulk_result total;
-        while (total.accepted < rs.size()) {
+        for (std::size_t taken = 0; taken < rs.size();) {
             const std::span<Request> part =
-                rs.subspan(total.accepted, std::min(bulk_chunk, rs.size() - total.accepted));
+                rs.subspan(taken, std::min(bulk_chunk, rs.size() - taken));
             const std::span<std::int64_t> samples = std::span(sampled).first(part.size());
             sample_run(p_.opts.latency_sample_every, samples);
-            const std::int64_t now = not_before != 0 ? now_ns() : p_.sched.clock_now();
-            const auto b = p_.sched.submit_bulk({jo.key, jo.priority, not_before}, now, part,
-                                                std::span<const std::int64_t>(samples), common);
-            total.accepted += b.accepted;
+            const auto b =
+                p_.sched.submit_bulk({jo.key, jo.priority, not_before}, scheduler_now(not_before),
+                                     part, std::span<const std::int64_t>(samples), common);
+            taken += b.accepted;
+            done += b.accepted;
             if (b.accepted != 0) {
-                bool kick = b.due < p_.signal.next_wake();
-                if (b.ready != 0) {
-                    accepted(b.ready);  // kicks a resting supervisor too
-                } else {
-                    kick = p_.signal.take_resting() || kick;
-                }
-                if (kick) {
-                    p_.signal.kick();
-                }
+                scheduled_accepted(b.ready, b.due);
             }
             if (b.stopped != submit_status::accepted) {
-                total.stopped = b.stopped;
-                break;
+                return b.stopped;
             }
         }
-        return total;
+        return submit_status::accepted;
     }
 
     // Whether a request with `jo` goes through the scheduler rather than the ring.
@@ -277,24 +261,45 @@ private:
     // time may need the supervisor earlier than it planned: [D2] through the scheduler's mutex).
     [[gnu::noinline]] submit_status push_scheduled(Request& r, const job_options& jo,
                                                    completion_slot* ticket) noexcept {
-        const std::int64_t not_before =
-            jo.not_before == std::chrono::steady_clock::time_point{} ? 0 : to_ns(jo.not_before);
-        const std::int64_t now = not_before != 0 ? now_ns() : p_.sched.clock_now();
+        const std::int64_t not_before = not_before_ns(jo);
         typename scheduler<typename Queue::value_type>::admitted a;
         try {
-            a = p_.sched.submit({jo.key, jo.priority, not_before}, now, std::move(r),
-                                settings_of(jo), sample_now(p_.opts.latency_sample_every), ticket);
+            a = p_.sched.submit({jo.key, jo.priority, not_before}, scheduler_now(not_before),
+                                std::move(r), settings_of(jo),
+                                sample_now(p_.opts.latency_sample_every), ticket);
         } catch (...) {
             return submit_status::full;  // out of memory: refused, `r` untouched
         }
         if (a.status == submit_status::accepted) {
-            if (a.ready) {
-                accepted(1);
-            } else if (p_.signal.take_resting() || a.due < p_.signal.next_wake()) {
-                p_.signal.kick();
-            }
+            scheduled_accepted(a.ready ? 1U : 0U, a.due);
         }
         return a.status;
+    }
+
+    // `jo`'s `not_before` in nanoseconds, 0 when it has none.
+    [[nodiscard]] static std::int64_t not_before_ns(const job_options& jo) noexcept {
+        return jo.not_before == std::chrono::steady_clock::time_point{} ? 0 : to_ns(jo.not_before);
+    }
+
+    // The time for a scheduler submit: the clock when the request has a `not_before`, else
+    // whatever the scheduler needs (see scheduler::clock_now).
+    [[nodiscard]] std::int64_t scheduler_now(std::int64_t not_before) const noexcept {
+        return not_before != 0 ? now_ns() : p_.sched.clock_now();
+    }
+
+    // The wake-up decision after the scheduler accepted requests: `ready` of them may start now
+    // (a worker for each), and one waits until `due`, which may be before the supervisor planned
+    // to wake ([D2] through the scheduler's mutex); a resting supervisor is kicked either way.
+    void scheduled_accepted(std::size_t ready, std::int64_t due) noexcept {
+        bool kick = due < p_.signal.next_wake();
+        if (ready != 0) {
+            accepted(ready);  // kicks a resting supervisor too
+        } else {
+            kick = p_.signal.take_resting() || kick;
+        }
+        if (kick) {
+            p_.signal.kick();
+        }
     }
 
     // `jo` completed by the pool's defaults. Computed where the caller's `jo` is known, so that a
