@@ -208,16 +208,19 @@ public:
     /// Enqueues `r`, blocking while the queue is full (back-pressure).
     /// Returns `accepted` (and moves from `r`) or `closed` (shutdown began, maybe while waiting;
     /// `r` is untouched). Called from one of this pool's own threads it does not block: it returns
-    /// `full` instead of waiting for a slot that only its own pool could free. `jo` as in
-    /// `try_submit`. Thread safety: any thread. Blocks: while the queue (or the request's lane in
-    /// the scheduler) is full.
+    /// `full` instead of waiting for a slot that only its own pool could free. A request for the
+    /// scheduler that it has no memory to hold is refused `full` at once, untouched (a noexcept
+    /// call's way to say so; waiting would not bring memory back). `jo` as in `try_submit`. Thread
+    /// safety: any thread. Blocks: while the queue (or the request's lane in the scheduler) is
+    /// full.
     [[nodiscard]] submit_status submit(Request&& r, job_options jo = {}) noexcept {
         return intake_.submit_until(r, jo, detail::current_pool == this, std::nullopt);
     }
 
     /// Enqueues `r`, blocking up to `timeout` while the queue is full.
-    /// Returns `accepted` (moves from `r`), `full` when the time ran out, or `closed`; on refusal
-    /// `r` is untouched. From one of this pool's own threads it does not block (see `submit`).
+    /// Returns `accepted` (moves from `r`), `full` when the time ran out (or out of memory, as
+    /// `submit`), or `closed`; on refusal `r` is untouched. From one of this pool's own threads it
+    /// does not block (see `submit`).
     /// Thread safety: any thread. Blocks: up to `timeout`.
     template <class Rep, class Period>
     [[nodiscard]] submit_status submit_for(Request&& r, std::chrono::duration<Rep, Period> timeout,
@@ -239,8 +242,9 @@ public:
 
     /// Enqueues all of `requests`, in order, blocking while the queue is full (as `submit`);
     /// returns how many it took, a prefix: all of them, or fewer when shutdown began meanwhile,
-    /// or when called from one of this pool's own threads and the queue filled up (it does not
-    /// wait for itself). The rest are untouched. Thread safety: any thread. Blocks: while full.
+    /// when called from one of this pool's own threads and the queue filled up (it does not
+    /// wait for itself), or when the scheduler had no memory for the next (as `submit`). The rest
+    /// are untouched. Thread safety: any thread. Blocks: while full.
     [[nodiscard]] std::size_t submit_bulk(std::span<Request> requests,
                                           job_options jo = {}) noexcept {
         return intake_.submit_bulk(requests, jo, detail::current_pool == this);

@@ -49,7 +49,14 @@ thread_local int fail_after = -1;
 // Non-zero: every allocation of at least this many bytes on this thread fails.
 thread_local std::size_t fail_from_bytes = 0;
 
+// Non-null: every allocation on this thread fails while the flag it points to is set (another
+// thread can clear it, and so end the failures of a thread that does not return).
+thread_local const std::atomic<bool>* fail_while = nullptr;
+
 bool injected_failure(std::size_t n) noexcept {
+    if (fail_while != nullptr && fail_while->load()) {
+        return true;
+    }
     if (fail_from_bytes != 0 && n >= fail_from_bytes) {
         return true;
     }
@@ -586,6 +593,92 @@ TEST_CASE("a bulk through the scheduler that runs out of memory takes a prefix a
         CHECK(s.rejected == (all_in ? 0U : 1U));
     }
     CHECK(all_in);  // enough room in the end: every allocation it makes was failed once
+}
+
+TEST_CASE("a blocking submit through the scheduler that cannot allocate returns full at once",
+          "[alloc][scheduler][unit][regression]") {
+    // Regression: the scheduler reports an allocation failure as `full`, and the blocking submit
+    // then waited for room in the request's lane, which had room, so it tried again at once: it
+    // spun for as long as memory ran out. Every blocking submit through the scheduler (submit,
+    // submit_for, submit_tracked, submit_bulk; with a key, a not_before, a key in a lane) returns
+    // `full` (the bulk: the prefix it took, none) without waiting, leaves the request whole and
+    // counts one refusal.
+    const int kind = GENERATE(0, 1, 2);
+    const int call = GENERATE(0, 1, 2, 3);
+    CAPTURE(kind, call);
+    struct owned {
+        std::unique_ptr<int> data;  // null once moved from
+    };
+    workerpool::options<owned> o;
+    o.capacity = 64;
+    o.min_workers = 1;
+    o.max_workers = 1;
+    o.priority_lanes = kind == 2 ? 2 : 1;
+    std::atomic<int> ran{0};
+    dispatcher<owned> pool([&ran](owned&) { ran.fetch_add(1); }, o);
+    // A first tracked request makes the slab of completions, which a tracked submit would
+    // otherwise allocate (and throw for) before it reaches the scheduler.
+    REQUIRE(pool.submit_tracked(owned{}).handle.wait_for(std::chrono::seconds(30)));
+    workerpool::job_options jo;
+    jo.key = kind == 1 ? 0 : 7;  // each keyed or timed request allocates in the scheduler
+    jo.priority = kind == 2 ? 1U : 0U;
+    if (kind == 1) {  // far enough not to have come when the submit runs: held in the timed map
+        jo.not_before = std::chrono::steady_clock::now() + std::chrono::hours(1);
+    }
+    std::atomic<bool> failing{true};
+    std::atomic<bool> returned{false};
+    submit_status status = submit_status::accepted;
+    std::size_t taken = 99;
+    bool whole_after = false;
+    std::vector<owned> batch(3);
+    for (owned& b : batch) {
+        b.data = std::make_unique<int>(5);
+    }
+    std::thread producer([&] {  // no assertions here: Catch2 wants them on the test's thread
+        owned p{std::make_unique<int>(42)};
+        fail_while = &failing;
+        switch (call) {
+        case 0:
+            status = pool.submit(std::move(p), jo);
+            break;
+        case 1:
+            status = pool.submit_for(std::move(p), std::chrono::hours(1), jo);
+            break;
+        case 2:
+            status = pool.submit_tracked(std::move(p), jo).status;
+            break;
+        default:
+            taken = pool.submit_bulk(std::span<owned>(batch), jo);
+            break;
+        }
+        fail_while = nullptr;
+        whole_after = p.data != nullptr && *p.data == 42;
+        returned.store(true);
+    });
+    // It returns while memory is still out; a submit that waits for memory would return only once
+    // `failing` is cleared below.
+    const bool returned_while_failing =
+        workerpool::test::eventually([&] { return returned.load(); }, std::chrono::seconds(10));
+    failing.store(false);
+    producer.join();
+    CHECK(returned_while_failing);
+    if (call == 3) {
+        CHECK(taken == 0);
+        CHECK(std::all_of(batch.begin(), batch.end(),
+                          [](const owned& b) { return b.data != nullptr; }));
+    } else {
+        CHECK(status == submit_status::full);
+        CHECK(whole_after);  // untouched
+    }
+    CHECK(pool.stats().rejected == 1);
+    CHECK(pool.stats().submitted == 1);  // the first tracked request only
+    // Memory back, the pool takes requests again.
+    if (kind == 1) {
+        jo.not_before = std::chrono::steady_clock::now();
+    }
+    REQUIRE(pool.submit(owned{}, jo) == submit_status::accepted);
+    REQUIRE(pool.wait_idle_for(std::chrono::seconds(30)));
+    CHECK(ran.load() == 2);
 }
 
 TEST_CASE("tracked requests allocate nothing once the slab has room", "[alloc][handles][unit]") {

@@ -98,7 +98,8 @@ public:
                 return done;
             }
             std::size_t done = 0;
-            (void)counted(push_scheduled_bulk(rs, jo, done));
+            bool out_of_memory = false;
+            (void)counted(push_scheduled_bulk(rs, jo, done, out_of_memory));
             return done;
         }
         const auto r = push_bulk(rs, jo);
@@ -151,7 +152,9 @@ private:
     [[gnu::noinline]] submit_status try_detoured(Request& r, job_options& jo,
                                                  completion_slot* ticket) noexcept {
         routes_.apply(r, jo);  // a route adds a timeout, attempts or a deadline, never a key
-        return scheduled_for(jo) ? push_scheduled(r, jo, ticket) : push(r, settings_of(jo), ticket);
+        bool out_of_memory = false;
+        return scheduled_for(jo) ? push_scheduled(r, jo, ticket, out_of_memory)
+                                 : push(r, settings_of(jo), ticket);
     }
 
     // `submit_until`'s detour, for the same requests as `try_detoured`'s.
@@ -183,29 +186,34 @@ private:
     submit_scheduled(Request& r, const job_options& jo, bool self_call,
                      std::optional<std::chrono::steady_clock::time_point> until,
                      completion_slot* ticket) noexcept {
-        return while_lane_full(jo, self_call, until, [&] { return push_scheduled(r, jo, ticket); });
+        return while_lane_full(jo, self_call, until, [&](bool& out_of_memory) {
+            return push_scheduled(r, jo, ticket, out_of_memory);
+        });
     }
 
     // `submit_bulk` through the scheduler: the rest of `rs` each time its lane has room again.
     [[gnu::noinline]] std::size_t
     submit_scheduled_bulk(std::span<Request> rs, const job_options& jo, bool self_call) noexcept {
         std::size_t done = 0;
-        (void)counted(while_lane_full(jo, self_call, std::nullopt, [&] {
-            return push_scheduled_bulk(rs.subspan(done), jo, done);
+        (void)counted(while_lane_full(jo, self_call, std::nullopt, [&](bool& out_of_memory) {
+            return push_scheduled_bulk(rs.subspan(done), jo, done, out_of_memory);
         }));
         return done;
     }
 
-    // Calls `try_once` (a try at the scheduler) until it is not refused `full`; while its lane is
-    // full, sleeps until a take makes room (unless `self_call`, or `until` passed).
+    // Calls `try_once(out_of_memory)` (a try at the scheduler) until it is not refused `full`;
+    // while its lane is full, sleeps until a take makes room (unless `self_call`, or `until`
+    // passed). A refusal for want of memory ends it with `full` at once: the lane has room, so
+    // the wait would not wait, and a loop of tries would spin for as long as memory is short.
     template <class Try>
     submit_status while_lane_full(const job_options& jo, bool self_call,
                                   std::optional<std::chrono::steady_clock::time_point> until,
                                   Try&& try_once) noexcept {
         back_pressure::inside_call inside;
         for (;;) {
-            const submit_status s = try_once();
-            if (s != submit_status::full || self_call ||
+            bool out_of_memory = false;
+            const submit_status s = try_once(out_of_memory);
+            if (s != submit_status::full || out_of_memory || self_call ||
                 (until && std::chrono::steady_clock::now() >= *until)) {
                 return s;
             }
@@ -216,10 +224,12 @@ private:
 
     // The bulk through the scheduler, in chunks of `bulk_chunk`: each chunk in one pass of the
     // scheduler's lock, then the wake-up decision once for the chunk. Adds how many went in (a
-    // prefix) to `done`; returns why it stopped short (`accepted`: it did not). For requests that
-    // share `jo` whole: no route adds options of its own.
-    [[gnu::noinline]] submit_status
-    push_scheduled_bulk(std::span<Request> rs, const job_options& jo, std::size_t& done) noexcept {
+    // prefix) to `done`; returns why it stopped short (`accepted`: it did not; `full` with
+    // `out_of_memory` set: for want of memory). For requests that share `jo` whole: no route adds
+    // options of its own.
+    [[gnu::noinline]] submit_status push_scheduled_bulk(std::span<Request> rs,
+                                                        const job_options& jo, std::size_t& done,
+                                                        bool& out_of_memory) noexcept {
         const std::int64_t not_before = not_before_ns(jo);
         const request_settings common = settings_of(jo);
         std::array<std::int64_t, bulk_chunk> sampled{};
@@ -237,6 +247,7 @@ private:
                 scheduled_accepted(b.ready, b.due);
             }
             if (b.stopped != submit_status::accepted) {
+                out_of_memory = b.out_of_memory;
                 return b.stopped;
             }
         }
@@ -259,8 +270,10 @@ private:
 
     // One try at the scheduler; on `accepted`, the wake-up decision (a request that waits for a
     // time may need the supervisor earlier than it planned: [D2] through the scheduler's mutex).
+    // A refusal for want of memory is `full` with `out_of_memory` set.
     [[gnu::noinline]] submit_status push_scheduled(Request& r, const job_options& jo,
-                                                   completion_slot* ticket) noexcept {
+                                                   completion_slot* ticket,
+                                                   bool& out_of_memory) noexcept {
         const std::int64_t not_before = not_before_ns(jo);
         typename scheduler<typename Queue::value_type>::admitted a;
         try {
@@ -268,7 +281,8 @@ private:
                                 std::move(r), settings_of(jo),
                                 sample_now(p_.opts.latency_sample_every), ticket);
         } catch (...) {
-            return submit_status::full;  // out of memory: refused, `r` untouched
+            out_of_memory = true;  // refused, `r` untouched
+            return submit_status::full;
         }
         if (a.status == submit_status::accepted) {
             scheduled_accepted(a.ready ? 1U : 0U, a.due);

@@ -67,6 +67,7 @@ struct schedule_bulk_admitted {
     submit_status stopped = submit_status::accepted;  // why it stopped short (accepted: it did not)
     std::size_t ready = 0;                            // wake this many workers
     std::int64_t due = never;                         // the supervisor must wake then
+    bool out_of_memory = false;  // `stopped` is `full` for want of memory, not of room
 };
 
 /// What a take did.

@@ -129,8 +129,9 @@ public:
     }
 
     /// `submit` of each of `rs` at `p`, in order, in one pass of the lock, until one is refused
-    /// (`full`, also when out of memory, or `closed`). Request `i` is built from
-    /// `std::move(rs[i]), common..., sampled[i]`; a request it did not accept is left untouched.
+    /// (`full`, also when out of memory (then `out_of_memory` is set), or `closed`). Request `i` is
+    /// built from `std::move(rs[i]), common..., sampled[i]`; a request it did not accept is left
+    /// untouched.
     template <class Request, class... Common>
     bulk_admitted submit_bulk(const placement& p, std::int64_t now, std::span<Request> rs,
                               std::span<const std::int64_t> sampled,
@@ -148,6 +149,7 @@ public:
                                          sampled[b.accepted]);
             } catch (...) {
                 a.status = submit_status::full;  // out of memory: refused, untouched
+                b.out_of_memory = true;
             }
             if (a.status != submit_status::accepted) {
                 b.stopped = a.status;
