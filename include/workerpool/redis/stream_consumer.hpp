@@ -427,8 +427,10 @@ private:
         ledger_.entered_pool(entries.size());
         for (stream_entry& e : entries) {
             if (pool_->submit(std::move(e)) != submit_status::accepted) {
-                // Only at shutdown (never: the reader is joined first) or from a pool thread
-                // (never). A refused request is untouched, so its id is still there.
+                // Only at shutdown (never: the reader is joined first), from a pool thread
+                // (never), or when a pool with lanes or a rate limit has no memory for it. A
+                // refused request is untouched, so its id is still there: released, it stays
+                // pending in the stream for a later claim.
                 ledger_.left_pool(1);
                 ledger_.release(std::vector<std::string>{e.id});  // NOLINT(bugprone-use-after-move)
             }
