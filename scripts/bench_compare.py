@@ -16,7 +16,8 @@ figure in the report is the median of all rounds x repetitions with the min-max 
 --busy-core keeps one core busy with another process (`sh -c 'while :; do :; done'`, started by
 this script and killed when it is done), as on any shared host: `on` for the whole run, `both` to
 run every pool's throughput benchmarks once quiet and once with the busy process in each round
-(the report then has a row for each condition).
+(the report then has a row for each condition). --busy-processes N starts N such processes
+instead of one (2 on a 2-core machine: every core shared, as on a loaded host).
 
 Needs only the Python 3 standard library, CMake, and gnuplot for the chart (skipped if absent).
 """
@@ -73,23 +74,34 @@ def quiet(cmd: list[str]) -> str:
 
 # The command that keeps one core busy (--busy-core), as the report quotes it.
 BUSY_COMMAND = ["sh", "-c", "while :; do :; done"]
+# How many of them run at once (--busy-processes).
+BUSY_PROCESSES = 1
 # Workload keys of the rows measured with one core busy, in --busy-core both mode.
 BUSY_SUFFIX = "@busy"
 
 
 @contextlib.contextmanager
 def busy_core(active: bool = True):
-    """Keeps one core busy with another process (BUSY_COMMAND) while the block runs; kills it at
-    the end, even on an error. With `active` false, does nothing."""
+    """Keeps BUSY_PROCESSES cores busy, each with another process (BUSY_COMMAND), while the block
+    runs; kills them at the end, even on an error. With `active` false, does nothing."""
     if not active:
         yield
         return
-    child = subprocess.Popen(BUSY_COMMAND, stdin=subprocess.DEVNULL)
+    children = []
     try:
+        for _ in range(BUSY_PROCESSES):
+            children.append(subprocess.Popen(BUSY_COMMAND, stdin=subprocess.DEVNULL))
         yield
     finally:
-        child.kill()
-        child.wait()
+        for child in children:
+            child.kill()
+            child.wait()
+
+
+def busy_words() -> str:
+    """What the busy processes do, for the report: 'one core busy', 'two cores busy', ..."""
+    counts = {1: "one core", 2: "two cores", 3: "three cores", 4: "four cores"}
+    return counts.get(BUSY_PROCESSES, f"{BUSY_PROCESSES} cores") + " busy"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -413,15 +425,20 @@ def workload_rows(samples: dict, pools: list[str]) -> list[tuple[str, str, str]]
 
 
 def busy_label(key: str, separator: str = ", ") -> str:
-    """What a row's label adds when its key was measured with one core busy."""
-    return f"{separator}**one core busy**" if key.endswith(BUSY_SUFFIX) else ""
+    """What a row's label adds when its key was measured with the busy processes running."""
+    return f"{separator}**{busy_words()}**" if key.endswith(BUSY_SUFFIX) else ""
 
 
 def busy_note(args) -> str:
     return {"off": "",
-            "on": " Another process kept one core busy for the whole run.",
-            "both": " Rows marked **one core busy** ran with another process keeping one core "
-                    "busy."}[args.busy_core]
+            "on": f" {busy_who()} kept {busy_words()} for the whole run.",
+            "both": f" Rows marked **{busy_words()}** ran with {busy_who().lower()} keeping "
+                    f"{busy_words()}."}[args.busy_core]
+
+
+def busy_who() -> str:
+    """Who keeps the cores busy, for the report."""
+    return "Another process" if BUSY_PROCESSES == 1 else f"{BUSY_PROCESSES} other processes"
 
 
 def best_median(samples: dict, key: str, names: list[str]):
@@ -490,11 +507,11 @@ def report(args, build_dir: Path, pool_samples, pools, queue_samples, queues, co
                f"{context.get('mhz_per_cpu')} MHz, library build type "
                f"`{context.get('library_build_type')}` (Debian's package; it does not affect "
                "our code, which is built Release)")
-    out.append("- Another process keeping one core busy (`" + " ".join(BUSY_COMMAND[:2]) +
+    out.append(f"- {busy_who()} keeping {busy_words()} (`" + " ".join(BUSY_COMMAND[:2]) +
                " '" + BUSY_COMMAND[2] + "'`, started and killed by the script): " +
                {"off": "none",
                 "on": "for the whole run",
-                "both": "in the rows marked *one core busy*: each round runs each pool's "
+                "both": f"in the rows marked *{busy_words()}*: each round runs each pool's "
                         "throughput benchmarks once without it and once with it (one process "
                         "each, the order alternating from round to round)"}[args.busy_core])
     out.append(f"- Requests per iteration: {args.requests}; {args.rounds} rounds × "
@@ -656,10 +673,17 @@ def main() -> None:
                     help="keep one core busy with another process: off (default), on (the whole "
                          "run), or both (each pool's throughput benchmarks quiet and busy in every "
                          "round, reported as separate rows)")
+    ap.add_argument("--busy-processes", type=int, default=1,
+                    help="how many busy processes --busy-core starts (default 1; 2 on a 2-core "
+                         "machine shares every core)")
     ap.add_argument("--redis-entries", type=int, default=200_000,
                     help="entries per Redis throughput run (default 200000; 0 skips it)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
     args = ap.parse_args()
+    if args.busy_processes < 1:
+        ap.error("--busy-processes must be at least 1")
+    global BUSY_PROCESSES
+    BUSY_PROCESSES = args.busy_processes
 
     start = datetime.datetime.now()
     source = source_state()
