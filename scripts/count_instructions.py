@@ -14,6 +14,11 @@ it sleeps before the gate opens). Instruction counts hardly depend on the machin
 they compare two builds where the wall clock is too noisy; they say nothing of cache misses,
 contention, or the supervisor's work for timed attempts (another thread).
 
+With --max-submit / --max-worker it is a check (CI's `instructions` step): it exits 1 when a
+median is above its budget. The budgets guard GCC's inlining of the hot path, which moved three
+times without a change in behaviour (a `push` called out of line cost the submit 26 instructions;
+a `bump` called out of line, the worker 7): see docs/design.md, "The hot path".
+
 Needs valgrind (Debian: `apt-get install valgrind`) and the bench build
 (`cmake --workflow --preset bench`).
 """
@@ -83,6 +88,10 @@ def main() -> int:
     ap.add_argument("--no-timeout", action="store_true",
                     help="no default_timeout, and a handler without a stop_token")
     ap.add_argument("--runs", type=int, default=3, help="pairs of runs per figure (default 3)")
+    ap.add_argument("--max-submit", type=float, default=None,
+                    help="fail (exit 1) when the submit's median is above this")
+    ap.add_argument("--max-worker", type=float, default=None,
+                    help="fail (exit 1) when the worker's median is above this")
     a = ap.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("count_instructions: valgrind not found (apt-get install valgrind)")
@@ -96,14 +105,22 @@ def main() -> int:
         sys.exit("count_instructions: --runs must be > 0")
     args = [a.mode, str(a.shards), "no-timeout" if a.no_timeout else "timeout"]
     parts = []
-    for name, toggle in (("submit", SUBMIT[a.mode]), ("worker", WORKER)):
+    over = []
+    for name, toggle, budget in (("submit", SUBMIT[a.mode], a.max_submit),
+                                 ("worker", WORKER, a.max_worker)):
         figures = [per_request(a.binary, a.requests, args, toggle, name) for _ in range(a.runs)]
-        parts.append(f"{name} {statistics.median(figures):.2f} "
-                     f"({min(figures):.2f}-{max(figures):.2f})")
+        median = statistics.median(figures)
+        parts.append(f"{name} {median:.2f} ({min(figures):.2f}-{max(figures):.2f})")
+        if budget is not None and median > budget:
+            over.append(f"the {name}'s {median:.2f} instructions per request are over its budget "
+                        f"of {budget:g}")
     print(f"{a.binary} mode={a.mode} shards={a.shards} "
           f"timeout={'off' if a.no_timeout else 'on'}: instructions per request, median (range) "
           f"of {a.runs}: {', '.join(parts)}")
-    return 0
+    for line in over:
+        print(f"count_instructions: {line} (an inlining decision may have moved: compare "
+              "`callgrind_annotate` of this build and the last one that passed)", file=sys.stderr)
+    return 1 if over else 0
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@
 #   --plot   also gnuplot, for scripts/plot-timeline.sh
 #   --ci     also what .ci/run needs beyond that: the benchmarks' libraries (CI builds them),
 #            gnuplot (the README's timeline block), Clang with its fuzzing runtime (the fuzz step),
-#            clang-tidy 14, Doxygen and Python 3 (the check scripts)
+#            clang-tidy 14, Doxygen and Python 3 (the check scripts), valgrind (the instruction
+#            budgets)
 set -euo pipefail
 
-usage() { sed -n '5,13s/^# \{0,1\}//p' "$0" >&2; }
+usage() { sed -n '5,14s/^# \{0,1\}//p' "$0" >&2; }
 
 bench_libraries=(libbenchmark-dev libboost-dev libtbb-dev libconcurrentqueue-dev)
 packages=(cmake g++ ninja-build catch2 libhiredis-dev redis-server)
@@ -22,7 +23,7 @@ for arg in "$@"; do
         --bench) packages+=("${bench_libraries[@]}" gnuplot-nox) ;;
         --plot) packages+=(gnuplot-nox) ;;
         --ci) packages+=("${bench_libraries[@]}" gnuplot-nox clang libclang-rt-14-dev clang-tidy-14
-                         doxygen python3) ;;
+                         doxygen python3 valgrind) ;;
         -h | --help) usage; exit 0 ;;
         *) echo "install-deps: unknown argument: $arg" >&2; usage; exit 2 ;;
     esac
