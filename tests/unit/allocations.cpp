@@ -53,8 +53,11 @@ thread_local std::size_t fail_from_bytes = 0;
 // thread can clear it, and so end the failures of a thread that does not return).
 thread_local const std::atomic<bool>* fail_while = nullptr;
 
+// Set: every allocation on every thread fails (the pool's own threads included).
+std::atomic<bool> fail_everywhere{false};
+
 bool injected_failure(std::size_t n) noexcept {
-    if (fail_while != nullptr && fail_while->load()) {
+    if ((fail_while != nullptr && fail_while->load()) || fail_everywhere.load()) {
         return true;
     }
     if (fail_from_bytes != 0 && n >= fail_from_bytes) {
@@ -677,6 +680,90 @@ TEST_CASE("a blocking submit through the scheduler that cannot allocate returns 
         jo.not_before = std::chrono::steady_clock::now();
     }
     REQUIRE(pool.submit(owned{}, jo) == submit_status::accepted);
+    REQUIRE(pool.wait_idle_for(std::chrono::seconds(30)));
+    CHECK(ran.load() == 2);
+}
+
+TEST_CASE("the supervisor does not spin while it has no memory to move due requests up",
+          "[alloc][scheduler][supervisor][unit][regression]") {
+    // Regression: when moving a request whose not_before had come into its ready list failed for
+    // want of memory, the scheduler asked the supervisor to come back at once, and the supervisor
+    // looped for as long as memory was short. It now comes back a millisecond later, as it does
+    // for a cancel it could not purge. Twelve requests due at once: the ready list needs new
+    // blocks for them while every allocation fails (the one worker is held meanwhile).
+    workerpool::options<payload> o;
+    o.min_workers = 1;
+    o.max_workers = 1;
+    std::atomic<int> ran{0};
+    workerpool::test::gate g;
+    dispatcher<payload> pool(
+        [&](payload& p) {
+            if (p.id == 0) {
+                g.wait();
+            }
+            ran.fetch_add(1);
+        },
+        o);
+    const workerpool::test::finally open([&] {
+        fail_everywhere.store(false);
+        g.open();
+    });
+    REQUIRE(pool.submit(payload{}) == submit_status::accepted);  // id 0: holds the worker
+    REQUIRE(workerpool::test::eventually([&] { return g.waiting() == 1; }));
+    workerpool::job_options jo;
+    jo.not_before = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
+    for (std::uint64_t i = 1; i <= 12; ++i) {
+        payload p;
+        p.id = i;
+        REQUIRE(pool.submit(std::move(p), jo) == submit_status::accepted);
+    }
+    const std::uint64_t before = pool.stats().supervisor_wakeups;
+    const auto start = std::chrono::steady_clock::now();
+    fail_everywhere.store(true);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    fail_everywhere.store(false);
+    const auto elapsed = std::chrono::steady_clock::now() - start;
+    const std::uint64_t wakeups = pool.stats().supervisor_wakeups - before;
+    const auto ms = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count());
+    INFO(wakeups << " supervisor wake-ups in " << ms << " ms with no memory");
+    CHECK(wakeups <= 2 * ms + 10);  // one a millisecond, with room for a late timer
+    g.open();
+    REQUIRE(pool.wait_idle_for(std::chrono::seconds(30)));  // memory back: every one runs
+    CHECK(ran.load() == 13);
+}
+
+TEST_CASE("a keyed request that ends while no memory is left does not end the process",
+          "[alloc][scheduler][unit][regression]") {
+    // Regression: when a key drained and it was the last, key_queues shrank its map's buckets
+    // (unordered_map::rehash(0)), which allocates, inside the worker's noexcept finish: with no
+    // memory left, std::terminate. Shrinking is now skipped when it cannot allocate.
+    workerpool::options<payload> o;
+    o.min_workers = 1;
+    o.max_workers = 1;
+    std::atomic<int> ran{0};
+    workerpool::test::gate g;
+    dispatcher<payload> pool(
+        [&](payload&) {
+            g.wait();
+            ran.fetch_add(1);
+        },
+        o);
+    const workerpool::test::finally open([&] {
+        fail_everywhere.store(false);
+        g.open();
+    });
+    workerpool::job_options jo;
+    jo.key = 7;
+    REQUIRE(pool.submit(payload{}, jo) == submit_status::accepted);
+    REQUIRE(workerpool::test::eventually([&] { return g.waiting() == 1; }));
+    fail_everywhere.store(true);
+    g.open();  // it ends, its key drains, with every allocation failing
+    const bool idle = pool.wait_idle_for(std::chrono::seconds(30));
+    fail_everywhere.store(false);
+    CHECK(idle);
+    CHECK(ran.load() == 1);
+    REQUIRE(pool.submit(payload{}, jo) == submit_status::accepted);  // the key works again
     REQUIRE(pool.wait_idle_for(std::chrono::seconds(30)));
     CHECK(ran.load() == 2);
 }

@@ -226,7 +226,11 @@ private:
         }
         keys_.erase(k);
         if (keys_.empty()) {
-            keys_.rehash(0);  // many keys drained: give their buckets back too
+            try {
+                keys_.rehash(0);  // many keys drained: give their buckets back too
+            } catch (...) {
+                // Out of memory for the smaller bucket array: keep the larger one (unchanged).
+            }
         }
     }
 

@@ -63,6 +63,10 @@ public:
     using taken = schedule_taken;                  ///< What a take did.
     using released = schedule_released;            ///< What a release, finish or purge made ready.
 
+    /// How long the supervisor waits before it tries again what it had no memory for (a due
+    /// request to move up, a cancel to purge): soon, but not in a loop while memory is short.
+    static constexpr std::int64_t no_memory_retry_ns = 1'000'000;
+
     static constexpr unsigned paused_bit = 1;  ///< `attention`: the pool is paused
     static constexpr unsigned ready_bit = 2;   ///< `attention`: a request can be taken
 
@@ -235,6 +239,7 @@ public:
     released release_due(std::int64_t now) noexcept {
         std::lock_guard lock(mutex_);
         released r;
+        timed_retry_at_ = 0;
         while (!timed_.empty() && timed_.begin()->first <= now) {
             auto node = timed_.extract(timed_.begin());
             const bool retry = node.mapped().retry;
@@ -242,8 +247,8 @@ public:
             try {
                 place(0, now, a, node.mapped().lane, std::move(node.mapped()));
             } catch (...) {
-                timed_.insert(std::move(node));  // out of memory: try again next time
-                r.next_due = now;
+                timed_.insert(std::move(node));  // out of memory: try again in a while
+                timed_retry_at_ = add_saturated(now, no_memory_retry_ns);
                 break;
             }
             if (retry) {
@@ -601,7 +606,10 @@ private:
     }
 
     [[nodiscard]] std::int64_t next_wake_locked() const noexcept {
-        std::int64_t next = timed_.empty() ? never : timed_.begin()->first;
+        // Out of memory for the first, which is due already: next at `timed_retry_at_`, not at
+        // once (its time, which has passed).
+        std::int64_t next =
+            timed_.empty() ? never : std::max(timed_.begin()->first, timed_retry_at_);
         if (pool_blocked_until_ != 0) {
             next = std::min(next, pool_blocked_until_);
         }
@@ -632,6 +640,7 @@ private:
     std::size_t room_waiters_ = 0;             // guarded by mutex_
     std::int64_t pool_tat_ = 0;                // guarded by mutex_; the pool's bucket
     std::int64_t pool_blocked_until_ = 0;      // guarded by mutex_; 0: not throttled
+    std::int64_t timed_retry_at_ = 0;          // out of memory moving a due request up: retry then
     bool closed_ = false;                      // guarded by mutex_; submits refused
     bool draining_ = false;                    // guarded by mutex_; retries handed back
     held_count held_;                          // per lane guarded by mutex_; see held_count

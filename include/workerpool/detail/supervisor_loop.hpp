@@ -171,8 +171,9 @@ private:
         r = p_.sched.purge_cancelled(now, purged_);
         r.more = !p_.delay.purge_cancelled(purged_) || r.more;
         if (r.more) {
-            p_.cancels.again();  // out of memory: try again in a millisecond
-            r.next_due = std::min(r.next_due, add_saturated(now, 1'000'000));
+            p_.cancels.again();  // out of memory: try again in a while
+            r.next_due =
+                std::min(r.next_due, add_saturated(now, scheduler<Envelope>::no_memory_retry_ns));
         }
         if (!purged_.empty()) {
             p_.purged.deliver_cancelled(purged_);
