@@ -27,6 +27,7 @@
 #include <new>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
@@ -766,6 +767,73 @@ TEST_CASE("a keyed request that ends while no memory is left does not end the pr
     REQUIRE(pool.submit(payload{}, jo) == submit_status::accepted);  // the key works again
     REQUIRE(pool.wait_idle_for(std::chrono::seconds(30)));
     CHECK(ran.load() == 2);
+}
+
+TEST_CASE("every accepted request ends exactly once through a window with no memory at all",
+          "[alloc][scheduler][unit]") {
+    // Every allocation of every thread fails for 300 ms while a producer submits a mix (the ring,
+    // keys, start times, two lanes; some requests fail once and retry): no thread ends the
+    // process, and once memory is back every accepted request has ended exactly once, completed
+    // or in on_failure. What the pool could not allocate for it refused (`full`).
+    const unsigned lanes = GENERATE(1U, 2U);
+    CAPTURE(lanes);
+    workerpool::options<payload> o;
+    o.capacity = 256;
+    o.min_workers = 2;
+    o.max_workers = 2;
+    o.priority_lanes = lanes;
+    o.default_timeout = std::chrono::seconds(1);
+    o.retry.max_attempts = 2;
+    o.retry.initial_backoff = std::chrono::milliseconds(1);
+    o.retry.jitter = workerpool::jitter_mode::none;
+    std::atomic<std::uint64_t> completed{0};
+    std::atomic<std::uint64_t> failed{0};
+    o.on_failure = [&failed](workerpool::failure<payload>&&) { failed.fetch_add(1); };
+    dispatcher<payload> pool(
+        [&completed](payload& p) {
+            if (p.id % 7 == 0 && p.bytes[0]++ == 0) {
+                throw std::runtime_error("fails once");  // under no memory: bad_alloc instead
+            }
+            completed.fetch_add(1);
+        },
+        o);
+    std::atomic<bool> stop{false};
+    std::uint64_t accepted = 0;
+    std::uint64_t refused = 0;
+    std::thread producer([&] {  // no assertions here
+        for (std::uint64_t i = 1; !stop.load(); ++i) {
+            payload p;
+            p.id = i;
+            workerpool::job_options jo;
+            jo.key = i % 5 == 0 ? 1 + i % 3 : 0;
+            jo.priority = lanes > 1 ? static_cast<unsigned>(i % 2) : 0U;
+            if (i % 11 == 0) {
+                jo.not_before = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
+            }
+            const submit_status st =
+                i % 4 == 0 ? pool.submit_for(std::move(p), std::chrono::milliseconds(1), jo)
+                           : pool.try_submit(std::move(p), jo);
+            (st == submit_status::accepted ? accepted : refused) += 1;
+            if (i % 64 == 0) {
+                std::this_thread::sleep_for(std::chrono::microseconds(200));
+            }
+        }
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    fail_everywhere.store(true);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    fail_everywhere.store(false);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    stop.store(true);
+    producer.join();
+    REQUIRE(pool.wait_idle_for(std::chrono::seconds(30)));
+    const auto report = pool.shutdown(std::chrono::seconds(5));
+    INFO(accepted << " accepted, " << refused << " refused, " << completed.load() << " completed, "
+                  << failed.load() << " failed");
+    CHECK(accepted > 0);
+    CHECK(report.unprocessed.empty());
+    CHECK(completed.load() + failed.load() == accepted);
+    CHECK(pool.stats().submitted == accepted);
 }
 
 TEST_CASE("tracked requests allocate nothing once the slab has room", "[alloc][handles][unit]") {

@@ -192,3 +192,46 @@ TEST_CASE("held_count: lanes count their own requests, retries count only in all
     held.out(2);
     CHECK(held.empty());
 }
+
+TEST_CASE("key_queues: a stalled key waits for unstall, keeps its order, and is held again",
+          "[unit][key_queues]") {
+    // The scheduler stalls a key whose next request it had no memory to place; the supervisor
+    // calls unstall until that works. Meanwhile nothing of the key moves, later arrivals queue
+    // behind, and a stalled key whose line emptied is forgotten by unstall.
+    keys k{token_rate{}};
+    held_count held{1};
+    CHECK(arrive(k, held, 7, 1));
+    CHECK_FALSE(arrive(k, held, 7, 2));
+    CHECK(arrive(k, held, 9, 10));
+    held.out(0);  // 1 ends: 2 moves up, but placing it fails
+    auto pos = k.find(7);
+    REQUIRE(k.next(pos, 0) != nullptr);
+    k.stall(pos);
+    CHECK(k.stalled() == 1);
+    CHECK_FALSE(arrive(k, held, 7, 3));  // behind 2, though nobody holds the key
+    std::vector<int> placed;
+    CHECK_FALSE(k.unstall([](keys::item&) { return false; }, 0));  // still no memory
+    CHECK(k.stalled() == 1);
+    CHECK(k.waiting_of(7) == 2);
+    CHECK(k.unstall(
+        [&](keys::item& first) {
+            placed.push_back(first.e.request);
+            return true;
+        },
+        0));
+    CHECK(placed == std::vector<int>{2});
+    CHECK(k.stalled() == 0);
+    CHECK(k.waiting_of(7) == 1);
+    CHECK_FALSE(arrive(k, held, 7, 4));  // held again: 4 waits too
+    held.out(0);                         // 2 ends
+    CHECK(drain_key(k, held, 7) == std::vector<int>{3, 4});
+
+    // A stalled key whose line is gone (handed back or cancelled) is forgotten, not placed.
+    pos = k.find(9);
+    REQUIRE(pos != k.end());
+    k.stall(pos);  // 9 has no waiting request: the line is empty
+    CHECK(k.stalled() == 1);
+    CHECK(k.unstall([](keys::item&) { return false; }, 0));
+    CHECK(k.stalled() == 0);
+    CHECK(k.find(9) == k.end());
+}

@@ -26,6 +26,7 @@ struct scheduled_key {
     // that never has more than one request costs its map entry alone.
     std::unique_ptr<std::deque<scheduled_item<Envelope>>> waiting;
     bool held = false;     // one of its requests is ready, timed or running
+    bool stalled = false;  // its next request could not move up (out of memory): see `stall`
     std::int64_t tat = 0;  // its token bucket (see token_rate)
 
     [[nodiscard]] bool has_waiting() const noexcept { return waiting && !waiting->empty(); }
@@ -117,10 +118,52 @@ public:
     /// The request `next` returned has been placed (moved from): it leaves the line.
     void pop_next(position k) noexcept { k->second.waiting->pop_front(); }
 
-    /// The request `next` returned could not be placed (out of memory): nothing of key `k`
-    /// starts any more (its requests wait behind a key held by nobody) until a drain hands them
-    /// back.
-    void stall(position k) noexcept { k->second.held = false; }
+    /// The request `next` returned could not be placed (out of memory): key `k` is held by
+    /// nobody, and its requests wait (later arrivals behind them) until `unstall` places the
+    /// first, or a drain hands them back.
+    void stall(position k) noexcept {
+        k->second.held = false;
+        if (!k->second.stalled) {
+            k->second.stalled = true;
+            ++stalled_;
+        }
+    }
+
+    /// Keys stalled, waiting for `unstall`.
+    [[nodiscard]] std::size_t stalled() const noexcept { return stalled_; }
+
+    /// Calls `place(first)` for the first waiting request of each stalled key, until one returns
+    /// false (no memory yet): a key whose request it placed (moved from) is held again, the
+    /// request out of its line; a stalled key whose line emptied meanwhile (its requests were
+    /// cancelled) is forgotten (as of `now`, for its kept bucket). Returns whether no key is left
+    /// stalled.
+    template <class Place>
+    bool unstall(Place&& place, std::int64_t now) noexcept {
+        for (auto k = keys_.begin(); stalled_ != 0 && k != keys_.end();) {
+            if (!k->second.stalled) {
+                ++k;
+                continue;
+            }
+            if (k->second.has_waiting()) {
+                if (!place(k->second.waiting->front())) {
+                    return false;
+                }
+                k->second.waiting->pop_front();
+                k->second.held = true;
+            }
+            k->second.stalled = false;
+            --stalled_;
+            if (!k->second.held) {
+                if (rate_.on()) {
+                    kept_.keep(k->first, k->second.tat, now);
+                }
+                k = keys_.erase(k);
+            } else {
+                ++k;
+            }
+        }
+        return stalled_ == 0;
+    }
 
     /// Takes a token of key `key` at `now`; returns whether it had one (an unknown key has).
     bool take_token(std::uint64_t key, std::int64_t now) noexcept {
@@ -168,6 +211,7 @@ public:
         if (k->second.waiting) {
             hand_back_fifo(*k->second.waiting, out, held);
         }
+        stalled_ -= k->second.stalled ? 1U : 0U;
         keys_.erase(k);
     }
 
@@ -179,6 +223,7 @@ public:
             }
         }
         keys_.clear();
+        stalled_ = 0;
     }
 
     /// Drops the kept buckets full at `now` (see `kept_buckets::prune`).
@@ -224,6 +269,7 @@ private:
         if (rate_.on()) {
             kept_.keep(k->first, k->second.tat, now);
         }
+        stalled_ -= k->second.stalled ? 1U : 0U;
         keys_.erase(k);
         if (keys_.empty()) {
             try {
@@ -241,8 +287,9 @@ private:
     }
 
     const token_rate rate_;
-    key_map keys_;       // keys with held requests
-    kept_buckets kept_;  // drained keys' buckets
+    key_map keys_;             // keys with held requests
+    std::size_t stalled_ = 0;  // keys with `stalled` set
+    kept_buckets kept_;        // drained keys' buckets
 };
 
 }  // namespace workerpool::detail

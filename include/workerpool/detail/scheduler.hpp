@@ -260,6 +260,9 @@ public:
             pool_blocked_until_ = 0;
             r.ready = std::max(r.ready, std::min(ready_count_, s_.pool_rate.burst));
         }
+        if (keys_.stalled() != 0 && !unstall_locked(now, r)) {
+            stalled_retry_at_ = add_saturated(now, no_memory_retry_ns);
+        }
         keys_.prune(now);
         update_attention_locked();
         r.next_due = std::min(r.next_due, next_wake_locked());
@@ -569,13 +572,33 @@ private:
         try {
             place(next->not_before_ns, now, a, next->lane, std::move(*next));
         } catch (...) {
-            keys_.stall(k);  // out of memory for the ready list: see key_queues::stall
+            keys_.stall(k);  // out of memory for the ready list: the supervisor tries again
+            stalled_retry_at_ = add_saturated(now_ns(), no_memory_retry_ns);
+            r.next_due = std::min(r.next_due, stalled_retry_at_);
             return;
         }
         keys_.pop_next(k);
         r.ready += a.ready ? 1 : 0;
         r.next_due = std::min(r.next_due, a.due);
         update_attention_locked();
+    }
+
+    // Places the first request of each key stalled for want of memory (see key_queues::stall);
+    // returns whether none is left stalled.
+    bool unstall_locked(std::int64_t now, released& r) noexcept {
+        return keys_.unstall(
+            [&](item& first) noexcept {
+                admitted a;
+                try {
+                    place(first.not_before_ns, now, a, first.lane, std::move(first));
+                } catch (...) {
+                    return false;  // still out of memory
+                }
+                r.ready += a.ready ? 1 : 0;
+                r.next_due = std::min(r.next_due, a.due);
+                return true;
+            },
+            now);
     }
 
     void count_in(unsigned lane) noexcept {
@@ -613,6 +636,9 @@ private:
         if (pool_blocked_until_ != 0) {
             next = std::min(next, pool_blocked_until_);
         }
+        if (keys_.stalled() != 0) {
+            next = std::min(next, stalled_retry_at_);
+        }
         return std::min(next, keys_.next_wake());
     }
 
@@ -640,11 +666,12 @@ private:
     std::size_t room_waiters_ = 0;             // guarded by mutex_
     std::int64_t pool_tat_ = 0;                // guarded by mutex_; the pool's bucket
     std::int64_t pool_blocked_until_ = 0;      // guarded by mutex_; 0: not throttled
-    std::int64_t timed_retry_at_ = 0;          // out of memory moving a due request up: retry then
-    bool closed_ = false;                      // guarded by mutex_; submits refused
-    bool draining_ = false;                    // guarded by mutex_; retries handed back
-    held_count held_;                          // per lane guarded by mutex_; see held_count
-    std::atomic<unsigned> attention_{0};       // paused_bit | ready_bit; see attention()
+    std::int64_t stalled_retry_at_ = 0;  // out of memory moving a key's next request up: retry then
+    std::int64_t timed_retry_at_ = 0;    // out of memory moving a due request up: retry then
+    bool closed_ = false;                // guarded by mutex_; submits refused
+    bool draining_ = false;              // guarded by mutex_; retries handed back
+    held_count held_;                    // per lane guarded by mutex_; see held_count
+    std::atomic<unsigned> attention_{0};  // paused_bit | ready_bit; see attention()
     std::atomic<std::size_t> ready_gauge_{0};
     std::atomic<std::size_t> retries_{0};
     std::atomic<std::uint64_t> accepted_{0};
