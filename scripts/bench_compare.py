@@ -682,6 +682,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.busy_processes < 1:
         ap.error("--busy-processes must be at least 1")
+    if args.busy_processes != 1 and args.busy_core == "off":
+        ap.error("--busy-processes needs --busy-core on or both")
     global BUSY_PROCESSES
     BUSY_PROCESSES = args.busy_processes
 

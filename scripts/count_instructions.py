@@ -17,7 +17,8 @@ contention, or the supervisor's work for timed attempts (another thread).
 With --max-submit / --max-worker it is a check (CI's `instructions` step): it exits 1 when a
 median is above its budget. The budgets guard GCC's inlining of the hot path, which moved three
 times without a change in behaviour (a `push` called out of line cost the submit 26 instructions;
-a `bump` called out of line, the worker 7): see docs/design.md, "The hot path".
+a `bump` called out of line and a local `exception_ptr`, the worker 6.6): see docs/design.md,
+"The hot path".
 
 Needs valgrind (Debian: `apt-get install valgrind`) and the bench build
 (`cmake --workflow --preset bench`).

@@ -210,9 +210,9 @@ public:
     /// `r` is untouched). Called from one of this pool's own threads it does not block: it returns
     /// `full` instead of waiting for a slot that only its own pool could free. A request for the
     /// scheduler that it has no memory to hold is refused `full` at once, untouched (a noexcept
-    /// call's way to say so; waiting would not bring memory back). `jo` as in `try_submit`. Thread
-    /// safety: any thread. Blocks: while the queue (or the request's lane in the scheduler) is
-    /// full.
+    /// call's way to say so: it cannot tell when memory comes back). `jo` as in `try_submit`.
+    /// Thread safety: any thread. Blocks: while the queue (or the request's lane in the scheduler)
+    /// is full.
     [[nodiscard]] submit_status submit(Request&& r, job_options jo = {}) noexcept {
         return intake_.submit_until(r, jo, detail::current_pool == this, std::nullopt);
     }

@@ -32,6 +32,7 @@
 #include <deque>
 #include <exception>
 #include <optional>
+#include <span>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -432,7 +433,11 @@ private:
                 // refused request is untouched, so its id is still there: released, it stays
                 // pending in the stream for a later claim.
                 ledger_.left_pool(1);
-                ledger_.release(std::vector<std::string>{e.id});  // NOLINT(bugprone-use-after-move)
+                // By its parsed id: no allocation, on a path memory may be short on.
+                // NOLINTNEXTLINE(bugprone-use-after-move)
+                if (const std::optional<detail::stream_id> id = detail::parse_id(e.id)) {
+                    ledger_.release(std::span<const detail::stream_id>(&*id, 1));
+                }
             }
         }
     }
