@@ -12,6 +12,7 @@
 #include <workerpool/request_group.hpp>
 
 #include "support/catch.hpp"
+#include "support/held_workers.hpp"
 #include "support/test_util.hpp"
 
 #include <algorithm>
@@ -549,25 +550,16 @@ TEST_CASE("a bulk through the scheduler that runs out of memory takes a prefix a
     // runs, the rest is whole, and the call counts as one refusal.
     const int kind = GENERATE(0, 1, 2, 3);
     CAPTURE(kind);
-    struct owned {
-        std::uint64_t id = 0;
-        std::unique_ptr<int> data;  // null once moved from
-    };
+    using workerpool::test::job;
     constexpr std::size_t count = 20;
     bool all_in = false;
     for (int f = 0; f < 64 && !all_in; ++f) {
         CAPTURE(f);
         std::atomic<std::size_t> ran{0};
-        workerpool::options<owned> o;
-        o.capacity = 64;
-        o.min_workers = 2;
-        o.max_workers = 2;
+        auto o = workerpool::test::held_options<job>(64, 2);
         o.priority_lanes = kind == 3 ? 2 : 1;
-        dispatcher<owned> pool([&ran](owned&) { ran.fetch_add(1); }, o);
-        std::vector<owned> batch(count);
-        for (std::size_t i = 0; i < count; ++i) {
-            batch[i] = owned{i, std::make_unique<int>(static_cast<int>(i))};
-        }
+        dispatcher<job> pool([&ran](job&) { ran.fetch_add(1); }, o);
+        std::vector<job> batch = workerpool::test::jobs(0, static_cast<int>(count));
         workerpool::job_options jo;
         jo.key = kind == 0 || kind == 2 ? 7 : 0;
         jo.priority = kind == 3 ? 1U : 0U;
@@ -575,21 +567,15 @@ TEST_CASE("a bulk through the scheduler that runs out of memory takes a prefix a
             jo.not_before = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
         }
         fail_after = f;
-        const std::size_t taken = pool.try_submit_bulk(std::span<owned>(batch), jo);
+        const std::size_t taken = pool.try_submit_bulk(std::span<job>(batch), jo);
         fail_after = -1;
         all_in = taken == count;
         std::size_t moved = 0;
-        std::size_t whole = 0;
-        for (std::size_t i = 0; i < count; ++i) {
-            if (i < taken) {
-                moved += batch[i].data == nullptr ? 1U : 0U;
-            } else {
-                whole +=
-                    batch[i].data != nullptr && *batch[i].data == static_cast<int>(i) ? 1U : 0U;
-            }
+        for (std::size_t i = 0; i < taken; ++i) {
+            moved += batch[i].payload == nullptr ? 1U : 0U;
         }
         CHECK(moved == taken);
-        CHECK(whole == count - taken);
+        CHECK(workerpool::test::whole_from(batch, taken) == static_cast<int>(count - taken));
         REQUIRE(pool.wait_idle_for(std::chrono::seconds(30)));
         CHECK(ran.load() == taken);
         const auto s = pool.stats();
@@ -610,19 +596,14 @@ TEST_CASE("a blocking submit through the scheduler that cannot allocate returns 
     const int kind = GENERATE(0, 1, 2);
     const int call = GENERATE(0, 1, 2, 3);
     CAPTURE(kind, call);
-    struct owned {
-        std::unique_ptr<int> data;  // null once moved from
-    };
-    workerpool::options<owned> o;
-    o.capacity = 64;
-    o.min_workers = 1;
-    o.max_workers = 1;
+    using workerpool::test::job;
+    auto o = workerpool::test::held_options<job>(64, 1);
     o.priority_lanes = kind == 2 ? 2 : 1;
     std::atomic<int> ran{0};
-    dispatcher<owned> pool([&ran](owned&) { ran.fetch_add(1); }, o);
+    dispatcher<job> pool([&ran](job&) { ran.fetch_add(1); }, o);
     // A first tracked request makes the slab of completions, which a tracked submit would
     // otherwise allocate (and throw for) before it reaches the scheduler.
-    REQUIRE(pool.submit_tracked(owned{}).handle.wait_for(std::chrono::seconds(30)));
+    REQUIRE(pool.submit_tracked(job(0)).handle.wait_for(std::chrono::seconds(30)));
     workerpool::job_options jo;
     jo.key = kind == 1 ? 0 : 7;  // each keyed or timed request allocates in the scheduler
     jo.priority = kind == 2 ? 1U : 0U;
@@ -634,12 +615,9 @@ TEST_CASE("a blocking submit through the scheduler that cannot allocate returns 
     submit_status status = submit_status::accepted;
     std::size_t taken = 99;
     bool whole_after = false;
-    std::vector<owned> batch(3);
-    for (owned& b : batch) {
-        b.data = std::make_unique<int>(5);
-    }
+    std::vector<job> batch = workerpool::test::jobs(100, 3);
     std::thread producer([&] {  // no assertions here: Catch2 wants them on the test's thread
-        owned p{std::make_unique<int>(42)};
+        job p(42);
         fail_while = &failing;
         switch (call) {
         case 0:
@@ -652,11 +630,11 @@ TEST_CASE("a blocking submit through the scheduler that cannot allocate returns 
             status = pool.submit_tracked(std::move(p), jo).status;
             break;
         default:
-            taken = pool.submit_bulk(std::span<owned>(batch), jo);
+            taken = pool.submit_bulk(std::span<job>(batch), jo);
             break;
         }
         fail_while = nullptr;
-        whole_after = p.data != nullptr && *p.data == 42;
+        whole_after = workerpool::test::untouched(p, 42);
         returned.store(true);
     });
     // It returns while memory is still out; a submit that waits for memory would return only once
@@ -668,8 +646,7 @@ TEST_CASE("a blocking submit through the scheduler that cannot allocate returns 
     CHECK(returned_while_failing);
     if (call == 3) {
         CHECK(taken == 0);
-        CHECK(std::all_of(batch.begin(), batch.end(),
-                          [](const owned& b) { return b.data != nullptr; }));
+        CHECK(workerpool::test::whole_from(batch, 0) == 3);
     } else {
         CHECK(status == submit_status::full);
         CHECK(whole_after);  // untouched
@@ -680,7 +657,7 @@ TEST_CASE("a blocking submit through the scheduler that cannot allocate returns 
     if (kind == 1) {
         jo.not_before = std::chrono::steady_clock::now();
     }
-    REQUIRE(pool.submit(owned{}, jo) == submit_status::accepted);
+    REQUIRE(pool.submit(job(1), jo) == submit_status::accepted);
     REQUIRE(pool.wait_idle_for(std::chrono::seconds(30)));
     CHECK(ran.load() == 2);
 }
@@ -692,9 +669,7 @@ TEST_CASE("the supervisor does not spin while it has no memory to move due reque
     // looped for as long as memory was short. It now comes back a millisecond later, as it does
     // for a cancel it could not purge. Twelve requests due at once: the ready list needs new
     // blocks for them while every allocation fails (the one worker is held meanwhile).
-    workerpool::options<payload> o;
-    o.min_workers = 1;
-    o.max_workers = 1;
+    const auto o = workerpool::test::held_options<payload>(64, 1);
     std::atomic<int> ran{0};
     workerpool::test::gate g;
     dispatcher<payload> pool(
@@ -739,9 +714,7 @@ TEST_CASE("a keyed request that ends while no memory is left does not end the pr
     // Regression: when a key drained and it was the last, key_queues shrank its map's buckets
     // (unordered_map::rehash(0)), which allocates, inside the worker's noexcept finish: with no
     // memory left, std::terminate. Shrinking is now skipped when it cannot allocate.
-    workerpool::options<payload> o;
-    o.min_workers = 1;
-    o.max_workers = 1;
+    const auto o = workerpool::test::held_options<payload>(64, 1);
     std::atomic<int> ran{0};
     workerpool::test::gate g;
     dispatcher<payload> pool(
@@ -777,10 +750,7 @@ TEST_CASE("every accepted request ends exactly once through a window with no mem
     // or in on_failure. What the pool could not allocate for it refused (`full`).
     const unsigned lanes = GENERATE(1U, 2U);
     CAPTURE(lanes);
-    workerpool::options<payload> o;
-    o.capacity = 256;
-    o.min_workers = 2;
-    o.max_workers = 2;
+    auto o = workerpool::test::held_options<payload>(256, 2);
     o.priority_lanes = lanes;
     o.default_timeout = std::chrono::seconds(1);
     o.retry.max_attempts = 2;

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <iterator>
 #include <memory>
 #include <unordered_map>
 #include <utility>
@@ -153,14 +154,7 @@ public:
             }
             k->second.stalled = false;
             --stalled_;
-            if (!k->second.held) {
-                if (rate_.on()) {
-                    kept_.keep(k->first, k->second.tat, now);
-                }
-                k = keys_.erase(k);
-            } else {
-                ++k;
-            }
+            k = k->second.held ? std::next(k) : forget(k, now);
         }
         return stalled_ == 0;
     }
@@ -265,19 +259,22 @@ private:
     }
 
     // A key that drained is forgotten; with a key rate, its bucket is kept aside until full.
-    void forget(position k, std::int64_t now) noexcept {
+    // Returns the key after it.
+    position forget(position k, std::int64_t now) noexcept {
         if (rate_.on()) {
             kept_.keep(k->first, k->second.tat, now);
         }
         stalled_ -= k->second.stalled ? 1U : 0U;
-        keys_.erase(k);
-        if (keys_.empty()) {
-            try {
-                keys_.rehash(0);  // many keys drained: give their buckets back too
-            } catch (...) {
-                // Out of memory for the smaller bucket array: keep the larger one (unchanged).
-            }
+        const position after = keys_.erase(k);
+        if (!keys_.empty()) {
+            return after;
         }
+        try {
+            keys_.rehash(0);  // many keys drained: give their buckets back too
+        } catch (...) {
+            // Out of memory for the smaller bucket array: keep the larger one (unchanged).
+        }
+        return keys_.end();
     }
 
     void forget_if_idle(position k) noexcept {

@@ -239,7 +239,7 @@ public:
     released release_due(std::int64_t now) noexcept {
         std::lock_guard lock(mutex_);
         released r;
-        timed_retry_at_ = 0;
+        no_memory_retry_at_ = 0;  // set again below if memory is still short
         while (!timed_.empty() && timed_.begin()->first <= now) {
             auto node = timed_.extract(timed_.begin());
             const bool retry = node.mapped().retry;
@@ -248,7 +248,7 @@ public:
                 place(0, now, a, node.mapped().lane, std::move(node.mapped()));
             } catch (...) {
                 timed_.insert(std::move(node));  // out of memory: try again in a while
-                timed_retry_at_ = add_saturated(now, no_memory_retry_ns);
+                no_memory_retry_at_ = add_saturated(now, no_memory_retry_ns);
                 break;
             }
             if (retry) {
@@ -261,7 +261,7 @@ public:
             r.ready = std::max(r.ready, std::min(ready_count_, s_.pool_rate.burst));
         }
         if (keys_.stalled() != 0 && !unstall_locked(now, r)) {
-            stalled_retry_at_ = add_saturated(now, no_memory_retry_ns);
+            no_memory_retry_at_ = add_saturated(now, no_memory_retry_ns);
         }
         keys_.prune(now);
         update_attention_locked();
@@ -573,8 +573,8 @@ private:
             place(next->not_before_ns, now, a, next->lane, std::move(*next));
         } catch (...) {
             keys_.stall(k);  // out of memory for the ready list: the supervisor tries again
-            stalled_retry_at_ = add_saturated(now_ns(), no_memory_retry_ns);
-            r.next_due = std::min(r.next_due, stalled_retry_at_);
+            no_memory_retry_at_ = add_saturated(now_ns(), no_memory_retry_ns);
+            r.next_due = std::min(r.next_due, no_memory_retry_at_);
             return;
         }
         keys_.pop_next(k);
@@ -629,15 +629,14 @@ private:
     }
 
     [[nodiscard]] std::int64_t next_wake_locked() const noexcept {
-        // Out of memory for the first, which is due already: next at `timed_retry_at_`, not at
-        // once (its time, which has passed).
-        std::int64_t next =
-            timed_.empty() ? never : std::max(timed_.begin()->first, timed_retry_at_);
+        if (no_memory_retry_at_ != 0) {
+            // A due request or a stalled key waits for memory: then, not at once (the due one's
+            // time has passed); whatever falls due before then waits as little.
+            return no_memory_retry_at_;
+        }
+        std::int64_t next = timed_.empty() ? never : timed_.begin()->first;
         if (pool_blocked_until_ != 0) {
             next = std::min(next, pool_blocked_until_);
-        }
-        if (keys_.stalled() != 0) {
-            next = std::min(next, stalled_retry_at_);
         }
         return std::min(next, keys_.next_wake());
     }
@@ -666,12 +665,11 @@ private:
     std::size_t room_waiters_ = 0;             // guarded by mutex_
     std::int64_t pool_tat_ = 0;                // guarded by mutex_; the pool's bucket
     std::int64_t pool_blocked_until_ = 0;      // guarded by mutex_; 0: not throttled
-    std::int64_t stalled_retry_at_ = 0;  // out of memory moving a key's next request up: retry then
-    std::int64_t timed_retry_at_ = 0;    // out of memory moving a due request up: retry then
-    bool closed_ = false;                // guarded by mutex_; submits refused
-    bool draining_ = false;              // guarded by mutex_; retries handed back
-    held_count held_;                    // per lane guarded by mutex_; see held_count
-    std::atomic<unsigned> attention_{0};  // paused_bit | ready_bit; see attention()
+    std::int64_t no_memory_retry_at_ = 0;  // out of memory moving a request up: retry then; 0: no
+    bool closed_ = false;                  // guarded by mutex_; submits refused
+    bool draining_ = false;                // guarded by mutex_; retries handed back
+    held_count held_;                      // per lane guarded by mutex_; see held_count
+    std::atomic<unsigned> attention_{0};   // paused_bit | ready_bit; see attention()
     std::atomic<std::size_t> ready_gauge_{0};
     std::atomic<std::size_t> retries_{0};
     std::atomic<std::uint64_t> accepted_{0};
