@@ -265,7 +265,7 @@ private:
             kept_.keep(k->first, k->second.tat, now);
         }
         stalled_ -= k->second.stalled ? 1U : 0U;
-        const position after = keys_.erase(k);
+        const auto after = keys_.erase(k);
         if (!keys_.empty()) {
             return after;
         }
