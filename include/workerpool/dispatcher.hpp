@@ -166,12 +166,20 @@ public:
     /// Pre: not called from one of this pool's handlers; no other call on this pool starts, or is
     /// in progress other than a submit waiting for a slot (that is a use of a destroyed object).
     ~dispatcher() {
-        std::vector<envelope> left;
+        bool collected = true;
         try {
-            (void)shutdown_into(options_.destructor_grace, left, false);
+            (void)shutdown_into(options_.destructor_grace, false);
         } catch (...) {
-            // Out of memory while collecting: what was collected is still dead-lettered below.
+            // Out of memory while collecting: what was collected stays in shut_.left and is
+            // dead-lettered below; what runs is stopped all the same (cooperative handlers would
+            // otherwise keep the join below waiting for ever), and the rest is collected again
+            // once every thread has left.
+            collected = false;
+            if (shut_.at != shutdown_step::joined) {
+                (void)cancel_the_rest();
+            }
         }
+        std::vector<envelope>& left = shut_.left;  // no other thread uses it from here on
         // Producers that were blocked in submit woke with `closed`; they must have left the call
         // before the members they touch are destroyed.
         close_intake();
@@ -183,10 +191,16 @@ public:
         stop_and_join_everything();  // waits for stuck handlers: never detaches
         left.clear();
         try {
+            if (!collected) {
+                delay_.close_into(left, pressure_);
+                queue_.drain_into(left);
+                sched_.drain_into(left);
+            }
             delay_.take_handed_back(left);  // failed on their own after shutdown returned
             sched_.take_handed_back(left);
         } catch (...) {
-            // Out of memory: they are destroyed with the delay queue, counted nowhere.
+            // Still out of memory: what is left is destroyed with the queue, the scheduler and
+            // the delay queue, counted nowhere (docs/guarantees.md).
         }
         outcomes_.discard(left);
     }
@@ -293,16 +307,14 @@ public:
     ///
     /// Idempotent: a second call returns at once with an empty report. Called from one of this
     /// pool's own threads it only closes intake and returns a report with `deferred == true`.
+    /// Throws: `std::bad_alloc` when it has no memory to collect or hand back what is left;
+    /// nothing is lost: intake stays closed, what it had collected stays in the pool, and a later
+    /// call goes on from where it stopped and hands back all of it (or the destructor
+    /// dead-letters it).
     /// Thread safety: any thread; concurrent calls serialise. Blocks: up to about
     /// `grace + stuck_grace`.
     shutdown_report<Request> shutdown(std::chrono::nanoseconds grace) {
-        std::vector<envelope> left;
-        shutdown_report<Request> report = shutdown_into(grace, left, true);
-        report.unprocessed.reserve(left.size());
-        for (envelope& e : left) {
-            report.unprocessed.push_back(std::move(e.request));
-        }
-        return report;
+        return shutdown_into(grace, true);
     }
 
     /// Returns a snapshot of the counters and gauges (see `stats_snapshot`).
@@ -493,11 +505,26 @@ private:
 
     // ---------------------------------------------------------------- shutdown, step by step
 
+    enum class shutdown_step { none, begun, joined };
+
+    // How far a shutdown got, and what it collected: a call that ran out of memory leaves them
+    // here, and the next call (or the destructor) goes on from there.
+    struct shutdown_progress {
+        shutdown_step at = shutdown_step::none;
+        std::int64_t grace_end = 0;
+        bool grace_over = false;        // step 4 cancelled something
+        std::size_t stuck_workers = 0;  // step 5's count
+        std::size_t before_drain = 0;   // collected before step 6
+        std::vector<envelope> left;     // what is not processed, with its attempt history
+    };
+
     // The whole shutdown (docs/design.md, "Shutdown, step by step"); what it did not process goes
-    // to `left` with its attempt history (the destructor dead-letters it; shutdown() hands back
-    // the requests, `hand_back`: but those their handles cancelled go to on_failure).
-    shutdown_report<Request> shutdown_into(std::chrono::nanoseconds grace,
-                                           std::vector<envelope>& left, bool hand_back) {
+    // to `shut_.left` with its attempt history (the destructor dead-letters it; shutdown() hands
+    // back the requests, `hand_back`: but those their handles cancelled go to on_failure). Out of
+    // memory it throws std::bad_alloc (before the phase is `stopped`) with what it collected kept
+    // in `shut_`, and a later call goes on from the step that threw: each collecting step takes
+    // all it holds or nothing, and each other step runs once.
+    shutdown_report<Request> shutdown_into(std::chrono::nanoseconds grace, bool hand_back) {
         shutdown_report<Request> report;
         if (detail::current_pool == this) {
             close_intake();
@@ -508,41 +535,52 @@ private:
         if (life_.at_least(phase::stopped)) {
             return report;
         }
-        const std::int64_t grace_end =
-            detail::add_saturated(detail::now_ns(), std::max<std::int64_t>(0, grace.count()));
-        callbacks_.emit(event_now(event_kind::shutdown_begin, "shutdown", workers_.live()));
-        // 1. Close intake: later submits return closed, blocked ones wake with closed.
-        close_intake();
-        // 2. Drain: retries are handed back (now and from here on), workers exit once the queue
-        //    is empty; someone must drain a pool with no worker.
-        life_.advance(phase::draining);
-        delay_.close_into(left, pressure_);
-        sched_.start_drain_into(left);  // what waits for a time, with its key's later requests
-        idle_.wake_all();
-        note_worker_awake();
-        {
-            std::lock_guard lock(workers_.mutex());
-            if (workers_.live() == 0 && (queue_.has_claimed_elements() || !sched_.empty())) {
-                (void)workers_.spawn_locked(idle_, worker_body(), false);
-            }
+        std::vector<envelope>& left = shut_.left;
+        if (shut_.at == shutdown_step::none) {
+            shut_.grace_end =
+                detail::add_saturated(detail::now_ns(), std::max<std::int64_t>(0, grace.count()));
+            callbacks_.emit(event_now(event_kind::shutdown_begin, "shutdown", workers_.live()));
+            // 1. Close intake: later submits return closed, blocked ones wake with closed.
+            close_intake();
+            life_.advance(phase::draining);
+            shut_.at = shutdown_step::begun;
         }
-        // 3. Wait out the grace; 4. then cancel what still runs.
-        const bool grace_over = !workers_.wait_exited_until(grace_end) && cancel_the_rest();
-        // 5. Join the supervisor and the workers that exited; those still in a handler are stuck
-        //    (one only on its way out is not).
-        supervisor_.stop();
-        {
-            std::lock_guard lock(workers_.mutex());
-            workers_.reap_exited_locked();
-            report.stuck_workers = workers_.attempts_in_flight_locked();
+        if (shut_.at == shutdown_step::begun) {
+            // 2. Drain: retries are handed back (now and from here on), workers exit once the
+            //    queue is empty; someone must drain a pool with no worker.
+            delay_.close_into(left, pressure_);
+            sched_.start_drain_into(left);  // what waits for a time, with its key's later ones
+            idle_.wake_all();
+            note_worker_awake();
+            {
+                std::lock_guard lock(workers_.mutex());
+                if (workers_.live() == 0 && (queue_.has_claimed_elements() || !sched_.empty())) {
+                    (void)workers_.spawn_locked(idle_, worker_body(), false);
+                }
+            }
+            // 3. Wait out the grace; 4. then cancel what still runs.
+            shut_.grace_over = !workers_.wait_exited_until(shut_.grace_end) && cancel_the_rest();
+            // 5. Join the supervisor and the workers that exited; those still in a handler are
+            //    stuck (one only on its way out is not).
+            supervisor_.stop();
+            {
+                std::lock_guard lock(workers_.mutex());
+                workers_.reap_exited_locked();
+                shut_.stuck_workers = workers_.attempts_in_flight_locked();
+            }
+            shut_.before_drain = left.size();
+            shut_.at = shutdown_step::joined;
         }
         // 6. Hand back what is left in the queue, and what failed during shutdown.
-        const std::size_t before_drain = left.size();
+        report.stuck_workers = shut_.stuck_workers;
         queue_.drain_into(left);
         sched_.drain_into(left);  // each key's requests in submit order
-        report.drained = !grace_over && left.size() == before_drain;
+        report.drained = !shut_.grace_over && left.size() == shut_.before_drain;
         delay_.take_handed_back(left);
         if (hand_back) {
+            // Room for the report first: from here on nothing throws, so a request is booked
+            // handed back (its handle, [H1]) only when it is in the report.
+            report.unprocessed.reserve(left.size());
             // User code runs here: as on a pool thread, a nested shutdown does not wait for us.
             const void* const caller = std::exchange(detail::current_pool, this);
             std::vector<envelope> cancelled = tracking_.hand_back(left, outcomes_.guarded());
@@ -553,6 +591,12 @@ private:
         life_.advance(phase::stopped);
         idle_waiters_.notify();
         callbacks_.emit(event_now(event_kind::shutdown_done, "shutdown", workers_.live()));
+        if (hand_back) {
+            for (envelope& e : left) {
+                report.unprocessed.push_back(std::move(e.request));  // reserved above
+            }
+            left.clear();
+        }
         return report;
     }
 
@@ -656,6 +700,7 @@ private:
 
     std::atomic<std::uint64_t> returned_{0};  // requests handed back by shutdown; see [H1]
     std::mutex shutdown_mutex_;               // serialises shutdowns
+    shutdown_progress shut_;                  // guarded by shutdown_mutex_
     // The supervisor's thread and round, over the components above; last: started after
     // everything above exists, stopped before any of it is destroyed. See supervisor_loop.hpp.
     detail::supervisor<envelope, worker_payload, queue_type, worker_entry> supervisor_;

@@ -42,9 +42,9 @@ inline bool untouched(const job& j, int id) {
 
 // A pool of exactly `workers` workers and `capacity` slots, whose destructor does not wait out a
 // grace (a failing test must not wait one per pool).
-template <class Request = job>
-workerpool::options<Request> held_options(std::size_t capacity, std::size_t workers) {
-    workerpool::options<Request> o;
+template <class Request = job, class Result = void>
+workerpool::options<Request, Result> held_options(std::size_t capacity, std::size_t workers) {
+    workerpool::options<Request, Result> o;
     o.capacity = capacity;
     o.min_workers = workers;
     o.max_workers = workers;
