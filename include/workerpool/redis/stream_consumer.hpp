@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <new>
 #include <optional>
 #include <span>
 #include <stop_token>
@@ -113,6 +114,8 @@ public:
                 user(std::move(f));
             }
         };
+        refused_.reserve(max_in_flight_);  // they are held: never more than max_in_flight
+        resubmitting_.reserve(max_in_flight_);
         pool_.emplace(std::move(handler), std::move(pool));
         thread_ = std::jthread([this](const std::stop_token& st) { read_loop(st); });
     }
@@ -135,6 +138,8 @@ public:
     /// Stops reading, shuts the pool down with `grace` (see `dispatcher::shutdown`), sends the
     /// acknowledgements and dead letters still due, and closes the connection. Entries not
     /// finished stay pending in Redis. Idempotent: later calls return an empty report.
+    /// Throws: `std::bad_alloc` out of memory (the pool's shutdown, the last acknowledgements);
+    /// what it did not acknowledge stays pending in Redis, and a later call returns at once.
     /// Blocks: up to about `block + grace + stuck_grace` (+ one reconnection attempt).
     consumer_stop_report stop(std::chrono::nanoseconds grace) {
         consumer_stop_report report;
@@ -187,6 +192,7 @@ public:
         ledger_.clear();
         acks_.clear();
         recovery_.clear();
+        refused_.clear();
         return report;
     }
 
@@ -221,26 +227,46 @@ private:
 
     void read_loop(const std::stop_token& st) {
         while (!st.stop_requested()) {
-            if (!link_.up()) {
-                if (link_.notice_broken()) {
-                    emit({consumer_event_kind::disconnected, 0, link_.why()});
+            try {
+                if (link_.up()) {
+                    turn(st);
+                } else {
+                    reconnect(st);
                 }
-                if (!ledger_.sleep(st, link_.backoff())) {
-                    break;
-                }
-                drop_replies();
-                if (link_.connect().status == detail::reply_class::ok) {
-                    // relaxed: statistics only
-                    reconnects_.store(link_.reconnects(), std::memory_order_relaxed);
-                    emit({consumer_event_kind::connected,
-                          static_cast<std::size_t>(link_.reconnects()),
-                          {}});
-                    // A reply lost with the old connection may have delivered entries to us.
-                    recovery_.rescan_own();
-                }
-                continue;
+            } catch (const std::bad_alloc&) {
+                out_of_memory();
             }
-            turn(st);
+        }
+    }
+
+    // Waits out the backoff, then connects again.
+    void reconnect(const std::stop_token& st) {
+        if (link_.notice_broken()) {
+            emit({consumer_event_kind::disconnected, 0, link_.why()});
+        }
+        if (!ledger_.sleep(st, link_.backoff())) {
+            return;  // stop requested
+        }
+        drop_replies();
+        if (link_.connect().status == detail::reply_class::ok) {
+            // relaxed: statistics only
+            reconnects_.store(link_.reconnects(), std::memory_order_relaxed);
+            emit(
+                {consumer_event_kind::connected, static_cast<std::size_t>(link_.reconnects()), {}});
+            // A reply lost with the old connection may have delivered entries to us.
+            recovery_.rescan_own();
+        }
+    }
+
+    // An allocation failed on the reader thread. Where the step stopped is unknown (a command
+    // may be sent and its reply not taken, entries read and not held yet), so it ends like a
+    // broken connection: the replies owed are forgotten, the acknowledgements in them owed
+    // again, and the own-list scan after reconnecting takes up what was read and not held (the
+    // steps that hold ids release them when cut short). Allocates nothing ("out of memory" fits
+    // a string's own buffer).
+    void out_of_memory() noexcept {
+        if (link_.fail("out of memory")) {
+            emit({consumer_event_kind::disconnected, 0, link_.why()});
         }
     }
 
@@ -260,6 +286,18 @@ private:
             if (!check(recovery_.refresh(link_.get(), ledger_.held_ids()))) {
                 return;
             }
+        }
+        if (!refused_.empty() && !resubmit()) {
+            // The pool still has no memory for them: send what is owed, else try again soon.
+            // After the dead letters and the refresh (held entries keep their idle time low, so
+            // no other consumer claims them), before the entry running alone is let go (it may
+            // be one of these).
+            if (acks_.acks_due()) {
+                send_acks();
+            } else {
+                (void)ledger_.wait(st, std::chrono::milliseconds(1));
+            }
+            return;
         }
         if (alone_ && (!ledger_.holds(*alone_) ||
                        (ledger_.in_pool() == 0 && !acks_.acks_due() && !acks_.dead_due(now)))) {
@@ -362,8 +400,16 @@ private:
         detail::reader::parse(reply, batch_, spares_);
         read_.fetch_add(batch_.entries.size(), std::memory_order_relaxed);  // statistics only
         // Delivered without a body (deleted meanwhile): nothing to run, only to acknowledge.
-        for (const std::string& id : ledger_.hold(std::move(batch_.gone))) {
-            acks_.owe_ack(detail::parse_id(id).value_or(detail::stream_id{}));  // held: it parsed
+        const std::vector<std::string> gone = ledger_.hold(std::move(batch_.gone));
+        std::size_t owed = 0;
+        try {
+            for (; owed < gone.size(); ++owed) {
+                // held: it parsed
+                acks_.owe_ack(detail::parse_id(gone[owed]).value_or(detail::stream_id{}));
+            }
+        } catch (const std::bad_alloc&) {
+            ledger_.release(std::span(gone).subspan(owed));  // the scan takes them up again
+            throw;
         }
         start(batch_.entries);
     }
@@ -430,16 +476,29 @@ private:
             if (pool_->submit(std::move(e)) != submit_status::accepted) {
                 // Only at shutdown (never: the reader is joined first), from a pool thread
                 // (never), or when a pool with lanes or a rate limit has no memory for it. A
-                // refused request is untouched, so its id is still there: released, it stays
-                // pending in the stream for a later claim.
+                // refused request is untouched: still held, it waits in refused_ and is
+                // submitted again next turn (room for every held entry is reserved there).
                 ledger_.left_pool(1);
-                // By its parsed id: no allocation, on a path memory may be short on.
-                // NOLINTNEXTLINE(bugprone-use-after-move)
-                if (const std::optional<detail::stream_id> id = detail::parse_id(e.id)) {
+                if (refused_.size() < refused_.capacity()) {
+                    // NOLINTNEXTLINE(bugprone-use-after-move)
+                    refused_.push_back(std::move(e));
+                    // NOLINTNEXTLINE(bugprone-use-after-move)
+                } else if (const std::optional<detail::stream_id> id = detail::parse_id(e.id)) {
+                    // Never (held entries are at most max_in_flight); pending here, the own-list
+                    // scan would take it up again.
                     ledger_.release(std::span<const detail::stream_id>(&*id, 1));
+                    recovery_.rescan_own();
                 }
             }
         }
+    }
+
+    // Submits again the entries the pool refused; returns whether it took them all.
+    bool resubmit() {
+        resubmitting_.swap(refused_);
+        submit(resubmitting_);  // refused again: back in refused_
+        resubmitting_.clear();
+        return refused_.empty();
     }
 
     // Takes up ids found pending on this consumer (own list) or claimed from others.
@@ -455,10 +514,16 @@ private:
             claimed_.fetch_add(fresh.size(), std::memory_order_relaxed);  // statistics only
             emit({consumer_event_kind::claimed, fresh.size(), {}});
         }
-        detail::adoption a = recovery_.adopt(link_.get(), fresh, false);
-        if (!check_failure(a.status, a.error)) {
-            ledger_.release(fresh);  // still pending here: the next scan or claim finds them
-            return;
+        detail::adoption a;
+        try {
+            a = recovery_.adopt(link_.get(), fresh, false);
+            if (!check_failure(a.status, a.error)) {
+                ledger_.release(fresh);  // still pending here: the next scan or claim finds them
+                return;
+            }
+        } catch (const std::bad_alloc&) {
+            ledger_.release(fresh);  // pending here: the scan after reconnecting finds them
+            throw;
         }
         if (!claimed) {
             read_.fetch_add(a.run.size(), std::memory_order_relaxed);  // statistics only
@@ -468,15 +533,22 @@ private:
 
     // Runs the next parked entry, alone in the pool, counting its delivery first.
     void run_alone() {
-        std::vector<std::string> id{recovery_.unpark()};
-        detail::adoption a = recovery_.adopt(link_.get(), id, true);
-        if (!check_failure(a.status, a.error)) {
-            if (a.status == detail::reply_class::error) {
-                ledger_.release(id);  // a definite error: leave it pending for a later scan
-            } else {
-                recovery_.park(std::move(id));  // held still: try again after reconnecting
+        std::vector<std::string> id(1);  // allocated before the id leaves the parked queue
+        id.front() = recovery_.unpark();
+        detail::adoption a;
+        try {
+            a = recovery_.adopt(link_.get(), id, true);
+            if (!check_failure(a.status, a.error)) {
+                if (a.status == detail::reply_class::error) {
+                    ledger_.release(id);  // a definite error: leave it pending for a later scan
+                } else {
+                    recovery_.park(std::move(id));  // held still: try again after reconnecting
+                }
+                return;
             }
-            return;
+        } catch (const std::bad_alloc&) {
+            ledger_.release(id);  // pending here: the scan after reconnecting finds it
+            throw;
         }
         read_.fetch_add(a.run.size(), std::memory_order_relaxed);  // statistics only
         if (!a.run.empty()) {
@@ -485,17 +557,38 @@ private:
         settle_adoption(std::move(a));
     }
 
+    // Hands each adopted id on: released, submitted, owed a dead letter or parked. Out of memory
+    // half-way, the ids not handed on yet are released (the scan after reconnecting finds them).
     void settle_adoption(detail::adoption&& a) {
         ledger_.release(a.dropped);
-        for (detail::dead_letter& d : a.dead) {
-            acks_.owe(std::move(d));
-        }
-        recovery_.park(std::move(a.alone));
         submit(a.run);
+        std::size_t owed = 0;
+        try {
+            for (; owed < a.dead.size(); ++owed) {
+                acks_.owe(std::move(a.dead[owed]));
+            }
+            recovery_.park(std::move(a.alone));
+        } catch (const std::bad_alloc&) {
+            for (std::size_t i = owed; i < a.dead.size(); ++i) {
+                if (const std::optional<detail::stream_id> id =
+                        detail::parse_id(a.dead[i].entry.id)) {
+                    ledger_.release(std::span<const detail::stream_id>(&*id, 1));
+                }
+            }
+            ledger_.release(a.alone);
+            throw;
+        }
     }
 
     void absorb_completions() {
         ledger_.take(done_);
+        if (!done_.retake.empty()) {
+            // Failed, but their dead letters could not be booked (out of memory on a pool
+            // thread): pending here, they are taken up again by the own-list scan.
+            ledger_.release(done_.retake);
+            done_.retake.clear();
+            recovery_.rescan_own();
+        }
         acks_.owe(done_);
         // Finished entries become the next batch's (their memory stays on this thread); big or
         // surplus ones are freed here, where they were allocated.
@@ -600,6 +693,10 @@ private:
     std::vector<stream_entry> spares_;  // finished entries whose memory the next batch reuses
     std::vector<detail::stream_id> ids_;
     std::vector<bool> taken_;
+    // Held entries the pool refused (out of memory), submitted again next turn; both reserve
+    // room for max_in_flight entries, so a refusal never allocates.
+    std::vector<stream_entry> refused_;
+    std::vector<stream_entry> resubmitting_;
     // The entry running alone, until settled: nothing else starts meanwhile.
     std::optional<detail::stream_id> alone_;
 

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstddef>
 #include <deque>
+#include <new>
 #include <optional>
 #include <span>
 #include <string>
@@ -64,18 +65,28 @@ public:
           dead_stream_(std::move(dead_letter_stream)), ack_prefix_(ack_prefix(o.stream, o.group)),
           retry_min_(o.reconnect_min), retry_max_(o.reconnect_max), retry_(o.reconnect_min) {}
 
-    /// Takes over what the pool reported.
+    /// Takes over what the pool reported. Out of memory half-way, what it did not take over
+    /// stays in `c` (and nothing is owed twice).
     void owe(ledger::completions& c) {
         acks_.insert(acks_.end(), c.acks.begin(), c.acks.end());
         c.acks.clear();
-        for (dead_letter& d : c.dead) {
-            owe(std::move(d));
+        auto taken = c.dead.begin();
+        try {
+            for (; taken != c.dead.end(); ++taken) {
+                owe(std::move(*taken));
+            }
+        } catch (const std::bad_alloc&) {
+            c.dead.erase(c.dead.begin(), taken);
+            throw;
         }
         c.dead.clear();
     }
 
-    /// Owes one dead letter (due at once).
-    void owe(dead_letter&& d) { dead_.push_back({std::move(d), {}}); }
+    /// Owes one dead letter (due at once). Out of memory, it throws with `d` untouched.
+    void owe(dead_letter&& d) {
+        dead_.emplace_back();  // allocates first: `d` is moved only once there is room
+        dead_.back().letter = std::move(d);
+    }
 
     /// Whether acknowledgements are owed.
     [[nodiscard]] bool acks_due() const noexcept { return !acks_.empty(); }
@@ -254,11 +265,16 @@ private:
         return out;
     }
 
-    // Drops the oldest sent batch, keeping its buffer.
-    void recycle_front() {
-        sent_.front().clear();
-        spare_.push_back(std::move(sent_.front()));
+    // Drops the oldest sent batch, keeping its buffer if there is memory to keep it.
+    void recycle_front() noexcept {
+        std::vector<stream_id> batch = std::move(sent_.front());
         sent_.pop_front();
+        batch.clear();
+        try {
+            spare_.push_back(std::move(batch));
+        } catch (const std::bad_alloc&) {
+            // Out of memory: the buffer is freed instead of reused.
+        }
     }
 
     bool append_transaction(connection& c, const dead_letter& d) {

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <exception>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <span>
 #include <stop_token>
@@ -45,25 +46,39 @@ public:
         std::vector<stream_id> acks;      ///< Handlers returned: acknowledge these.
         std::vector<dead_letter> dead;    ///< Failed for good: dead-letter these.
         std::vector<stream_entry> spent;  ///< What is left of finished entries: destroy these.
+        /// Failed for good, but their dead letters could not be booked (out of memory on a pool
+        /// thread): stop holding these; they are pending here, and the own-list scan takes them
+        /// up again.
+        std::vector<stream_id> retake;
     };
 
-    /// Room for `n` ids before the set grows.
-    explicit ledger(std::size_t n) : held_(n) { done_.acks.reserve(n); }
+    /// Room for `n` ids before the set grows, and for `n` completions (`n` bounds what is held,
+    /// so booking a completion on a pool thread never allocates for its id).
+    explicit ledger(std::size_t n) : held_(n) {
+        done_.acks.reserve(n);
+        done_.retake.reserve(n);
+    }
 
     // --- pool threads ----------------------------------------------------------------------
 
     /// The handler of the entry `id` returned: it is owed an acknowledgement. `spent` is what is
     /// left of the entry: the reader destroys it, so that its memory goes back to the thread that
     /// allocated it (freeing on pool threads cost more than the rest of the bookkeeping).
+    /// Never allocates for the id (room for every held id is reserved); when `spent` cannot be
+    /// kept (out of memory), it is left to its owner to destroy.
     void completed(std::optional<stream_id> id, stream_entry&& spent) {
         bool wake = false;
         {
             const std::lock_guard lock(mutex_);
             --in_pool_;
             if (id) {
-                done_.acks.push_back(*id);
+                done_.acks.push_back(*id);  // within the capacity reserved: no allocation
             }
-            done_.spent.push_back(std::move(spent));
+            try {
+                done_.spent.push_back(std::move(spent));  // on failure `spent` is untouched
+            } catch (const std::bad_alloc&) {
+                // Its memory is freed on this thread instead: only slower.
+            }
             wake = reader_waiting_;
         }
         if (wake) {
@@ -72,14 +87,23 @@ public:
     }
 
     /// `f` will not be processed: dead-letter it, unless shutdown cancelled it (then it stays
-    /// pending in Redis for another consumer).
+    /// pending in Redis for another consumer). When its dead letter cannot be built (out of
+    /// memory: it copies the entry), its id goes to `retake` instead (no allocation: room for
+    /// every held id is reserved), and the entry runs again.
     void failed(const failure<stream_entry>& f) {
         {
             const std::lock_guard lock(mutex_);
             --in_pool_;
             if (f.reason != failure_reason::cancelled) {
-                done_.dead.push_back(
-                    {f.request, to_string(f.reason), f.attempts, workerpool::what(f.error)});
+                try {
+                    done_.dead.push_back(
+                        {f.request, to_string(f.reason), f.attempts, workerpool::what(f.error)});
+                } catch (const std::bad_alloc&) {
+                    const std::optional<stream_id> id = parse_id(f.request.id);
+                    if (id && done_.retake.size() < done_.retake.capacity()) {
+                        done_.retake.push_back(*id);
+                    }
+                }
             }
         }
         cv_.notify_one();
@@ -89,10 +113,12 @@ public:
 
     /// Holds each of `ids` not held yet; sets `taken[i]` to whether it took `ids[i]` (the others
     /// are held already: read twice, or claimed while running here). Returns how many it took.
+    /// All or nothing: out of memory, it throws before holding any.
     std::size_t hold(const std::vector<stream_id>& ids, std::vector<bool>& taken) {
         taken.assign(ids.size(), false);
         std::size_t n = 0;
         const std::lock_guard lock(mutex_);
+        held_.reserve(held_.size() + ids.size());
         for (std::size_t i = 0; i < ids.size(); ++i) {
             if (held_.insert(ids[i])) {
                 taken[i] = true;
@@ -102,9 +128,10 @@ public:
         return n;
     }
 
-    /// `hold` for ids as text (an id that does not parse is not taken).
+    /// `hold` for ids as text (an id that does not parse is not taken). All or nothing.
     std::vector<std::string> hold(std::vector<std::string> ids) {
         const std::lock_guard lock(mutex_);
+        held_.reserve(held_.size() + ids.size());
         std::erase_if(ids, [&](const std::string& id) {
             const std::optional<stream_id> parsed = parse_id(id);
             return !parsed || !held_.insert(*parsed);
@@ -132,8 +159,8 @@ public:
         }
     }
 
-    /// `release` for ids as text.
-    void release(const std::vector<std::string>& ids) {
+    /// `release` for ids as text. Never allocates.
+    void release(std::span<const std::string> ids) {
         const std::lock_guard lock(mutex_);
         for (const std::string& id : ids) {
             if (const std::optional<stream_id> parsed = parse_id(id)) {
@@ -143,11 +170,16 @@ public:
     }
 
     /// Moves the completions reported since the last call into `out` (appending; `out.spent` is
-    /// swapped, so clear it before the next call).
+    /// swapped, so clear it before the next call). All or nothing: out of memory, it throws
+    /// before taking any.
     void take(completions& out) {
         const std::lock_guard lock(mutex_);
+        out.dead.reserve(out.dead.size() + done_.dead.size());  // then the moves cannot fail
+        out.retake.reserve(out.retake.size() + done_.retake.size());
         out.acks.insert(out.acks.end(), done_.acks.begin(), done_.acks.end());
         done_.acks.clear();
+        out.retake.insert(out.retake.end(), done_.retake.begin(), done_.retake.end());
+        done_.retake.clear();
         for (dead_letter& d : done_.dead) {
             out.dead.push_back(std::move(d));
         }
@@ -205,6 +237,7 @@ public:
         done_.acks.clear();
         done_.dead.clear();
         done_.spent.clear();
+        done_.retake.clear();
     }
 
 private:

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstddef>
 #include <deque>
+#include <new>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -200,10 +201,20 @@ public:
         return out;
     }
 
-    /// Queues ids whose last delivery must run alone.
+    /// Queues ids whose last delivery must run alone. All or nothing: out of memory, it throws
+    /// with `ids` as they were and nothing queued.
     void park(std::vector<std::string>&& ids) {
-        for (std::string& id : ids) {
-            parked_.push_back(std::move(id));
+        const std::size_t before = parked_.size();
+        try {
+            for (std::string& id : ids) {
+                parked_.push_back(std::move(id));
+            }
+        } catch (const std::bad_alloc&) {
+            for (std::size_t i = before; i < parked_.size(); ++i) {
+                ids[i - before] = std::move(parked_[i]);
+            }
+            parked_.erase(parked_.begin() + static_cast<std::ptrdiff_t>(before), parked_.end());
+            throw;
         }
     }
 

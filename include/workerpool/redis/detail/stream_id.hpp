@@ -76,6 +76,14 @@ public:
         return place(id);
     }
 
+    /// Makes room for `n` IDs in all, so that inserting up to `n - size()` more allocates
+    /// nothing (and cannot fail half-way).
+    void reserve(std::size_t n) {
+        if (capacity_for(n) > slots_.size()) {
+            rehash(capacity_for(n));
+        }
+    }
+
     /// Whether `id` is in the set.
     [[nodiscard]] bool contains(stream_id id) const noexcept {
         for (std::size_t i = home(id); slots_[i].used; i = next(i)) {
