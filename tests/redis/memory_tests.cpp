@@ -14,6 +14,7 @@
 #include "redis/audit.hpp"
 #include "redis/redis_util.hpp"
 #include "support/catch.hpp"
+#include "support/replaced_new.hpp"
 #include "support/test_util.hpp"
 
 #include <algorithm>
@@ -42,97 +43,18 @@ bool injected_failure() noexcept {
     return !exempt && (fail_everywhere.load() || (fail_while != nullptr && fail_while->load()));
 }
 
-void* alloc_or_null(std::size_t n) noexcept {
+}  // namespace
+
+// The hooks of support/replaced_new.hpp.
+void* workerpool::test::allocate(std::size_t n) noexcept {
     return injected_failure() ? nullptr : std::malloc(n == 0 ? 1 : n);
 }
 
-void* aligned_or_null(std::size_t n, std::align_val_t al) noexcept {
-    if (injected_failure()) {
-        return nullptr;
-    }
-    const auto a = std::max(static_cast<std::size_t>(al), sizeof(void*));
-    void* p = nullptr;
-    return posix_memalign(&p, a, n == 0 ? 1 : n) == 0 ? p : nullptr;
+void* workerpool::test::allocate_aligned(std::size_t n, std::align_val_t al) noexcept {
+    return injected_failure() ? nullptr : aligned_malloc(n, al);
 }
 
-void* alloc_or_throw(std::size_t n) {
-    if (void* p = alloc_or_null(n)) {
-        return p;
-    }
-    throw std::bad_alloc();
-}
-
-void* aligned_or_throw(std::size_t n, std::align_val_t al) {
-    if (void* p = aligned_or_null(n, al)) {
-        return p;
-    }
-    throw std::bad_alloc();
-}
-
-}  // namespace
-
-// ------------------------------------------------------------------ replaceable allocation
-// functions
-
-void* operator new(std::size_t n) {
-    return alloc_or_throw(n);
-}
-void* operator new[](std::size_t n) {
-    return alloc_or_throw(n);
-}
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-    return alloc_or_null(n);
-}
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
-    return alloc_or_null(n);
-}
-void* operator new(std::size_t n, std::align_val_t a) {
-    return aligned_or_throw(n, a);
-}
-void* operator new[](std::size_t n, std::align_val_t a) {
-    return aligned_or_throw(n, a);
-}
-void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
-    return aligned_or_null(n, a);
-}
-void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
-    return aligned_or_null(n, a);
-}
-
-void operator delete(void* p) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p, std::size_t) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, const std::nothrow_t&) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p, const std::nothrow_t&) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, std::align_val_t) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p, std::align_val_t) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept {
+void workerpool::test::deallocate(void* p) noexcept {
     std::free(p);
 }
 

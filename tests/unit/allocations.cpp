@@ -2,8 +2,9 @@
 // timeout set and a warmed-up pool, requests that complete normally allocate nothing.
 //
 // This file replaces the global operator new / delete (every form: plain, array, nothrow,
-// aligned, sized) for the whole unit-test executable. The replacements forward to malloc/free and
-// count only while a measuring window is open: outside it they cost one relaxed load.
+// aligned, sized) for the whole unit-test executable, through support/replaced_new.hpp's hooks.
+// They forward to malloc/free and count only while a measuring window is open: outside it they
+// cost one relaxed load (and the failure switches' loads).
 //
 // Debugging a failure: run with WORKERPOOL_ALLOC_TRAP=1 under gdb; every allocation counted
 // inside a window raises SIGTRAP, so `bt` shows who allocates.
@@ -13,6 +14,7 @@
 
 #include "support/catch.hpp"
 #include "support/held_workers.hpp"
+#include "support/replaced_new.hpp"
 #include "support/test_util.hpp"
 
 #include <algorithm>
@@ -102,7 +104,11 @@ void note_free(void* p) noexcept {
     }
 }
 
-void* alloc_or_null(std::size_t n) noexcept {
+}  // namespace
+
+// The hooks of support/replaced_new.hpp: counted while a window is open, failed as the switches
+// above say.
+void* workerpool::test::allocate(std::size_t n) noexcept {
     if (injected_failure(n)) {
         return nullptr;
     }
@@ -110,100 +116,17 @@ void* alloc_or_null(std::size_t n) noexcept {
     return std::malloc(n == 0 ? 1 : n);
 }
 
-void* aligned_or_null(std::size_t n, std::align_val_t al) noexcept {
+void* workerpool::test::allocate_aligned(std::size_t n, std::align_val_t al) noexcept {
     if (injected_failure(n)) {
         return nullptr;
     }
     note_alloc(n);
-    const auto a = std::max(static_cast<std::size_t>(al), sizeof(void*));
-    void* p = nullptr;
-    return posix_memalign(&p, a, n == 0 ? 1 : n) == 0 ? p : nullptr;
+    return aligned_malloc(n, al);
 }
 
-void* alloc_or_throw(std::size_t n) {
-    if (void* p = alloc_or_null(n)) {
-        return p;
-    }
-    throw std::bad_alloc();
-}
-
-void* aligned_or_throw(std::size_t n, std::align_val_t al) {
-    if (void* p = aligned_or_null(n, al)) {
-        return p;
-    }
-    throw std::bad_alloc();
-}
-
-void release(void* p) noexcept {
+void workerpool::test::deallocate(void* p) noexcept {
     note_free(p);
     std::free(p);
-}
-
-}  // namespace
-
-// ------------------------------------------------------------------ replaceable allocation
-// functions
-
-void* operator new(std::size_t n) {
-    return alloc_or_throw(n);
-}
-void* operator new[](std::size_t n) {
-    return alloc_or_throw(n);
-}
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-    return alloc_or_null(n);
-}
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
-    return alloc_or_null(n);
-}
-void* operator new(std::size_t n, std::align_val_t a) {
-    return aligned_or_throw(n, a);
-}
-void* operator new[](std::size_t n, std::align_val_t a) {
-    return aligned_or_throw(n, a);
-}
-void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
-    return aligned_or_null(n, a);
-}
-void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
-    return aligned_or_null(n, a);
-}
-
-void operator delete(void* p) noexcept {
-    release(p);
-}
-void operator delete[](void* p) noexcept {
-    release(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-    release(p);
-}
-void operator delete[](void* p, std::size_t) noexcept {
-    release(p);
-}
-void operator delete(void* p, const std::nothrow_t&) noexcept {
-    release(p);
-}
-void operator delete[](void* p, const std::nothrow_t&) noexcept {
-    release(p);
-}
-void operator delete(void* p, std::align_val_t) noexcept {
-    release(p);
-}
-void operator delete[](void* p, std::align_val_t) noexcept {
-    release(p);
-}
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
-    release(p);
-}
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
-    release(p);
-}
-void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
-    release(p);
-}
-void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept {
-    release(p);
 }
 
 namespace {
