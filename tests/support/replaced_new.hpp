@@ -17,9 +17,11 @@
 
 namespace workerpool::test {
 
-void* allocate(std::size_t n) noexcept;
-void* allocate_aligned(std::size_t n, std::align_val_t al) noexcept;
-void deallocate(void* p) noexcept;
+// Not inlined: GCC (-Wmismatched-new-delete, at -O1 and above) takes a hook's std::free, once
+// inlined through operator delete into a delete expression, for a free of new's memory.
+[[gnu::noinline]] void* allocate(std::size_t n) noexcept;
+[[gnu::noinline]] void* allocate_aligned(std::size_t n, std::align_val_t al) noexcept;
+[[gnu::noinline]] void deallocate(void* p) noexcept;
 
 // malloc for `n` bytes aligned to `al` (at least a pointer's alignment); null when out of memory.
 inline void* aligned_malloc(std::size_t n, std::align_val_t al) noexcept {
