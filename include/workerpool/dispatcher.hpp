@@ -23,6 +23,7 @@
 #include <workerpool/detail/pool_thread.hpp>
 #include <workerpool/detail/scheduler.hpp>
 #include <workerpool/detail/sharded_queue.hpp>
+#include <workerpool/detail/shutdown_progress.hpp>
 #include <workerpool/detail/spin.hpp>
 #include <workerpool/detail/supervisor.hpp>
 #include <workerpool/detail/supervisor_loop.hpp>
@@ -175,7 +176,7 @@ public:
             // otherwise keep the join below waiting for ever), and the rest is collected again
             // once every thread has left.
             collected = false;
-            if (shut_.at != shutdown_step::joined) {
+            if (shut_.at != detail::shutdown_step::joined) {
                 (void)cancel_the_rest();
             }
         }
@@ -505,19 +506,6 @@ private:
 
     // ---------------------------------------------------------------- shutdown, step by step
 
-    enum class shutdown_step { none, begun, joined };
-
-    // How far a shutdown got, and what it collected: a call that ran out of memory leaves them
-    // here, and the next call (or the destructor) goes on from there.
-    struct shutdown_progress {
-        shutdown_step at = shutdown_step::none;
-        std::int64_t grace_end = 0;
-        bool grace_over = false;        // step 4 cancelled something
-        std::size_t stuck_workers = 0;  // step 5's count
-        std::size_t before_drain = 0;   // collected before step 6
-        std::vector<envelope> left;     // what is not processed, with its attempt history
-    };
-
     // The whole shutdown (docs/design.md, "Shutdown, step by step"); what it did not process goes
     // to `shut_.left` with its attempt history (the destructor dead-letters it; shutdown() hands
     // back the requests, `hand_back`: but those their handles cancelled go to on_failure). Out of
@@ -536,16 +524,16 @@ private:
             return report;
         }
         std::vector<envelope>& left = shut_.left;
-        if (shut_.at == shutdown_step::none) {
+        if (shut_.at == detail::shutdown_step::none) {
             shut_.grace_end =
                 detail::add_saturated(detail::now_ns(), std::max<std::int64_t>(0, grace.count()));
             callbacks_.emit(event_now(event_kind::shutdown_begin, "shutdown", workers_.live()));
             // 1. Close intake: later submits return closed, blocked ones wake with closed.
             close_intake();
             life_.advance(phase::draining);
-            shut_.at = shutdown_step::begun;
+            shut_.at = detail::shutdown_step::begun;
         }
-        if (shut_.at == shutdown_step::begun) {
+        if (shut_.at == detail::shutdown_step::begun) {
             // 2. Drain: retries are handed back (now and from here on), workers exit once the
             //    queue is empty; someone must drain a pool with no worker.
             delay_.close_into(left, pressure_);
@@ -569,7 +557,7 @@ private:
                 shut_.stuck_workers = workers_.attempts_in_flight_locked();
             }
             shut_.before_drain = left.size();
-            shut_.at = shutdown_step::joined;
+            shut_.at = detail::shutdown_step::joined;
         }
         // 6. Hand back what is left in the queue, and what failed during shutdown.
         report.stuck_workers = shut_.stuck_workers;
@@ -698,9 +686,9 @@ private:
         loop_{{this, options_, queue_, sched_, life_, pressure_, delay_, idle_, signal_, runner_,
                idle_waiters_, workers_, callbacks_, awake_period_ns_, std::random_device{}()}};
 
-    std::atomic<std::uint64_t> returned_{0};  // requests handed back by shutdown; see [H1]
-    std::mutex shutdown_mutex_;               // serialises shutdowns
-    shutdown_progress shut_;                  // guarded by shutdown_mutex_
+    std::atomic<std::uint64_t> returned_{0};    // requests handed back by shutdown; see [H1]
+    std::mutex shutdown_mutex_;                 // serialises shutdowns
+    detail::shutdown_progress<envelope> shut_;  // guarded by shutdown_mutex_
     // The supervisor's thread and round, over the components above; last: started after
     // everything above exists, stopped before any of it is destroyed. See supervisor_loop.hpp.
     detail::supervisor<envelope, worker_payload, queue_type, worker_entry> supervisor_;

@@ -19,6 +19,7 @@
 #include <workerpool/redis/detail/link.hpp>
 #include <workerpool/redis/detail/reader.hpp>
 #include <workerpool/redis/detail/recovery.hpp>
+#include <workerpool/redis/detail/refusals.hpp>
 #include <workerpool/redis/detail/stream_id.hpp>
 #include <workerpool/redis/stream_entry.hpp>
 #include <workerpool/stats.hpp>
@@ -114,8 +115,6 @@ public:
                 user(std::move(f));
             }
         };
-        refused_.reserve(max_in_flight_);  // they are held: never more than max_in_flight
-        resubmitting_.reserve(max_in_flight_);
         pool_.emplace(std::move(handler), std::move(pool));
         thread_ = std::jthread([this](const std::stop_token& st) { read_loop(st); });
     }
@@ -287,7 +286,8 @@ private:
                 return;
             }
         }
-        if (!refused_.empty() && !resubmit()) {
+        if (!refused_.empty() &&
+            !refused_.resubmit([this](std::vector<stream_entry>& again) { submit(again); })) {
             // The pool still has no memory for them: send what is owed, else try again soon.
             // After the dead letters and the refresh (held entries keep their idle time low, so
             // no other consumer claims them), before the entry running alone is let go (it may
@@ -474,31 +474,19 @@ private:
         ledger_.entered_pool(entries.size());
         for (stream_entry& e : entries) {
             if (pool_->submit(std::move(e)) != submit_status::accepted) {
-                // Only at shutdown (never: the reader is joined first), from a pool thread
-                // (never), or when a pool with lanes or a rate limit has no memory for it. A
-                // refused request is untouched: still held, it waits in refused_ and is
-                // submitted again next turn (room for every held entry is reserved there).
+                // Only when a pool with lanes or a rate limit has no memory for it (not at
+                // shutdown: the reader is joined first; not from a pool thread). Untouched and
+                // held, it waits in refused_ for the next turn, or, were refused_ full (it has
+                // room for every held entry), is released for the own-list scan to take up.
                 ledger_.left_pool(1);
-                if (refused_.size() < refused_.capacity()) {
+                // NOLINTNEXTLINE(bugprone-use-after-move)
+                if (!refused_.keep(e)) {
                     // NOLINTNEXTLINE(bugprone-use-after-move)
-                    refused_.push_back(std::move(e));
-                    // NOLINTNEXTLINE(bugprone-use-after-move)
-                } else if (const std::optional<detail::stream_id> id = detail::parse_id(e.id)) {
-                    // Never (held entries are at most max_in_flight); pending here, the own-list
-                    // scan would take it up again.
-                    ledger_.release(std::span<const detail::stream_id>(&*id, 1));
+                    ledger_.release(std::span<const std::string>(&e.id, 1));  // parses, no alloc
                     recovery_.rescan_own();
                 }
             }
         }
-    }
-
-    // Submits again the entries the pool refused; returns whether it took them all.
-    bool resubmit() {
-        resubmitting_.swap(refused_);
-        submit(resubmitting_);  // refused again: back in refused_
-        resubmitting_.clear();
-        return refused_.empty();
     }
 
     // Takes up ids found pending on this consumer (own list) or claimed from others.
@@ -570,10 +558,7 @@ private:
             recovery_.park(std::move(a.alone));
         } catch (const std::bad_alloc&) {
             for (std::size_t i = owed; i < a.dead.size(); ++i) {
-                if (const std::optional<detail::stream_id> id =
-                        detail::parse_id(a.dead[i].entry.id)) {
-                    ledger_.release(std::span<const detail::stream_id>(&*id, 1));
-                }
+                ledger_.release(std::span<const std::string>(&a.dead[i].entry.id, 1));
             }
             ledger_.release(a.alone);
             throw;
@@ -693,10 +678,8 @@ private:
     std::vector<stream_entry> spares_;  // finished entries whose memory the next batch reuses
     std::vector<detail::stream_id> ids_;
     std::vector<bool> taken_;
-    // Held entries the pool refused (out of memory), submitted again next turn; both reserve
-    // room for max_in_flight entries, so a refusal never allocates.
-    std::vector<stream_entry> refused_;
-    std::vector<stream_entry> resubmitting_;
+    // Held entries the pool refused (out of memory), submitted again next turn.
+    detail::refusals refused_{max_in_flight_};
     // The entry running alone, until settled: nothing else starts meanwhile.
     std::optional<detail::stream_id> alone_;
 
